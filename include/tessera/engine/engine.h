@@ -1,0 +1,78 @@
+// Engine: compiles a graph for one batch size into an Executable. Backends: cpu (oneDNN + own
+// kernels), sim (computes nothing; time from a latency profile), cuda (later).
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tessera/core/clock.h"
+#include "tessera/model/graph.h"
+
+namespace tessera {
+
+struct CompileOptions {
+  int64_t batch = 1;                           // replaces a dynamic leading dim
+  std::map<std::string, Shape> input_shapes;   // full shapes for inputs with other dynamic dims
+  bool optimize = true;                        // fusions (BN folding, activations, residuals)
+};
+
+struct TensorSpec {
+  std::string name;
+  DataType dtype = DataType::kInvalid;
+  Shape shape;
+};
+
+struct ExecutableInfo {
+  std::vector<TensorSpec> inputs;   // in graph-input order, concrete shapes
+  std::vector<TensorSpec> outputs;  // in graph-output order
+  size_t weight_bytes = 0;          // constants held by the executable (incl. repacked copies)
+  size_t activation_bytes = 0;      // peak activation memory: the planned arena
+  size_t activation_bytes_no_reuse = 0;  // what the same values would take without reuse
+  int nodes = 0;                    // nodes after optimization
+  int fused = 0;                    // patterns fused
+  int folded = 0;                   // nodes removed by constant folding / dead-code removal
+};
+
+// A model compiled for fixed input shapes. Run is not thread-safe: one call at a time per
+// Executable (the runtime keeps one per model instance). Inputs are only read during Run.
+class Executable {
+ public:
+  virtual ~Executable() = default;
+  // `inputs` in graph-input order, exactly the dtypes/shapes in info().inputs (InvalidArgument
+  // names the first mismatch). On success `outputs` holds newly owned tensors.
+  virtual Status Run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs) = 0;
+  virtual const ExecutableInfo& info() const = 0;
+};
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+  virtual std::string name() const = 0;
+  // Compiles a copy of `graph`. Unimplemented for unsupported ops (naming op and node);
+  // InvalidArgument for inconsistent shapes or types.
+  virtual Result<std::unique_ptr<Executable>> Compile(const Graph& graph,
+                                                      const CompileOptions& options) = 0;
+};
+
+// CPU backend. `threads` <= 0 uses every core. The thread count is process-wide (OpenMP).
+std::unique_ptr<Engine> CreateCpuEngine(int threads = 0);
+
+// Latency profile for the sim backend: latency in microseconds by batch size; other batch sizes
+// are linearly interpolated (extrapolated from the last two points beyond the largest).
+struct LatencyProfile {
+  std::map<int64_t, double> latency_us;
+  Result<double> LatencyUs(int64_t batch) const;
+  // Parses JSON {"latency_us": {"1": 100, "8": 400}}.
+  static Result<LatencyProfile> FromJson(const std::string& text);
+};
+
+// Sim backend: Run computes nothing (zero-filled outputs of the right shapes) and takes the
+// profile's latency on `clock` (sleeps on a SystemClock, advances a ManualClock).
+std::unique_ptr<Engine> CreateSimEngine(LatencyProfile profile, Clock* clock);
+
+// Names of every op the CPU backend supports.
+std::vector<std::string> SupportedOps();
+
+}  // namespace tessera

@@ -1,0 +1,145 @@
+#include <unordered_set>
+
+#include "engine/passes/passes.h"
+
+namespace tessera::passes {
+
+Result<std::map<std::string, Shape>> ConcreteInputShapes(
+    const Graph& g, int64_t batch, const std::map<std::string, Shape>& overrides) {
+  std::map<std::string, Shape> out;
+  for (const auto& [name, _] : overrides)
+    if (!g.FindInput(name))
+      return Status::InvalidArgument("no graph input named '" + name + "'");
+  for (const auto& in : g.inputs) {
+    auto it = overrides.find(in.name);
+    if (it != overrides.end()) {
+      const Shape& s = it->second;
+      if (!in.dims.empty() && s.size() != in.dims.size())
+        return Status::InvalidArgument("input '" + in.name + "' has rank " +
+                                       std::to_string(in.dims.size()) + ", got shape " +
+                                       ShapeToString(s));
+      for (size_t i = 0; i < in.dims.size(); ++i)
+        if (in.dims[i] >= 0 && in.dims[i] != s[i])
+          return Status::InvalidArgument("input '" + in.name + "' dim " + std::to_string(i) +
+                                         " must be " + std::to_string(in.dims[i]) + ", got " +
+                                         ShapeToString(s));
+      out[in.name] = s;
+      continue;
+    }
+    Shape s;
+    for (size_t i = 0; i < in.dims.size(); ++i) {
+      if (in.dims[i] >= 0) {
+        s.push_back(in.dims[i]);
+      } else if (i == 0) {
+        s.push_back(batch);
+      } else {
+        return Status::InvalidArgument(
+            "input '" + in.name + "' has dynamic dim " + std::to_string(i) + " ('" +
+            in.dim_names[i] + "'); give its full shape (e.g. --input or config dims)");
+      }
+    }
+    out[in.name] = s;
+  }
+  return out;
+}
+
+Status InferAndFold(Graph* g, const std::map<std::string, Shape>& input_shapes, MetaMap* meta) {
+  meta->clear();
+  for (const auto& in : g->inputs) {
+    auto it = input_shapes.find(in.name);
+    if (it == input_shapes.end())
+      return Status::InvalidArgument("no shape for graph input '" + in.name + "'");
+    (*meta)[in.name] = {in.dtype, it->second, nullptr};
+  }
+  for (auto& [name, t] : g->initializers) (*meta)[name] = {t.dtype(), t.shape(), &t};
+
+  std::vector<Node> kept;
+  kept.reserve(g->nodes.size());
+  for (auto& n : g->nodes) {
+    const ops::OpDef* def = ops::FindOp(n.op);
+    if (!def)
+      return Status::Unimplemented("unsupported op '" + n.op + "' in node '" + n.name +
+                                   "'; supported ops are listed by `tessera ops`");
+    if (n.op == "Softmax" || n.op == "LogSoftmax") n.SetInt("tessera.opset", g->opset);
+    std::vector<const ops::ValueMeta*> in(n.inputs.size(), nullptr);
+    bool all_const = true;
+    for (size_t i = 0; i < n.inputs.size(); ++i) {
+      if (n.inputs[i].empty()) continue;
+      auto it = meta->find(n.inputs[i]);
+      if (it == meta->end())
+        return Status::InvalidArgument(n.Describe() + " uses unknown value '" + n.inputs[i] + "'");
+      in[i] = &it->second;
+      all_const = all_const && it->second.constant;
+    }
+    // Trailing omitted optional inputs are dropped so kernels see the real arity.
+    while (!in.empty() && !in.back()) {
+      in.pop_back();
+      n.inputs.pop_back();
+    }
+    std::vector<ops::ValueMeta> out(n.outputs.size());
+    Status st = def->infer(n, in, &out);
+    if (!st.ok()) return st;
+    const bool shape_only = n.op == "Shape" || n.op == "Size";
+    if ((all_const || shape_only) && def->kernel && !in.empty()) {
+      std::vector<Tensor> in_t(in.size());
+      std::vector<const Tensor*> in_p(in.size(), nullptr);
+      for (size_t i = 0; i < in.size(); ++i) {
+        if (!in[i]) continue;
+        in_t[i] = in[i]->constant ? *in[i]->constant
+                                  : Tensor::View(in[i]->dtype, in[i]->shape, nullptr);
+        in_p[i] = &in_t[i];
+      }
+      std::vector<Tensor> out_t;
+      for (auto& m : out) out_t.push_back(Tensor::Allocate(m.dtype, m.shape));
+      st = def->kernel(n, in_p, out_t);
+      if (!st.ok()) return st.WithContext("constant folding");
+      for (size_t k = 0; k < n.outputs.size(); ++k) {
+        if (n.outputs[k].empty()) continue;
+        Tensor& stored = g->initializers[n.outputs[k]] = out_t[k];
+        (*meta)[n.outputs[k]] = {out[k].dtype, out[k].shape, &stored};
+      }
+      continue;
+    }
+    for (size_t k = 0; k < n.outputs.size(); ++k)
+      if (!n.outputs[k].empty()) (*meta)[n.outputs[k]] = out[k];
+    kept.push_back(std::move(n));
+  }
+  g->nodes = std::move(kept);
+  for (const auto& o : g->outputs)
+    if (!meta->count(o.name))
+      return Status::InvalidArgument("graph output '" + o.name + "' is never produced");
+  return Status::OK();
+}
+
+int EliminateDeadNodes(Graph* g) {
+  // Walk back from the graph outputs through producers; independent of node order, so it is
+  // safe between a fusion and the topological re-sort that follows it.
+  std::unordered_map<std::string, size_t> producer;
+  for (size_t i = 0; i < g->nodes.size(); ++i)
+    for (const auto& o : g->nodes[i].outputs) producer[o] = i;
+  std::unordered_set<std::string> needed;
+  std::vector<bool> keep(g->nodes.size(), false);
+  std::vector<std::string> work;
+  for (const auto& o : g->outputs) work.push_back(o.name);
+  while (!work.empty()) {
+    std::string v = std::move(work.back());
+    work.pop_back();
+    if (v.empty() || !needed.insert(v).second) continue;
+    auto it = producer.find(v);
+    if (it == producer.end() || keep[it->second]) continue;
+    keep[it->second] = true;
+    for (const auto& in : g->nodes[it->second].inputs) work.push_back(in);
+  }
+  std::vector<Node> kept;
+  int removed = 0;
+  for (size_t i = 0; i < g->nodes.size(); ++i) {
+    if (keep[i]) kept.push_back(std::move(g->nodes[i]));
+    else ++removed;
+  }
+  g->nodes = std::move(kept);
+  for (auto it = g->initializers.begin(); it != g->initializers.end();)
+    it = needed.count(it->first) ? std::next(it) : g->initializers.erase(it);
+  return removed;
+}
+
+}  // namespace tessera::passes

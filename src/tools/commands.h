@@ -1,0 +1,14 @@
+// Subcommands of the `tessera` CLI. Each Setup* registers its options on the app and returns
+// the function that runs it (exit code).
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace tessera::cli {
+
+using Runner = std::function<int()>;
+Runner SetupZoo(CLI::App& app);
+Runner SetupInfer(CLI::App& app);
+
+}  // namespace tessera::cli

@@ -1,0 +1,46 @@
+// `tessera`: the command-line entry point. Subcommands are added by later parts (serve, bench...).
+#include <fmt/core.h>
+
+#include "tessera/engine/engine.h"
+#include "tools/commands.h"
+
+#ifdef TESSERA_HAVE_CUDA
+#include "gpu/device_info.h"
+#endif
+
+int main(int argc, char** argv) {
+  CLI::App app{"Tessera: a multi-tenant DNN inference server (see README.md)", "tessera"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "tessera 0.1.0");
+  std::vector<std::pair<CLI::App*, tessera::cli::Runner>> cmds;
+  auto* zoo = app.add_subcommand("zoo", "Write standard models as ONNX into a model repository");
+  cmds.emplace_back(zoo, tessera::cli::SetupZoo(*zoo));
+  auto* infer = app.add_subcommand("infer", "Run one model once (or repeatedly) and report");
+  cmds.emplace_back(infer, tessera::cli::SetupInfer(*infer));
+  auto* ops = app.add_subcommand("ops", "List the ONNX ops the engine supports");
+  cmds.emplace_back(ops, [] {
+    for (const auto& op : tessera::SupportedOps()) fmt::print("{}\n", op);
+    return 0;
+  });
+  auto* devices = app.add_subcommand("devices", "List GPUs visible to Tessera");
+  cmds.emplace_back(devices, [] {
+#ifdef TESSERA_HAVE_CUDA
+    auto list = tessera::gpu::ListDevices();
+    if (!list.ok()) {
+      fmt::print("no GPU: {}\n", list.status().message());
+      return 0;
+    }
+    for (const auto& d : *list)
+      fmt::print("gpu {}: {} (sm_{}{}, {} SMs, {} MiB, {} async copy engines)\n", d.index, d.name,
+                 d.major, d.minor, d.sm_count, d.total_memory_bytes >> 20, d.async_engines);
+    if (list->empty()) fmt::print("no GPU visible\n");
+#else
+    fmt::print("this build has no CUDA support (configure with nvcc present)\n");
+#endif
+    return 0;
+  });
+  CLI11_PARSE(app, argc, argv);
+  for (auto& [sub, run] : cmds)
+    if (sub->parsed()) return run();
+  return 1;
+}
