@@ -22,7 +22,7 @@ struct Opts {
   std::vector<std::string> inputs;
   int64_t batch = 1;
   int iterations = 1, warmup = 0, threads = 0;
-  bool no_optimize = false;
+  bool no_optimize = false, profile = false;
   uint64_t seed = 0;
 };
 
@@ -114,6 +114,7 @@ int Run(const Opts& o) {
   CompileOptions copts;
   copts.batch = o.batch;
   copts.optimize = !o.no_optimize;
+  copts.profile = o.profile;
   for (const auto& [name, t] : given) {
     copts.input_shapes[name] = t.shape();
     if (t.rank() > 0) copts.batch = t.dim(0);
@@ -176,6 +177,18 @@ int Run(const Opts& o) {
                info.outputs[i].name, DataTypeName(t.dtype()), ShapeToString(t.shape()), mn, mx,
                t.numel() ? sum / t.numel() : 0.0, head);
   }
+  if (o.profile) {
+    std::vector<std::pair<double, std::string>> rows;
+    double total = 0;
+    for (const auto& [op, ms] : (*exe)->OpProfileMs()) {
+      rows.emplace_back(ms, op);
+      total += ms;
+    }
+    std::sort(rows.rbegin(), rows.rend());
+    const double runs = o.warmup + std::max(1, o.iterations);
+    for (const auto& [ms, op] : rows)
+      fmt::print("profile    {:<20} {:8.3f} ms/run {:5.1f}%\n", op, ms / runs, 100 * ms / total);
+  }
   if (!o.output_dir.empty()) {
     std::filesystem::create_directories(o.output_dir);
     for (size_t i = 0; i < outputs.size(); ++i) {
@@ -218,6 +231,7 @@ Runner SetupInfer(CLI::App& app) {
   app.add_option("--seed", o->seed, "Seed of synthetic inputs")->default_val(0);
   app.add_option("--json", o->json_out, "Write timings and memory as JSON");
   app.add_flag("--no-optimize", o->no_optimize, "Skip fusions (for debugging)");
+  app.add_flag("--profile", o->profile, "Print time per op type over the timed runs");
   return [o]() { return Run(*o); };
 }
 

@@ -16,6 +16,7 @@ struct CompileOptions {
   int64_t batch = 1;                           // replaces a dynamic leading dim
   std::map<std::string, Shape> input_shapes;   // full shapes for inputs with other dynamic dims
   bool optimize = true;                        // fusions (BN folding, activations, residuals)
+  bool profile = false;                        // time every step (see OpProfileMs)
 };
 
 struct TensorSpec {
@@ -44,6 +45,9 @@ class Executable {
   // names the first mismatch). On success `outputs` holds newly owned tensors.
   virtual Status Run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs) = 0;
   virtual const ExecutableInfo& info() const = 0;
+  // Per-op-type time (ms, summed over every Run since compile) when compiled with
+  // CompileOptions::profile; empty otherwise.
+  virtual std::map<std::string, double> OpProfileMs() const { return {}; }
 };
 
 class Engine {

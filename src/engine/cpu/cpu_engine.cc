@@ -1,14 +1,83 @@
-// The CPU backend: prepared graph -> steps over one planned arena.
+// The CPU backend: prepared graph -> layout plan -> steps over one planned arena.
 #include <omp.h>
 
+#include <chrono>
 #include <cstring>
-#include <unordered_set>
 
 #include "engine/cpu/steps.h"
 #include "engine/prepare.h"
 
 namespace tessera {
 namespace cpu {
+
+using dnnl::memory;
+
+memory::desc LayoutPlanner::DescOf(const std::string& v) const {
+  auto it = layout_.find(v);
+  if (it != layout_.end()) return it->second;
+  const auto& m = meta_->at(v);
+  return PlainDesc(m.shape, m.dtype);
+}
+
+void LayoutPlanner::SetLayout(const std::string& v, const memory::desc& d) {
+  const auto& m = meta_->at(v);
+  if (d == PlainDesc(m.shape, m.dtype)) return;
+  layout_[v] = d;
+  extra_bytes_[v] = d.get_size();
+}
+
+std::string LayoutPlanner::RootOf(const std::string& v) const {
+  auto it = alias_root_.find(v);
+  return it == alias_root_.end() ? v : it->second;
+}
+
+size_t LayoutPlanner::BytesOf(const std::string& v) const {
+  const auto& m = meta_->at(v);
+  size_t b = static_cast<size_t>(NumElements(m.shape)) * DataTypeSize(m.dtype);
+  auto it = extra_bytes_.find(v);
+  return it == extra_bytes_.end() ? b : std::max(b, it->second);
+}
+
+std::string LayoutPlanner::EnsureLayout(const std::string& v, const memory::desc& desc) {
+  const memory::desc cur = DescOf(v);
+  if (cur == desc) return v;
+  if (IsConst(v)) {  // constants are reordered once, now
+    const std::string name = v + "#layout" + std::to_string(temp_counter_++);
+    Tensor t = Tensor::Allocate(DataType::kUInt8, {static_cast<int64_t>(desc.get_size())});
+    memory a(cur, ctx_->engine, graph_->initializers.at(v).raw()), b(desc, ctx_->engine, t.raw());
+    dnnl::reorder(a, b).execute(ctx_->stream, a, b);
+    ctx_->stream.wait();
+    graph_->initializers[name] = t;
+    (*meta_)[name] = meta_->at(v);
+    return name;
+  }
+  const std::string name = v + "#layout" + std::to_string(temp_counter_++);
+  (*meta_)[name] = meta_->at(v);
+  (*meta_)[name].constant = nullptr;
+  SetLayout(name, desc);
+  PlanReorder(this, v, name, cur, desc);
+  return name;
+}
+
+std::string LayoutPlanner::EnsurePlain(const std::string& v) {
+  if (v.empty() || IsConst(v) || !layout_.count(v)) return v;
+  auto it = plain_copy_.find(v);
+  if (it != plain_copy_.end()) return it->second;
+  const auto& m = meta_->at(v);
+  const std::string name = v + "#plain";
+  (*meta_)[name] = {m.dtype, m.shape, nullptr};
+  PlanReorder(this, v, name, layout_.at(v), PlainDesc(m.shape, m.dtype));
+  plain_copy_[v] = name;
+  return name;
+}
+
+std::vector<std::string> LayoutPlanner::DroppableConstants() const {
+  std::vector<std::string> out;
+  for (const auto& v : repacked_)
+    if (!read_raw_.count(v)) out.push_back(v);
+  return out;
+}
+
 namespace {
 
 class KernelStep final : public Step {
@@ -30,62 +99,105 @@ class KernelStep final : public Step {
   std::vector<Tensor> out_;
 };
 
+}  // namespace
+
+Status LayoutPlanner::PlanNode(const Node& n) {
+  const ops::OpDef* def = ops::FindOp(n.op);
+  if (n.op == "Conv") return PlanConv(this, n);
+  if (n.op == "MaxPool" || n.op == "AveragePool") return PlanPool(this, n);
+  if (n.op == "MatMul") return PlanMatMul(this, n);
+  if (n.op == "Gemm") return PlanGemm(this, n);
+  if (!def || !def->kernel) return Status::Unimplemented(n.Describe() + " has no CPU implementation");
+  std::vector<std::string> ins;
+  for (const auto& v : n.inputs) {
+    ins.push_back(EnsurePlain(v));
+    if (!v.empty() && IsConst(v)) MarkReadRaw(v);
+  }
+  if (def->alias && !ins.empty() && !IsConst(ins[0])) {  // storage shared; nothing to run
+    alias_root_[n.outputs[0]] = RootOf(ins[0]);
+    return Status::OK();
+  }
+  Node node = n;
+  std::vector<std::string> outs = n.outputs;
+  passes::MetaMap* meta = meta_;
+  Add({n.op, ins, outs, [node, def, ins, outs, meta](const Resolver& ptr)
+                            -> Result<std::unique_ptr<Step>> {
+         std::vector<Tensor> in, out;
+         for (const auto& v : ins) {
+           if (v.empty()) {
+             in.emplace_back();
+             continue;
+           }
+           const auto& m = meta->at(v);
+           in.push_back(Tensor::View(m.dtype, m.shape, ptr(v)));
+         }
+         for (const auto& v : outs) {
+           if (v.empty()) {
+             out.emplace_back();
+             continue;
+           }
+           const auto& m = meta->at(v);
+           out.push_back(Tensor::View(m.dtype, m.shape, ptr(v)));
+         }
+         return std::unique_ptr<Step>(std::make_unique<KernelStep>(node, def, in, out));
+       }});
+  return Status::OK();
+}
+
+namespace {
+
 class CpuExecutable final : public Executable {
  public:
+  explicit CpuExecutable(bool profile) : profile_(profile) {}
   Status Build(PreparedGraph p);
   Status Run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs) override;
   const ExecutableInfo& info() const override { return info_; }
+  std::map<std::string, double> OpProfileMs() const override { return profile_ms_; }
 
  private:
   DnnlContext ctx_;
   ExecutableInfo info_;
-  Graph graph_;  // keeps constants alive
+  Graph graph_;                    // constants
+  passes::MetaMap meta_;
+  std::vector<Tensor> owned_;      // repacked constants
   Tensor arena_;
-  std::unordered_map<std::string, Tensor> views_;  // every non-constant value
   std::vector<Tensor> input_slots_, output_views_;
   std::vector<std::unique_ptr<Step>> steps_;
+  std::vector<std::string> labels_;
+  bool profile_;
+  std::map<std::string, double> profile_ms_;
 };
 
 Status CpuExecutable::Build(PreparedGraph p) {
   DescribeIo(p, &info_);
   graph_ = std::move(p.graph);
-  auto& meta = p.meta;
-  const auto& nodes = graph_.nodes;
-  const int n_nodes = static_cast<int>(nodes.size());
+  meta_ = std::move(p.meta);
+  for (auto& [name, t] : graph_.initializers) meta_[name].constant = &t;
+  LayoutPlanner planner(&ctx_, &graph_, &meta_);
+  for (const auto& n : graph_.nodes) TESSERA_RETURN_IF_ERROR(planner.PlanNode(n));
+  std::vector<std::string> outs;
+  for (const auto& o : graph_.outputs) outs.push_back(planner.EnsurePlain(o.name));
+  for (const auto& v : planner.DroppableConstants()) graph_.initializers.erase(v);
+  owned_ = std::move(planner.owned());
+  auto& plan_steps = planner.steps();
 
-  // Aliases (Reshape family) share their source's storage: map each value to its root.
-  std::unordered_map<std::string, std::string> root;
-  auto root_of = [&](const std::string& v) {
-    auto it = root.find(v);
-    return it == root.end() ? v : it->second;
-  };
-  for (const auto& n : nodes) {
-    const ops::OpDef* def = ops::FindOp(n.op);
-    if (def->alias && !graph_.initializers.count(n.inputs[0]))
-      root[n.outputs[0]] = root_of(n.inputs[0]);
-  }
-  // Lifetimes in node indices (graph inputs are born at -1, graph outputs live past the end).
+  // Lifetimes over step indices; graph inputs are born before step 0, outputs live past the end.
+  const int n_steps = static_cast<int>(plan_steps.size());
   std::unordered_map<std::string, passes::BufferRequest> req;
   auto touch = [&](const std::string& v, int t) {
     if (v.empty() || graph_.initializers.count(v)) return;
-    std::string r = root_of(v);
+    const std::string r = planner.RootOf(v);
     auto [it, fresh] = req.try_emplace(r);
-    if (fresh) {
-      it->second.name = r;
-      const auto& m = meta.at(r);
-      it->second.bytes = static_cast<size_t>(NumElements(m.shape)) * DataTypeSize(m.dtype);
-      it->second.first = t;
-      it->second.last = t;
-    }
+    if (fresh) it->second = {r, planner.BytesOf(r), t, t};
     it->second.first = std::min(it->second.first, t);
     it->second.last = std::max(it->second.last, t);
   };
   for (const auto& in : graph_.inputs) touch(in.name, -1);
-  for (int i = 0; i < n_nodes; ++i) {
-    for (const auto& v : nodes[i].inputs) touch(v, i);
-    for (const auto& v : nodes[i].outputs) touch(v, i);
+  for (int i = 0; i < n_steps; ++i) {
+    for (const auto& v : plan_steps[i].reads) touch(v, i);
+    for (const auto& v : plan_steps[i].writes) touch(v, i);
   }
-  for (const auto& o : graph_.outputs) touch(o.name, n_nodes);
+  for (const auto& v : outs) touch(v, n_steps);
   std::vector<passes::BufferRequest> reqs;
   for (auto& [_, r] : req) reqs.push_back(r);
   passes::MemoryPlan plan = passes::PlanMemory(reqs);
@@ -93,37 +205,25 @@ Status CpuExecutable::Build(PreparedGraph p) {
   info_.activation_bytes_no_reuse = plan.naive_bytes;
   arena_ = Tensor::Allocate(DataType::kUInt8, {static_cast<int64_t>(plan.arena_bytes)});
 
-  auto view = [&](const std::string& v) -> Tensor {
-    if (v.empty()) return Tensor();
+  Resolver ptr = [&](const std::string& v) -> void* {
     auto c = graph_.initializers.find(v);
-    if (c != graph_.initializers.end()) return c->second;
-    const auto& m = meta.at(v);
-    return Tensor::View(m.dtype, m.shape, arena_.data<uint8_t>() + plan.offsets.at(root_of(v)));
+    if (c != graph_.initializers.end()) return c->second.raw();
+    return arena_.data<uint8_t>() + plan.offsets.at(planner.RootOf(v));
   };
-  for (const auto& in : graph_.inputs) input_slots_.push_back(view(in.name));
-  for (const auto& o : graph_.outputs) output_views_.push_back(view(o.name));
-
-  for (const auto& n : nodes) {
-    const ops::OpDef* def = ops::FindOp(n.op);
-    std::vector<Tensor> in, out;
-    for (const auto& v : n.inputs) in.push_back(view(v));
-    for (const auto& v : n.outputs) out.push_back(view(v));
-    if (def->alias) continue;  // storage shared; nothing to run
-    Result<std::unique_ptr<Step>> step = Status::Internal("unset");
-    if (n.op == "Conv") step = MakeConvStep(&ctx_, n, in, out[0]);
-    else if (n.op == "MatMul") step = MakeMatMulStep(&ctx_, n, in, out[0]);
-    else if (n.op == "Gemm")
-      step = MakeGemmStep(&ctx_, n, in, in.size() > 2 && graph_.initializers.count(n.inputs[2]), out[0]);
-    else if (n.op == "MaxPool" || n.op == "AveragePool") step = MakePoolStep(&ctx_, n, in[0], out[0]);
-    else if (def->kernel)
-      step = std::unique_ptr<Step>(std::make_unique<KernelStep>(n, def, in, out));
-    else
-      return Status::Unimplemented(n.Describe() + " has no CPU implementation");
-    if (!step.ok()) return step.status();
-    info_.weight_bytes += (*step)->OwnedBytes();
-    steps_.push_back(std::move(step).value());
+  for (const auto& in : graph_.inputs)
+    input_slots_.push_back(Tensor::View(in.dtype, meta_.at(in.name).shape, ptr(in.name)));
+  for (size_t i = 0; i < outs.size(); ++i) {
+    const auto& m = meta_.at(outs[i]);
+    output_views_.push_back(Tensor::View(m.dtype, m.shape, ptr(outs[i])));
   }
-  info_.weight_bytes += graph_.WeightBytes();
+  for (auto& s : plan_steps) {
+    auto step = s.make(ptr);
+    if (!step.ok()) return step.status();
+    steps_.push_back(std::move(step).value());
+    labels_.push_back(s.label);
+  }
+  info_.weight_bytes = graph_.WeightBytes();
+  for (const auto& t : owned_) info_.weight_bytes += t.nbytes();
   return Status::OK();
 }
 
@@ -131,7 +231,16 @@ Status CpuExecutable::Run(const std::vector<Tensor>& inputs, std::vector<Tensor>
   TESSERA_RETURN_IF_ERROR(CheckRunInputs(info_, inputs));
   for (size_t i = 0; i < inputs.size(); ++i)
     if (inputs[i].nbytes()) std::memcpy(input_slots_[i].raw(), inputs[i].raw(), inputs[i].nbytes());
-  for (auto& s : steps_) TESSERA_RETURN_IF_ERROR(s->Run());
+  if (!profile_) {
+    for (auto& s : steps_) TESSERA_RETURN_IF_ERROR(s->Run());
+  } else {
+    for (size_t i = 0; i < steps_.size(); ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      TESSERA_RETURN_IF_ERROR(steps_[i]->Run());
+      profile_ms_[labels_[i]] +=
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    }
+  }
   outputs->clear();
   for (const auto& v : output_views_) outputs->push_back(v.Clone());
   return Status::OK();
@@ -146,7 +255,7 @@ class CpuEngine final : public Engine {
   Result<std::unique_ptr<Executable>> Compile(const Graph& graph,
                                               const CompileOptions& options) override {
     TESSERA_ASSIGN_OR_RETURN(PreparedGraph p, PrepareGraph(graph, options));
-    auto exe = std::make_unique<CpuExecutable>();
+    auto exe = std::make_unique<CpuExecutable>(options.profile);
     TESSERA_RETURN_IF_ERROR(exe->Build(std::move(p)));
     return std::unique_ptr<Executable>(std::move(exe));
   }

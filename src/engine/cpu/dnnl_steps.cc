@@ -1,4 +1,4 @@
-// Conv, MatMul, Gemm and pooling on oneDNN primitives, created once per compiled shape.
+// Conv, MatMul, Gemm, pooling and reorders on oneDNN primitives.
 #include <cstring>
 
 #include "engine/cpu/steps.h"
@@ -12,16 +12,7 @@ using Dims = memory::dims;
 using dt = memory::data_type;
 
 Dims ToDims(const Shape& s) { return Dims(s.begin(), s.end()); }
-
-memory::desc Plain(const Shape& s) {
-  Dims strides(s.size(), 1);
-  for (size_t i = s.size(); i-- > 1;) strides[i - 1] = strides[i] * s[i];
-  return memory::desc(ToDims(s), dt::f32, strides);
-}
-
-memory Mem(DnnlContext* ctx, const memory::desc& d, const void* p) {
-  return memory(d, ctx->engine, const_cast<void*>(p));
-}
+memory::desc Plain(const Shape& s) { return PlainDesc(s, DataType::kFloat32); }
 
 // Appends the fused activation (attribute "tessera.act") as eltwise post-ops.
 Status AppendActivation(const Node& n, dnnl::post_ops* po) {
@@ -46,44 +37,52 @@ Status AppendActivation(const Node& n, dnnl::post_ops* po) {
   return Status::OK();
 }
 
-class PrimitiveStep : public Step {
+class PrimitiveStep final : public Step {
  public:
   PrimitiveStep(DnnlContext* ctx, dnnl::primitive p, std::unordered_map<int, memory> args)
       : ctx_(ctx), prim_(std::move(p)), args_(std::move(args)) {}
   Status Run() override {
-    if (copy_bytes_) std::memcpy(copy_dst_, copy_src_, copy_bytes_);
+    if (pre_copy_bytes_) std::memcpy(pre_dst_, pre_src_, pre_copy_bytes_);
+    if (pre_reorder_) {
+      pre_reorder_->execute(ctx_->stream, pre_args_);
+    }
     prim_.execute(ctx_->stream, args_);
     ctx_->stream.wait();
     return Status::OK();
   }
-  size_t OwnedBytes() const override {
-    size_t b = 0;
-    for (const auto& t : owned_) b += t.nbytes();
-    return b;
-  }
-  // Before the primitive runs, copy `bytes` from src to dst (residual into the sum destination).
-  void CopyBefore(const void* src, void* dst, size_t bytes) {
+  // Before the primitive: copy (same layout) or reorder (other layout) src into dst; used to
+  // seed a convolution's sum post-op with the residual.
+  void SeedDestination(DnnlContext* ctx, const memory::desc& from, const void* src,
+                       const memory::desc& to, void* dst) {
     if (src == dst) return;
-    copy_src_ = src;
-    copy_dst_ = dst;
-    copy_bytes_ = bytes;
+    if (from == to) {
+      pre_src_ = src;
+      pre_dst_ = dst;
+      pre_copy_bytes_ = to.get_size();
+      return;
+    }
+    memory a(from, ctx->engine, const_cast<void*>(src)), b(to, ctx->engine, dst);
+    pre_reorder_ = std::make_unique<dnnl::reorder>(a, b);
+    pre_args_ = {{DNNL_ARG_FROM, a}, {DNNL_ARG_TO, b}};
   }
-  void Own(Tensor t) { owned_.push_back(std::move(t)); }
 
  private:
   DnnlContext* ctx_;
   dnnl::primitive prim_;
   std::unordered_map<int, memory> args_;
-  std::vector<Tensor> owned_;
-  const void* copy_src_ = nullptr;
-  void* copy_dst_ = nullptr;
-  size_t copy_bytes_ = 0;
+  const void* pre_src_ = nullptr;
+  void* pre_dst_ = nullptr;
+  size_t pre_copy_bytes_ = 0;
+  std::unique_ptr<dnnl::reorder> pre_reorder_;
+  std::unordered_map<int, memory> pre_args_;
 };
 
-// Reorders a constant from `from` into a new owned buffer laid out as `to`.
+memory Mem(DnnlContext* ctx, const memory::desc& d, void* p) { return memory(d, ctx->engine, p); }
+
+// Reorders a constant into a new owned buffer laid out as `to`.
 Tensor Repack(DnnlContext* ctx, const void* src, const memory::desc& from, const memory::desc& to) {
-  Tensor t = Tensor::Allocate(DataType::kFloat32, {static_cast<int64_t>(to.get_size() / 4 + 1)});
-  memory a = Mem(ctx, from, src), b = Mem(ctx, to, t.raw());
+  Tensor t = Tensor::Allocate(DataType::kUInt8, {static_cast<int64_t>(to.get_size())});
+  memory a = Mem(ctx, from, const_cast<void*>(src)), b = Mem(ctx, to, t.raw());
   dnnl::reorder(a, b).execute(ctx->stream, a, b);
   ctx->stream.wait();
   return t;
@@ -91,56 +90,134 @@ Tensor Repack(DnnlContext* ctx, const void* src, const memory::desc& from, const
 
 }  // namespace
 
-Result<std::unique_ptr<Step>> MakeConvStep(DnnlContext* ctx, const Node& n,
-                                           const std::vector<Tensor>& in, Tensor out) {
-  const Tensor& x = in[0];
-  const Tensor& w = in[1];
-  if (!w.raw())
+memory::desc PlainDesc(const Shape& s, DataType t) {
+  Dims strides(s.size(), 1);
+  for (size_t i = s.size(); i-- > 1;) strides[i - 1] = strides[i] * s[i];
+  dt d = t == DataType::kFloat32 ? dt::f32 : t == DataType::kInt32 ? dt::s32
+       : t == DataType::kInt8 ? dt::s8 : t == DataType::kUInt8 ? dt::u8 : dt::undef;
+  if (s.empty()) return memory::desc(Dims{1}, d, Dims{1});
+  return memory::desc(ToDims(s), d, strides);
+}
+
+void PlanReorder(LayoutPlanner* p, const std::string& src, const std::string& dst,
+                 const memory::desc& from, const memory::desc& to) {
+  DnnlContext* ctx = p->ctx();
+  p->Add({"Reorder", {src}, {dst}, [ctx, src, dst, from, to](const Resolver& ptr)
+                                       -> Result<std::unique_ptr<Step>> {
+            memory a = Mem(ctx, from, ptr(src)), b = Mem(ctx, to, ptr(dst));
+            std::unordered_map<int, memory> args{{DNNL_ARG_FROM, a}, {DNNL_ARG_TO, b}};
+            return std::unique_ptr<Step>(
+                std::make_unique<PrimitiveStep>(ctx, dnnl::reorder(a, b), std::move(args)));
+          }});
+}
+
+Status PlanConv(LayoutPlanner* p, const Node& n) {
+  DnnlContext* ctx = p->ctx();
+  const std::string& xn = n.inputs[0];
+  const std::string& wn = n.inputs[1];
+  if (!p->IsConst(wn))
     return Status::Unimplemented(n.Describe() + ": weights must be constant (initializers)");
-  TESSERA_ASSIGN_OR_RETURN(auto geo, ops::ComputeWindow(n, x.shape(), w.shape()));
+  const Tensor& w = p->graph()->initializers.at(wn);
+  const Shape& xs = p->meta()->at(xn).shape;
+  const Shape& ys = p->meta()->at(n.outputs[0]).shape;
+  TESSERA_ASSIGN_OR_RETURN(auto geo, ops::ComputeWindow(n, xs, w.shape()));
   const int64_t group = n.GetInt("group", 1);
   Dims wdims = ToDims(w.shape());
   if (group > 1) {
     wdims[0] /= group;
     wdims.insert(wdims.begin(), group);
   }
+  const bool has_bias = n.inputs.size() > 2 && !n.inputs[2].empty();
+  const bool has_sum = n.inputs.size() > 3 && !n.inputs[3].empty();
   memory::desc w_plain = Plain(Shape(wdims.begin(), wdims.end()));
   memory::desc w_any(wdims, dt::f32, memory::format_tag::any);
-  const bool has_bias = in.size() > 2 && in[2].defined();
-  const bool has_sum = in.size() > 3 && in[3].defined();
+  memory::desc x_any(ToDims(xs), dt::f32, memory::format_tag::any);
+  memory::desc y_any(ToDims(ys), dt::f32, memory::format_tag::any);
   memory::desc b_md = has_bias ? Plain({w.dim(0)}) : memory::desc();
-  Dims strides(geo.strides.begin(), geo.strides.end()), dil, pl(geo.pad_begin.begin(), geo.pad_begin.end()),
-      pr(geo.pad_end.begin(), geo.pad_end.end());
+  Dims strides(geo.strides.begin(), geo.strides.end()), dil,
+      pl(geo.pad_begin.begin(), geo.pad_begin.end()), pr(geo.pad_end.begin(), geo.pad_end.end());
   for (int64_t d : geo.dilations) dil.push_back(d - 1);  // oneDNN counts dilation from 0
   dnnl::post_ops po;
   if (has_sum) po.append_sum(1.f);
   TESSERA_RETURN_IF_ERROR(AppendActivation(n, &po));
   dnnl::primitive_attr attr;
   attr.set_post_ops(po);
-  memory::desc x_md = Plain(x.shape()), y_md = Plain(out.shape());
   try {
     dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference,
-                                      dnnl::algorithm::convolution_direct, x_md, w_any, b_md, y_md,
-                                      strides, dil, pl, pr);
+                                      dnnl::algorithm::convolution_direct, x_any, w_any, b_md,
+                                      y_any, strides, dil, pl, pr);
     dnnl::convolution_forward::primitive_desc pd(d, attr, ctx->engine);
-    std::unordered_map<int, memory> args;
-    args[DNNL_ARG_SRC] = Mem(ctx, x_md, x.raw());
-    args[DNNL_ARG_DST] = Mem(ctx, y_md, out.raw());
-    Tensor packed = Repack(ctx, w.raw(), w_plain, pd.weights_desc());
-    args[DNNL_ARG_WEIGHTS] = Mem(ctx, pd.weights_desc(), packed.raw());
-    if (has_bias) args[DNNL_ARG_BIAS] = Mem(ctx, b_md, in[2].raw());
-    auto step = std::make_unique<PrimitiveStep>(ctx, dnnl::convolution_forward(pd), std::move(args));
-    step->Own(packed);
-    if (has_sum) step->CopyBefore(in[3].raw(), out.raw(), out.nbytes());
-    return std::unique_ptr<Step>(std::move(step));
+    const memory::desc src_md = pd.src_desc(), dst_md = pd.dst_desc(), w_md = pd.weights_desc();
+    const std::string x2 = p->EnsureLayout(xn, src_md);
+    const std::string y = n.outputs[0];
+    p->SetLayout(y, dst_md);
+    Tensor packed = Repack(ctx, w.raw(), w_plain, w_md);
+    p->owned().push_back(packed);
+    p->MarkRepacked(wn);
+    void* wptr = packed.raw();
+    std::string bias = has_bias ? n.inputs[2] : "", res = has_sum ? n.inputs[3] : "";
+    if (has_bias) p->MarkReadRaw(bias);
+    memory::desc res_md = has_sum ? p->DescOf(res) : memory::desc();
+    std::vector<std::string> reads{x2};
+    if (has_bias) reads.push_back(bias);
+    if (has_sum) reads.push_back(res);
+    p->Add({"Conv", reads, {y},
+            [=](const Resolver& ptr) -> Result<std::unique_ptr<Step>> {
+              std::unordered_map<int, memory> args;
+              args[DNNL_ARG_SRC] = Mem(ctx, src_md, ptr(x2));
+              args[DNNL_ARG_WEIGHTS] = Mem(ctx, w_md, wptr);
+              args[DNNL_ARG_DST] = Mem(ctx, dst_md, ptr(y));
+              if (has_bias) args[DNNL_ARG_BIAS] = Mem(ctx, b_md, ptr(bias));
+              auto step = std::make_unique<PrimitiveStep>(ctx, dnnl::convolution_forward(pd),
+                                                          std::move(args));
+              if (has_sum) step->SeedDestination(ctx, res_md, ptr(res), dst_md, ptr(y));
+              return std::unique_ptr<Step>(std::move(step));
+            }});
+    return Status::OK();
   } catch (const dnnl::error& e) {
     return Status::Unimplemented(n.Describe() + ": oneDNN cannot run this convolution: " + e.what());
   }
 }
 
-Result<std::unique_ptr<Step>> MakeMatMulStep(DnnlContext* ctx, const Node& n,
-                                             const std::vector<Tensor>& in, Tensor out) {
-  Shape a = in[0].shape(), b = in[1].shape();
+Status PlanPool(LayoutPlanner* p, const Node& n) {
+  DnnlContext* ctx = p->ctx();
+  const std::string& xn = n.inputs[0];
+  const Shape& xs = p->meta()->at(xn).shape;
+  TESSERA_ASSIGN_OR_RETURN(auto geo, ops::ComputeWindow(n, xs, {}));
+  using A = dnnl::algorithm;
+  A alg = n.op == "MaxPool" ? A::pooling_max
+          : n.GetInt("count_include_pad", 0) ? A::pooling_avg_include_padding
+                                             : A::pooling_avg_exclude_padding;
+  Dims strides(geo.strides.begin(), geo.strides.end()), kernel(geo.kernel.begin(), geo.kernel.end()),
+      pl(geo.pad_begin.begin(), geo.pad_begin.end()), pr(geo.pad_end.begin(), geo.pad_end.end()),
+      dil;
+  for (int64_t d : geo.dilations) dil.push_back(d - 1);
+  const memory::desc x_md = p->DescOf(xn);
+  memory::desc y_any(ToDims(geo.out), dt::f32, memory::format_tag::any);
+  try {
+    dnnl::pooling_v2_forward::desc d(dnnl::prop_kind::forward_inference, alg, x_md, y_any, strides,
+                                     kernel, dil, pl, pr);
+    dnnl::pooling_v2_forward::primitive_desc pd(d, ctx->engine);
+    const memory::desc y_md = pd.dst_desc();
+    const std::string y = n.outputs[0];
+    p->SetLayout(y, y_md);
+    p->Add({n.op, {xn}, {y}, [=](const Resolver& ptr) -> Result<std::unique_ptr<Step>> {
+              std::unordered_map<int, memory> args;
+              args[DNNL_ARG_SRC] = Mem(ctx, x_md, ptr(xn));
+              args[DNNL_ARG_DST] = Mem(ctx, y_md, ptr(y));
+              return std::unique_ptr<Step>(std::make_unique<PrimitiveStep>(
+                  ctx, dnnl::pooling_v2_forward(pd), std::move(args)));
+            }});
+    return Status::OK();
+  } catch (const dnnl::error& e) {
+    return Status::Unimplemented(n.Describe() + ": oneDNN cannot run this pooling: " + e.what());
+  }
+}
+
+Status PlanMatMul(LayoutPlanner* p, const Node& n) {
+  DnnlContext* ctx = p->ctx();
+  const std::string an = p->EnsurePlain(n.inputs[0]), bn = p->EnsurePlain(n.inputs[1]);
+  Shape a = p->meta()->at(an).shape, b = p->meta()->at(bn).shape;
   if (a.size() == 1) a.insert(a.begin(), 1);
   if (b.size() == 1) b.push_back(1);
   const size_t r = std::max(a.size(), b.size());
@@ -150,62 +227,75 @@ Result<std::unique_ptr<Step>> MakeMatMulStep(DnnlContext* ctx, const Node& n,
   for (size_t i = 0; i + 2 < r; ++i) os[i] = std::max(a[i], b[i]);
   os[r - 2] = a[r - 2];
   os[r - 1] = b[r - 1];
-  if (NumElements(os) != out.numel()) return Status::Internal(n.Describe() + ": matmul shape");
-  const bool has_bias = in.size() > 2 && in[2].defined();
+  const bool has_bias = n.inputs.size() > 2 && !n.inputs[2].empty();
   dnnl::post_ops po;
   TESSERA_RETURN_IF_ERROR(AppendActivation(n, &po));
   dnnl::primitive_attr attr;
   attr.set_post_ops(po);
-  memory::desc a_md = Plain(a), b_md = Plain(b), o_md = Plain(os);
+  const memory::desc a_md = Plain(a), b_md = Plain(b), o_md = Plain(os);
   Shape bs(r, 1);
   bs[r - 1] = os[r - 1];
-  memory::desc bias_md = has_bias ? Plain(bs) : memory::desc();
+  const memory::desc bias_md = has_bias ? Plain(bs) : memory::desc();
+  const std::string bias = has_bias ? n.inputs[2] : "", y = n.outputs[0];
+  if (p->IsConst(bn)) p->MarkReadRaw(bn);
+  if (has_bias) p->MarkReadRaw(bias);
   try {
     dnnl::matmul::desc d(a_md, b_md, bias_md, o_md);
     dnnl::matmul::primitive_desc pd(d, attr, ctx->engine);
-    std::unordered_map<int, memory> args;
-    args[DNNL_ARG_SRC] = Mem(ctx, a_md, in[0].raw());
-    args[DNNL_ARG_WEIGHTS] = Mem(ctx, b_md, in[1].raw());
-    args[DNNL_ARG_DST] = Mem(ctx, o_md, out.raw());
-    if (has_bias) args[DNNL_ARG_BIAS] = Mem(ctx, bias_md, in[2].raw());
-    return std::unique_ptr<Step>(
-        std::make_unique<PrimitiveStep>(ctx, dnnl::matmul(pd), std::move(args)));
+    std::vector<std::string> reads{an, bn};
+    if (has_bias) reads.push_back(bias);
+    p->Add({"MatMul", reads, {y}, [=](const Resolver& ptr) -> Result<std::unique_ptr<Step>> {
+              std::unordered_map<int, memory> args;
+              args[DNNL_ARG_SRC] = Mem(ctx, a_md, ptr(an));
+              args[DNNL_ARG_WEIGHTS] = Mem(ctx, b_md, ptr(bn));
+              args[DNNL_ARG_DST] = Mem(ctx, o_md, ptr(y));
+              if (has_bias) args[DNNL_ARG_BIAS] = Mem(ctx, bias_md, ptr(bias));
+              return std::unique_ptr<Step>(
+                  std::make_unique<PrimitiveStep>(ctx, dnnl::matmul(pd), std::move(args)));
+            }});
+    return Status::OK();
   } catch (const dnnl::error& e) {
     return Status::Unimplemented(n.Describe() + ": oneDNN cannot run this MatMul: " + e.what());
   }
 }
 
-Result<std::unique_ptr<Step>> MakeGemmStep(DnnlContext* ctx, const Node& n,
-                                           const std::vector<Tensor>& in, bool c_is_const,
-                                           Tensor out) {
+Status PlanGemm(LayoutPlanner* p, const Node& n) {
+  DnnlContext* ctx = p->ctx();
+  const std::string an = p->EnsurePlain(n.inputs[0]);
+  std::string bn = p->EnsurePlain(n.inputs[1]);
   const bool ta = n.GetInt("transA", 0), tb = n.GetInt("transB", 0);
   const float alpha = n.GetFloat("alpha", 1.0f), beta = n.GetFloat("beta", 1.0f);
-  const int64_t m = out.dim(0), nn = out.dim(1);
-  const int64_t k = ta ? in[0].dim(0) : in[0].dim(1);
-  memory::desc a_md(Dims{m, k}, dt::f32, ta ? Dims{1, m} : Dims{k, 1});
-  memory::desc b_md(Dims{k, nn}, dt::f32, tb ? Dims{1, k} : Dims{nn, 1});
-  memory::desc o_md = Plain({m, nn});
-  Tensor bmat = in[1];
-  std::vector<Tensor> owned;
+  const Shape& ys = p->meta()->at(n.outputs[0]).shape;
+  const int64_t m = ys[0], nn = ys[1];
+  const int64_t k = ta ? p->meta()->at(an).shape[0] : p->meta()->at(an).shape[1];
+  const memory::desc a_md(Dims{m, k}, dt::f32, ta ? Dims{1, m} : Dims{k, 1});
+  const memory::desc b_md(Dims{k, nn}, dt::f32, tb ? Dims{1, k} : Dims{nn, 1});
+  const memory::desc o_md = Plain({m, nn});
+  void* bptr = nullptr;  // set when B is replaced by an owned, alpha-scaled copy
   if (alpha != 1.0f) {
-    if (!in[1].raw() || !c_is_const)
+    if (!p->IsConst(bn))
       return Status::Unimplemented(n.Describe() + ": alpha != 1 needs a constant B");
-    bmat = in[1].Clone();
-    for (int64_t i = 0; i < bmat.numel(); ++i) bmat.data<float>()[i] *= alpha;
-    owned.push_back(bmat);
+    Tensor scaled = p->graph()->initializers.at(bn).Clone();
+    for (int64_t i = 0; i < scaled.numel(); ++i) scaled.data<float>()[i] *= alpha;
+    p->owned().push_back(scaled);
+    bptr = scaled.raw();
+  } else if (p->IsConst(bn)) {
+    p->MarkReadRaw(bn);
   }
-  const bool has_c = in.size() > 2 && in[2].defined() && beta != 0.0f;
-  memory::desc bias_md;
-  Tensor bias;
+  const bool has_c = n.inputs.size() > 2 && !n.inputs[2].empty() && beta != 0.0f;
+  const std::string cn = has_c ? p->EnsurePlain(n.inputs[2]) : "";
+  const bool c_const = has_c && p->IsConst(cn);
+  memory::desc bias_md, c_md;
+  void* bias_ptr = nullptr;
   dnnl::post_ops po;
-  memory::desc c_md;
   if (has_c) {
-    Shape cs = in[2].shape();
+    Shape cs = p->meta()->at(cn).shape;
     while (cs.size() < 2) cs.insert(cs.begin(), 1);
-    if (c_is_const) {
-      bias = in[2].Reshaped(cs).Clone();
+    if (c_const) {
+      Tensor bias = p->graph()->initializers.at(cn).Reshaped(cs).Clone();
       for (int64_t i = 0; i < bias.numel(); ++i) bias.data<float>()[i] *= beta;
-      owned.push_back(bias);
+      p->owned().push_back(bias);
+      bias_ptr = bias.raw();
       bias_md = Plain(cs);
     } else {
       if (beta != 1.0f)
@@ -217,47 +307,26 @@ Result<std::unique_ptr<Step>> MakeGemmStep(DnnlContext* ctx, const Node& n,
   TESSERA_RETURN_IF_ERROR(AppendActivation(n, &po));
   dnnl::primitive_attr attr;
   attr.set_post_ops(po);
+  const std::string y = n.outputs[0];
   try {
     dnnl::matmul::desc d(a_md, b_md, bias_md, o_md);
     dnnl::matmul::primitive_desc pd(d, attr, ctx->engine);
-    std::unordered_map<int, memory> args;
-    args[DNNL_ARG_SRC] = Mem(ctx, a_md, in[0].raw());
-    args[DNNL_ARG_WEIGHTS] = Mem(ctx, b_md, bmat.raw());
-    args[DNNL_ARG_DST] = Mem(ctx, o_md, out.raw());
-    if (bias.defined()) args[DNNL_ARG_BIAS] = Mem(ctx, bias_md, bias.raw());
-    if (has_c && !c_is_const)
-      args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1] = Mem(ctx, c_md, in[2].raw());
-    auto step = std::make_unique<PrimitiveStep>(ctx, dnnl::matmul(pd), std::move(args));
-    for (auto& t : owned) step->Own(t);
-    return std::unique_ptr<Step>(std::move(step));
+    std::vector<std::string> reads{an, bn};
+    if (has_c && !c_const) reads.push_back(cn);
+    p->Add({"Gemm", reads, {y}, [=](const Resolver& ptr) -> Result<std::unique_ptr<Step>> {
+              std::unordered_map<int, memory> args;
+              args[DNNL_ARG_SRC] = Mem(ctx, a_md, ptr(an));
+              args[DNNL_ARG_WEIGHTS] = Mem(ctx, b_md, bptr ? bptr : ptr(bn));
+              args[DNNL_ARG_DST] = Mem(ctx, o_md, ptr(y));
+              if (bias_ptr) args[DNNL_ARG_BIAS] = Mem(ctx, bias_md, bias_ptr);
+              if (has_c && !c_const)
+                args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1] = Mem(ctx, c_md, ptr(cn));
+              return std::unique_ptr<Step>(
+                  std::make_unique<PrimitiveStep>(ctx, dnnl::matmul(pd), std::move(args)));
+            }});
+    return Status::OK();
   } catch (const dnnl::error& e) {
     return Status::Unimplemented(n.Describe() + ": oneDNN cannot run this Gemm: " + e.what());
-  }
-}
-
-Result<std::unique_ptr<Step>> MakePoolStep(DnnlContext* ctx, const Node& n, const Tensor& x,
-                                           Tensor out) {
-  TESSERA_ASSIGN_OR_RETURN(auto geo, ops::ComputeWindow(n, x.shape(), {}));
-  using A = dnnl::algorithm;
-  A alg = n.op == "MaxPool" ? A::pooling_max
-          : n.GetInt("count_include_pad", 0) ? A::pooling_avg_include_padding
-                                             : A::pooling_avg_exclude_padding;
-  Dims strides(geo.strides.begin(), geo.strides.end()), kernel(geo.kernel.begin(), geo.kernel.end()),
-      pl(geo.pad_begin.begin(), geo.pad_begin.end()), pr(geo.pad_end.begin(), geo.pad_end.end()),
-      dil;
-  for (int64_t d : geo.dilations) dil.push_back(d - 1);
-  memory::desc x_md = Plain(x.shape()), y_md = Plain(out.shape());
-  try {
-    dnnl::pooling_v2_forward::desc d(dnnl::prop_kind::forward_inference, alg, x_md, y_md, strides,
-                                     kernel, dil, pl, pr);
-    dnnl::pooling_v2_forward::primitive_desc pd(d, ctx->engine);
-    std::unordered_map<int, memory> args;
-    args[DNNL_ARG_SRC] = Mem(ctx, x_md, x.raw());
-    args[DNNL_ARG_DST] = Mem(ctx, y_md, out.raw());
-    return std::unique_ptr<Step>(
-        std::make_unique<PrimitiveStep>(ctx, dnnl::pooling_v2_forward(pd), std::move(args)));
-  } catch (const dnnl::error& e) {
-    return Status::Unimplemented(n.Describe() + ": oneDNN cannot run this pooling: " + e.what());
   }
 }
 

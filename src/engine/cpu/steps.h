@@ -1,12 +1,18 @@
-// Executable steps of the CPU backend. Every pointer a step uses is fixed at compile time (the
-// arena is allocated once), so Run does no allocation and no lookup.
+// The CPU backend's compile-time plan. Planning decides each value's physical layout (plain
+// row-major, or a oneDNN blocked layout chosen by the convolution that produces it), inserts
+// reorders only where a consumer needs another layout, and creates the oneDNN primitive
+// descriptors. Binding then gives every value its place in the planned arena and builds steps
+// whose pointers are fixed, so Run does no allocation and no lookup.
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <unordered_map>
+#include <unordered_set>
 
 #include <oneapi/dnnl/dnnl.hpp>
 
-#include "engine/ops/ops.h"
+#include "engine/passes/passes.h"
 
 namespace tessera::cpu {
 
@@ -14,8 +20,6 @@ class Step {
  public:
   virtual ~Step() = default;
   virtual Status Run() = 0;
-  // Bytes of constants this step owns (e.g. weights repacked for oneDNN).
-  virtual size_t OwnedBytes() const { return 0; }
 };
 
 struct DnnlContext {
@@ -23,16 +27,68 @@ struct DnnlContext {
   dnnl::stream stream{engine};
 };
 
-// oneDNN-backed ops. `in` follows the node's inputs (undefined tensors for absent ones); every
-// constant input is a defined tensor with data. Errors: Unimplemented for unsupported variants.
-Result<std::unique_ptr<Step>> MakeConvStep(DnnlContext* ctx, const Node& n,
-                                           const std::vector<Tensor>& in, Tensor out);
-Result<std::unique_ptr<Step>> MakeMatMulStep(DnnlContext* ctx, const Node& n,
-                                             const std::vector<Tensor>& in, Tensor out);
-Result<std::unique_ptr<Step>> MakeGemmStep(DnnlContext* ctx, const Node& n,
-                                           const std::vector<Tensor>& in, bool c_is_const,
-                                           Tensor out);
-Result<std::unique_ptr<Step>> MakePoolStep(DnnlContext* ctx, const Node& n, const Tensor& in,
-                                           Tensor out);
+// Resolves a value name to its bytes (arena slot, input slot or constant).
+using Resolver = std::function<void*(const std::string&)>;
+
+struct PlannedStep {
+  std::string label;                        // op type, for profiles
+  std::vector<std::string> reads, writes;   // values, for lifetimes
+  std::function<Result<std::unique_ptr<Step>>(const Resolver&)> make;
+};
+
+class LayoutPlanner {
+ public:
+  LayoutPlanner(DnnlContext* ctx, Graph* graph, passes::MetaMap* meta)
+      : ctx_(ctx), graph_(graph), meta_(meta) {}
+
+  // Appends the steps computing `n`. Unimplemented for unsupported variants.
+  Status PlanNode(const Node& n);
+  // Name of a plain-layout version of `v` (v itself, or a reordered copy planned once).
+  std::string EnsurePlain(const std::string& v);
+  // Name of a version of `v` laid out as `desc` (v itself, or a reordered copy).
+  std::string EnsureLayout(const std::string& v, const dnnl::memory::desc& desc);
+  dnnl::memory::desc DescOf(const std::string& v) const;
+  bool IsConst(const std::string& v) const { return graph_->initializers.count(v) != 0; }
+  // Storage root of a value (aliases share their source's storage).
+  std::string RootOf(const std::string& v) const;
+  // Bytes the value's storage needs (padded blocked layouts can exceed the plain size).
+  size_t BytesOf(const std::string& v) const;
+
+  DnnlContext* ctx() { return ctx_; }
+  Graph* graph() { return graph_; }
+  passes::MetaMap* meta() { return meta_; }
+  void SetLayout(const std::string& v, const dnnl::memory::desc& d);
+  void Add(PlannedStep s) { steps_.push_back(std::move(s)); }
+  // Constants the plan repacked and no step reads in their original form.
+  void MarkRepacked(const std::string& v) { repacked_.insert(v); }
+  void MarkReadRaw(const std::string& v) { read_raw_.insert(v); }
+  std::vector<std::string> DroppableConstants() const;
+
+  std::vector<PlannedStep>& steps() { return steps_; }
+  std::vector<Tensor>& owned() { return owned_; }
+
+ private:
+  DnnlContext* ctx_;
+  Graph* graph_;
+  passes::MetaMap* meta_;
+  std::vector<PlannedStep> steps_;
+  std::unordered_map<std::string, dnnl::memory::desc> layout_;  // non-plain values only
+  std::unordered_map<std::string, std::string> alias_root_;
+  std::unordered_map<std::string, std::string> plain_copy_;
+  std::unordered_map<std::string, size_t> extra_bytes_;
+  std::unordered_set<std::string> repacked_, read_raw_;
+  std::vector<Tensor> owned_;  // repacked weights and scaled biases
+  int temp_counter_ = 0;
+};
+
+// oneDNN-backed ops (dnnl_steps.cc).
+Status PlanConv(LayoutPlanner* p, const Node& n);
+Status PlanPool(LayoutPlanner* p, const Node& n);
+Status PlanMatMul(LayoutPlanner* p, const Node& n);
+Status PlanGemm(LayoutPlanner* p, const Node& n);
+// A reorder from `src` (in `from` layout) to `dst` (in `to` layout).
+void PlanReorder(LayoutPlanner* p, const std::string& src, const std::string& dst,
+                 const dnnl::memory::desc& from, const dnnl::memory::desc& to);
+dnnl::memory::desc PlainDesc(const Shape& s, DataType t);
 
 }  // namespace tessera::cpu
