@@ -41,7 +41,7 @@ void DescribeIo(const PreparedGraph& p, ExecutableInfo* info) {
   }
   info->nodes = static_cast<int>(p.graph.nodes.size());
   const auto& r = p.report;
-  info->fused = r.folded_bn + r.gelu + r.residual + r.activation + r.bias;
+  info->fused = r.folded_bn + r.gelu + r.residual + r.activation + r.bias + r.scale;
   info->folded = p.original_nodes - info->nodes - info->fused;
 }
 

@@ -107,6 +107,10 @@ Status LayoutPlanner::PlanNode(const Node& n) {
   if (n.op == "MaxPool" || n.op == "AveragePool") return PlanPool(this, n);
   if (n.op == "MatMul") return PlanMatMul(this, n);
   if (n.op == "Gemm") return PlanGemm(this, n);
+  for (auto* fn : {TryPlanEltwise, TryPlanSoftmax, TryPlanLayerNorm}) {
+    TESSERA_ASSIGN_OR_RETURN(bool planned, fn(this, n));
+    if (planned) return Status::OK();
+  }
   if (!def || !def->kernel) return Status::Unimplemented(n.Describe() + " has no CPU implementation");
   std::vector<std::string> ins;
   for (const auto& v : n.inputs) {

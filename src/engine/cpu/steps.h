@@ -86,6 +86,11 @@ Status PlanConv(LayoutPlanner* p, const Node& n);
 Status PlanPool(LayoutPlanner* p, const Node& n);
 Status PlanMatMul(LayoutPlanner* p, const Node& n);
 Status PlanGemm(LayoutPlanner* p, const Node& n);
+// Vectorized oneDNN versions of activations, Softmax and LayerNorm (dnnl_misc.cc); each returns
+// false, planning nothing, when the node's variant is not one oneDNN computes exactly.
+Result<bool> TryPlanEltwise(LayoutPlanner* p, const Node& n);
+Result<bool> TryPlanSoftmax(LayoutPlanner* p, const Node& n);
+Result<bool> TryPlanLayerNorm(LayoutPlanner* p, const Node& n);
 // A reorder from `src` (in `from` layout) to `dst` (in `to` layout).
 void PlanReorder(LayoutPlanner* p, const std::string& src, const std::string& dst,
                  const dnnl::memory::desc& from, const dnnl::memory::desc& to);

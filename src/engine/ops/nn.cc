@@ -202,6 +202,8 @@ void RegisterNn() {
       TESSERA_ASSIGN_OR_RETURN(Shape o, MatMulShape(n, in[0]->shape, in[1]->shape));
       if (in.size() > 2 && in[2] && (NumElements(in[2]->shape) != o.back()))
         return Status::InvalidArgument(n.Describe() + ": fused bias must have N elements");
+      if (in.size() > 3 && in[3] && in[3]->shape != o)
+        return Status::InvalidArgument(n.Describe() + ": fused residual shape mismatch");
       (*out)[0] = {DataType::kFloat32, o, nullptr};
       return Status::OK();
     };

@@ -147,11 +147,40 @@ int FuseGeluPattern(Graph* g, MetaMap* meta) {
   return count;
 }
 
+int FuseMatMulScale(Graph* g, MetaMap* meta) {
+  Uses u(*g);
+  int count = 0;
+  for (auto& mm : g->nodes) {
+    if (mm.op != "MatMul" || mm.inputs.size() != 2 || mm.Has("tessera.act") ||
+        mm.Has("tessera.scale"))
+      continue;
+    int pc = u.Single(mm.outputs[0]);
+    if (pc < 0) continue;
+    Node& sc = g->nodes[pc];
+    const std::string* c = Other(sc, mm.outputs[0]);
+    if ((sc.op != "Div" && sc.op != "Mul") || !c || (sc.op == "Div" && sc.inputs[0] != mm.outputs[0]))
+      continue;
+    const Tensor* t = Const(*g, *c);
+    if (!t || t->numel() != 1 || t->dtype() != DataType::kFloat32) continue;
+    const float v = t->data<float>()[0];
+    if (v == 0.0f) continue;
+    mm.SetFloat("tessera.scale", sc.op == "Div" ? 1.0f / v : v);
+    mm.outputs = sc.outputs;
+    sc.op.clear();
+    ++count;
+  }
+  Sweep(g);
+  (void)meta;
+  return count;
+}
+
 int FuseResidualAdd(Graph* g, MetaMap* meta) {
   Uses u(*g);
   int count = 0;
   for (auto& conv : g->nodes) {
-    if (conv.op != "Conv" || conv.inputs.size() > 3 || conv.Has("tessera.act")) continue;
+    if ((conv.op != "Conv" && conv.op != "MatMul") || conv.inputs.size() > 3 ||
+        conv.Has("tessera.act"))
+      continue;
     int pa = u.Single(conv.outputs[0]);
     if (pa < 0) continue;
     Node& add = g->nodes[pa];
@@ -225,6 +254,8 @@ int FuseActivation(Graph* g, MetaMap* meta) {
     if (act.op == "Relu" || act.op == "Sigmoid" || act.op == "Tanh" || act.op == "HardSwish" ||
         act.op == "Gelu") {
       if (act.op == "Gelu" && act.GetString("approximate", "none") != "none") continue;
+      // oneDNN's gemm-based MatMul applies a GELU post-op slowly; a separate jit eltwise wins.
+      if (act.op == "Gelu" && p.op != "Conv") continue;
       p.SetString("tessera.act", act.op);
     } else if (act.op == "LeakyRelu") {
       p.SetString("tessera.act", act.op);
@@ -267,6 +298,7 @@ Result<FusionReport> Optimize(Graph* g, MetaMap* meta) {
   r.folded_bn = FoldBatchNormIntoConv(g, meta);
   r.gelu = FuseGeluPattern(g, meta);
   r.bias = FuseMatMulBias(g, meta);
+  r.scale = FuseMatMulScale(g, meta);
   r.residual = FuseResidualAdd(g, meta);
   r.activation = FuseActivation(g, meta);
   r.dead = EliminateDeadNodes(g);

@@ -33,9 +33,10 @@ int FuseGeluPattern(Graph* g, MetaMap* meta);
 int FuseResidualAdd(Graph* g, MetaMap* meta);     // Conv + Add(residual) -> Conv with sum
 int FuseActivation(Graph* g, MetaMap* meta);      // Conv/MatMul/Gemm + activation
 int FuseMatMulBias(Graph* g, MetaMap* meta);      // MatMul + Add(const bias)
+int FuseMatMulScale(Graph* g, MetaMap* meta);     // bias-free MatMul + Div/Mul by a scalar
 
 struct FusionReport {
-  int folded_bn = 0, gelu = 0, residual = 0, activation = 0, bias = 0, dead = 0;
+  int folded_bn = 0, gelu = 0, residual = 0, activation = 0, bias = 0, scale = 0, dead = 0;
 };
 // Runs every fusion in the right order, then dead-node removal and a topological re-sort.
 Result<FusionReport> Optimize(Graph* g, MetaMap* meta);
