@@ -298,32 +298,33 @@ Status PlanGemm(LayoutPlanner* p, const Node& n) {
   const memory::desc a_md(Dims{m, k}, dt::f32, ta ? Dims{1, m} : Dims{k, 1});
   const memory::desc b_md(Dims{k, nn}, dt::f32, tb ? Dims{1, k} : Dims{nn, 1});
   const memory::desc o_md = Plain({m, nn});
-  void* bptr = nullptr;  // set when B is replaced by an owned, alpha-scaled copy
-  if (alpha != 1.0f) {
-    if (!p->IsConst(bn))
-      return Status::Unimplemented(n.Describe() + ": alpha != 1 needs a constant B");
-    Tensor scaled = p->graph()->initializers.at(bn).Clone();
-    for (int64_t i = 0; i < scaled.numel(); ++i) scaled.data<float>()[i] *= alpha;
-    p->owned().push_back(scaled);
-    bptr = scaled.raw();
-  } else if (p->IsConst(bn)) {
-    p->MarkReadRaw(bn);
-  }
+  if (p->IsConst(bn)) p->MarkReadRaw(bn);
+  // Y = alpha * A'B' + beta * C. alpha is oneDNN's output scale; C (times beta) is the bias when
+  // it is constant and alpha is 1, otherwise a binary-add post-op (applied after the scale).
   const bool has_c = n.inputs.size() > 2 && !n.inputs[2].empty() && beta != 0.0f;
   const std::string cn = has_c ? p->EnsurePlain(n.inputs[2]) : "";
   const bool c_const = has_c && p->IsConst(cn);
   memory::desc bias_md, c_md;
-  void* bias_ptr = nullptr;
+  void* bias_ptr = nullptr;   // constant C as bias
+  void* c_post_ptr = nullptr; // constant C as post-op operand
   dnnl::post_ops po;
+  dnnl::primitive_attr attr;
+  if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
   if (has_c) {
     Shape cs = p->meta()->at(cn).shape;
     while (cs.size() < 2) cs.insert(cs.begin(), 1);
     if (c_const) {
-      Tensor bias = p->graph()->initializers.at(cn).Reshaped(cs).Clone();
-      for (int64_t i = 0; i < bias.numel(); ++i) bias.data<float>()[i] *= beta;
-      p->owned().push_back(bias);
-      bias_ptr = bias.raw();
-      bias_md = Plain(cs);
+      Tensor scaled = p->graph()->initializers.at(cn).Reshaped(cs).Clone();
+      for (int64_t i = 0; i < scaled.numel(); ++i) scaled.data<float>()[i] *= beta;
+      p->owned().push_back(scaled);
+      if (alpha == 1.0f) {
+        bias_ptr = scaled.raw();
+        bias_md = Plain(cs);
+      } else {
+        c_post_ptr = scaled.raw();
+        c_md = Plain(cs);
+        po.append_binary(dnnl::algorithm::binary_add, c_md);
+      }
     } else {
       if (beta != 1.0f)
         return Status::Unimplemented(n.Describe() + ": beta != 1 with a non-constant C");
@@ -332,7 +333,6 @@ Status PlanGemm(LayoutPlanner* p, const Node& n) {
     }
   }
   TESSERA_RETURN_IF_ERROR(AppendActivation(n, &po));
-  dnnl::primitive_attr attr;
   attr.set_post_ops(po);
   const std::string y = n.outputs[0];
   try {
@@ -343,11 +343,12 @@ Status PlanGemm(LayoutPlanner* p, const Node& n) {
     p->Add({"Gemm", reads, {y}, [=](const Resolver& ptr) -> Result<std::unique_ptr<Step>> {
               std::unordered_map<int, memory> args;
               args[DNNL_ARG_SRC] = Mem(ctx, a_md, ptr(an));
-              args[DNNL_ARG_WEIGHTS] = Mem(ctx, b_md, bptr ? bptr : ptr(bn));
+              args[DNNL_ARG_WEIGHTS] = Mem(ctx, b_md, ptr(bn));
               args[DNNL_ARG_DST] = Mem(ctx, o_md, ptr(y));
               if (bias_ptr) args[DNNL_ARG_BIAS] = Mem(ctx, bias_md, bias_ptr);
-              if (has_c && !c_const)
-                args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1] = Mem(ctx, c_md, ptr(cn));
+              if (has_c && !bias_ptr)
+                args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1] =
+                    Mem(ctx, c_md, c_post_ptr ? c_post_ptr : ptr(cn));
               return std::unique_ptr<Step>(
                   std::make_unique<PrimitiveStep>(ctx, dnnl::matmul(pd), std::move(args)));
             }});
