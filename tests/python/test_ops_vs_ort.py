@@ -69,6 +69,8 @@ CASES = [
     case("Max", [("a", r(3, 4)), ("b", r(3, 1))]),
     case("Add", [("a", rng.integers(-5, 5, (2, 3)).astype(np.int64)), ("b", rng.integers(-5, 5, (3,)).astype(np.int64))], out_types=[I64], id="Add-int64"),
     case("Div", [("a", rng.integers(-9, 9, (6,)).astype(np.int64)), ("c_b", np.array([2, 3, 4, -2, 5, 7], np.int64))], out_types=[I64], id="Div-int64-truncates"),
+    case("Mod", [("a", rng.integers(-9, 9, (8,)).astype(np.int64)), ("c_b", np.array([2, 3, -4, 5, -2, 7, 3, -3], np.int64))], out_types=[I64], id="Mod-int64"),
+    case("Mod", [("a", r(8)), ("b", r(8, lo=0.5))], {"fmod": 1}, id="Mod-fmod-float"),
     case("Equal", [("a", rng.integers(0, 3, (3, 4)).astype(np.int64)), ("b", rng.integers(0, 3, (4,)).astype(np.int64))], out_types=[B]),
     case("Less", [("a", r(3, 4)), ("b", r(3, 4))], out_types=[B]),
     case("Greater", [("a", r(3, 4)), ("b", r(1, 4))], out_types=[B]),

@@ -164,6 +164,20 @@ T ArithOp(char op, T a, T b) {
     case 'p': return static_cast<T>(std::pow(static_cast<double>(a), static_cast<double>(b)));
     case 'm': return a < b ? a : b;
     case 'M': return a > b ? a : b;
+    case '%':  // ONNX Mod, fmod=0: the result takes the divisor's sign (like Python)
+      if constexpr (std::is_integral_v<T>) {
+        if (b == 0) return T(0);
+        T r = static_cast<T>(a % b);
+        if constexpr (std::is_signed_v<T>)
+          if (r != 0 && ((r < 0) != (b < 0))) r = static_cast<T>(r + b);
+        return r;
+      } else {
+        T r = std::fmod(a, b);
+        return (r != 0 && ((r < 0) != (b < 0))) ? r + b : r;
+      }
+    case 'f':  // ONNX Mod, fmod=1: C's truncating remainder
+      if constexpr (std::is_integral_v<T>) return b == 0 ? T(0) : static_cast<T>(a % b);
+      else return std::fmod(a, b);
   }
   return a;
 }
@@ -185,8 +199,9 @@ void RegisterBinary(const std::string& op, char sym, BinKind kind) {
       return Status::InvalidArgument(n.Describe() + " expects BOOL inputs");
     return Status::OK();
   };
-  d.kernel = [sym, kind](const Node& n, const std::vector<const Tensor*>& in,
-                         std::vector<Tensor>& out) -> Status {
+  d.kernel = [sym0 = sym, kind](const Node& n, const std::vector<const Tensor*>& in,
+                                std::vector<Tensor>& out) -> Status {
+    const char sym = sym0 == '%' && n.GetInt("fmod", 0) ? 'f' : sym0;
     const Tensor& a = *in[0];
     Tensor b = *in[1];
     if (sym == 'p' && b.dtype() != a.dtype()) {  // Pow with a differently typed exponent
@@ -300,6 +315,7 @@ void RegisterElementwise() {
   // Min / Max: variadic in ONNX; the two-input form covers exported models.
   RegisterBinary("Min", 'm', BinKind::kArith);
   RegisterBinary("Max", 'M', BinKind::kArith);
+  RegisterBinary("Mod", '%', BinKind::kArith);
 
   {  // Not
     OpDef d;
