@@ -2,6 +2,7 @@
 
 #include <onnx/onnx_pb.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -137,13 +138,15 @@ Result<Tensor> TensorFromProto(const onnx::TensorProto& p) {
     n *= d;
     shape.push_back(d);
   }
-  Tensor t = Tensor::Allocate(dt, shape);
-  const size_t bytes = t.nbytes();
+  // Sizes are checked against the data actually present before anything is allocated, so a
+  // tiny file cannot claim a huge tensor.
+  const size_t bytes = static_cast<size_t>(n) * DataTypeSize(dt);
   if (p.has_raw_data()) {
     if (p.raw_data().size() != bytes)
       return Status::InvalidArgument(what + " holds " + std::to_string(p.raw_data().size()) +
                                      " raw bytes, expected " + std::to_string(bytes) + " for " +
                                      DataTypeName(dt) + ShapeToString(shape));
+    Tensor t = Tensor::Allocate(dt, shape);
     if (bytes) std::memcpy(t.raw(), p.raw_data().data(), bytes);
     return t;
   }
@@ -154,6 +157,10 @@ Result<Tensor> TensorFromProto(const onnx::TensorProto& p) {
                                      ShapeToString(shape));
     return Status::OK();
   };
+  const int typed = std::max({p.float_data_size(), p.double_data_size(), p.int64_data_size(),
+                              p.uint64_data_size(), p.int32_data_size()});
+  TESSERA_RETURN_IF_ERROR(check(typed));
+  Tensor t = Tensor::Allocate(dt, shape);
   switch (dt) {
     case DataType::kFloat32:
       TESSERA_RETURN_IF_ERROR(check(p.float_data_size()));

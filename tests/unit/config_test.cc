@@ -1,1 +1,82 @@
 #include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "tessera/model/repository.h"
+
+namespace tessera {
+namespace {
+namespace fs = std::filesystem;
+
+TEST(ModelConfig, ParsesTritonConfigAndIgnoresFieldsTesseraDoesNotUse) {
+  auto c = ParseModelConfig(R"(
+    name: "resnet"
+    platform: "onnxruntime_onnx"
+    max_batch_size: 16
+    input [ { name: "input" data_type: TYPE_FP32 dims: [3, 224, 224] } ]
+    output [ { name: "probs" data_type: TYPE_FP32 dims: [1000] } ]
+    instance_group [ { count: 2 kind: KIND_CPU } ]
+    dynamic_batching { preferred_batch_size: [4, 8] max_queue_delay_microseconds: 100 }
+    parameters { key: "slo_ms" value: { string_value: "25" } }
+    optimization { execution_accelerators { cpu_execution_accelerator: [ { name: "openvino" } ] } }
+    model_warmup [ { name: "w" batch_size: 1 inputs { key: "input" value: { data_type: TYPE_FP32 dims: [3, 224, 224] zero_data: true } } } ]
+    some_future_field: 3
+  )");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->name, "resnet");
+  EXPECT_EQ(c->max_batch_size, 16);
+  ASSERT_EQ(c->inputs.size(), 1u);
+  EXPECT_EQ(c->inputs[0].dtype, DataType::kFloat32);
+  EXPECT_EQ(c->inputs[0].dims, (std::vector<int64_t>{3, 224, 224}));
+  EXPECT_EQ(c->parameters.at("slo_ms"), "25");
+}
+
+TEST(ModelConfig, SyntaxErrorsSayWhere) {
+  auto c = ParseModelConfig("name: \"x\"\nmax_batch_size: oops\n");
+  EXPECT_EQ(c.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(c.status().message().find("line 2"), std::string::npos) << c.status().message();
+}
+
+TEST(ModelConfig, RejectsBadDimsAndMissingTypes) {
+  EXPECT_FALSE(ParseModelConfig("input [ { name: \"a\" data_type: TYPE_FP32 dims: [0] } ]").ok());
+  EXPECT_FALSE(ParseModelConfig("input [ { name: \"a\" dims: [3] } ]").ok());
+  EXPECT_FALSE(ParseModelConfig("max_batch_size: -1").ok());
+}
+
+TEST(ModelConfig, FormatThenParseRoundTrips) {
+  ModelConfig c;
+  c.name = "m";
+  c.platform = "onnxruntime_onnx";
+  c.max_batch_size = 8;
+  c.inputs.push_back({"x", DataType::kInt64, {128}});
+  c.outputs.push_back({"y", DataType::kFloat32, {128, -1}});
+  c.parameters["slo_ms"] = "10";
+  auto back = ParseModelConfig(FormatModelConfig(c));
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->inputs[0].dtype, DataType::kInt64);
+  EXPECT_EQ(back->outputs[0].dims, (std::vector<int64_t>{128, -1}));
+  EXPECT_EQ(back->parameters.at("slo_ms"), "10");
+}
+
+TEST(Repository, FindsLatestVersionAndListsModelsWhenOneIsMissing) {
+  fs::path dir = fs::temp_directory_path() / "tessera_repo_test";
+  fs::remove_all(dir);
+  for (const char* v : {"1", "3", "notaversion"}) {
+    fs::create_directories(dir / "alpha" / v);
+    std::ofstream(dir / "alpha" / v / "model.onnx") << "x";
+  }
+  fs::create_directories(dir / "empty_model" / "1");  // no model.onnx: not listed
+  auto models = ScanRepository(dir.string());
+  ASSERT_TRUE(models.ok());
+  ASSERT_EQ(models->size(), 1u);
+  EXPECT_EQ((*models)[0].version, 3);
+  auto missing = FindModel(dir.string(), "beta");
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(missing.status().message().find("alpha"), std::string::npos);
+  EXPECT_EQ(ScanRepository((dir / "nope").string()).status().code(), StatusCode::kNotFound);
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace tessera

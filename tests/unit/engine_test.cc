@@ -1,1 +1,165 @@
 #include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "tessera/engine/engine.h"
+#include "tessera/model/onnx_import.h"
+#include "test_graphs.h"
+
+namespace tessera {
+namespace {
+
+using testing::kF;
+using testing::MakeModel;
+
+Graph ResidualBlock() {
+  auto g = ImportOnnx(MakeModel([](zoo::GraphBuilder& b) {
+    auto x = b.Input("x", kF, {1, 8, 10, 10});
+    auto c1 = b.Op("Conv", {x, b.Weight("w1", {8, 8, 3, 3}, -0.3f, 0.3f)},
+                   {zoo::A("pads", std::vector<int64_t>{1, 1, 1, 1})});
+    auto bn = b.Op("BatchNormalization",
+                   {c1, b.Weight("g", {8}, 0.5, 1), b.Weight("be", {8}, -0.1, 0.1),
+                    b.Weight("m", {8}, -0.1, 0.1), b.Weight("v", {8}, 0.5, 1.5)});
+    auto r = b.Op("Relu", {bn});
+    auto c2 = b.Op("Conv", {r, b.Weight("w2", {8, 8, 1, 1}, -0.3f, 0.3f), b.Weight("b2", {8}, -0.1f, 0.1f)});
+    auto y = b.Op("Relu", {b.Op("Add", {c2, x})});
+    auto p = b.Op("GlobalAveragePool", {y});
+    b.Output(b.Op("Flatten", {p}), kF, {1, 8});
+  }));
+  EXPECT_TRUE(g.ok()) << g.status().ToString();
+  return std::move(g).value();
+}
+
+Tensor Ramp(const Shape& s) {
+  Tensor t = Tensor::Allocate(DataType::kFloat32, s);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = std::sin(0.1f * static_cast<float>(i));
+  return t;
+}
+
+TEST(CpuEngine, FusedAndUnfusedGraphsAgree) {
+  Graph g = ResidualBlock();
+  auto engine = CreateCpuEngine();
+  CompileOptions fused, plain;
+  fused.batch = plain.batch = 3;
+  plain.optimize = false;
+  auto a = engine->Compile(g, fused);
+  auto b = engine->Compile(g, plain);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  EXPECT_GT((*a)->info().fused, 0);
+  EXPECT_LT((*a)->info().nodes, (*b)->info().nodes);
+  std::vector<Tensor> in{Ramp({3, 8, 10, 10})}, oa, ob;
+  ASSERT_TRUE((*a)->Run(in, &oa).ok());
+  ASSERT_TRUE((*b)->Run(in, &ob).ok());
+  ASSERT_EQ(oa[0].shape(), (Shape{3, 8}));
+  for (int64_t i = 0; i < oa[0].numel(); ++i)
+    EXPECT_NEAR(oa[0].data<float>()[i], ob[0].data<float>()[i], 1e-5);
+}
+
+TEST(CpuEngine, ReportsPeakActivationMemoryBelowNoReuse) {
+  auto exe = CreateCpuEngine()->Compile(ResidualBlock(), {});
+  ASSERT_TRUE(exe.ok());
+  const auto& info = (*exe)->info();
+  EXPECT_GT(info.activation_bytes, 0u);
+  EXPECT_LE(info.activation_bytes, info.activation_bytes_no_reuse);
+  EXPECT_GT(info.weight_bytes, 0u);
+}
+
+TEST(CpuEngine, RejectsWrongInputsByName) {
+  auto exe = CreateCpuEngine()->Compile(ResidualBlock(), {});
+  ASSERT_TRUE(exe.ok());
+  std::vector<Tensor> out;
+  Status st = (*exe)->Run({Ramp({1, 8, 10, 9})}, &out);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("'x'"), std::string::npos);
+  EXPECT_NE(st.message().find("[1,8,10,10]"), std::string::npos);
+  st = (*exe)->Run({Tensor::Allocate(DataType::kInt64, {1, 8, 10, 10})}, &out);
+  EXPECT_NE(st.message().find("FP32"), std::string::npos);
+  EXPECT_EQ((*exe)->Run({}, &out).code(), StatusCode::kInvalidArgument);
+}
+
+TEST(CpuEngine, DynamicNonBatchDimNeedsAShape) {
+  onnx::ModelProto m;
+  m.ParseFromString(MakeModel([](zoo::GraphBuilder& b) {
+    auto x = b.Input("x", kF, {1, 4});
+    b.Output(b.Op("Relu", {x}), kF, {1, 4});
+  }));
+  m.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->mutable_shape()
+      ->mutable_dim(1)->set_dim_param("seq");
+  m.mutable_graph()->mutable_output(0)->mutable_type()->mutable_tensor_type()->mutable_shape()
+      ->mutable_dim(1)->set_dim_param("seq");
+  auto g = ImportOnnx(m.SerializeAsString());
+  ASSERT_TRUE(g.ok());
+  auto engine = CreateCpuEngine();
+  auto r = engine->Compile(*g, {});
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("seq"), std::string::npos);
+  CompileOptions o;
+  o.input_shapes["x"] = {2, 7};
+  EXPECT_TRUE(engine->Compile(*g, o).ok());
+}
+
+TEST(CpuEngine, DeclaredOutputShapeMismatchIsInvalidArgument) {
+  auto g = ImportOnnx(MakeModel([](zoo::GraphBuilder& b) {
+    auto x = b.Input("x", kF, {1, 4});
+    b.Output(b.Op("Relu", {x}), kF, {1, 5});
+  }));
+  ASSERT_TRUE(g.ok());
+  auto r = CreateCpuEngine()->Compile(*g, {});
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("inconsistent"), std::string::npos);
+}
+
+TEST(CpuEngine, OutOfRangeGatherIndexFailsTheRunNotTheProcess) {
+  auto g = ImportOnnx(MakeModel([](zoo::GraphBuilder& b) {
+    auto ids = b.Input("ids", onnx::TensorProto::INT64, {1, 3});
+    b.Output(b.Op("Gather", {b.Weight("emb", {10, 4}, -1, 1), ids}), kF, {1, 3, 4});
+  }));
+  ASSERT_TRUE(g.ok());
+  auto exe = CreateCpuEngine()->Compile(*g, {});
+  ASSERT_TRUE(exe.ok());
+  Tensor ids = Tensor::Allocate(DataType::kInt64, {1, 3});
+  ids.data<int64_t>()[1] = 99;
+  std::vector<Tensor> out;
+  Status st = (*exe)->Run({ids}, &out);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("99"), std::string::npos);
+  ids.data<int64_t>()[1] = 9;
+  EXPECT_TRUE((*exe)->Run({ids}, &out).ok());
+}
+
+TEST(LatencyProfile, InterpolatesAndExtrapolates) {
+  LatencyProfile p;
+  p.latency_us = {{1, 100}, {4, 250}, {8, 450}};
+  EXPECT_DOUBLE_EQ(*p.LatencyUs(1), 100);
+  EXPECT_DOUBLE_EQ(*p.LatencyUs(2), 150);
+  EXPECT_DOUBLE_EQ(*p.LatencyUs(6), 350);
+  EXPECT_DOUBLE_EQ(*p.LatencyUs(16), 850);
+  EXPECT_FALSE(p.LatencyUs(0).ok());
+}
+
+TEST(LatencyProfile, ParsesJsonAndRejectsBadFiles) {
+  auto p = LatencyProfile::FromJson(R"({"latency_us": {"1": 120, "8": 400}})");
+  ASSERT_TRUE(p.ok());
+  EXPECT_DOUBLE_EQ(*p->LatencyUs(8), 400);
+  EXPECT_FALSE(LatencyProfile::FromJson("{").ok());
+  EXPECT_FALSE(LatencyProfile::FromJson(R"({"latency_us": {"x": 1}})").ok());
+  EXPECT_FALSE(LatencyProfile::FromJson(R"({"latency_us": {"2": -5}})").ok());
+  EXPECT_FALSE(LatencyProfile::FromJson(R"({"other": 1})").ok());
+}
+
+TEST(SimEngine, TakesProfileTimeOnTheClockAndComputesShapes) {
+  ManualClock clock(1000);
+  LatencyProfile p;
+  p.latency_us = {{1, 100}, {8, 450}};
+  auto exe = CreateSimEngine(p, &clock)->Compile(ResidualBlock(), [] { CompileOptions o; o.batch = 8; return o; }());
+  ASSERT_TRUE(exe.ok()) << exe.status().ToString();
+  std::vector<Tensor> out;
+  ASSERT_TRUE((*exe)->Run({Ramp({8, 8, 10, 10})}, &out).ok());
+  EXPECT_EQ(clock.NowNs(), 1000 + 450 * 1000);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].shape(), (Shape{8, 8}));
+}
+
+}  // namespace
+}  // namespace tessera

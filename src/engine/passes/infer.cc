@@ -3,6 +3,25 @@
 #include "engine/passes/passes.h"
 
 namespace tessera::passes {
+namespace {
+
+constexpr int64_t kMaxValueElements = int64_t{1} << 34;
+constexpr size_t kMaxFoldBytes = size_t{64} << 20;  // larger constants are computed at run time
+
+// Rejects negative dims and element counts that overflow or exceed any real model's.
+Status CheckShape(const std::string& what, const Shape& s) {
+  int64_t n = 1;
+  for (int64_t d : s) {
+    if (d < 0)
+      return Status::InvalidArgument(what + " would have a negative dimension " + ShapeToString(s));
+    if (d > 0 && n > kMaxValueElements / d)
+      return Status::InvalidArgument(what + " would be implausibly large " + ShapeToString(s));
+    n *= d;
+  }
+  return Status::OK();
+}
+
+}  // namespace
 
 Result<std::map<std::string, Shape>> ConcreteInputShapes(
     const Graph& g, int64_t batch, const std::map<std::string, Shape>& overrides) {
@@ -23,6 +42,7 @@ Result<std::map<std::string, Shape>> ConcreteInputShapes(
           return Status::InvalidArgument("input '" + in.name + "' dim " + std::to_string(i) +
                                          " must be " + std::to_string(in.dims[i]) + ", got " +
                                          ShapeToString(s));
+      TESSERA_RETURN_IF_ERROR(CheckShape("input '" + in.name + "'", s));
       out[in.name] = s;
       continue;
     }
@@ -38,6 +58,7 @@ Result<std::map<std::string, Shape>> ConcreteInputShapes(
             in.dim_names[i] + "'); give its full shape (e.g. --input or config dims)");
       }
     }
+    TESSERA_RETURN_IF_ERROR(CheckShape("input '" + in.name + "'", s));
     out[in.name] = s;
   }
   return out;
@@ -76,11 +97,23 @@ Status InferAndFold(Graph* g, const std::map<std::string, Shape>& input_shapes, 
       in.pop_back();
       n.inputs.pop_back();
     }
+    if (n.outputs.empty() || n.outputs[0].empty())
+      return Status::InvalidArgument(n.Describe() + " has no output");
     std::vector<ops::ValueMeta> out(n.outputs.size());
     Status st = def->infer(n, in, &out);
     if (!st.ok()) return st;
+    for (size_t k = 0; k < out.size(); ++k)
+      if (!n.outputs[k].empty() && out[k].dtype == DataType::kInvalid)
+        return Status::InvalidArgument(n.Describe() + " declares " +
+                                       std::to_string(n.outputs.size()) + " outputs; '" + n.op +
+                                       "' does not produce output " + std::to_string(k));
+    size_t out_bytes = 0;
+    for (size_t k = 0; k < out.size(); ++k) {
+      TESSERA_RETURN_IF_ERROR(CheckShape(n.Describe() + " output " + std::to_string(k), out[k].shape));
+      out_bytes += static_cast<size_t>(NumElements(out[k].shape)) * DataTypeSize(out[k].dtype);
+    }
     const bool shape_only = n.op == "Shape" || n.op == "Size";
-    if ((all_const || shape_only) && def->kernel && !in.empty()) {
+    if ((all_const || shape_only) && def->kernel && !in.empty() && out_bytes <= kMaxFoldBytes) {
       std::vector<Tensor> in_t(in.size());
       std::vector<const Tensor*> in_p(in.size(), nullptr);
       for (size_t i = 0; i < in.size(); ++i) {
