@@ -83,6 +83,17 @@ Tensor Tensor::Allocate(DataType dtype, Shape shape) {
   return t;
 }
 
+Tensor Tensor::Adopt(DataType dtype, Shape shape, std::unique_ptr<std::string> bytes) {
+  Tensor t;
+  t.dtype_ = dtype;
+  t.shape_ = std::move(shape);
+  std::string* s = bytes.release();
+  t.owner_ = std::shared_ptr<uint8_t>(reinterpret_cast<uint8_t*>(s->data()),
+                                      [s](uint8_t*) { delete s; });
+  t.data_ = t.owner_.get();
+  return t;
+}
+
 Tensor Tensor::View(DataType dtype, Shape shape, void* data) {
   Tensor t;
   t.dtype_ = dtype;

@@ -123,6 +123,28 @@ int DataTypeToOnnx(DataType t) {
   }
 }
 
+namespace {
+// Moves a large raw_data payload out of `p` into a tensor without copying it.
+Result<Tensor> AdoptTensor(onnx::TensorProto* p) {
+  if (p->has_raw_data() && p->raw_data().size() >= 4096 &&
+      p->data_location() != onnx::TensorProto::EXTERNAL && p->external_data_size() == 0) {
+    auto dt = DataTypeFromOnnx(p->data_type());
+    if (dt.ok()) {
+      Shape shape(p->dims().begin(), p->dims().end());
+      int64_t n = 1;
+      bool sane = true;
+      for (int64_t d : shape) {
+        if (d < 0 || (d > 0 && n > kMaxElements / d)) sane = false;
+        else n *= d;
+      }
+      if (sane && static_cast<size_t>(n) * DataTypeSize(*dt) == p->raw_data().size())
+        return Tensor::Adopt(*dt, shape, std::unique_ptr<std::string>(p->release_raw_data()));
+    }
+  }
+  return TensorFromProto(*p);
+}
+}  // namespace
+
 Result<Tensor> TensorFromProto(const onnx::TensorProto& p) {
   const std::string what = "initializer '" + p.name() + "'";
   if (p.data_location() == onnx::TensorProto::EXTERNAL || p.external_data_size() > 0)
@@ -217,6 +239,10 @@ void TensorToProto(const Tensor& t, const std::string& name, onnx::TensorProto* 
   p->set_raw_data(t.raw(), t.nbytes());
 }
 
+namespace {
+Result<Graph> ImportParsed(onnx::ModelProto& model);
+}  // namespace
+
 Result<Graph> ImportOnnx(const std::string& bytes) {
   onnx::ModelProto model;
   if (bytes.empty()) return Status::InvalidArgument("ONNX model is empty (0 bytes)");
@@ -224,6 +250,11 @@ Result<Graph> ImportOnnx(const std::string& bytes) {
     return Status::InvalidArgument("ONNX model is malformed or truncated (" +
                                    std::to_string(bytes.size()) +
                                    " bytes did not parse as onnx.ModelProto)");
+  return ImportParsed(model);
+}
+
+namespace {
+Result<Graph> ImportParsed(onnx::ModelProto& model) {
   if (!model.has_graph()) return Status::InvalidArgument("ONNX model has no graph");
   Graph g;
   for (const auto& op : model.opset_import())
@@ -234,11 +265,11 @@ Result<Graph> ImportOnnx(const std::string& bytes) {
     return Status::Unimplemented("ONNX opset " + std::to_string(g.opset) +
                                  " is not supported; expected " + std::to_string(kMinOpset) +
                                  ".." + std::to_string(kMaxOpset));
-  const auto& gp = model.graph();
+  auto& gp = *model.mutable_graph();
   g.name = gp.name();
-  for (const auto& init : gp.initializer()) {
+  for (auto& init : *gp.mutable_initializer()) {
     if (init.name().empty()) return Status::InvalidArgument("an initializer has no name");
-    auto t = TensorFromProto(init);
+    auto t = AdoptTensor(&init);
     if (!t.ok()) return t.status();
     g.initializers[init.name()] = std::move(t).value();
   }
@@ -312,13 +343,19 @@ Result<Graph> ImportOnnx(const std::string& bytes) {
   TESSERA_RETURN_IF_ERROR(TopologicalSort(&g));
   return g;
 }
+}  // namespace
 
 Result<Graph> ImportOnnxFile(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) return Status::NotFound("cannot open ONNX file '" + path + "'");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  auto g = ImportOnnx(ss.str());
+  onnx::ModelProto model;
+  // Parsed straight from the stream: the file's bytes are never held twice.
+  if (f.peek() == std::ifstream::traits_type::eof())
+    return Status::InvalidArgument(path + ": ONNX model is empty (0 bytes)");
+  if (!model.ParseFromIstream(&f))
+    return Status::InvalidArgument(path + ": ONNX model is malformed or truncated (did not "
+                                   "parse as onnx.ModelProto)");
+  auto g = ImportParsed(model);
   if (!g.ok()) return g.status().WithContext(path);
   return g;
 }

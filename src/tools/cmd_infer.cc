@@ -124,6 +124,7 @@ int Run(const Opts& o) {
   auto exe = engine->Compile(graph, copts);
   const double compile_ms = Ms(std::chrono::steady_clock::now() - t0);
   if (!exe.ok()) return Fail(exe.status());
+  graph = Graph();  // the executable holds what it needs; drop weights it repacked
   const ExecutableInfo& info = (*exe)->info();
 
   std::vector<Tensor> inputs;

@@ -45,6 +45,9 @@ class Tensor {
   Tensor() = default;
   // Zero-filled owned storage, 64-byte aligned.
   static Tensor Allocate(DataType dtype, Shape shape);
+  // Takes ownership of `bytes` (exactly nbytes long) without copying: used to adopt large
+  // weights straight from a parsed model.
+  static Tensor Adopt(DataType dtype, Shape shape, std::unique_ptr<std::string> bytes);
   // Non-owning view: `data` must outlive every use of the returned tensor.
   static Tensor View(DataType dtype, Shape shape, void* data);
   // Deep copy into new owned storage.
