@@ -9,29 +9,43 @@ namespace {
 
 const char* NpyDescr(DataType t) {
   switch (t) {
-    case DataType::kBool: return "|b1";
-    case DataType::kUInt8: return "|u1";
-    case DataType::kInt8: return "|i1";
-    case DataType::kUInt16: return "<u2";
-    case DataType::kInt16: return "<i2";
-    case DataType::kUInt32: return "<u4";
-    case DataType::kInt32: return "<i4";
-    case DataType::kUInt64: return "<u8";
-    case DataType::kInt64: return "<i8";
-    case DataType::kFloat16: return "<f2";
-    case DataType::kFloat32: return "<f4";
-    case DataType::kFloat64: return "<f8";
-    default: return nullptr;
+    case DataType::kBool:
+      return "|b1";
+    case DataType::kUInt8:
+      return "|u1";
+    case DataType::kInt8:
+      return "|i1";
+    case DataType::kUInt16:
+      return "<u2";
+    case DataType::kInt16:
+      return "<i2";
+    case DataType::kUInt32:
+      return "<u4";
+    case DataType::kInt32:
+      return "<i4";
+    case DataType::kUInt64:
+      return "<u8";
+    case DataType::kInt64:
+      return "<i8";
+    case DataType::kFloat16:
+      return "<f2";
+    case DataType::kFloat32:
+      return "<f4";
+    case DataType::kFloat64:
+      return "<f8";
+    default:
+      return nullptr;
   }
 }
 
 Result<DataType> DescrToType(const std::string& d) {
-  for (DataType t : {DataType::kBool, DataType::kUInt8, DataType::kInt8, DataType::kUInt16,
-                     DataType::kInt16, DataType::kUInt32, DataType::kInt32, DataType::kUInt64,
-                     DataType::kInt64, DataType::kFloat16, DataType::kFloat32,
-                     DataType::kFloat64}) {
+  for (DataType t :
+       {DataType::kBool, DataType::kUInt8, DataType::kInt8, DataType::kUInt16, DataType::kInt16,
+        DataType::kUInt32, DataType::kInt32, DataType::kUInt64, DataType::kInt64,
+        DataType::kFloat16, DataType::kFloat32, DataType::kFloat64}) {
     std::string ours = NpyDescr(t);
-    if (d == ours || (d.size() == 3 && (d[0] == '=' || d[0] == '|') && d.substr(1) == ours.substr(1)))
+    if (d == ours ||
+        (d.size() == 3 && (d[0] == '=' || d[0] == '|') && d.substr(1) == ours.substr(1)))
       return t;
   }
   return Status::InvalidArgument("unsupported .npy dtype '" + d +
@@ -76,7 +90,8 @@ Result<Tensor> ParseNpy(const std::string& b) {
   } else if (major == 2 || major == 3) {
     if (b.size() < 12) return Status::InvalidArgument(".npy truncated header");
     hlen = 0;
-    for (int i = 0; i < 4; ++i) hlen |= static_cast<size_t>(static_cast<uint8_t>(b[8 + i])) << (8 * i);
+    for (int i = 0; i < 4; ++i)
+      hlen |= static_cast<size_t>(static_cast<uint8_t>(b[8 + i])) << (8 * i);
     hstart = 12;
   } else {
     return Status::InvalidArgument(".npy version " + std::to_string(major) + " unsupported");
@@ -123,12 +138,13 @@ Result<Tensor> LoadNpy(const std::string& path) {
 
 Status SaveNpy(const std::string& path, const Tensor& t) {
   const char* descr = NpyDescr(t.dtype());
-  if (!descr) return Status::InvalidArgument(std::string("cannot save dtype ") + DataTypeName(t.dtype()));
+  if (!descr)
+    return Status::InvalidArgument(std::string("cannot save dtype ") + DataTypeName(t.dtype()));
   std::string shape;
   for (size_t i = 0; i < t.rank(); ++i) shape += std::to_string(t.dim(i)) + ",";
   if (t.rank() > 1) shape.pop_back();
-  std::string h = std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': (" +
-                  shape + "), }";
+  std::string h =
+      std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': (" + shape + "), }";
   size_t total = 10 + h.size() + 1;
   h.append((64 - total % 64) % 64, ' ');
   h.push_back('\n');

@@ -10,18 +10,23 @@ size_t DataTypeSize(DataType t) {
   switch (t) {
     case DataType::kBool:
     case DataType::kUInt8:
-    case DataType::kInt8: return 1;
+    case DataType::kInt8:
+      return 1;
     case DataType::kUInt16:
     case DataType::kInt16:
     case DataType::kFloat16:
-    case DataType::kBFloat16: return 2;
+    case DataType::kBFloat16:
+      return 2;
     case DataType::kUInt32:
     case DataType::kInt32:
-    case DataType::kFloat32: return 4;
+    case DataType::kFloat32:
+      return 4;
     case DataType::kUInt64:
     case DataType::kInt64:
-    case DataType::kFloat64: return 8;
-    case DataType::kInvalid: return 0;
+    case DataType::kFloat64:
+      return 8;
+    case DataType::kInvalid:
+      return 0;
   }
   return 0;
 }
@@ -88,8 +93,8 @@ Tensor Tensor::Adopt(DataType dtype, Shape shape, std::unique_ptr<std::string> b
   t.dtype_ = dtype;
   t.shape_ = std::move(shape);
   std::string* s = bytes.release();
-  t.owner_ = std::shared_ptr<uint8_t>(reinterpret_cast<uint8_t*>(s->data()),
-                                      [s](uint8_t*) { delete s; });
+  t.owner_ =
+      std::shared_ptr<uint8_t>(reinterpret_cast<uint8_t*>(s->data()), [s](uint8_t*) { delete s; });
   t.data_ = t.owner_.get();
   return t;
 }
@@ -117,27 +122,42 @@ Tensor Tensor::Reshaped(Shape shape) const {
 double Tensor::GetAsDouble(int64_t i) const {
   switch (dtype_) {
     case DataType::kBool:
-    case DataType::kUInt8: return data<uint8_t>()[i];
-    case DataType::kInt8: return data<int8_t>()[i];
-    case DataType::kUInt16: return data<uint16_t>()[i];
-    case DataType::kInt16: return data<int16_t>()[i];
-    case DataType::kUInt32: return data<uint32_t>()[i];
-    case DataType::kInt32: return data<int32_t>()[i];
-    case DataType::kUInt64: return static_cast<double>(data<uint64_t>()[i]);
-    case DataType::kInt64: return static_cast<double>(data<int64_t>()[i]);
-    case DataType::kFloat32: return data<float>()[i];
-    case DataType::kFloat64: return data<double>()[i];
-    default: return 0.0;
+    case DataType::kUInt8:
+      return data<uint8_t>()[i];
+    case DataType::kInt8:
+      return data<int8_t>()[i];
+    case DataType::kUInt16:
+      return data<uint16_t>()[i];
+    case DataType::kInt16:
+      return data<int16_t>()[i];
+    case DataType::kUInt32:
+      return data<uint32_t>()[i];
+    case DataType::kInt32:
+      return data<int32_t>()[i];
+    case DataType::kUInt64:
+      return static_cast<double>(data<uint64_t>()[i]);
+    case DataType::kInt64:
+      return static_cast<double>(data<int64_t>()[i]);
+    case DataType::kFloat32:
+      return data<float>()[i];
+    case DataType::kFloat64:
+      return data<double>()[i];
+    default:
+      return 0.0;
   }
 }
 
 int64_t Tensor::GetAsInt64(int64_t i) const {
   switch (dtype_) {
-    case DataType::kInt64: return data<int64_t>()[i];
-    case DataType::kUInt64: return static_cast<int64_t>(data<uint64_t>()[i]);
+    case DataType::kInt64:
+      return data<int64_t>()[i];
+    case DataType::kUInt64:
+      return static_cast<int64_t>(data<uint64_t>()[i]);
     case DataType::kFloat32:
-    case DataType::kFloat64: return static_cast<int64_t>(GetAsDouble(i));
-    default: return static_cast<int64_t>(GetAsDouble(i));
+    case DataType::kFloat64:
+      return static_cast<int64_t>(GetAsDouble(i));
+    default:
+      return static_cast<int64_t>(GetAsDouble(i));
   }
 }
 

@@ -46,8 +46,8 @@ Status SelfTest(int index, int n) {
   TESSERA_RETURN_IF_ERROR(Check(cudaMalloc(&dev, n * sizeof(float)), "cudaMalloc"));
   FillKernel<<<(n + 255) / 256, 256>>>(dev, n, 0.5f);
   std::vector<float> host(n);
-  Status st = Check(cudaMemcpy(host.data(), dev, n * sizeof(float), cudaMemcpyDeviceToHost),
-                    "cudaMemcpy");
+  Status st =
+      Check(cudaMemcpy(host.data(), dev, n * sizeof(float), cudaMemcpyDeviceToHost), "cudaMemcpy");
   cudaFree(dev);
   if (!st.ok()) return st;
   for (int i = 0; i < n; ++i)

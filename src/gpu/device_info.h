@@ -12,10 +12,10 @@ namespace tessera::gpu {
 struct DeviceInfo {
   int index = 0;
   std::string name;
-  int major = 0, minor = 0;   // compute capability
+  int major = 0, minor = 0;  // compute capability
   int sm_count = 0;
   size_t total_memory_bytes = 0;
-  int async_engines = 0;      // copy engines usable concurrently with compute
+  int async_engines = 0;  // copy engines usable concurrently with compute
   size_t l2_bytes = 0;
 };
 

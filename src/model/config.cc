@@ -47,8 +47,7 @@ Result<ModelConfig> ParseModelConfig(const std::string& text) {
     return Status::InvalidArgument("config.pbtxt: max_batch_size must be >= 0");
   c.max_batch_size = pb.max_batch_size();
   if (!pb.default_model_filename().empty()) c.default_model_filename = pb.default_model_filename();
-  auto tensors = [](const auto& list, const char* what,
-                    std::vector<TensorConfig>* out) -> Status {
+  auto tensors = [](const auto& list, const char* what, std::vector<TensorConfig>* out) -> Status {
     for (const auto& t : list) {
       TensorConfig tc{t.name(), FromConfigType(t.data_type()), {t.dims().begin(), t.dims().end()}};
       if (tc.name.empty())

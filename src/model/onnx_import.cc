@@ -61,7 +61,8 @@ Result<ValueInfo> ValueInfoFromProto(const onnx::ValueInfoProto& v) {
   ValueInfo vi;
   vi.name = v.name();
   if (!v.has_type() || !v.type().has_tensor_type())
-    return Status::Unimplemented("value '" + v.name() + "' is not a tensor (sequences/maps are "
+    return Status::Unimplemented("value '" + v.name() +
+                                 "' is not a tensor (sequences/maps are "
                                  "not supported)");
   const auto& tt = v.type().tensor_type();
   TESSERA_ASSIGN_OR_RETURN(vi.dtype, DataTypeFromOnnx(tt.elem_type()));
@@ -85,19 +86,32 @@ Result<ValueInfo> ValueInfoFromProto(const onnx::ValueInfoProto& v) {
 
 Result<DataType> DataTypeFromOnnx(int t) {
   switch (t) {
-    case onnx::TensorProto::FLOAT: return DataType::kFloat32;
-    case onnx::TensorProto::UINT8: return DataType::kUInt8;
-    case onnx::TensorProto::INT8: return DataType::kInt8;
-    case onnx::TensorProto::UINT16: return DataType::kUInt16;
-    case onnx::TensorProto::INT16: return DataType::kInt16;
-    case onnx::TensorProto::INT32: return DataType::kInt32;
-    case onnx::TensorProto::INT64: return DataType::kInt64;
-    case onnx::TensorProto::BOOL: return DataType::kBool;
-    case onnx::TensorProto::FLOAT16: return DataType::kFloat16;
-    case onnx::TensorProto::DOUBLE: return DataType::kFloat64;
-    case onnx::TensorProto::UINT32: return DataType::kUInt32;
-    case onnx::TensorProto::UINT64: return DataType::kUInt64;
-    case onnx::TensorProto::BFLOAT16: return DataType::kBFloat16;
+    case onnx::TensorProto::FLOAT:
+      return DataType::kFloat32;
+    case onnx::TensorProto::UINT8:
+      return DataType::kUInt8;
+    case onnx::TensorProto::INT8:
+      return DataType::kInt8;
+    case onnx::TensorProto::UINT16:
+      return DataType::kUInt16;
+    case onnx::TensorProto::INT16:
+      return DataType::kInt16;
+    case onnx::TensorProto::INT32:
+      return DataType::kInt32;
+    case onnx::TensorProto::INT64:
+      return DataType::kInt64;
+    case onnx::TensorProto::BOOL:
+      return DataType::kBool;
+    case onnx::TensorProto::FLOAT16:
+      return DataType::kFloat16;
+    case onnx::TensorProto::DOUBLE:
+      return DataType::kFloat64;
+    case onnx::TensorProto::UINT32:
+      return DataType::kUInt32;
+    case onnx::TensorProto::UINT64:
+      return DataType::kUInt64;
+    case onnx::TensorProto::BFLOAT16:
+      return DataType::kBFloat16;
     default:
       return Status::Unimplemented("ONNX element type " + std::to_string(t) +
                                    " is not supported (strings/complex)");
@@ -106,20 +120,34 @@ Result<DataType> DataTypeFromOnnx(int t) {
 
 int DataTypeToOnnx(DataType t) {
   switch (t) {
-    case DataType::kFloat32: return onnx::TensorProto::FLOAT;
-    case DataType::kUInt8: return onnx::TensorProto::UINT8;
-    case DataType::kInt8: return onnx::TensorProto::INT8;
-    case DataType::kUInt16: return onnx::TensorProto::UINT16;
-    case DataType::kInt16: return onnx::TensorProto::INT16;
-    case DataType::kInt32: return onnx::TensorProto::INT32;
-    case DataType::kInt64: return onnx::TensorProto::INT64;
-    case DataType::kBool: return onnx::TensorProto::BOOL;
-    case DataType::kFloat16: return onnx::TensorProto::FLOAT16;
-    case DataType::kFloat64: return onnx::TensorProto::DOUBLE;
-    case DataType::kUInt32: return onnx::TensorProto::UINT32;
-    case DataType::kUInt64: return onnx::TensorProto::UINT64;
-    case DataType::kBFloat16: return onnx::TensorProto::BFLOAT16;
-    default: return onnx::TensorProto::UNDEFINED;
+    case DataType::kFloat32:
+      return onnx::TensorProto::FLOAT;
+    case DataType::kUInt8:
+      return onnx::TensorProto::UINT8;
+    case DataType::kInt8:
+      return onnx::TensorProto::INT8;
+    case DataType::kUInt16:
+      return onnx::TensorProto::UINT16;
+    case DataType::kInt16:
+      return onnx::TensorProto::INT16;
+    case DataType::kInt32:
+      return onnx::TensorProto::INT32;
+    case DataType::kInt64:
+      return onnx::TensorProto::INT64;
+    case DataType::kBool:
+      return onnx::TensorProto::BOOL;
+    case DataType::kFloat16:
+      return onnx::TensorProto::FLOAT16;
+    case DataType::kFloat64:
+      return onnx::TensorProto::DOUBLE;
+    case DataType::kUInt32:
+      return onnx::TensorProto::UINT32;
+    case DataType::kUInt64:
+      return onnx::TensorProto::UINT64;
+    case DataType::kBFloat16:
+      return onnx::TensorProto::BFLOAT16;
+    default:
+      return onnx::TensorProto::UNDEFINED;
   }
 }
 
@@ -134,8 +162,10 @@ Result<Tensor> AdoptTensor(onnx::TensorProto* p) {
       int64_t n = 1;
       bool sane = true;
       for (int64_t d : shape) {
-        if (d < 0 || (d > 0 && n > kMaxElements / d)) sane = false;
-        else n *= d;
+        if (d < 0 || (d > 0 && n > kMaxElements / d))
+          sane = false;
+        else
+          n *= d;
       }
       if (sane && static_cast<size_t>(n) * DataTypeSize(*dt) == p->raw_data().size())
         return Tensor::Adopt(*dt, shape, std::unique_ptr<std::string>(p->release_raw_data()));
@@ -148,7 +178,8 @@ Result<Tensor> AdoptTensor(onnx::TensorProto* p) {
 Result<Tensor> TensorFromProto(const onnx::TensorProto& p) {
   const std::string what = "initializer '" + p.name() + "'";
   if (p.data_location() == onnx::TensorProto::EXTERNAL || p.external_data_size() > 0)
-    return Status::Unimplemented(what + " uses external data; save the model with weights "
+    return Status::Unimplemented(what +
+                                 " uses external data; save the model with weights "
                                  "embedded (onnx.save(..., save_as_external_data=False))");
   TESSERA_ASSIGN_OR_RETURN(DataType dt, DataTypeFromOnnx(p.data_type()));
   Shape shape;
@@ -227,7 +258,8 @@ Result<Tensor> TensorFromProto(const onnx::TensorProto& p) {
       TESSERA_RETURN_IF_ERROR(check(p.int32_data_size()));
       CopyTyped(p.int32_data(), t.data<uint16_t>());
       break;
-    default: return Status::Unimplemented(what + " has unsupported type");
+    default:
+      return Status::Unimplemented(what + " has unsupported type");
   }
   return t;
 }
@@ -263,8 +295,8 @@ Result<Graph> ImportParsed(onnx::ModelProto& model) {
     return Status::InvalidArgument("ONNX model declares no default-domain opset_import");
   if (g.opset < kMinOpset || g.opset > kMaxOpset)
     return Status::Unimplemented("ONNX opset " + std::to_string(g.opset) +
-                                 " is not supported; expected " + std::to_string(kMinOpset) +
-                                 ".." + std::to_string(kMaxOpset));
+                                 " is not supported; expected " + std::to_string(kMinOpset) + ".." +
+                                 std::to_string(kMaxOpset));
   auto& gp = *model.mutable_graph();
   g.name = gp.name();
   for (auto& init : *gp.mutable_initializer()) {
@@ -353,7 +385,8 @@ Result<Graph> ImportOnnxFile(const std::string& path) {
   if (f.peek() == std::ifstream::traits_type::eof())
     return Status::InvalidArgument(path + ": ONNX model is empty (0 bytes)");
   if (!model.ParseFromIstream(&f))
-    return Status::InvalidArgument(path + ": ONNX model is malformed or truncated (did not "
+    return Status::InvalidArgument(path +
+                                   ": ONNX model is malformed or truncated (did not "
                                    "parse as onnx.ModelProto)");
   auto g = ImportParsed(model);
   if (!g.ok()) return g.status().WithContext(path);

@@ -1,10 +1,11 @@
+#include "tessera/model/repository.h"
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "tessera/model/onnx_import.h"
-#include "tessera/model/repository.h"
 
 namespace tessera {
 namespace fs = std::filesystem;
@@ -22,7 +23,8 @@ Result<std::vector<ModelLocation>> ScanRepository(const std::string& dir) {
     loc.has_config = fs::exists(e.path() / "config.pbtxt");
     for (const auto& v : fs::directory_iterator(e.path(), ec)) {
       const std::string vn = v.path().filename().string();
-      if (!v.is_directory() || vn.empty() || !std::all_of(vn.begin(), vn.end(), ::isdigit)) continue;
+      if (!v.is_directory() || vn.empty() || !std::all_of(vn.begin(), vn.end(), ::isdigit))
+        continue;
       int64_t ver = std::stoll(vn);
       if (ver > loc.version && fs::exists(v.path() / "model.onnx")) {
         loc.version = ver;

@@ -48,10 +48,17 @@ Tensor SyntheticInput(const TensorSpec& spec, uint64_t seed) {
       case DataType::kFloat32:
         t.data<float>()[i] = static_cast<float>(r >> 40) / 8388608.0f - 1.0f;
         break;
-      case DataType::kInt64: t.data<int64_t>()[i] = mask ? 1 : static_cast<int64_t>(r % 100); break;
-      case DataType::kInt32: t.data<int32_t>()[i] = mask ? 1 : static_cast<int32_t>(r % 100); break;
-      case DataType::kBool: t.data<uint8_t>()[i] = 1; break;
-      default: break;
+      case DataType::kInt64:
+        t.data<int64_t>()[i] = mask ? 1 : static_cast<int64_t>(r % 100);
+        break;
+      case DataType::kInt32:
+        t.data<int32_t>()[i] = mask ? 1 : static_cast<int32_t>(r % 100);
+        break;
+      case DataType::kBool:
+        t.data<uint8_t>()[i] = 1;
+        break;
+      default:
+        break;
     }
   }
   return t;
@@ -87,10 +94,9 @@ int Run(const Opts& o) {
     Status st = LoadModel(*loc, &config, &graph);
     if (!st.ok()) return Fail(st);
     if (config.max_batch_size > 0 && o.batch > config.max_batch_size)
-      return Fail(Status::InvalidArgument("batch " + std::to_string(o.batch) +
-                                          " exceeds max_batch_size " +
-                                          std::to_string(config.max_batch_size) + " of '" +
-                                          o.model + "'"));
+      return Fail(
+          Status::InvalidArgument("batch " + std::to_string(o.batch) + " exceeds max_batch_size " +
+                                  std::to_string(config.max_batch_size) + " of '" + o.model + "'"));
     label = o.model + " (version " + std::to_string(loc->version) + ")";
   }
 
@@ -155,13 +161,15 @@ int Run(const Opts& o) {
   fmt::print("model      {}\n", label);
   fmt::print("engine     cpu, batch {}, {} nodes after optimization ({} fused, {} folded)\n",
              copts.batch, info.nodes, info.fused, info.folded);
-  fmt::print("memory     weights {:.1f} MiB, activations {:.2f} MiB peak ({:.2f} MiB without "
-             "reuse)\n",
-             info.weight_bytes / 1048576.0, info.activation_bytes / 1048576.0,
-             info.activation_bytes_no_reuse / 1048576.0);
-  fmt::print("latency    compile {:.1f} ms; run mean {:.3f} ms, p50 {:.3f} ms, p99 {:.3f} ms "
-             "over {} run(s)\n",
-             compile_ms, mean, pct(0.5), pct(0.99), lat.size());
+  fmt::print(
+      "memory     weights {:.1f} MiB, activations {:.2f} MiB peak ({:.2f} MiB without "
+      "reuse)\n",
+      info.weight_bytes / 1048576.0, info.activation_bytes / 1048576.0,
+      info.activation_bytes_no_reuse / 1048576.0);
+  fmt::print(
+      "latency    compile {:.1f} ms; run mean {:.3f} ms, p50 {:.3f} ms, p99 {:.3f} ms "
+      "over {} run(s)\n",
+      compile_ms, mean, pct(0.5), pct(0.99), lat.size());
   for (size_t i = 0; i < outputs.size(); ++i) {
     const Tensor& t = outputs[i];
     double mn = INFINITY, mx = -INFINITY, sum = 0;

@@ -53,9 +53,12 @@ onnx::ModelProto BuildBert(const std::string& name, const BertShape& s, uint64_t
       b.Op("Concat", {batch1, b.ConstInts("seq_hidden", {s.seq, s.hidden})}, {A("axis", 0)});
 
   // Embeddings.
-  std::string word = b.Weight("embeddings.word_embeddings.weight", {s.vocab, s.hidden}, -kInit, kInit);
-  std::string pos = b.Weight("embeddings.position_embeddings.weight", {512, s.hidden}, -kInit, kInit);
-  std::string typ = b.Weight("embeddings.token_type_embeddings.weight", {2, s.hidden}, -kInit, kInit);
+  std::string word =
+      b.Weight("embeddings.word_embeddings.weight", {s.vocab, s.hidden}, -kInit, kInit);
+  std::string pos =
+      b.Weight("embeddings.position_embeddings.weight", {512, s.hidden}, -kInit, kInit);
+  std::string typ =
+      b.Weight("embeddings.token_type_embeddings.weight", {2, s.hidden}, -kInit, kInit);
   std::vector<int64_t> positions(s.seq);
   for (int i = 0; i < s.seq; ++i) positions[i] = i;
   std::string pos_ids = b.ConstInts("position_ids", positions, {1, s.seq});
@@ -76,9 +79,11 @@ onnx::ModelProto BuildBert(const std::string& name, const BertShape& s, uint64_t
     auto heads = [&](const std::string& t, std::vector<int64_t> perm) {
       return b.Op("Transpose", {b.Op("Reshape", {t, split_shape})}, {A("perm", perm)});
     };
-    std::string q = heads(m.Linear(x, s.hidden, s.hidden, p + ".attention.self.query"), {0, 2, 1, 3});
+    std::string q =
+        heads(m.Linear(x, s.hidden, s.hidden, p + ".attention.self.query"), {0, 2, 1, 3});
     std::string k = heads(m.Linear(x, s.hidden, s.hidden, p + ".attention.self.key"), {0, 2, 3, 1});
-    std::string v = heads(m.Linear(x, s.hidden, s.hidden, p + ".attention.self.value"), {0, 2, 1, 3});
+    std::string v =
+        heads(m.Linear(x, s.hidden, s.hidden, p + ".attention.self.value"), {0, 2, 1, 3});
     std::string scores = b.Op("Div", {b.Op("MatMul", {q, k}), scale});
     scores = b.Op("Add", {scores, add_mask});
     std::string probs = b.Op("Softmax", {scores}, {A("axis", -1)});
@@ -92,8 +97,8 @@ onnx::ModelProto BuildBert(const std::string& name, const BertShape& s, uint64_t
   }
   std::string last = b.Op("Identity", {x}, {}, "last_hidden_state");
   std::string first = b.Op("Gather", {x, b.ConstInts("cls_index", {0}, {})}, {A("axis", 1)});
-  std::string pooled = b.Op("Tanh", {m.Linear(first, s.hidden, s.hidden, "pooler.dense")}, {},
-                            "pooler_output");
+  std::string pooled =
+      b.Op("Tanh", {m.Linear(first, s.hidden, s.hidden, "pooler.dense")}, {}, "pooler_output");
   b.Output(last, kF, {1, s.seq, s.hidden});
   b.Output(pooled, kF, {1, s.hidden});
   return b.Finish();

@@ -55,8 +55,10 @@ void SetType(onnx::ValueInfoProto* v, int elem_type, const std::vector<int64_t>&
   auto* shape = tt->mutable_shape();
   for (size_t i = 0; i < dims.size(); ++i) {
     auto* d = shape->add_dim();
-    if (i == 0 && batch_dynamic) d->set_dim_param("batch");
-    else d->set_dim_value(dims[i]);
+    if (i == 0 && batch_dynamic)
+      d->set_dim_param("batch");
+    else
+      d->set_dim_value(dims[i]);
   }
 }
 }  // namespace

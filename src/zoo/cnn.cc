@@ -56,9 +56,11 @@ onnx::ModelProto BuildResNet(int depth, uint64_t seed) {
   Cnn c{b};
   std::string x = b.Input("input", kF, {1, 3, 224, 224});
   x = c.Relu(c.ConvBn(x, 3, 64, 7, 2));
-  x = b.Op("MaxPool", {x}, {A("kernel_shape", {3, 3}), A("strides", {2, 2}), A("pads", {1, 1, 1, 1})});
+  x = b.Op("MaxPool", {x},
+           {A("kernel_shape", {3, 3}), A("strides", {2, 2}), A("pads", {1, 1, 1, 1})});
   const bool bottleneck = depth == 50;
-  const std::vector<int> blocks = bottleneck ? std::vector<int>{3, 4, 6, 3} : std::vector<int>{2, 2, 2, 2};
+  const std::vector<int> blocks =
+      bottleneck ? std::vector<int>{3, 4, 6, 3} : std::vector<int>{2, 2, 2, 2};
   const int expansion = bottleneck ? 4 : 1;
   int64_t cin = 64;
   for (int stage = 0; stage < 4; ++stage) {
@@ -94,8 +96,8 @@ onnx::ModelProto BuildMobileNetV2(uint64_t seed) {
   struct Cfg {
     int t, c, n, s;
   };
-  const Cfg cfg[] = {{1, 16, 1, 1},  {6, 24, 2, 2},  {6, 32, 3, 2}, {6, 64, 4, 2},
-                     {6, 96, 3, 1},  {6, 160, 3, 2}, {6, 320, 1, 1}};
+  const Cfg cfg[] = {{1, 16, 1, 1}, {6, 24, 2, 2},  {6, 32, 3, 2}, {6, 64, 4, 2},
+                     {6, 96, 3, 1}, {6, 160, 3, 2}, {6, 320, 1, 1}};
   int64_t cin = 32;
   for (const auto& s : cfg) {
     for (int i = 0; i < s.n; ++i) {

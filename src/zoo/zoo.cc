@@ -27,12 +27,18 @@ Result<BuiltModel> Build(const std::string& name, uint64_t seed) {
   uint64_t s = 1469598103934665603ull;  // FNV-1a of the name: the same on every platform
   for (unsigned char ch : name) s = (s ^ ch) * 1099511628211ull;
   s ^= seed * 0x9E3779B97F4A7C15ull;
-  if (name == "resnet18") m = BuildResNet(18, s);
-  else if (name == "resnet50") m = BuildResNet(50, s);
-  else if (name == "mobilenet_v2") m = BuildMobileNetV2(s);
-  else if (name == "vgg16") m = BuildVgg16(s);
-  else if (name == "bert_base") m = BuildBert(name, {12, 768, 12, 3072, 30522, 128}, s);
-  else if (name == "bert_small") m = BuildBert(name, {4, 256, 4, 1024, 8192, 128}, s);
+  if (name == "resnet18")
+    m = BuildResNet(18, s);
+  else if (name == "resnet50")
+    m = BuildResNet(50, s);
+  else if (name == "mobilenet_v2")
+    m = BuildMobileNetV2(s);
+  else if (name == "vgg16")
+    m = BuildVgg16(s);
+  else if (name == "bert_base")
+    m = BuildBert(name, {12, 768, 12, 3072, 30522, 128}, s);
+  else if (name == "bert_small")
+    m = BuildBert(name, {4, 256, 4, 1024, 8192, 128}, s);
   else {
     std::string names;
     for (const auto& e : Entries()) names += (names.empty() ? "" : ", ") + e.name;
@@ -55,7 +61,8 @@ Status WriteRepository(const std::string& dir, const std::vector<std::string>& m
     const fs::path mdir = fs::path(dir) / name;
     std::error_code ec;
     fs::create_directories(mdir / "1", ec);
-    if (ec) return Status::Unavailable("cannot create '" + (mdir / "1").string() + "': " + ec.message());
+    if (ec)
+      return Status::Unavailable("cannot create '" + (mdir / "1").string() + "': " + ec.message());
     {
       std::ofstream f(mdir / "1" / "model.onnx", std::ios::binary);
       f.write(m.onnx_bytes.data(), static_cast<std::streamsize>(m.onnx_bytes.size()));

@@ -1,8 +1,9 @@
+#include "tessera/engine/engine.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 
-#include "tessera/engine/engine.h"
 #include "tessera/model/onnx_import.h"
 #include "test_graphs.h"
 
@@ -17,11 +18,12 @@ Graph ResidualBlock() {
     auto x = b.Input("x", kF, {1, 8, 10, 10});
     auto c1 = b.Op("Conv", {x, b.Weight("w1", {8, 8, 3, 3}, -0.3f, 0.3f)},
                    {zoo::A("pads", std::vector<int64_t>{1, 1, 1, 1})});
-    auto bn = b.Op("BatchNormalization",
-                   {c1, b.Weight("g", {8}, 0.5, 1), b.Weight("be", {8}, -0.1, 0.1),
-                    b.Weight("m", {8}, -0.1, 0.1), b.Weight("v", {8}, 0.5, 1.5)});
+    auto bn =
+        b.Op("BatchNormalization", {c1, b.Weight("g", {8}, 0.5, 1), b.Weight("be", {8}, -0.1, 0.1),
+                                    b.Weight("m", {8}, -0.1, 0.1), b.Weight("v", {8}, 0.5, 1.5)});
     auto r = b.Op("Relu", {bn});
-    auto c2 = b.Op("Conv", {r, b.Weight("w2", {8, 8, 1, 1}, -0.3f, 0.3f), b.Weight("b2", {8}, -0.1f, 0.1f)});
+    auto c2 = b.Op(
+        "Conv", {r, b.Weight("w2", {8, 8, 1, 1}, -0.3f, 0.3f), b.Weight("b2", {8}, -0.1f, 0.1f)});
     auto y = b.Op("Relu", {b.Op("Add", {c2, x})});
     auto p = b.Op("GlobalAveragePool", {y});
     b.Output(b.Op("Flatten", {p}), kF, {1, 8});
@@ -32,7 +34,8 @@ Graph ResidualBlock() {
 
 Tensor Ramp(const Shape& s) {
   Tensor t = Tensor::Allocate(DataType::kFloat32, s);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = std::sin(0.1f * static_cast<float>(i));
+  for (int64_t i = 0; i < t.numel(); ++i)
+    t.data<float>()[i] = std::sin(0.1f * static_cast<float>(i));
   return t;
 }
 
@@ -84,10 +87,20 @@ TEST(CpuEngine, DynamicNonBatchDimNeedsAShape) {
     auto x = b.Input("x", kF, {1, 4});
     b.Output(b.Op("Relu", {x}), kF, {1, 4});
   }));
-  m.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->mutable_shape()
-      ->mutable_dim(1)->set_dim_param("seq");
-  m.mutable_graph()->mutable_output(0)->mutable_type()->mutable_tensor_type()->mutable_shape()
-      ->mutable_dim(1)->set_dim_param("seq");
+  m.mutable_graph()
+      ->mutable_input(0)
+      ->mutable_type()
+      ->mutable_tensor_type()
+      ->mutable_shape()
+      ->mutable_dim(1)
+      ->set_dim_param("seq");
+  m.mutable_graph()
+      ->mutable_output(0)
+      ->mutable_type()
+      ->mutable_tensor_type()
+      ->mutable_shape()
+      ->mutable_dim(1)
+      ->set_dim_param("seq");
   auto g = ImportOnnx(m.SerializeAsString());
   ASSERT_TRUE(g.ok());
   auto engine = CreateCpuEngine();
@@ -152,7 +165,11 @@ TEST(SimEngine, TakesProfileTimeOnTheClockAndComputesShapes) {
   ManualClock clock(1000);
   LatencyProfile p;
   p.latency_us = {{1, 100}, {8, 450}};
-  auto exe = CreateSimEngine(p, &clock)->Compile(ResidualBlock(), [] { CompileOptions o; o.batch = 8; return o; }());
+  auto exe = CreateSimEngine(p, &clock)->Compile(ResidualBlock(), [] {
+    CompileOptions o;
+    o.batch = 8;
+    return o;
+  }());
   ASSERT_TRUE(exe.ok()) << exe.status().ToString();
   std::vector<Tensor> out;
   ASSERT_TRUE((*exe)->Run({Ramp({8, 8, 10, 10})}, &out).ok());

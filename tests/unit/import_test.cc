@@ -42,10 +42,12 @@ TEST(Import, EmptyGarbageAndTruncatedBytesAreInvalidArgument) {
 }
 
 TEST(Import, OpsetOutsideSupportedRangeIsUnimplemented) {
-  std::string m = MakeModel([](zoo::GraphBuilder& b) {
-    auto x = b.Input("x", kF, {1, 4});
-    b.Output(b.Op("Relu", {x}), kF, {1, 4});
-  }, 9);
+  std::string m = MakeModel(
+      [](zoo::GraphBuilder& b) {
+        auto x = b.Input("x", kF, {1, 4});
+        b.Output(b.Op("Relu", {x}), kF, {1, 4});
+      },
+      9);
   auto g = ImportOnnx(m);
   EXPECT_EQ(g.status().code(), StatusCode::kUnimplemented);
   EXPECT_NE(g.status().message().find("opset 9"), std::string::npos);

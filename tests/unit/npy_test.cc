@@ -1,8 +1,8 @@
+#include "tessera/core/npy.h"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
-
-#include "tessera/core/npy.h"
 
 namespace tessera {
 namespace {

@@ -1,8 +1,9 @@
+#include "engine/passes/passes.h"
+
 #include <gtest/gtest.h>
 
 #include <random>
 
-#include "engine/passes/passes.h"
 #include "tessera/model/onnx_import.h"
 #include "test_graphs.h"
 
@@ -101,9 +102,9 @@ TEST(Fusion, ConvBatchNormReluResidualCollapseIntoOneConv) {
     auto x = b.Input("x", kF, {1, 4, 6, 6});
     auto w = b.Weight("w", {4, 4, 3, 3}, -0.5, 0.5);
     auto c = b.Op("Conv", {x, w}, {zoo::A("pads", std::vector<int64_t>{1, 1, 1, 1})});
-    auto bn = b.Op("BatchNormalization",
-                   {c, b.Weight("g", {4}, 0.5, 1), b.Weight("be", {4}, -0.1, 0.1),
-                    b.Weight("m", {4}, -0.1, 0.1), b.Weight("v", {4}, 0.5, 1.5)});
+    auto bn =
+        b.Op("BatchNormalization", {c, b.Weight("g", {4}, 0.5, 1), b.Weight("be", {4}, -0.1, 0.1),
+                                    b.Weight("m", {4}, -0.1, 0.1), b.Weight("v", {4}, 0.5, 1.5)});
     auto add = b.Op("Add", {bn, x});
     b.Output(b.Op("Relu", {add}), kF, {1, 4, 6, 6});
   }));

@@ -1,6 +1,7 @@
+#include "tessera/core/status.h"
+
 #include <gtest/gtest.h>
 
-#include "tessera/core/status.h"
 #include "tessera/core/tensor.h"
 
 namespace tessera {

@@ -1,8 +1,9 @@
+#include "tessera/zoo/zoo.h"
+
 #include <gtest/gtest.h>
 
 #include "tessera/engine/engine.h"
 #include "tessera/model/onnx_import.h"
-#include "tessera/zoo/zoo.h"
 
 namespace tessera {
 namespace {
@@ -14,7 +15,8 @@ TEST(Zoo, UnknownNameListsTheAvailableOnes) {
 }
 
 TEST(Zoo, SameSeedGivesIdenticalBytesOtherSeedDoesNot) {
-  auto a = zoo::Build("bert_small", 0), b = zoo::Build("bert_small", 0), c = zoo::Build("bert_small", 1);
+  auto a = zoo::Build("bert_small", 0), b = zoo::Build("bert_small", 0),
+       c = zoo::Build("bert_small", 1);
   ASSERT_TRUE(a.ok() && b.ok() && c.ok());
   EXPECT_EQ(a->onnx_bytes, b->onnx_bytes);
   EXPECT_NE(a->onnx_bytes, c->onnx_bytes);
@@ -28,7 +30,11 @@ TEST(Zoo, ConfigDescribesTheGraphAndTheModelCompiles) {
   EXPECT_EQ(m->config.inputs[0].dims, (std::vector<int64_t>{3, 224, 224}));
   auto g = ImportOnnx(m->onnx_bytes);
   ASSERT_TRUE(g.ok());
-  auto exe = CreateCpuEngine()->Compile(*g, [] { CompileOptions o; o.batch = 2; return o; }());
+  auto exe = CreateCpuEngine()->Compile(*g, [] {
+    CompileOptions o;
+    o.batch = 2;
+    return o;
+  }());
   ASSERT_TRUE(exe.ok()) << exe.status().ToString();
   EXPECT_EQ((*exe)->info().outputs[0].shape, (Shape{2, 1000}));
 }

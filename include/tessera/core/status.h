@@ -13,15 +13,15 @@ namespace tessera {
 // code (see HttpStatusOf / GrpcCodeOf) so frontends never guess.
 enum class StatusCode {
   kOk = 0,
-  kInvalidArgument,    // bad input from a caller: HTTP 400, gRPC INVALID_ARGUMENT
-  kNotFound,           // unknown model / file / tensor: 404, NOT_FOUND
-  kAlreadyExists,      // 409, ALREADY_EXISTS
-  kFailedPrecondition, // state does not allow it (e.g. model not ready): 400, FAILED_PRECONDITION
-  kResourceExhausted,  // queue full, body too large: 413/429, RESOURCE_EXHAUSTED
-  kDeadlineExceeded,   // could not meet deadline: 504, DEADLINE_EXCEEDED
-  kUnimplemented,      // unsupported op / feature: 501, UNIMPLEMENTED
-  kUnavailable,        // shutting down, device lost: 503, UNAVAILABLE
-  kInternal,           // a bug in Tessera: 500, INTERNAL
+  kInvalidArgument,     // bad input from a caller: HTTP 400, gRPC INVALID_ARGUMENT
+  kNotFound,            // unknown model / file / tensor: 404, NOT_FOUND
+  kAlreadyExists,       // 409, ALREADY_EXISTS
+  kFailedPrecondition,  // state does not allow it (e.g. model not ready): 400, FAILED_PRECONDITION
+  kResourceExhausted,   // queue full, body too large: 413/429, RESOURCE_EXHAUSTED
+  kDeadlineExceeded,    // could not meet deadline: 504, DEADLINE_EXCEEDED
+  kUnimplemented,       // unsupported op / feature: 501, UNIMPLEMENTED
+  kUnavailable,         // shutting down, device lost: 503, UNAVAILABLE
+  kInternal,            // a bug in Tessera: 500, INTERNAL
 };
 
 const char* StatusCodeName(StatusCode code);
@@ -34,7 +34,9 @@ class [[nodiscard]] Status {
   Status(StatusCode code, std::string message);
 
   static Status OK() { return Status(); }
-  static Status InvalidArgument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
+  static Status InvalidArgument(std::string m) {
+    return {StatusCode::kInvalidArgument, std::move(m)};
+  }
   static Status NotFound(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
   static Status AlreadyExists(std::string m) { return {StatusCode::kAlreadyExists, std::move(m)}; }
   static Status FailedPrecondition(std::string m) {
@@ -70,7 +72,7 @@ class [[nodiscard]] Status {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : v_(std::move(value)) {}        // NOLINT: implicit by design
   Result(Status status) : v_(std::move(status)) {  // NOLINT
     if (std::get<Status>(v_).ok()) v_ = Status::Internal("Result constructed from OK status");
   }
@@ -96,10 +98,10 @@ class [[nodiscard]] Result {
 #define TESSERA_CONCAT_IMPL(a, b) a##b
 #define TESSERA_CONCAT(a, b) TESSERA_CONCAT_IMPL(a, b)
 
-#define TESSERA_RETURN_IF_ERROR(expr)              \
-  do {                                             \
-    ::tessera::Status _tessera_st = (expr);        \
-    if (!_tessera_st.ok()) return _tessera_st;     \
+#define TESSERA_RETURN_IF_ERROR(expr)          \
+  do {                                         \
+    ::tessera::Status _tessera_st = (expr);    \
+    if (!_tessera_st.ok()) return _tessera_st; \
   } while (0)
 
 #define TESSERA_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \

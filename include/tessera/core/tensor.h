@@ -30,7 +30,7 @@ enum class DataType {
 };
 
 size_t DataTypeSize(DataType t);
-const char* DataTypeName(DataType t);                 // "FP32"
+const char* DataTypeName(DataType t);                        // "FP32"
 Result<DataType> DataTypeFromName(const std::string& name);  // accepts "FP32" / "TYPE_FP32"
 
 using Shape = std::vector<int64_t>;
@@ -66,9 +66,13 @@ class Tensor {
   void* raw() { return data_; }
   const void* raw() const { return data_; }
   template <typename T>
-  T* data() { return reinterpret_cast<T*>(data_); }
+  T* data() {
+    return reinterpret_cast<T*>(data_);
+  }
   template <typename T>
-  const T* data() const { return reinterpret_cast<const T*>(data_); }
+  const T* data() const {
+    return reinterpret_cast<const T*>(data_);
+  }
 
   // Element i converted to double / int64 (for shape arithmetic and printing).
   double GetAsDouble(int64_t i) const;

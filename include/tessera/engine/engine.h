@@ -13,10 +13,10 @@
 namespace tessera {
 
 struct CompileOptions {
-  int64_t batch = 1;                           // replaces a dynamic leading dim
-  std::map<std::string, Shape> input_shapes;   // full shapes for inputs with other dynamic dims
-  bool optimize = true;                        // fusions (BN folding, activations, residuals)
-  bool profile = false;                        // time every step (see OpProfileMs)
+  int64_t batch = 1;                          // replaces a dynamic leading dim
+  std::map<std::string, Shape> input_shapes;  // full shapes for inputs with other dynamic dims
+  bool optimize = true;                       // fusions (BN folding, activations, residuals)
+  bool profile = false;                       // time every step (see OpProfileMs)
 };
 
 struct TensorSpec {
@@ -26,14 +26,14 @@ struct TensorSpec {
 };
 
 struct ExecutableInfo {
-  std::vector<TensorSpec> inputs;   // in graph-input order, concrete shapes
-  std::vector<TensorSpec> outputs;  // in graph-output order
-  size_t weight_bytes = 0;          // constants held by the executable (incl. repacked copies)
-  size_t activation_bytes = 0;      // peak activation memory: the planned arena
+  std::vector<TensorSpec> inputs;        // in graph-input order, concrete shapes
+  std::vector<TensorSpec> outputs;       // in graph-output order
+  size_t weight_bytes = 0;               // constants held by the executable (incl. repacked copies)
+  size_t activation_bytes = 0;           // peak activation memory: the planned arena
   size_t activation_bytes_no_reuse = 0;  // what the same values would take without reuse
-  int nodes = 0;                    // nodes after optimization
-  int fused = 0;                    // patterns fused
-  int folded = 0;                   // nodes removed by constant folding / dead-code removal
+  int nodes = 0;                         // nodes after optimization
+  int fused = 0;                         // patterns fused
+  int folded = 0;                        // nodes removed by constant folding / dead-code removal
 };
 
 // A model compiled for fixed input shapes. Run is not thread-safe: one call at a time per

@@ -25,9 +25,9 @@ struct Attribute {
 };
 
 struct Node {
-  std::string name;  // unique within the graph (import fills in missing names)
-  std::string op;    // ONNX op_type, e.g. "Conv"
-  std::vector<std::string> inputs;   // "" marks an omitted optional input
+  std::string name;                 // unique within the graph (import fills in missing names)
+  std::string op;                   // ONNX op_type, e.g. "Conv"
+  std::vector<std::string> inputs;  // "" marks an omitted optional input
   std::vector<std::string> outputs;
   std::map<std::string, Attribute> attrs;
 
@@ -57,8 +57,8 @@ struct ValueInfo {
 
 struct Graph {
   std::string name;
-  int64_t opset = 0;  // default-domain opset
-  std::vector<ValueInfo> inputs;   // runtime inputs only (initializers excluded)
+  int64_t opset = 0;              // default-domain opset
+  std::vector<ValueInfo> inputs;  // runtime inputs only (initializers excluded)
   std::vector<ValueInfo> outputs;
   std::unordered_map<std::string, Tensor> initializers;
   std::vector<Node> nodes;  // topologically ordered after import

@@ -31,6 +31,12 @@ std::string LayoutPlanner::RootOf(const std::string& v) const {
   return it == alias_root_.end() ? v : it->second;
 }
 
+void LayoutPlanner::MergeStorage(const std::string& v, const std::string& root) {
+  for (auto& [_, r] : alias_root_)
+    if (r == v) r = root;
+  alias_root_[v] = root;
+}
+
 size_t LayoutPlanner::BytesOf(const std::string& v) const {
   const auto& m = meta_->at(v);
   size_t b = static_cast<size_t>(NumElements(m.shape)) * DataTypeSize(m.dtype);
@@ -111,7 +117,8 @@ Status LayoutPlanner::PlanNode(const Node& n) {
     TESSERA_ASSIGN_OR_RETURN(bool planned, fn(this, n));
     if (planned) return Status::OK();
   }
-  if (!def || !def->kernel) return Status::Unimplemented(n.Describe() + " has no CPU implementation");
+  if (!def || !def->kernel)
+    return Status::Unimplemented(n.Describe() + " has no CPU implementation");
   std::vector<std::string> ins;
   for (const auto& v : n.inputs) {
     ins.push_back(EnsurePlain(v));
@@ -124,8 +131,8 @@ Status LayoutPlanner::PlanNode(const Node& n) {
   Node node = n;
   std::vector<std::string> outs = n.outputs;
   passes::MetaMap* meta = meta_;
-  Add({n.op, ins, outs, [node, def, ins, outs, meta](const Resolver& ptr)
-                            -> Result<std::unique_ptr<Step>> {
+  Add({n.op, ins, outs, "", "",
+       [node, def, ins, outs, meta](const Resolver& ptr) -> Result<std::unique_ptr<Step>> {
          std::vector<Tensor> in, out;
          for (const auto& v : ins) {
            if (v.empty()) {
@@ -161,9 +168,9 @@ class CpuExecutable final : public Executable {
  private:
   DnnlContext ctx_;
   ExecutableInfo info_;
-  Graph graph_;                    // constants
+  Graph graph_;  // constants
   passes::MetaMap meta_;
-  std::vector<Tensor> owned_;      // repacked constants
+  std::vector<Tensor> owned_;  // repacked constants
   Tensor arena_;
   std::vector<Tensor> input_slots_, output_views_;
   std::vector<std::unique_ptr<Step>> steps_;
@@ -202,6 +209,23 @@ Status CpuExecutable::Build(PreparedGraph p) {
     for (const auto& v : plan_steps[i].writes) touch(v, i);
   }
   for (const auto& v : outs) touch(v, n_steps);
+  // In-place sums: the output inherits the residual's buffer when the residual dies here.
+  for (int i = 0; i < n_steps; ++i) {
+    const auto& s = plan_steps[i];
+    if (s.inplace_from.empty()) continue;
+    const std::string rr = planner.RootOf(s.inplace_from), ry = planner.RootOf(s.inplace_to);
+    auto ir = req.find(rr), iy = req.find(ry);
+    if (rr == ry || ir == req.end() || iy == req.end() || ir->second.last != i ||
+        iy->second.first != i || ir->second.bytes < iy->second.bytes)
+      continue;
+    bool read_elsewhere = false;  // e.g. conv(x) + x: the source must not be overwritten
+    for (const auto& v : s.reads)
+      if (v != s.inplace_from && !v.empty() && planner.RootOf(v) == rr) read_elsewhere = true;
+    if (read_elsewhere) continue;
+    ir->second.last = std::max(ir->second.last, iy->second.last);
+    req.erase(iy);
+    planner.MergeStorage(ry, rr);
+  }
   std::vector<passes::BufferRequest> reqs;
   for (auto& [_, r] : req) reqs.push_back(r);
   passes::MemoryPlan plan = passes::PlanMemory(reqs);

@@ -41,21 +41,28 @@ Result<bool> TryPlanEltwise(LayoutPlanner* p, const Node& n) {
   A alg;
   float alpha = 0, beta = 0;
   const std::string& op = n.op;
-  if (op == "Relu") alg = A::eltwise_relu;
+  if (op == "Relu")
+    alg = A::eltwise_relu;
   else if (op == "LeakyRelu") {
     alg = A::eltwise_relu;
     alpha = n.GetFloat("alpha", 0.01f);
-  } else if (op == "Sigmoid") alg = A::eltwise_logistic;
-  else if (op == "Tanh") alg = A::eltwise_tanh;
-  else if (op == "HardSwish") alg = A::eltwise_hardswish;
+  } else if (op == "Sigmoid")
+    alg = A::eltwise_logistic;
+  else if (op == "Tanh")
+    alg = A::eltwise_tanh;
+  else if (op == "HardSwish")
+    alg = A::eltwise_hardswish;
   else if (op == "Gelu") {
     alg = n.GetString("approximate", "none") == "tanh" ? A::eltwise_gelu_tanh : A::eltwise_gelu_erf;
   } else if (op == "Elu") {
     alg = A::eltwise_elu;
     alpha = n.GetFloat("alpha", 1.0f);
-  } else if (op == "Exp") alg = A::eltwise_exp;
-  else if (op == "Sqrt") alg = A::eltwise_sqrt;
-  else if (op == "Abs") alg = A::eltwise_abs;
+  } else if (op == "Exp")
+    alg = A::eltwise_exp;
+  else if (op == "Sqrt")
+    alg = A::eltwise_sqrt;
+  else if (op == "Abs")
+    alg = A::eltwise_abs;
   else if (op == "Clip") {
     alg = A::eltwise_clip;
     alpha = n.GetFloat("min", -3.4e38f);
@@ -71,7 +78,7 @@ Result<bool> TryPlanEltwise(LayoutPlanner* p, const Node& n) {
     dnnl::eltwise_forward::desc d(dnnl::prop_kind::forward_inference, alg, md, alpha, beta);
     dnnl::eltwise_forward::primitive_desc pd(d, ctx->engine);
     p->SetLayout(y, md);
-    p->Add({op, {x}, {y}, [=](const Resolver& ptr) -> Result<std::unique_ptr<Step>> {
+    p->Add({op, {x}, {y}, "", "", [=](const Resolver& ptr) -> Result<std::unique_ptr<Step>> {
               std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(md, ctx->engine, ptr(x))},
                                                    {DNNL_ARG_DST, memory(md, ctx->engine, ptr(y))}};
               return std::unique_ptr<Step>(
@@ -99,7 +106,7 @@ Result<bool> TryPlanSoftmax(LayoutPlanner* p, const Node& n) {
   try {
     dnnl::softmax_forward::desc d(dnnl::prop_kind::forward_inference, md, static_cast<int>(axis));
     dnnl::softmax_forward::primitive_desc pd(d, ctx->engine);
-    p->Add({"Softmax", {x}, {y}, [=](const Resolver& ptr) -> Result<std::unique_ptr<Step>> {
+    p->Add({"Softmax", {x}, {y}, "", "", [=](const Resolver& ptr) -> Result<std::unique_ptr<Step>> {
               std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(md, ctx->engine, ptr(x))},
                                                    {DNNL_ARG_DST, memory(md, ctx->engine, ptr(y))}};
               return std::unique_ptr<Step>(
@@ -145,7 +152,11 @@ Result<bool> TryPlanLayerNorm(LayoutPlanner* p, const Node& n) {
                                               n.GetFloat("epsilon", 1e-5f),
                                               dnnl::normalization_flags::use_scale_shift);
     dnnl::layer_normalization_forward::primitive_desc pd(d, ctx->engine);
-    p->Add({"LayerNormalization", {x}, {y},
+    p->Add({"LayerNormalization",
+            {x},
+            {y},
+            "",
+            "",
             [=](const Resolver& ptr) -> Result<std::unique_ptr<Step>> {
               std::unordered_map<int, memory> args{
                   {DNNL_ARG_SRC, memory(md, ctx->engine, ptr(x))},

@@ -20,14 +20,22 @@ Status AppendActivation(const Node& n, dnnl::post_ops* po) {
   const std::string act = n.GetString("tessera.act", "");
   const float a = n.GetFloat("tessera.alpha", 0), b = n.GetFloat("tessera.beta", 0);
   using A = dnnl::algorithm;
-  if (act == "Relu") po->append_eltwise(1.f, A::eltwise_relu, 0.f, 0.f);
-  else if (act == "LeakyRelu") po->append_eltwise(1.f, A::eltwise_relu, a, 0.f);
-  else if (act == "Sigmoid") po->append_eltwise(1.f, A::eltwise_logistic, 0.f, 0.f);
-  else if (act == "Tanh") po->append_eltwise(1.f, A::eltwise_tanh, 0.f, 0.f);
-  else if (act == "HardSwish") po->append_eltwise(1.f, A::eltwise_hardswish, 0.f, 0.f);
-  else if (act == "Gelu") po->append_eltwise(1.f, A::eltwise_gelu_erf, 0.f, 0.f);
-  else if (act == "Swish") po->append_eltwise(1.f, A::eltwise_swish, 1.f, 0.f);
-  else if (act == "Clip") po->append_eltwise(1.f, A::eltwise_clip, a, b);
+  if (act == "Relu")
+    po->append_eltwise(1.f, A::eltwise_relu, 0.f, 0.f);
+  else if (act == "LeakyRelu")
+    po->append_eltwise(1.f, A::eltwise_relu, a, 0.f);
+  else if (act == "Sigmoid")
+    po->append_eltwise(1.f, A::eltwise_logistic, 0.f, 0.f);
+  else if (act == "Tanh")
+    po->append_eltwise(1.f, A::eltwise_tanh, 0.f, 0.f);
+  else if (act == "HardSwish")
+    po->append_eltwise(1.f, A::eltwise_hardswish, 0.f, 0.f);
+  else if (act == "Gelu")
+    po->append_eltwise(1.f, A::eltwise_gelu_erf, 0.f, 0.f);
+  else if (act == "Swish")
+    po->append_eltwise(1.f, A::eltwise_swish, 1.f, 0.f);
+  else if (act == "Clip")
+    po->append_eltwise(1.f, A::eltwise_clip, a, b);
   else if (act == "HardSigmoid") {
     po->append_eltwise(1.f, A::eltwise_linear, a, b);
     po->append_eltwise(1.f, A::eltwise_clip, 0.f, 1.f);
@@ -93,8 +101,11 @@ Tensor Repack(DnnlContext* ctx, const void* src, const memory::desc& from, const
 memory::desc PlainDesc(const Shape& s, DataType t) {
   Dims strides(s.size(), 1);
   for (size_t i = s.size(); i-- > 1;) strides[i - 1] = strides[i] * s[i];
-  dt d = t == DataType::kFloat32 ? dt::f32 : t == DataType::kInt32 ? dt::s32
-       : t == DataType::kInt8 ? dt::s8 : t == DataType::kUInt8 ? dt::u8 : dt::undef;
+  dt d = t == DataType::kFloat32 ? dt::f32
+         : t == DataType::kInt32 ? dt::s32
+         : t == DataType::kInt8  ? dt::s8
+         : t == DataType::kUInt8 ? dt::u8
+                                 : dt::undef;
   if (s.empty()) return memory::desc(Dims{1}, d, Dims{1});
   return memory::desc(ToDims(s), d, strides);
 }
@@ -102,8 +113,12 @@ memory::desc PlainDesc(const Shape& s, DataType t) {
 void PlanReorder(LayoutPlanner* p, const std::string& src, const std::string& dst,
                  const memory::desc& from, const memory::desc& to) {
   DnnlContext* ctx = p->ctx();
-  p->Add({"Reorder", {src}, {dst}, [ctx, src, dst, from, to](const Resolver& ptr)
-                                       -> Result<std::unique_ptr<Step>> {
+  p->Add({"Reorder",
+          {src},
+          {dst},
+          "",
+          "",
+          [ctx, src, dst, from, to](const Resolver& ptr) -> Result<std::unique_ptr<Step>> {
             memory a = Mem(ctx, from, ptr(src)), b = Mem(ctx, to, ptr(dst));
             std::unordered_map<int, memory> args{{DNNL_ARG_FROM, a}, {DNNL_ARG_TO, b}};
             return std::unique_ptr<Step>(
@@ -161,7 +176,12 @@ Status PlanConv(LayoutPlanner* p, const Node& n) {
     std::vector<std::string> reads{x2};
     if (has_bias) reads.push_back(bias);
     if (has_sum) reads.push_back(res);
-    p->Add({"Conv", reads, {y},
+    const bool inplace = has_sum && !p->IsConst(res) && res_md == dst_md;
+    p->Add({"Conv",
+            reads,
+            {y},
+            inplace ? res : "",
+            inplace ? y : "",
             [=](const Resolver& ptr) -> Result<std::unique_ptr<Step>> {
               std::unordered_map<int, memory> args;
               args[DNNL_ARG_SRC] = Mem(ctx, src_md, ptr(x2));
@@ -175,7 +195,8 @@ Status PlanConv(LayoutPlanner* p, const Node& n) {
             }});
     return Status::OK();
   } catch (const dnnl::error& e) {
-    return Status::Unimplemented(n.Describe() + ": oneDNN cannot run this convolution: " + e.what());
+    return Status::Unimplemented(n.Describe() +
+                                 ": oneDNN cannot run this convolution: " + e.what());
   }
 }
 
@@ -185,12 +206,12 @@ Status PlanPool(LayoutPlanner* p, const Node& n) {
   const Shape& xs = p->meta()->at(xn).shape;
   TESSERA_ASSIGN_OR_RETURN(auto geo, ops::ComputeWindow(n, xs, {}));
   using A = dnnl::algorithm;
-  A alg = n.op == "MaxPool" ? A::pooling_max
+  A alg = n.op == "MaxPool"                  ? A::pooling_max
           : n.GetInt("count_include_pad", 0) ? A::pooling_avg_include_padding
                                              : A::pooling_avg_exclude_padding;
-  Dims strides(geo.strides.begin(), geo.strides.end()), kernel(geo.kernel.begin(), geo.kernel.end()),
-      pl(geo.pad_begin.begin(), geo.pad_begin.end()), pr(geo.pad_end.begin(), geo.pad_end.end()),
-      dil;
+  Dims strides(geo.strides.begin(), geo.strides.end()),
+      kernel(geo.kernel.begin(), geo.kernel.end()), pl(geo.pad_begin.begin(), geo.pad_begin.end()),
+      pr(geo.pad_end.begin(), geo.pad_end.end()), dil;
   for (int64_t d : geo.dilations) dil.push_back(d - 1);
   const memory::desc x_md = p->DescOf(xn);
   memory::desc y_any(ToDims(geo.out), dt::f32, memory::format_tag::any);
@@ -201,7 +222,7 @@ Status PlanPool(LayoutPlanner* p, const Node& n) {
     const memory::desc y_md = pd.dst_desc();
     const std::string y = n.outputs[0];
     p->SetLayout(y, y_md);
-    p->Add({n.op, {xn}, {y}, [=](const Resolver& ptr) -> Result<std::unique_ptr<Step>> {
+    p->Add({n.op, {xn}, {y}, "", "", [=](const Resolver& ptr) -> Result<std::unique_ptr<Step>> {
               std::unordered_map<int, memory> args;
               args[DNNL_ARG_SRC] = Mem(ctx, x_md, ptr(xn));
               args[DNNL_ARG_DST] = Mem(ctx, y_md, ptr(y));
@@ -270,7 +291,13 @@ Status PlanMatMul(LayoutPlanner* p, const Node& n) {
     if (!bpacked) reads.push_back(bn);
     if (has_bias) reads.push_back(bias);
     if (has_sum) reads.push_back(res);
-    p->Add({"MatMul", reads, {y}, [=](const Resolver& ptr) -> Result<std::unique_ptr<Step>> {
+    const bool inplace = has_sum && !p->IsConst(res);
+    p->Add({"MatMul",
+            reads,
+            {y},
+            inplace ? res : "",
+            inplace ? y : "",
+            [=](const Resolver& ptr) -> Result<std::unique_ptr<Step>> {
               std::unordered_map<int, memory> args;
               args[DNNL_ARG_SRC] = Mem(ctx, a_md, ptr(an));
               args[DNNL_ARG_WEIGHTS] = Mem(ctx, w_md, bpacked ? bpacked : ptr(bn));
@@ -305,8 +332,8 @@ Status PlanGemm(LayoutPlanner* p, const Node& n) {
   const std::string cn = has_c ? p->EnsurePlain(n.inputs[2]) : "";
   const bool c_const = has_c && p->IsConst(cn);
   memory::desc bias_md, c_md;
-  void* bias_ptr = nullptr;   // constant C as bias
-  void* c_post_ptr = nullptr; // constant C as post-op operand
+  void* bias_ptr = nullptr;    // constant C as bias
+  void* c_post_ptr = nullptr;  // constant C as post-op operand
   dnnl::post_ops po;
   dnnl::primitive_attr attr;
   if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
@@ -340,7 +367,7 @@ Status PlanGemm(LayoutPlanner* p, const Node& n) {
     dnnl::matmul::primitive_desc pd(d, attr, ctx->engine);
     std::vector<std::string> reads{an, bn};
     if (has_c && !c_const) reads.push_back(cn);
-    p->Add({"Gemm", reads, {y}, [=](const Resolver& ptr) -> Result<std::unique_ptr<Step>> {
+    p->Add({"Gemm", reads, {y}, "", "", [=](const Resolver& ptr) -> Result<std::unique_ptr<Step>> {
               std::unordered_map<int, memory> args;
               args[DNNL_ARG_SRC] = Mem(ctx, a_md, ptr(an));
               args[DNNL_ARG_WEIGHTS] = Mem(ctx, b_md, ptr(bn));

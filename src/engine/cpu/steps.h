@@ -7,10 +7,9 @@
 
 #include <functional>
 #include <memory>
+#include <oneapi/dnnl/dnnl.hpp>
 #include <unordered_map>
 #include <unordered_set>
-
-#include <oneapi/dnnl/dnnl.hpp>
 
 #include "engine/passes/passes.h"
 
@@ -31,8 +30,11 @@ struct DnnlContext {
 using Resolver = std::function<void*(const std::string&)>;
 
 struct PlannedStep {
-  std::string label;                        // op type, for profiles
-  std::vector<std::string> reads, writes;   // values, for lifetimes
+  std::string label;                       // op type, for profiles
+  std::vector<std::string> reads, writes;  // values, for lifetimes
+  // A sum post-op's residual and the output it seeds: when the residual's storage dies at this
+  // step, the output takes it over and the seeding copy disappears.
+  std::string inplace_from, inplace_to;
   std::function<Result<std::unique_ptr<Step>>(const Resolver&)> make;
 };
 
@@ -51,6 +53,8 @@ class LayoutPlanner {
   bool IsConst(const std::string& v) const { return graph_->initializers.count(v) != 0; }
   // Storage root of a value (aliases share their source's storage).
   std::string RootOf(const std::string& v) const;
+  // Makes `v` (a root) and everything aliasing it share `root`'s storage.
+  void MergeStorage(const std::string& v, const std::string& root);
   // Bytes the value's storage needs (padded blocked layouts can exceed the plain size).
   size_t BytesOf(const std::string& v) const;
 

@@ -17,18 +17,41 @@ struct Bool8 {  // storage type of BOOL: one byte, 0 or 1
 template <typename F>
 bool VisitNumeric(DataType t, F&& f) {
   switch (t) {
-    case DataType::kFloat32: f(float{}); return true;
-    case DataType::kFloat64: f(double{}); return true;
-    case DataType::kInt64: f(int64_t{}); return true;
-    case DataType::kInt32: f(int32_t{}); return true;
-    case DataType::kInt16: f(int16_t{}); return true;
-    case DataType::kInt8: f(int8_t{}); return true;
-    case DataType::kUInt8: f(uint8_t{}); return true;
-    case DataType::kUInt16: f(uint16_t{}); return true;
-    case DataType::kUInt32: f(uint32_t{}); return true;
-    case DataType::kUInt64: f(uint64_t{}); return true;
-    case DataType::kBool: f(Bool8{}); return true;
-    default: return false;
+    case DataType::kFloat32:
+      f(float{});
+      return true;
+    case DataType::kFloat64:
+      f(double{});
+      return true;
+    case DataType::kInt64:
+      f(int64_t{});
+      return true;
+    case DataType::kInt32:
+      f(int32_t{});
+      return true;
+    case DataType::kInt16:
+      f(int16_t{});
+      return true;
+    case DataType::kInt8:
+      f(int8_t{});
+      return true;
+    case DataType::kUInt8:
+      f(uint8_t{});
+      return true;
+    case DataType::kUInt16:
+      f(uint16_t{});
+      return true;
+    case DataType::kUInt32:
+      f(uint32_t{});
+      return true;
+    case DataType::kUInt64:
+      f(uint64_t{});
+      return true;
+    case DataType::kBool:
+      f(Bool8{});
+      return true;
+    default:
+      return false;
   }
 }
 

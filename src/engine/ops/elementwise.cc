@@ -155,15 +155,23 @@ void BroadcastBinary(const Tensor& a, const Tensor& b, Tensor& o, F f) {
 template <typename T>
 T ArithOp(char op, T a, T b) {
   switch (op) {
-    case '+': return a + b;
-    case '-': return a - b;
-    case '*': return a * b;
+    case '+':
+      return a + b;
+    case '-':
+      return a - b;
+    case '*':
+      return a * b;
     case '/':
-      if constexpr (std::is_integral_v<T>) return b == 0 ? T(0) : static_cast<T>(a / b);
-      else return a / b;
-    case 'p': return static_cast<T>(std::pow(static_cast<double>(a), static_cast<double>(b)));
-    case 'm': return a < b ? a : b;
-    case 'M': return a > b ? a : b;
+      if constexpr (std::is_integral_v<T>)
+        return b == 0 ? T(0) : static_cast<T>(a / b);
+      else
+        return a / b;
+    case 'p':
+      return static_cast<T>(std::pow(static_cast<double>(a), static_cast<double>(b)));
+    case 'm':
+      return a < b ? a : b;
+    case 'M':
+      return a > b ? a : b;
     case '%':  // ONNX Mod, fmod=0: the result takes the divisor's sign (like Python)
       if constexpr (std::is_integral_v<T>) {
         if (b == 0) return T(0);
@@ -176,8 +184,10 @@ T ArithOp(char op, T a, T b) {
         return (r != 0 && ((r < 0) != (b < 0))) ? r + b : r;
       }
     case 'f':  // ONNX Mod, fmod=1: C's truncating remainder
-      if constexpr (std::is_integral_v<T>) return b == 0 ? T(0) : static_cast<T>(a % b);
-      else return std::fmod(a, b);
+      if constexpr (std::is_integral_v<T>)
+        return b == 0 ? T(0) : static_cast<T>(a % b);
+      else
+        return std::fmod(a, b);
   }
   return a;
 }
@@ -242,8 +252,11 @@ void RegisterBinary(const std::string& op, char sym, BinKind kind) {
         BroadcastBinary<T, T>(a, b, out[0], [sym](T x, T y) { return ArithOp<T>(sym, x, y); });
       } else if (kind == BinKind::kCompare) {
         BroadcastBinary<T, uint8_t>(a, b, out[0], [sym](T x, T y) -> uint8_t {
-          return sym == '=' ? x == y : sym == '<' ? x < y : sym == '>' ? x > y
-                                   : sym == 'l' ? x <= y : x >= y;
+          return sym == '='   ? x == y
+                 : sym == '<' ? x < y
+                 : sym == '>' ? x > y
+                 : sym == 'l' ? x <= y
+                              : x >= y;
         });
       } else {
         st = Status::InvalidArgument(n.Describe() + " expects BOOL inputs");
@@ -256,7 +269,9 @@ void RegisterBinary(const std::string& op, char sym, BinKind kind) {
 }
 
 float Erf(float x, float, float) { return std::erf(x); }
-float GeluErf(float x, float, float) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); }
+float GeluErf(float x, float, float) {
+  return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f));
+}
 float GeluTanh(float x, float, float) {
   return 0.5f * x * (1.0f + std::tanh(0.7978845608028654f * (x + 0.044715f * x * x * x)));
 }
@@ -265,36 +280,53 @@ float GeluTanh(float x, float, float) {
 
 void RegisterElementwise() {
   auto no = std::function<void(const Node&, float*, float*)>();
-  RegisterUnaryFloat("Relu", [](float x, float, float) { return x > 0 ? x : 0.0f; }, no);
-  RegisterUnaryFloat("Sigmoid", [](float x, float, float) { return 1.0f / (1.0f + std::exp(-x)); }, no);
-  RegisterUnaryFloat("Tanh", [](float x, float, float) { return std::tanh(x); }, no);
+  RegisterUnaryFloat(
+      "Relu", [](float x, float, float) { return x > 0 ? x : 0.0f; }, no);
+  RegisterUnaryFloat(
+      "Sigmoid", [](float x, float, float) { return 1.0f / (1.0f + std::exp(-x)); }, no);
+  RegisterUnaryFloat(
+      "Tanh", [](float x, float, float) { return std::tanh(x); }, no);
   RegisterUnaryFloat("Erf", Erf, no);
-  RegisterUnaryFloat("Sqrt", [](float x, float, float) { return std::sqrt(x); }, no);
-  RegisterUnaryFloat("Exp", [](float x, float, float) { return std::exp(x); }, no);
-  RegisterUnaryFloat("Log", [](float x, float, float) { return std::log(x); }, no);
-  RegisterUnaryFloat("Reciprocal", [](float x, float, float) { return 1.0f / x; }, no);
-  RegisterUnaryFloat("Floor", [](float x, float, float) { return std::floor(x); }, no);
-  RegisterUnaryFloat("Ceil", [](float x, float, float) { return std::ceil(x); }, no);
-  RegisterUnaryFloat("Softplus", [](float x, float, float) { return std::log1p(std::exp(x)); }, no);
-  RegisterUnaryFloat("HardSwish", [](float x, float, float) {
-    return x * std::fmin(1.0f, std::fmax(0.0f, x / 6.0f + 0.5f));
-  }, no);
-  RegisterUnaryFloat("HardSigmoid", [](float x, float a, float b) {
-    return std::fmin(1.0f, std::fmax(0.0f, a * x + b));
-  }, [](const Node& n, float* a, float* b) {
-    *a = n.GetFloat("alpha", 0.2f);
-    *b = n.GetFloat("beta", 0.5f);
-  });
-  RegisterUnaryFloat("LeakyRelu", [](float x, float a, float) { return x >= 0 ? x : a * x; },
-                     [](const Node& n, float* a, float*) { *a = n.GetFloat("alpha", 0.01f); });
-  RegisterUnaryFloat("Elu", [](float x, float a, float) { return x >= 0 ? x : a * (std::exp(x) - 1); },
-                     [](const Node& n, float* a, float*) { *a = n.GetFloat("alpha", 1.0f); });
+  RegisterUnaryFloat(
+      "Sqrt", [](float x, float, float) { return std::sqrt(x); }, no);
+  RegisterUnaryFloat(
+      "Exp", [](float x, float, float) { return std::exp(x); }, no);
+  RegisterUnaryFloat(
+      "Log", [](float x, float, float) { return std::log(x); }, no);
+  RegisterUnaryFloat(
+      "Reciprocal", [](float x, float, float) { return 1.0f / x; }, no);
+  RegisterUnaryFloat(
+      "Floor", [](float x, float, float) { return std::floor(x); }, no);
+  RegisterUnaryFloat(
+      "Ceil", [](float x, float, float) { return std::ceil(x); }, no);
+  RegisterUnaryFloat(
+      "Softplus", [](float x, float, float) { return std::log1p(std::exp(x)); }, no);
+  RegisterUnaryFloat(
+      "HardSwish",
+      [](float x, float, float) { return x * std::fmin(1.0f, std::fmax(0.0f, x / 6.0f + 0.5f)); },
+      no);
+  RegisterUnaryFloat(
+      "HardSigmoid",
+      [](float x, float a, float b) { return std::fmin(1.0f, std::fmax(0.0f, a * x + b)); },
+      [](const Node& n, float* a, float* b) {
+        *a = n.GetFloat("alpha", 0.2f);
+        *b = n.GetFloat("beta", 0.5f);
+      });
+  RegisterUnaryFloat(
+      "LeakyRelu", [](float x, float a, float) { return x >= 0 ? x : a * x; },
+      [](const Node& n, float* a, float*) { *a = n.GetFloat("alpha", 0.01f); });
+  RegisterUnaryFloat(
+      "Elu", [](float x, float a, float) { return x >= 0 ? x : a * (std::exp(x) - 1); },
+      [](const Node& n, float* a, float*) { *a = n.GetFloat("alpha", 1.0f); });
   // Gelu is ONNX opset 20; Tessera also produces it by fusing the Erf pattern torch exports.
-  RegisterUnaryFloat("Gelu", [](float x, float tanh_approx, float) {
-    return tanh_approx != 0 ? GeluTanh(x, 0, 0) : GeluErf(x, 0, 0);
-  }, [](const Node& n, float* a, float*) {
-    *a = n.GetString("approximate", "none") == "tanh" ? 1.0f : 0.0f;
-  });
+  RegisterUnaryFloat(
+      "Gelu",
+      [](float x, float tanh_approx, float) {
+        return tanh_approx != 0 ? GeluTanh(x, 0, 0) : GeluErf(x, 0, 0);
+      },
+      [](const Node& n, float* a, float*) {
+        *a = n.GetString("approximate", "none") == "tanh" ? 1.0f : 0.0f;
+      });
   RegisterUnaryNumeric("Neg", [](auto x) { return -x; });
   RegisterUnaryNumeric("Abs", [](auto x) { return x < 0 ? -x : x; });
 
@@ -396,17 +428,39 @@ void RegisterElementwise() {
       auto t = n.GetInt("to", 0);
       DataType dt = DataType::kInvalid;
       switch (t) {  // ONNX TensorProto.DataType values
-        case 1: dt = DataType::kFloat32; break;
-        case 2: dt = DataType::kUInt8; break;
-        case 3: dt = DataType::kInt8; break;
-        case 4: dt = DataType::kUInt16; break;
-        case 5: dt = DataType::kInt16; break;
-        case 6: dt = DataType::kInt32; break;
-        case 7: dt = DataType::kInt64; break;
-        case 9: dt = DataType::kBool; break;
-        case 11: dt = DataType::kFloat64; break;
-        case 12: dt = DataType::kUInt32; break;
-        case 13: dt = DataType::kUInt64; break;
+        case 1:
+          dt = DataType::kFloat32;
+          break;
+        case 2:
+          dt = DataType::kUInt8;
+          break;
+        case 3:
+          dt = DataType::kInt8;
+          break;
+        case 4:
+          dt = DataType::kUInt16;
+          break;
+        case 5:
+          dt = DataType::kInt16;
+          break;
+        case 6:
+          dt = DataType::kInt32;
+          break;
+        case 7:
+          dt = DataType::kInt64;
+          break;
+        case 9:
+          dt = DataType::kBool;
+          break;
+        case 11:
+          dt = DataType::kFloat64;
+          break;
+        case 12:
+          dt = DataType::kUInt32;
+          break;
+        case 13:
+          dt = DataType::kUInt64;
+          break;
         default:
           return Status::Unimplemented(n.Describe() + ": cast to ONNX type " + std::to_string(t) +
                                        " is not supported");
@@ -434,8 +488,8 @@ void RegisterElementwise() {
           }
         });
       });
-      if (!ok) return Status::Unimplemented(n.Describe() + ": cast from " +
-                                            DataTypeName(in[0]->dtype()));
+      if (!ok)
+        return Status::Unimplemented(n.Describe() + ": cast from " + DataTypeName(in[0]->dtype()));
       return st;
     };
     Register("Cast", d);

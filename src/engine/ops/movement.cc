@@ -20,7 +20,8 @@ Status CopyKernel(const Node&, const Ins& in, std::vector<Tensor>& out) {
   return Status::OK();
 }
 
-void RegisterAlias(const std::string& op, std::function<Result<Shape>(const Node&, const Metas&)> f) {
+void RegisterAlias(const std::string& op,
+                   std::function<Result<Shape>(const Node&, const Metas&)> f) {
   OpDef d;
   d.alias = true;
   d.infer = [f](const Node& n, const Metas& in, Outs* out) -> Status {
@@ -100,8 +101,12 @@ Result<SliceSpec> ComputeSlice(const Node& n, const Metas& in) {
   } else {
     TESSERA_ASSIGN_OR_RETURN(starts, ConstInts(n, in, 1));
     TESSERA_ASSIGN_OR_RETURN(ends, ConstInts(n, in, 2));
-    if (in.size() > 3 && in[3]) { TESSERA_ASSIGN_OR_RETURN(axes, ConstInts(n, in, 3)); }
-    if (in.size() > 4 && in[4]) { TESSERA_ASSIGN_OR_RETURN(steps, ConstInts(n, in, 4)); }
+    if (in.size() > 3 && in[3]) {
+      TESSERA_ASSIGN_OR_RETURN(axes, ConstInts(n, in, 3));
+    }
+    if (in.size() > 4 && in[4]) {
+      TESSERA_ASSIGN_OR_RETURN(steps, ConstInts(n, in, 4));
+    }
   }
   if (axes.empty())
     for (size_t i = 0; i < starts.size(); ++i) axes.push_back(static_cast<int64_t>(i));
@@ -138,8 +143,11 @@ Result<std::vector<int64_t>> SplitSizes(const Node& n, const Metas& in, size_t o
   if (axis < 0 || axis >= static_cast<int64_t>(s.size()))
     return Status::InvalidArgument(n.Describe() + ": axis out of range");
   std::vector<int64_t> sizes;
-  if (n.Has("split")) sizes = n.GetInts("split");
-  else if (in.size() > 1 && in[1]) { TESSERA_ASSIGN_OR_RETURN(sizes, ConstInts(n, in, 1)); }
+  if (n.Has("split"))
+    sizes = n.GetInts("split");
+  else if (in.size() > 1 && in[1]) {
+    TESSERA_ASSIGN_OR_RETURN(sizes, ConstInts(n, in, 1));
+  }
   if (sizes.empty()) {
     int64_t d = s[axis], k = static_cast<int64_t>(outputs), each = (d + k - 1) / k;
     for (int64_t i = 0; i < k; ++i) sizes.push_back(std::min(each, d - i * each));
@@ -155,12 +163,17 @@ Result<std::vector<int64_t>> SplitSizes(const Node& n, const Metas& in, size_t o
 }  // namespace
 
 void RegisterMovement() {
-  RegisterAlias("Identity", [](const Node&, const Metas& in) -> Result<Shape> { return in[0]->shape; });
-  RegisterAlias("Dropout", [](const Node&, const Metas& in) -> Result<Shape> { return in[0]->shape; });
+  RegisterAlias("Identity",
+                [](const Node&, const Metas& in) -> Result<Shape> { return in[0]->shape; });
+  RegisterAlias("Dropout",
+                [](const Node&, const Metas& in) -> Result<Shape> { return in[0]->shape; });
   RegisterAlias("Reshape", [](const Node& n, const Metas& in) -> Result<Shape> {
     std::vector<int64_t> target;
-    if (n.Has("shape")) target = n.GetInts("shape");
-    else { TESSERA_ASSIGN_OR_RETURN(target, ConstInts(n, in, 1)); }
+    if (n.Has("shape"))
+      target = n.GetInts("shape");
+    else {
+      TESSERA_ASSIGN_OR_RETURN(target, ConstInts(n, in, 1));
+    }
     const Shape& s = in[0]->shape;
     bool allowzero = n.GetInt("allowzero", 0) != 0;
     Shape out(target.size());
@@ -168,11 +181,13 @@ void RegisterMovement() {
     for (size_t i = 0; i < target.size(); ++i) {
       int64_t v = target[i];
       if (v == 0 && !allowzero) {
-        if (i >= s.size()) return Status::InvalidArgument(n.Describe() + ": 0 copies a missing dim");
+        if (i >= s.size())
+          return Status::InvalidArgument(n.Describe() + ": 0 copies a missing dim");
         v = s[i];
       }
       if (v == -1) {
-        if (infer >= 0) return Status::InvalidArgument(n.Describe() + ": more than one -1 in shape");
+        if (infer >= 0)
+          return Status::InvalidArgument(n.Describe() + ": more than one -1 in shape");
         infer = static_cast<int64_t>(i);
         continue;
       }
@@ -279,7 +294,8 @@ void RegisterMovement() {
       Shape o = in[0]->shape;
       int64_t r = static_cast<int64_t>(o.size());
       int64_t axis = NormalizeAxis(n.GetInt("axis", 0), r);
-      if (axis < 0 || axis >= r) return Status::InvalidArgument(n.Describe() + ": axis out of range");
+      if (axis < 0 || axis >= r)
+        return Status::InvalidArgument(n.Describe() + ": axis out of range");
       for (size_t k = 1; k < in.size(); ++k) {
         const Shape& s = in[k]->shape;
         if (static_cast<int64_t>(s.size()) != r || in[k]->dtype != in[0]->dtype)
@@ -385,7 +401,8 @@ void RegisterMovement() {
       const Shape& s = in[0]->shape;
       int64_t r = static_cast<int64_t>(s.size());
       int64_t axis = NormalizeAxis(n.GetInt("axis", 0), r);
-      if (axis < 0 || axis >= r) return Status::InvalidArgument(n.Describe() + ": axis out of range");
+      if (axis < 0 || axis >= r)
+        return Status::InvalidArgument(n.Describe() + ": axis out of range");
       if (in[1]->dtype != DataType::kInt64 && in[1]->dtype != DataType::kInt32)
         return Status::InvalidArgument(n.Describe() + ": indices must be INT32/INT64");
       Shape o(s.begin(), s.begin() + axis);
@@ -409,9 +426,8 @@ void RegisterMovement() {
         if (idx < 0) idx += dim;
         if (idx < 0 || idx >= dim)
           return Status::InvalidArgument(n.Describe() + ": index " +
-                                         std::to_string(in[1]->GetAsInt64(k)) +
-                                         " out of range [" + std::to_string(-dim) + ", " +
-                                         std::to_string(dim) + ")");
+                                         std::to_string(in[1]->GetAsInt64(k)) + " out of range [" +
+                                         std::to_string(-dim) + ", " + std::to_string(dim) + ")");
         for (int64_t j = 0; j < outer; ++j)
           std::memcpy(dst + (j * cnt + k) * blk, src + (j * dim + idx) * blk, blk);
       }
@@ -437,7 +453,8 @@ void RegisterMovement() {
       for (int64_t r = 0; r < it.rows; ++r) {
         const uint8_t* s = in[0]->data<uint8_t>() + it.RowOffset(0, r) * es;
         uint8_t* d = out[0].data<uint8_t>() + r * it.inner * es;
-        if (is) std::memcpy(d, s, it.inner * es);
+        if (is)
+          std::memcpy(d, s, it.inner * es);
         else
           for (int64_t j = 0; j < it.inner; ++j) std::memcpy(d + j * es, s, es);
       }
@@ -510,7 +527,8 @@ void RegisterMovement() {
       const size_t r = s.size(), es = DataTypeSize(in[0]->dtype());
       const std::string mode = n.GetString("mode", "constant");
       std::vector<uint8_t> cval(es, 0);
-      if (in.size() > 2 && in[2] && in[2]->numel()) std::memcpy(cval.data(), in[2]->raw(), es);
+      if (in.size() > 2 && in[2] && in[2]->numel())
+        std::memcpy(cval.data(), in[2]->raw(), es);
       else if (n.Has("value") && in[0]->dtype() == DataType::kFloat32) {
         float v = n.GetFloat("value", 0);
         std::memcpy(cval.data(), &v, 4);
@@ -532,7 +550,8 @@ void RegisterMovement() {
               inside = false;
               break;
             }
-            if (mode == "edge") c = c < 0 ? 0 : d - 1;
+            if (mode == "edge")
+              c = c < 0 ? 0 : d - 1;
             else {  // reflect
               const int64_t period = d > 1 ? 2 * (d - 1) : 1;
               c = ((c % period) + period) % period;

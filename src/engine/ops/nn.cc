@@ -21,8 +21,9 @@ Result<WindowGeometry> ComputeWindow(const Node& n, const Shape& x, const Shape&
   if (is_conv && n.Has("kernel_shape") && n.GetInts("kernel_shape") != g.kernel)
     return Status::InvalidArgument(n.Describe() + ": kernel_shape disagrees with weights");
   if (g.kernel.size() != sd)
-    return Status::InvalidArgument(n.Describe() + ": kernel has " + std::to_string(g.kernel.size()) +
-                                   " spatial dims, input has " + std::to_string(sd));
+    return Status::InvalidArgument(n.Describe() + ": kernel has " +
+                                   std::to_string(g.kernel.size()) + " spatial dims, input has " +
+                                   std::to_string(sd));
   g.strides = n.GetInts("strides", std::vector<int64_t>(sd, 1));
   g.dilations = n.GetInts("dilations", std::vector<int64_t>(sd, 1));
   auto pads = n.GetInts("pads", std::vector<int64_t>(2 * sd, 0));
@@ -31,7 +32,8 @@ Result<WindowGeometry> ComputeWindow(const Node& n, const Shape& x, const Shape&
   for (size_t i = 0; i < sd; ++i)
     if (g.strides[i] <= 0 || g.dilations[i] <= 0 || g.kernel[i] <= 0 || pads[i] < 0 ||
         pads[i + sd] < 0)
-      return Status::InvalidArgument(n.Describe() + ": non-positive stride/dilation/kernel or "
+      return Status::InvalidArgument(n.Describe() +
+                                     ": non-positive stride/dilation/kernel or "
                                      "negative pad");
   const std::string auto_pad = n.GetString("auto_pad", "NOTSET");
   const bool ceil_mode = n.GetInt("ceil_mode", 0) != 0;
@@ -49,7 +51,8 @@ Result<WindowGeometry> ComputeWindow(const Node& n, const Shape& x, const Shape&
       o = (in - ek) / s + 1;
     } else if (auto_pad == "NOTSET") {
       const int64_t span = in + pb + pe - ek;
-      if (span < 0) o = 0;
+      if (span < 0)
+        o = 0;
       else if (ceil_mode) {
         o = (span + s - 1) / s + 1;
         if ((o - 1) * s >= in + pb) --o;  // the last window must start inside the input
@@ -87,8 +90,8 @@ Result<Shape> MatMulShape(const Node& n, Shape a, Shape b) {
   if (a1) a.insert(a.begin(), 1);
   if (b1) b.push_back(1);
   if (a.back() != b[b.size() - 2])
-    return Status::InvalidArgument(n.Describe() + ": inner dimensions differ: " +
-                                   ShapeToString(a) + " x " + ShapeToString(b));
+    return Status::InvalidArgument(n.Describe() + ": inner dimensions differ: " + ShapeToString(a) +
+                                   " x " + ShapeToString(b));
   Shape ba(a.begin(), a.end() - 2), bb(b.begin(), b.end() - 2);
   auto batch = BroadcastShapes(ba, bb);
   if (!batch.ok()) return batch.status().WithContext(n.Describe());
@@ -128,7 +131,8 @@ Result<ResizePlan> PlanResize(const Node& n, const Metas& in) {
   } else {
     return Status::InvalidArgument(n.Describe() + ": needs scales or sizes");
   }
-  if ((!sizes.empty() && sizes.size() != s.size()) || (!scales.empty() && scales.size() != s.size()))
+  if ((!sizes.empty() && sizes.size() != s.size()) ||
+      (!scales.empty() && scales.size() != s.size()))
     return Status::InvalidArgument(n.Describe() + ": scales/sizes length != rank");
   for (size_t i = 0; i < s.size(); ++i) {
     if (!sizes.empty()) {
@@ -242,7 +246,8 @@ void RegisterNn() {
         return Status::Unimplemented(n.Describe() + ": only FP32 input is supported");
       std::string mode = n.GetString("mode", "nearest");
       if (mode != "nearest" && mode != "linear")
-        return Status::Unimplemented(n.Describe() + ": mode '" + mode + "' (nearest and linear "
+        return Status::Unimplemented(n.Describe() + ": mode '" + mode +
+                                     "' (nearest and linear "
                                      "are supported)");
       if (n.GetInt("antialias", 0)) return Status::Unimplemented(n.Describe() + ": antialias");
       if (n.GetString("coordinate_transformation_mode", "half_pixel") == "tf_crop_and_resize")

@@ -9,7 +9,7 @@ namespace tessera::ops {
 
 struct WindowGeometry {
   std::vector<int64_t> kernel, strides, dilations, pad_begin, pad_end;  // per spatial dim
-  Shape out;  // full output shape
+  Shape out;                                                            // full output shape
 };
 
 // For Conv (w = weight shape) or pools (w empty: kernel_shape attribute). Resolves auto_pad and

@@ -27,8 +27,8 @@ using KernelFn = std::function<Status(const Node&, const std::vector<const Tenso
 
 struct OpDef {
   InferFn infer;
-  KernelFn kernel;      // null when only a backend implements it (Conv, MatMul, pools, Gemm)
-  bool alias = false;   // output 0 is input 0's bytes reinterpreted (Reshape family)
+  KernelFn kernel;     // null when only a backend implements it (Conv, MatMul, pools, Gemm)
+  bool alias = false;  // output 0 is input 0's bytes reinterpreted (Reshape family)
 };
 
 // The def for `op`, or null when the op is unsupported.

@@ -87,8 +87,11 @@ void RegisterReduce(const std::string& op, Red kind) {
   auto axes_of = [](const Node& n, const Metas& in) -> Result<std::vector<int64_t>> {
     int64_t r = static_cast<int64_t>(in[0]->shape.size());
     std::vector<int64_t> axes;
-    if (n.Has("axes")) axes = n.GetInts("axes");
-    else if (in.size() > 1 && in[1]) { TESSERA_ASSIGN_OR_RETURN(axes, ConstInts(n, in, 1)); }
+    if (n.Has("axes"))
+      axes = n.GetInts("axes");
+    else if (in.size() > 1 && in[1]) {
+      TESSERA_ASSIGN_OR_RETURN(axes, ConstInts(n, in, 1));
+    }
     if (axes.empty() && !n.GetInt("noop_with_empty_axes", 0))
       for (int64_t i = 0; i < r; ++i) axes.push_back(i);
     for (auto& a : axes) {
@@ -106,8 +109,10 @@ void RegisterReduce(const std::string& op, Red kind) {
     Shape o;
     for (int64_t i = 0; i < static_cast<int64_t>(in[0]->shape.size()); ++i) {
       bool red = std::find(axes.begin(), axes.end(), i) != axes.end();
-      if (!red) o.push_back(in[0]->shape[i]);
-      else if (keep) o.push_back(1);
+      if (!red)
+        o.push_back(in[0]->shape[i]);
+      else if (keep)
+        o.push_back(1);
     }
     (*out)[0] = {in[0]->dtype, o, nullptr};
     return Status::OK();
@@ -151,9 +156,12 @@ void RegisterReduce(const std::string& op, Red kind) {
         const float* xs = x + o * inner_red;
         float acc = init;
         for (int64_t k = 0; k < inner_red; ++k) {
-          if (kind == Red::kMax) acc = std::max(acc, xs[k]);
-          else if (kind == Red::kMin) acc = std::min(acc, xs[k]);
-          else acc += xs[k];
+          if (kind == Red::kMax)
+            acc = std::max(acc, xs[k]);
+          else if (kind == Red::kMin)
+            acc = std::min(acc, xs[k]);
+          else
+            acc += xs[k];
         }
         y[o] = acc;
       }
@@ -164,9 +172,12 @@ void RegisterReduce(const std::string& op, Red kind) {
           oi += (rem % s[k]) * ostride[k];
           rem /= s[k];
         }
-        if (kind == Red::kMax) y[oi] = std::max(y[oi], x[i]);
-        else if (kind == Red::kMin) y[oi] = std::min(y[oi], x[i]);
-        else y[oi] += x[i];
+        if (kind == Red::kMax)
+          y[oi] = std::max(y[oi], x[i]);
+        else if (kind == Red::kMin)
+          y[oi] = std::min(y[oi], x[i]);
+        else
+          y[oi] += x[i];
       }
     }
     if (kind == Red::kMean && on) {
@@ -195,10 +206,12 @@ void RegisterReduceNorm() {
       TESSERA_RETURN_IF_ERROR(RequireFloat(n, in[0]));
       int64_t r = static_cast<int64_t>(in[0]->shape.size());
       int64_t axis = NormalizeAxis(n.GetInt("axis", -1), r);
-      if (axis < 0 || axis >= r) return Status::InvalidArgument(n.Describe() + ": axis out of range");
+      if (axis < 0 || axis >= r)
+        return Status::InvalidArgument(n.Describe() + ": axis out of range");
       int64_t norm = 1;
       for (int64_t i = axis; i < r; ++i) norm *= in[0]->shape[i];
-      if (NumElements(in[1]->shape) != norm || (in.size() > 2 && in[2] && NumElements(in[2]->shape) != norm))
+      if (NumElements(in[1]->shape) != norm ||
+          (in.size() > 2 && in[2] && NumElements(in[2]->shape) != norm))
         return Status::InvalidArgument(n.Describe() + ": scale/bias must have " +
                                        std::to_string(norm) + " elements");
       (*out)[0] = {in[0]->dtype, in[0]->shape, nullptr};
@@ -234,8 +247,7 @@ void RegisterReduceNorm() {
           var += dlt * dlt;
         }
         const float inv = 1.0f / std::sqrt(static_cast<float>(var / norm) + eps);
-        for (int64_t k = 0; k < norm; ++k)
-          yr[k] = (xr[k] - mean) * inv * g[k] + (b ? b[k] : 0.0f);
+        for (int64_t k = 0; k < norm; ++k) yr[k] = (xr[k] - mean) * inv * g[k] + (b ? b[k] : 0.0f);
         if (mean_out) mean_out[rr] = mean;
         if (inv_out) inv_out[rr] = inv;
       }

@@ -84,7 +84,8 @@ int FoldBatchNormIntoConv(Graph* g, MetaMap* meta) {
     Tensor nb = Tensor::Allocate(DataType::kFloat32, {oc});
     for (int64_t c = 0; c < oc; ++c) {
       const float s = sc->data<float>()[c] / std::sqrt(var->data<float>()[c] + eps);
-      for (int64_t k = 0; k < per; ++k) nw.data<float>()[c * per + k] = w->data<float>()[c * per + k] * s;
+      for (int64_t k = 0; k < per; ++k)
+        nw.data<float>()[c * per + k] = w->data<float>()[c * per + k] * s;
       const float b0 = b ? b->data<float>()[c] : 0.0f;
       nb.data<float>()[c] = (b0 - mu->data<float>()[c]) * s + sh->data<float>()[c];
     }
@@ -112,9 +113,12 @@ int FuseGeluPattern(Graph* g, MetaMap* meta) {
     if (pd < 0 || u.Single(erf.inputs[0]) < 0) continue;
     Node& div = g->nodes[pd];
     std::string x;
-    if (div.op == "Div" && IsScalarConst(*g, div.inputs[1], 1.41421356f, 1e-4f)) x = div.inputs[0];
-    else if (div.op == "Mul" && IsScalarConst(*g, div.inputs[1], 0.70710678f, 1e-4f)) x = div.inputs[0];
-    else continue;
+    if (div.op == "Div" && IsScalarConst(*g, div.inputs[1], 1.41421356f, 1e-4f))
+      x = div.inputs[0];
+    else if (div.op == "Mul" && IsScalarConst(*g, div.inputs[1], 0.70710678f, 1e-4f))
+      x = div.inputs[0];
+    else
+      continue;
     int pa = u.Single(erf.outputs[0]);
     if (pa < 0) continue;
     Node& add = g->nodes[pa];
@@ -158,7 +162,8 @@ int FuseMatMulScale(Graph* g, MetaMap* meta) {
     if (pc < 0) continue;
     Node& sc = g->nodes[pc];
     const std::string* c = Other(sc, mm.outputs[0]);
-    if ((sc.op != "Div" && sc.op != "Mul") || !c || (sc.op == "Div" && sc.inputs[0] != mm.outputs[0]))
+    if ((sc.op != "Div" && sc.op != "Mul") || !c ||
+        (sc.op == "Div" && sc.inputs[0] != mm.outputs[0]))
       continue;
     const Tensor* t = Const(*g, *c);
     if (!t || t->numel() != 1 || t->dtype() != DataType::kFloat32) continue;
@@ -229,13 +234,16 @@ int FuseActivation(Graph* g, MetaMap* meta) {
     const std::string y = p.outputs[0];
     // SiLU / Swish: Mul(y, Sigmoid(y)) with y used by exactly those two nodes.
     auto uit = u.users.find(y);
-    if (p.op == "Conv" && uit != u.users.end() && uit->second.size() == 2 && !u.graph_outputs.count(y)) {
+    if (p.op == "Conv" && uit != u.users.end() && uit->second.size() == 2 &&
+        !u.graph_outputs.count(y)) {
       Node* sig = nullptr;
       Node* mul = nullptr;
       for (size_t i : uit->second) {
         Node& c = g->nodes[i];
-        if (c.op == "Sigmoid") sig = &c;
-        else if (c.op == "Mul") mul = &c;
+        if (c.op == "Sigmoid")
+          sig = &c;
+        else if (c.op == "Mul")
+          mul = &c;
       }
       if (sig && mul && u.Single(sig->outputs[0]) >= 0 &&
           &g->nodes[u.Single(sig->outputs[0])] == mul && Other(*mul, y) &&

@@ -27,8 +27,7 @@ Result<std::map<std::string, Shape>> ConcreteInputShapes(
     const Graph& g, int64_t batch, const std::map<std::string, Shape>& overrides) {
   std::map<std::string, Shape> out;
   for (const auto& [name, _] : overrides)
-    if (!g.FindInput(name))
-      return Status::InvalidArgument("no graph input named '" + name + "'");
+    if (!g.FindInput(name)) return Status::InvalidArgument("no graph input named '" + name + "'");
   for (const auto& in : g.inputs) {
     auto it = overrides.find(in.name);
     if (it != overrides.end()) {
@@ -53,9 +52,9 @@ Result<std::map<std::string, Shape>> ConcreteInputShapes(
       } else if (i == 0) {
         s.push_back(batch);
       } else {
-        return Status::InvalidArgument(
-            "input '" + in.name + "' has dynamic dim " + std::to_string(i) + " ('" +
-            in.dim_names[i] + "'); give its full shape (e.g. --input or config dims)");
+        return Status::InvalidArgument("input '" + in.name + "' has dynamic dim " +
+                                       std::to_string(i) + " ('" + in.dim_names[i] +
+                                       "'); give its full shape (e.g. --input or config dims)");
       }
     }
     TESSERA_RETURN_IF_ERROR(CheckShape("input '" + in.name + "'", s));
@@ -109,7 +108,8 @@ Status InferAndFold(Graph* g, const std::map<std::string, Shape>& input_shapes, 
                                        "' does not produce output " + std::to_string(k));
     size_t out_bytes = 0;
     for (size_t k = 0; k < out.size(); ++k) {
-      TESSERA_RETURN_IF_ERROR(CheckShape(n.Describe() + " output " + std::to_string(k), out[k].shape));
+      TESSERA_RETURN_IF_ERROR(
+          CheckShape(n.Describe() + " output " + std::to_string(k), out[k].shape));
       out_bytes += static_cast<size_t>(NumElements(out[k].shape)) * DataTypeSize(out[k].dtype);
     }
     const bool shape_only = n.op == "Shape" || n.op == "Size";
@@ -118,8 +118,8 @@ Status InferAndFold(Graph* g, const std::map<std::string, Shape>& input_shapes, 
       std::vector<const Tensor*> in_p(in.size(), nullptr);
       for (size_t i = 0; i < in.size(); ++i) {
         if (!in[i]) continue;
-        in_t[i] = in[i]->constant ? *in[i]->constant
-                                  : Tensor::View(in[i]->dtype, in[i]->shape, nullptr);
+        in_t[i] =
+            in[i]->constant ? *in[i]->constant : Tensor::View(in[i]->dtype, in[i]->shape, nullptr);
         in_p[i] = &in_t[i];
       }
       std::vector<Tensor> out_t;
@@ -166,8 +166,10 @@ int EliminateDeadNodes(Graph* g) {
   std::vector<Node> kept;
   int removed = 0;
   for (size_t i = 0; i < g->nodes.size(); ++i) {
-    if (keep[i]) kept.push_back(std::move(g->nodes[i]));
-    else ++removed;
+    if (keep[i])
+      kept.push_back(std::move(g->nodes[i]));
+    else
+      ++removed;
   }
   g->nodes = std::move(kept);
   for (auto it = g->initializers.begin(); it != g->initializers.end();)

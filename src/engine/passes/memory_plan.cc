@@ -19,7 +19,8 @@ MemoryPlan PlanMemory(const std::vector<BufferRequest>& requests, size_t alignme
   std::vector<Placed> placed;
   for (size_t idx : order) {
     const BufferRequest& r = requests[idx];
-    const size_t bytes = std::max<size_t>(alignment, (r.bytes + alignment - 1) / alignment * alignment);
+    const size_t bytes =
+        std::max<size_t>(alignment, (r.bytes + alignment - 1) / alignment * alignment);
     plan.naive_bytes += bytes;
     std::vector<std::pair<size_t, size_t>> busy;  // [begin, end) of overlapping-lifetime buffers
     for (const auto& p : placed)

@@ -16,8 +16,8 @@ using MetaMap = std::unordered_map<std::string, ops::ValueMeta>;
 
 // Gives every graph input a concrete shape: dynamic dim 0 becomes `batch`; other dynamic dims
 // must be provided in `overrides` (name -> full shape). InvalidArgument otherwise.
-Result<std::map<std::string, Shape>> ConcreteInputShapes(const Graph& g, int64_t batch,
-                                                         const std::map<std::string, Shape>& overrides);
+Result<std::map<std::string, Shape>> ConcreteInputShapes(
+    const Graph& g, int64_t batch, const std::map<std::string, Shape>& overrides);
 
 // Infers dtype and shape of every value for the given input shapes and folds every node whose
 // inputs are all constant (including Shape of any value): folded nodes disappear and their
@@ -30,10 +30,10 @@ int EliminateDeadNodes(Graph* g);
 // Fusions; each returns how many patterns it rewrote. `meta` stays valid for all values kept.
 int FoldBatchNormIntoConv(Graph* g, MetaMap* meta);
 int FuseGeluPattern(Graph* g, MetaMap* meta);
-int FuseResidualAdd(Graph* g, MetaMap* meta);     // Conv + Add(residual) -> Conv with sum
-int FuseActivation(Graph* g, MetaMap* meta);      // Conv/MatMul/Gemm + activation
-int FuseMatMulBias(Graph* g, MetaMap* meta);      // MatMul + Add(const bias)
-int FuseMatMulScale(Graph* g, MetaMap* meta);     // bias-free MatMul + Div/Mul by a scalar
+int FuseResidualAdd(Graph* g, MetaMap* meta);  // Conv + Add(residual) -> Conv with sum
+int FuseActivation(Graph* g, MetaMap* meta);   // Conv/MatMul/Gemm + activation
+int FuseMatMulBias(Graph* g, MetaMap* meta);   // MatMul + Add(const bias)
+int FuseMatMulScale(Graph* g, MetaMap* meta);  // bias-free MatMul + Div/Mul by a scalar
 
 struct FusionReport {
   int folded_bn = 0, gelu = 0, residual = 0, activation = 0, bias = 0, scale = 0, dead = 0;

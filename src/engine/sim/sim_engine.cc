@@ -30,8 +30,9 @@ Result<LatencyProfile> LatencyProfile::FromJson(const std::string& text) {
   nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return Status::InvalidArgument("latency profile is not valid JSON");
   if (!j.is_object() || !j.contains("latency_us") || !j["latency_us"].is_object())
-    return Status::InvalidArgument("latency profile needs an object field 'latency_us' "
-                                   "mapping batch size to microseconds");
+    return Status::InvalidArgument(
+        "latency profile needs an object field 'latency_us' "
+        "mapping batch size to microseconds");
   LatencyProfile p;
   for (auto& [k, v] : j["latency_us"].items()) {
     int64_t b = 0;
@@ -54,7 +55,9 @@ namespace {
 class SimExecutable final : public Executable {
  public:
   SimExecutable(ExecutableInfo info, double latency_us, Clock* clock)
-      : info_(std::move(info)), latency_ns_(static_cast<int64_t>(latency_us * 1000)), clock_(clock) {}
+      : info_(std::move(info)),
+        latency_ns_(static_cast<int64_t>(latency_us * 1000)),
+        clock_(clock) {}
   Status Run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs) override {
     TESSERA_RETURN_IF_ERROR(CheckRunInputs(info_, inputs));
     clock_->SleepNs(latency_ns_);
@@ -81,7 +84,8 @@ class SimEngine final : public Engine {
     ExecutableInfo info;
     DescribeIo(p, &info);
     info.weight_bytes = p.graph.WeightBytes();
-    return std::unique_ptr<Executable>(std::make_unique<SimExecutable>(std::move(info), us, clock_));
+    return std::unique_ptr<Executable>(
+        std::make_unique<SimExecutable>(std::move(info), us, clock_));
   }
 
  private:
