@@ -372,13 +372,8 @@ void RegisterMovement() {
     };
     d.kernel = [](const Node& n, const Ins& in, std::vector<Tensor>& out) -> Status {
       // Rebuild metas from concrete tensors (constants are present at run time).
-      std::vector<ValueMeta> m(in.size());
-      Metas mp(in.size(), nullptr);
-      for (size_t i = 0; i < in.size(); ++i)
-        if (in[i]) {
-          m[i] = {in[i]->dtype(), in[i]->shape(), in[i]};
-          mp[i] = &m[i];
-        }
+      std::vector<ValueMeta> m;
+      Metas mp = MetasOf(in, &m);
       TESSERA_ASSIGN_OR_RETURN(auto sp, ComputeSlice(n, mp));
       auto st = ContiguousStrides(in[0]->shape());
       int64_t base = 0;

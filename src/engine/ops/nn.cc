@@ -257,13 +257,8 @@ void RegisterNn() {
       return Status::OK();
     };
     d.kernel = [](const Node& n, const Ins& in, std::vector<Tensor>& out) -> Status {
-      std::vector<ValueMeta> m(in.size());
-      Metas mp(in.size(), nullptr);
-      for (size_t i = 0; i < in.size(); ++i)
-        if (in[i]) {
-          m[i] = {in[i]->dtype(), in[i]->shape(), in[i]};
-          mp[i] = &m[i];
-        }
+      std::vector<ValueMeta> m;
+      Metas mp = MetasOf(in, &m);
       TESSERA_ASSIGN_OR_RETURN(auto p, PlanResize(n, mp));
       const std::string mode = n.GetString("mode", "nearest");
       const std::string ctm = n.GetString("coordinate_transformation_mode", "half_pixel");

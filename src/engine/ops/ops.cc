@@ -83,6 +83,18 @@ Result<std::vector<int64_t>> ConstInts(const Node& n, const std::vector<const Va
   return v;
 }
 
+std::vector<const ValueMeta*> MetasOf(const std::vector<const Tensor*>& in,
+                                      std::vector<ValueMeta>* storage) {
+  storage->assign(in.size(), ValueMeta{});
+  std::vector<const ValueMeta*> out(in.size(), nullptr);
+  for (size_t i = 0; i < in.size(); ++i)
+    if (in[i]) {
+      (*storage)[i] = {in[i]->dtype(), in[i]->shape(), in[i]};
+      out[i] = &(*storage)[i];
+    }
+  return out;
+}
+
 bool WorthParallel(int64_t work) { return work >= (1 << 15); }
 
 }  // namespace tessera::ops

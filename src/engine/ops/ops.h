@@ -51,6 +51,10 @@ Status CheckInputs(const Node& n, const std::vector<const ValueMeta*>& in, size_
 // when the input is not a compile-time constant.
 Result<std::vector<int64_t>> ConstInts(const Node& n, const std::vector<const ValueMeta*>& in,
                                        size_t index);
+// Metas describing run-time tensors (constants included), for kernels that reuse an op's
+// inference logic; `storage` holds them.
+std::vector<const ValueMeta*> MetasOf(const std::vector<const Tensor*>& in,
+                                      std::vector<ValueMeta>* storage);
 // Number of threads worth using for `work` elementary operations.
 bool WorthParallel(int64_t work);
 

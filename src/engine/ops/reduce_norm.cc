@@ -118,13 +118,8 @@ void RegisterReduce(const std::string& op, Red kind) {
     return Status::OK();
   };
   d.kernel = [axes_of, kind](const Node& n, const Ins& in, std::vector<Tensor>& out) -> Status {
-    std::vector<ValueMeta> m(in.size());
-    Metas mp(in.size(), nullptr);
-    for (size_t i = 0; i < in.size(); ++i)
-      if (in[i]) {
-        m[i] = {in[i]->dtype(), in[i]->shape(), in[i]};
-        mp[i] = &m[i];
-      }
+    std::vector<ValueMeta> m;
+    Metas mp = MetasOf(in, &m);
     TESSERA_ASSIGN_OR_RETURN(auto axes, axes_of(n, mp));
     const Shape& s = in[0]->shape();
     const size_t r = s.size();
