@@ -22,7 +22,7 @@ struct Opts {
   std::vector<std::string> inputs;
   int64_t batch = 1;
   int iterations = 1, warmup = 0, threads = 0;
-  bool no_optimize = false, profile = false;
+  bool no_optimize = false, profile = false, no_winograd = false;
   uint64_t seed = 0;
 };
 
@@ -121,6 +121,7 @@ int Run(const Opts& o) {
   copts.batch = o.batch;
   copts.optimize = !o.no_optimize;
   copts.profile = o.profile;
+  copts.winograd = !o.no_winograd;
   for (const auto& [name, t] : given) {
     copts.input_shapes[name] = t.shape();
     if (t.rank() > 0) copts.batch = t.dim(0);
@@ -241,6 +242,7 @@ Runner SetupInfer(CLI::App& app) {
   app.add_option("--json", o->json_out, "Write timings and memory as JSON");
   app.add_flag("--no-optimize", o->no_optimize, "Skip fusions (for debugging)");
   app.add_flag("--profile", o->profile, "Print time per op type over the timed runs");
+  app.add_flag("--no-winograd", o->no_winograd, "Use direct convolution for every conv");
   return [o]() { return Run(*o); };
 }
 

@@ -92,6 +92,9 @@ CASES = [
     case("Conv", [("x", r(1, 3, 7, 8)), ("c_w", r(2, 3, 4, 4))], {"auto_pad": "SAME_LOWER"}, id="Conv-same-lower"),
     case("Conv", [("x", r(1, 3, 7, 8)), ("c_w", r(2, 3, 3, 3))], {"auto_pad": "VALID"}, id="Conv-valid"),
     case("Conv", [("x", r(2, 4, 20)), ("c_w", r(3, 4, 5)), ("c_b", r(3))], {"pads": [2, 2]}, id="Conv-1d"),
+    # large enough for the Winograd path (3x3, stride 1, channels % 8 == 0, >= 100 tiles)
+    case("Conv", [("x", r(2, 32, 21, 19, lo=-1, hi=1)), ("c_w", r(40, 32, 3, 3, lo=-0.2, hi=0.2)), ("c_b", r(40))], {"pads": [1, 1, 1, 1]}, id="Conv-winograd-odd-size"),
+    case("Conv", [("x", r(1, 32, 24, 24, lo=-1, hi=1)), ("c_w", r(32, 32, 3, 3, lo=-0.2, hi=0.2))], {"pads": [0, 1, 2, 0]}, id="Conv-winograd-asym-pads"),
     case("BatchNormalization", [("x", r(2, 3, 4, 5)), ("c_s", r(3)), ("c_b", r(3)), ("c_m", r(3)), ("c_v", r(3, lo=0.5))], {"epsilon": 1e-3}),
     # matmul family
     case("MatMul", [("a", r(5, 7)), ("b", r(7, 3))], id="MatMul-2d"),

@@ -59,6 +59,67 @@ TEST(CpuEngine, FusedAndUnfusedGraphsAgree) {
     EXPECT_NEAR(oa[0].data<float>()[i], ob[0].data<float>()[i], 1e-5);
 }
 
+TEST(CpuEngine, ResidualThatIsAlsoTheConvInputIsNotOverwrittenInPlace) {
+  // y = Relu(Conv(x) + x): the sum may not reuse x's buffer, the conv still reads it.
+  auto g = ImportOnnx(MakeModel([](zoo::GraphBuilder& b) {
+    auto x = b.Input("x", kF, {1, 8, 6, 6});
+    auto c = b.Op("Conv", {x, b.Weight("w", {8, 8, 3, 3}, -0.3f, 0.3f)},
+                  {zoo::A("pads", std::vector<int64_t>{1, 1, 1, 1})});
+    b.Output(b.Op("Relu", {b.Op("Add", {c, x})}), kF, {1, 8, 6, 6});
+  }));
+  ASSERT_TRUE(g.ok());
+  auto engine = CreateCpuEngine();
+  CompileOptions plain;
+  plain.optimize = false;
+  auto a = engine->Compile(*g, {});
+  auto b = engine->Compile(*g, plain);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ((*a)->info().nodes, 1);  // everything fused into one conv
+  std::vector<Tensor> in{Ramp({1, 8, 6, 6})}, oa, ob;
+  for (int run = 0; run < 2; ++run) {  // a second run must see fresh inputs, not leftovers
+    ASSERT_TRUE((*a)->Run(in, &oa).ok());
+    ASSERT_TRUE((*b)->Run(in, &ob).ok());
+    for (int64_t i = 0; i < oa[0].numel(); ++i)
+      ASSERT_NEAR(oa[0].data<float>()[i], ob[0].data<float>()[i], 1e-5) << "run " << run;
+  }
+}
+
+TEST(CpuEngine, WinogradConvMatchesDirectConvWithBiasResidualAndRelu) {
+  // 3x3 stride-1 convs with 32 channels on 20x22 images: eligible for Winograd F(2x2,3x3).
+  // Odd output width exercises the partial last tile; the residual Add and Relu are fused in.
+  auto g = ImportOnnx(MakeModel([](zoo::GraphBuilder& b) {
+    auto x = b.Input("x", kF, {2, 32, 20, 21});
+    auto c = b.Op("Conv",
+                  {x, b.Weight("w", {32, 32, 3, 3}, -0.2f, 0.2f), b.Weight("b", {32}, -0.1f, 0.1f)},
+                  {zoo::A("pads", std::vector<int64_t>{1, 1, 1, 1})});
+    auto y = b.Op("Relu", {b.Op("Add", {c, x})});
+    auto c2 = b.Op("Conv", {y, b.Weight("w2", {40, 32, 3, 3}, -0.2f, 0.2f)},
+                   {zoo::A("pads", std::vector<int64_t>{1, 1, 1, 1})});
+    b.Output(c2, kF, {2, 40, 20, 21});
+  }));
+  ASSERT_TRUE(g.ok()) << g.status().ToString();
+  auto engine = CreateCpuEngine();
+  CompileOptions wino, direct;
+  wino.batch = direct.batch = 2;
+  direct.winograd = false;
+  auto a = engine->Compile(*g, wino);
+  auto b = engine->Compile(*g, direct);
+  ASSERT_TRUE(a.ok() && b.ok());
+  std::vector<Tensor> in{Ramp({2, 32, 20, 21})}, oa, ob;
+  auto sa = (*a)->Run(in, &oa);
+  ASSERT_TRUE(sa.ok()) << sa.ToString();
+  auto sb = (*b)->Run(in, &ob);
+  ASSERT_TRUE(sb.ok()) << sb.ToString();
+  double max_ref = 0, max_diff = 0;
+  for (int64_t i = 0; i < oa[0].numel(); ++i) {
+    max_ref = std::max(max_ref, std::abs(static_cast<double>(ob[0].data<float>()[i])));
+    max_diff = std::max(
+        max_diff, std::abs(static_cast<double>(oa[0].data<float>()[i] - ob[0].data<float>()[i])));
+  }
+  EXPECT_GT(max_ref, 0.1);
+  EXPECT_LE(max_diff / max_ref, 1e-5);
+}
+
 TEST(CpuEngine, ReportsPeakActivationMemoryBelowNoReuse) {
   auto exe = CreateCpuEngine()->Compile(ResidualBlock(), {});
   ASSERT_TRUE(exe.ok());

@@ -109,7 +109,13 @@ class KernelStep final : public Step {
 
 Status LayoutPlanner::PlanNode(const Node& n) {
   const ops::OpDef* def = ops::FindOp(n.op);
-  if (n.op == "Conv") return PlanConv(this, n);
+  if (n.op == "Conv") {
+    if (winograd) {
+      TESSERA_ASSIGN_OR_RETURN(bool planned, TryPlanWinogradConv(this, n));
+      if (planned) return Status::OK();
+    }
+    return PlanConv(this, n);
+  }
   if (n.op == "MaxPool" || n.op == "AveragePool") return PlanPool(this, n);
   if (n.op == "MatMul") return PlanMatMul(this, n);
   if (n.op == "Gemm") return PlanGemm(this, n);
@@ -159,7 +165,7 @@ namespace {
 
 class CpuExecutable final : public Executable {
  public:
-  explicit CpuExecutable(bool profile) : profile_(profile) {}
+  CpuExecutable(bool profile, bool winograd) : profile_(profile), winograd_(winograd) {}
   Status Build(PreparedGraph p);
   Status Run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs) override;
   const ExecutableInfo& info() const override { return info_; }
@@ -176,6 +182,7 @@ class CpuExecutable final : public Executable {
   std::vector<std::unique_ptr<Step>> steps_;
   std::vector<std::string> labels_;
   bool profile_;
+  bool winograd_;
   std::map<std::string, double> profile_ms_;
 };
 
@@ -185,6 +192,7 @@ Status CpuExecutable::Build(PreparedGraph p) {
   meta_ = std::move(p.meta);
   for (auto& [name, t] : graph_.initializers) meta_[name].constant = &t;
   LayoutPlanner planner(&ctx_, &graph_, &meta_);
+  planner.winograd = winograd_;
   for (const auto& n : graph_.nodes) TESSERA_RETURN_IF_ERROR(planner.PlanNode(n));
   std::vector<std::string> outs;
   for (const auto& o : graph_.outputs) outs.push_back(planner.EnsurePlain(o.name));
@@ -283,7 +291,7 @@ class CpuEngine final : public Engine {
   Result<std::unique_ptr<Executable>> Compile(const Graph& graph,
                                               const CompileOptions& options) override {
     TESSERA_ASSIGN_OR_RETURN(PreparedGraph p, PrepareGraph(graph, options));
-    auto exe = std::make_unique<CpuExecutable>(options.profile);
+    auto exe = std::make_unique<CpuExecutable>(options.profile, options.winograd);
     TESSERA_RETURN_IF_ERROR(exe->Build(std::move(p)));
     return std::unique_ptr<Executable>(std::move(exe));
   }

@@ -1,0 +1,281 @@
+// Winograd F(2x2, 3x3) convolution for 3x3, stride-1, undilated, ungrouped convs whose channel
+// counts are multiples of 8, on oneDNN's nChw8c layout (what the direct convs around it use, so
+// no reorders). oneDNN 2.6 has no Winograd on AVX2; this cuts those convs' multiplies by 2.25x.
+//
+//   V[xi][tile][c] = (B^T d B)      input transform, 4x4 input tile d per 2x2 output tile
+//   M[xi]          = V[xi] x U[xi]  16 GEMMs (one batched oneDNN matmul), U = G g G^T precomputed
+//   y              = A^T M A        output transform, + bias, + residual, activation
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "engine/cpu/steps.h"
+#include "engine/ops/nn.h"
+
+namespace tessera::cpu {
+namespace {
+
+using dnnl::memory;
+using Dims = memory::dims;
+
+constexpr int kB = 8;  // channel block of nChw8c
+
+struct WinoGeometry {
+  int64_t n, c, k, h, w, oh, ow, pt, pl, th, tw;  // pt/pl: top/left pads
+  int64_t tiles() const { return n * th * tw; }
+};
+
+enum class Act { kNone, kRelu, kLeaky, kClip };
+
+struct WinoParams {
+  WinoGeometry g;
+  Act act = Act::kNone;
+  float alpha = 0, beta = 0;
+};
+
+#define TESSERA_AVX2 __attribute__((target("avx2,fma")))
+
+TESSERA_AVX2 void InputTransform(const WinoGeometry& g, const float* x, float* v) {
+  const int64_t cb_count = g.c / kB, tiles = g.tiles(), vstride = tiles * g.c;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t p = 0; p < tiles; ++p)
+    for (int64_t cb = 0; cb < cb_count; ++cb) {
+      const int64_t b = p / (g.th * g.tw), t = p % (g.th * g.tw), ty = t / g.tw, tx = t % g.tw;
+      const float* base = x + (b * cb_count + cb) * g.h * g.w * kB;
+      float d[4][4][kB];
+      for (int i = 0; i < 4; ++i) {
+        const int64_t hh = ty * 2 - g.pt + i;
+        for (int j = 0; j < 4; ++j) {
+          const int64_t ww = tx * 2 - g.pl + j;
+          if (hh >= 0 && hh < g.h && ww >= 0 && ww < g.w)
+            std::memcpy(d[i][j], base + (hh * g.w + ww) * kB, sizeof(float) * kB);
+          else
+            std::memset(d[i][j], 0, sizeof(float) * kB);
+        }
+      }
+      float r[4][4][kB];  // B^T d
+      for (int j = 0; j < 4; ++j)
+        for (int e = 0; e < kB; ++e) {
+          r[0][j][e] = d[0][j][e] - d[2][j][e];
+          r[1][j][e] = d[1][j][e] + d[2][j][e];
+          r[2][j][e] = d[2][j][e] - d[1][j][e];
+          r[3][j][e] = d[1][j][e] - d[3][j][e];
+        }
+      float* out = v + p * g.c + cb * kB;
+      for (int i = 0; i < 4; ++i)
+        for (int e = 0; e < kB; ++e) {  // (B^T d) B
+          out[(i * 4 + 0) * vstride + e] = r[i][0][e] - r[i][2][e];
+          out[(i * 4 + 1) * vstride + e] = r[i][1][e] + r[i][2][e];
+          out[(i * 4 + 2) * vstride + e] = r[i][2][e] - r[i][1][e];
+          out[(i * 4 + 3) * vstride + e] = r[i][1][e] - r[i][3][e];
+        }
+    }
+}
+
+TESSERA_AVX2 void OutputTransform(const WinoParams& prm, const float* m, const float* bias,
+                                  const float* res, float* y) {
+  const WinoGeometry& g = prm.g;
+  const int64_t kb_count = g.k / kB, tiles = g.tiles(), mstride = tiles * g.k;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t p = 0; p < tiles; ++p)
+    for (int64_t kb = 0; kb < kb_count; ++kb) {
+      const int64_t b = p / (g.th * g.tw), t = p % (g.th * g.tw), ty = t / g.tw, tx = t % g.tw;
+      const float* src = m + p * g.k + kb * kB;
+      float r[2][4][kB];  // A^T M
+      for (int j = 0; j < 4; ++j)
+        for (int e = 0; e < kB; ++e) {
+          const float m0 = src[(0 * 4 + j) * mstride + e], m1 = src[(1 * 4 + j) * mstride + e],
+                      m2 = src[(2 * 4 + j) * mstride + e], m3 = src[(3 * 4 + j) * mstride + e];
+          r[0][j][e] = m0 + m1 + m2;
+          r[1][j][e] = m1 - m2 - m3;
+        }
+      const int64_t plane = (b * kb_count + kb) * g.oh * g.ow * kB;
+      for (int a = 0; a < 2; ++a) {
+        const int64_t oy = ty * 2 + a;
+        if (oy >= g.oh) break;
+        for (int c = 0; c < 2; ++c) {
+          const int64_t ox = tx * 2 + c;
+          if (ox >= g.ow) break;
+          const int64_t off = plane + (oy * g.ow + ox) * kB;
+          float val[kB];
+          for (int e = 0; e < kB; ++e) {
+            val[e] = c == 0 ? r[a][0][e] + r[a][1][e] + r[a][2][e]
+                            : r[a][1][e] - r[a][2][e] - r[a][3][e];
+            if (bias) val[e] += bias[kb * kB + e];
+            if (res) val[e] += res[off + e];
+            switch (prm.act) {
+              case Act::kNone:
+                break;
+              case Act::kRelu:
+                val[e] = val[e] > 0 ? val[e] : 0.0f;
+                break;
+              case Act::kLeaky:
+                val[e] = val[e] >= 0 ? val[e] : prm.alpha * val[e];
+                break;
+              case Act::kClip:
+                val[e] = std::fmin(prm.beta, std::fmax(prm.alpha, val[e]));
+                break;
+            }
+          }
+          std::memcpy(y + off, val, sizeof(val));
+        }
+      }
+    }
+}
+
+// U^T[xi][k][c] = (G g G^T)[xi] for weights g[k][c][3][3]; stored K-major per xi so oneDNN's
+// sgemm reads it as a transposed [C, K] operand (its faster path, as for MatMul weights).
+Tensor TransformWeights(const Tensor& w) {
+  const int64_t k = w.dim(0), c = w.dim(1);
+  Tensor u = Tensor::Allocate(DataType::kFloat32, {16, k, c});
+  const float* g = w.data<float>();
+  float* out = u.data<float>();
+  for (int64_t ko = 0; ko < k; ++ko)
+    for (int64_t ci = 0; ci < c; ++ci) {
+      const float* f = g + (ko * c + ci) * 9;
+      float t[4][3];  // G g
+      for (int j = 0; j < 3; ++j) {
+        t[0][j] = f[0 * 3 + j];
+        t[1][j] = 0.5f * (f[0 * 3 + j] + f[1 * 3 + j] + f[2 * 3 + j]);
+        t[2][j] = 0.5f * (f[0 * 3 + j] - f[1 * 3 + j] + f[2 * 3 + j]);
+        t[3][j] = f[2 * 3 + j];
+      }
+      for (int i = 0; i < 4; ++i) {
+        const float v[4] = {t[i][0], 0.5f * (t[i][0] + t[i][1] + t[i][2]),
+                            0.5f * (t[i][0] - t[i][1] + t[i][2]), t[i][2]};
+        for (int j = 0; j < 4; ++j) out[((i * 4 + j) * k + ko) * c + ci] = v[j];
+      }
+    }
+  return u;
+}
+
+class WinogradStep final : public Step {
+ public:
+  WinogradStep(DnnlContext* ctx, WinoParams prm, dnnl::matmul mm,
+               std::unordered_map<int, memory> args, const float* x, float* v, const float* m,
+               const float* bias, const float* res, float* y)
+      : ctx_(ctx),
+        prm_(prm),
+        mm_(std::move(mm)),
+        args_(std::move(args)),
+        x_(x),
+        v_(v),
+        m_(m),
+        bias_(bias),
+        res_(res),
+        y_(y) {}
+  Status Run() override {
+    InputTransform(prm_.g, x_, v_);
+    mm_.execute(ctx_->stream, args_);
+    ctx_->stream.wait();
+    OutputTransform(prm_, m_, bias_, res_, y_);
+    return Status::OK();
+  }
+
+ private:
+  DnnlContext* ctx_;
+  WinoParams prm_;
+  dnnl::matmul mm_;
+  std::unordered_map<int, memory> args_;
+  const float* x_;
+  float* v_;
+  const float* m_;
+  const float* bias_;
+  const float* res_;
+  float* y_;
+};
+
+}  // namespace
+
+Result<bool> TryPlanWinogradConv(LayoutPlanner* p, const Node& n) {
+  static const bool kCpuOk = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (!kCpuOk || n.op != "Conv" || n.inputs.size() < 2 || !p->IsConst(n.inputs[1])) return false;
+  const Tensor& w = p->graph()->initializers.at(n.inputs[1]);
+  const Shape& xs = p->meta()->at(n.inputs[0]).shape;
+  if (xs.size() != 4 || w.rank() != 4 || w.dim(2) != 3 || w.dim(3) != 3) return false;
+  if (n.GetInt("group", 1) != 1) return false;
+  auto geo = ops::ComputeWindow(n, xs, w.shape());
+  if (!geo.ok()) return false;
+  for (int i = 0; i < 2; ++i)
+    if (geo->strides[i] != 1 || geo->dilations[i] != 1 || geo->pad_begin[i] > 2) return false;
+  WinoParams prm;
+  WinoGeometry& g = prm.g;
+  g = {xs[0],
+       xs[1],
+       w.dim(0),
+       xs[2],
+       xs[3],
+       geo->out[2],
+       geo->out[3],
+       geo->pad_begin[0],
+       geo->pad_begin[1],
+       (geo->out[2] + 1) / 2,
+       (geo->out[3] + 1) / 2};
+  if (g.c % kB || g.k % kB || g.c < 32 || g.k < 32) return false;
+  // Small images make the 16 GEMMs too thin to win; the direct conv is better there.
+  if (g.th * g.tw < 100) return false;
+  const std::string act = n.GetString("tessera.act", "");
+  if (act == "Relu")
+    prm.act = Act::kRelu;
+  else if (act == "LeakyRelu") {
+    prm.act = Act::kLeaky;
+    prm.alpha = n.GetFloat("tessera.alpha", 0.01f);
+  } else if (act == "Clip") {
+    prm.act = Act::kClip;
+    prm.alpha = n.GetFloat("tessera.alpha", 0);
+    prm.beta = n.GetFloat("tessera.beta", 0);
+  } else if (!act.empty()) {
+    return false;
+  }
+  DnnlContext* ctx = p->ctx();
+  const memory::desc blocked(Dims{g.n, g.c, g.h, g.w}, memory::data_type::f32,
+                             memory::format_tag::nChw8c);
+  const memory::desc y_md(Dims{g.n, g.k, g.oh, g.ow}, memory::data_type::f32,
+                          memory::format_tag::nChw8c);
+  const int64_t tiles = g.tiles();
+  const memory::desc v_md(Dims{16, tiles, g.c}, memory::data_type::f32, Dims{tiles * g.c, g.c, 1});
+  const memory::desc u_md(Dims{16, g.c, g.k}, memory::data_type::f32, Dims{g.k * g.c, 1, g.c});
+  const memory::desc m_md(Dims{16, tiles, g.k}, memory::data_type::f32, Dims{tiles * g.k, g.k, 1});
+  try {
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(v_md, u_md, m_md), ctx->engine);
+    const std::string x = p->EnsureLayout(n.inputs[0], blocked), y = n.outputs[0];
+    const bool has_bias = n.inputs.size() > 2 && !n.inputs[2].empty();
+    const bool has_sum = n.inputs.size() > 3 && !n.inputs[3].empty();
+    const std::string bias = has_bias ? n.inputs[2] : "";
+    const std::string res = has_sum ? p->EnsureLayout(n.inputs[3], y_md) : "";
+    p->SetLayout(y, y_md);
+    // Scratch for V and M lives in the arena, alive only during this step.
+    const std::string vn = y + "#wino_v", mn = y + "#wino_m";
+    (*p->meta())[vn] = {DataType::kFloat32, {16, tiles, g.c}, nullptr};
+    (*p->meta())[mn] = {DataType::kFloat32, {16, tiles, g.k}, nullptr};
+    Tensor u = TransformWeights(w);
+    p->owned().push_back(u);
+    p->MarkRepacked(n.inputs[1]);
+    if (has_bias) p->MarkReadRaw(bias);
+    void* uptr = u.raw();
+    std::vector<std::string> reads{x, vn, mn};
+    if (has_bias) reads.push_back(bias);
+    if (has_sum) reads.push_back(res);
+    p->Add({"Conv",
+            reads,
+            {y, vn, mn},
+            has_sum ? res : "",
+            has_sum ? y : "",
+            [=](const Resolver& ptr) -> Result<std::unique_ptr<Step>> {
+              std::unordered_map<int, memory> args{
+                  {DNNL_ARG_SRC, memory(v_md, ctx->engine, ptr(vn))},
+                  {DNNL_ARG_WEIGHTS, memory(u_md, ctx->engine, uptr)},
+                  {DNNL_ARG_DST, memory(m_md, ctx->engine, ptr(mn))}};
+              return std::unique_ptr<Step>(std::make_unique<WinogradStep>(
+                  ctx, prm, dnnl::matmul(pd), std::move(args), static_cast<float*>(ptr(x)),
+                  static_cast<float*>(ptr(vn)), static_cast<float*>(ptr(mn)),
+                  has_bias ? static_cast<float*>(ptr(bias)) : nullptr,
+                  has_sum ? static_cast<float*>(ptr(res)) : nullptr, static_cast<float*>(ptr(y))));
+            }});
+    return true;
+  } catch (const dnnl::error&) {
+    return false;
+  }
+}
+
+}  // namespace tessera::cpu
