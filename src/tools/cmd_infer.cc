@@ -22,7 +22,7 @@ struct Opts {
   std::vector<std::string> inputs;
   int64_t batch = 1;
   int iterations = 1, warmup = 0, threads = 0;
-  bool no_optimize = false, profile = false, no_winograd = false;
+  bool no_optimize = false, profile = false, no_winograd = false, no_packed_gemm = false;
   uint64_t seed = 0;
 };
 
@@ -122,6 +122,7 @@ int Run(const Opts& o) {
   copts.optimize = !o.no_optimize;
   copts.profile = o.profile;
   copts.winograd = !o.no_winograd;
+  copts.packed_gemm = !o.no_packed_gemm;
   for (const auto& [name, t] : given) {
     copts.input_shapes[name] = t.shape();
     if (t.rank() > 0) copts.batch = t.dim(0);
@@ -243,6 +244,8 @@ Runner SetupInfer(CLI::App& app) {
   app.add_flag("--no-optimize", o->no_optimize, "Skip fusions (for debugging)");
   app.add_flag("--profile", o->profile, "Print time per op type over the timed runs");
   app.add_flag("--no-winograd", o->no_winograd, "Use direct convolution for every conv");
+  app.add_flag("--no-packed-gemm", o->no_packed_gemm,
+               "Run constant-weight MatMuls on oneDNN instead of Tessera's packed GEMM");
   return [o]() { return Run(*o); };
 }
 

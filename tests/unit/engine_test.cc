@@ -120,6 +120,36 @@ TEST(CpuEngine, WinogradConvMatchesDirectConvWithBiasResidualAndRelu) {
   EXPECT_LE(max_diff / max_ref, 1e-5);
 }
 
+TEST(CpuEngine, PackedGemmMatMulMatchesOneDnnWithBiasResidualAndRelu) {
+  // y = Relu(MatMul(h, W) + b + x) with h = Relu(MatMul(x, W0)): both MatMuls have constant
+  // weights; the second one fuses bias, the residual x and the Relu into its epilogue.
+  auto g = ImportOnnx(MakeModel([](zoo::GraphBuilder& b) {
+    auto x = b.Input("x", kF, {2, 10, 40});
+    auto h = b.Op("Relu", {b.Op("MatMul", {x, b.Weight("w0", {40, 72}, -0.2f, 0.2f)})});
+    auto m = b.Op("MatMul", {h, b.Weight("w1", {72, 40}, -0.2f, 0.2f)});
+    auto y = b.Op("Add", {b.Op("Add", {m, b.Weight("b1", {40}, -0.1f, 0.1f)}), x});
+    b.Output(b.Op("Relu", {y}), kF, {2, 10, 40});
+  }));
+  ASSERT_TRUE(g.ok()) << g.status().ToString();
+  auto engine = CreateCpuEngine();
+  CompileOptions packed, onednn, plain;
+  packed.batch = onednn.batch = plain.batch = 2;
+  onednn.packed_gemm = false;
+  plain.optimize = false;
+  std::vector<Tensor> in{Ramp({2, 10, 40})};
+  std::vector<std::vector<Tensor>> outs;
+  for (const auto& o : {packed, onednn, plain}) {
+    auto exe = engine->Compile(*g, o);
+    ASSERT_TRUE(exe.ok()) << exe.status().ToString();
+    outs.emplace_back();
+    ASSERT_TRUE((*exe)->Run(in, &outs.back()).ok());
+  }
+  for (size_t v = 1; v < outs.size(); ++v)
+    for (int64_t i = 0; i < outs[0][0].numel(); ++i)
+      ASSERT_NEAR(outs[0][0].data<float>()[i], outs[v][0].data<float>()[i], 1e-5)
+          << "variant " << v;
+}
+
 TEST(CpuEngine, ReportsPeakActivationMemoryBelowNoReuse) {
   auto exe = CreateCpuEngine()->Compile(ResidualBlock(), {});
   ASSERT_TRUE(exe.ok());

@@ -17,7 +17,8 @@ struct CompileOptions {
   std::map<std::string, Shape> input_shapes;  // full shapes for inputs with other dynamic dims
   bool optimize = true;                       // fusions (BN folding, activations, residuals)
   bool profile = false;                       // time every step (see OpProfileMs)
-  bool winograd = true;  // CPU: Winograd F(2x2,3x3) for eligible 3x3 convs (else direct conv)
+  bool winograd = true;     // CPU: Winograd F(2x2,3x3) for eligible 3x3 convs (else direct conv)
+  bool packed_gemm = true;  // CPU: own packed AVX2 GEMM for constant-weight MatMuls (else oneDNN)
 };
 
 struct TensorSpec {

@@ -117,7 +117,10 @@ Status LayoutPlanner::PlanNode(const Node& n) {
     return PlanConv(this, n);
   }
   if (n.op == "MaxPool" || n.op == "AveragePool") return PlanPool(this, n);
-  if (n.op == "MatMul") return PlanMatMul(this, n);
+  if (n.op == "MatMul") {
+    TESSERA_ASSIGN_OR_RETURN(bool planned, TryPlanPackedMatMul(this, n));
+    return planned ? Status::OK() : PlanMatMul(this, n);
+  }
   if (n.op == "Gemm") return PlanGemm(this, n);
   for (auto* fn : {TryPlanEltwise, TryPlanSoftmax, TryPlanLayerNorm}) {
     TESSERA_ASSIGN_OR_RETURN(bool planned, fn(this, n));
@@ -165,7 +168,8 @@ namespace {
 
 class CpuExecutable final : public Executable {
  public:
-  CpuExecutable(bool profile, bool winograd) : profile_(profile), winograd_(winograd) {}
+  explicit CpuExecutable(const CompileOptions& o)
+      : profile_(o.profile), winograd_(o.winograd), packed_gemm_(o.packed_gemm) {}
   Status Build(PreparedGraph p);
   Status Run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs) override;
   const ExecutableInfo& info() const override { return info_; }
@@ -182,7 +186,7 @@ class CpuExecutable final : public Executable {
   std::vector<std::unique_ptr<Step>> steps_;
   std::vector<std::string> labels_;
   bool profile_;
-  bool winograd_;
+  bool winograd_, packed_gemm_;
   std::map<std::string, double> profile_ms_;
 };
 
@@ -193,6 +197,7 @@ Status CpuExecutable::Build(PreparedGraph p) {
   for (auto& [name, t] : graph_.initializers) meta_[name].constant = &t;
   LayoutPlanner planner(&ctx_, &graph_, &meta_);
   planner.winograd = winograd_;
+  planner.packed_gemm = packed_gemm_;
   for (const auto& n : graph_.nodes) TESSERA_RETURN_IF_ERROR(planner.PlanNode(n));
   std::vector<std::string> outs;
   for (const auto& o : graph_.outputs) outs.push_back(planner.EnsurePlain(o.name));
@@ -291,7 +296,7 @@ class CpuEngine final : public Engine {
   Result<std::unique_ptr<Executable>> Compile(const Graph& graph,
                                               const CompileOptions& options) override {
     TESSERA_ASSIGN_OR_RETURN(PreparedGraph p, PrepareGraph(graph, options));
-    auto exe = std::make_unique<CpuExecutable>(options.profile, options.winograd);
+    auto exe = std::make_unique<CpuExecutable>(options);
     TESSERA_RETURN_IF_ERROR(exe->Build(std::move(p)));
     return std::unique_ptr<Executable>(std::move(exe));
   }

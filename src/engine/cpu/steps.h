@@ -59,7 +59,8 @@ class LayoutPlanner {
   size_t BytesOf(const std::string& v) const;
 
   DnnlContext* ctx() { return ctx_; }
-  bool winograd = true;  // let eligible 3x3 convs use Winograd (winograd.cc)
+  bool winograd = true;     // let eligible 3x3 convs use Winograd (winograd.cc)
+  bool packed_gemm = true;  // constant-weight MatMuls on the packed GEMM (packed_matmul.cc)
   Graph* graph() { return graph_; }
   passes::MetaMap* meta() { return meta_; }
   void SetLayout(const std::string& v, const dnnl::memory::desc& d);
@@ -96,6 +97,8 @@ Status PlanGemm(LayoutPlanner* p, const Node& n);
 Result<bool> TryPlanEltwise(LayoutPlanner* p, const Node& n);
 // Winograd F(2x2, 3x3) for 3x3 stride-1 convs with channels in multiples of 8 (winograd.cc).
 Result<bool> TryPlanWinogradConv(LayoutPlanner* p, const Node& n);
+// MatMul with constant 2-D weights on the packed AVX2 GEMM (packed_matmul.cc).
+Result<bool> TryPlanPackedMatMul(LayoutPlanner* p, const Node& n);
 Result<bool> TryPlanSoftmax(LayoutPlanner* p, const Node& n);
 Result<bool> TryPlanLayerNorm(LayoutPlanner* p, const Node& n);
 // A reorder from `src` (in `from` layout) to `dst` (in `to` layout).

@@ -249,7 +249,17 @@ void RegisterBinary(const std::string& op, char sym, BinKind kind) {
           return sym == '&' ? (x && y) : sym == '|' ? (x || y) : (x != y);
         });
       } else if (kind == BinKind::kArith) {
-        BroadcastBinary<T, T>(a, b, out[0], [sym](T x, T y) { return ArithOp<T>(sym, x, y); });
+        // The four common ops get loops without a per-element switch, so they vectorize.
+        if (sym == '+')
+          BroadcastBinary<T, T>(a, b, out[0], [](T x, T y) { return static_cast<T>(x + y); });
+        else if (sym == '-')
+          BroadcastBinary<T, T>(a, b, out[0], [](T x, T y) { return static_cast<T>(x - y); });
+        else if (sym == '*')
+          BroadcastBinary<T, T>(a, b, out[0], [](T x, T y) { return static_cast<T>(x * y); });
+        else if (sym == '/' && std::is_floating_point_v<T>)
+          BroadcastBinary<T, T>(a, b, out[0], [](T x, T y) { return static_cast<T>(x / y); });
+        else
+          BroadcastBinary<T, T>(a, b, out[0], [sym](T x, T y) { return ArithOp<T>(sym, x, y); });
       } else if (kind == BinKind::kCompare) {
         BroadcastBinary<T, uint8_t>(a, b, out[0], [sym](T x, T y) -> uint8_t {
           return sym == '='   ? x == y
