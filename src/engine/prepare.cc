@@ -25,7 +25,8 @@ Result<PreparedGraph> PrepareGraph(const Graph& graph, const CompileOptions& opt
                                        " (inconsistent shapes)");
   }
   if (options.optimize) {
-    TESSERA_ASSIGN_OR_RETURN(p.report, passes::Optimize(&p.graph, &p.meta));
+    TESSERA_ASSIGN_OR_RETURN(p.report,
+                             passes::Optimize(&p.graph, &p.meta, options.constants.get()));
   } else {
     p.report.dead = passes::EliminateDeadNodes(&p.graph);
   }

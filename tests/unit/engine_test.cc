@@ -150,6 +150,53 @@ TEST(CpuEngine, PackedGemmMatMulMatchesOneDnnWithBiasResidualAndRelu) {
           << "variant " << v;
 }
 
+TEST(CpuEngine, CompilesOfOneModelShareDerivedWeightsThroughTheConstantCache) {
+  Graph g = ResidualBlock();  // BatchNorm folding + conv weight repacking
+  auto cache = std::make_shared<ConstantCache>(g);
+  auto engine = CreateCpuEngine();
+  CompileOptions o;
+  o.constants = cache;
+  o.batch = 1;
+  auto a = engine->Compile(g, o);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  const size_t entries = cache->entries(), bytes = cache->bytes();
+  EXPECT_GT(entries, 0u);
+  o.batch = 3;
+  auto b = engine->Compile(g, o);
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  EXPECT_EQ(cache->bytes(), bytes) << "the batch-3 compile repacked weights again";
+  // Sharing changes nothing in the results.
+  CompileOptions plain;
+  plain.batch = 3;
+  auto c = engine->Compile(g, plain);
+  ASSERT_TRUE(c.ok());
+  std::vector<Tensor> in{Ramp({3, 8, 10, 10})}, ob, oc;
+  ASSERT_TRUE((*b)->Run(in, &ob).ok());
+  ASSERT_TRUE((*c)->Run(in, &oc).ok());
+  for (int64_t i = 0; i < ob[0].numel(); ++i)
+    EXPECT_EQ(ob[0].data<float>()[i], oc[0].data<float>()[i]);
+}
+
+TEST(ConstantCache, DoesNotCacheDerivationsOfUnstableTensors) {
+  Graph g = ResidualBlock();
+  ConstantCache cache(g);
+  Tensor temp = Tensor::Allocate(DataType::kFloat32, {4});
+  int made = 0;
+  auto make = [&] {
+    ++made;
+    return Tensor::Allocate(DataType::kFloat32, {4});
+  };
+  cache.GetOrMake("t", {&temp}, make);
+  cache.GetOrMake("t", {&temp}, make);
+  EXPECT_EQ(made, 2);  // a temporary's address may be reused: never a key
+  const Tensor& w = g.initializers.begin()->second;
+  cache.GetOrMake("t", {&w}, make);
+  cache.GetOrMake("t", {&w}, make);
+  cache.GetOrMake("other tag", {&w}, make);
+  EXPECT_EQ(made, 4);
+  EXPECT_EQ(cache.entries(), 2u);
+}
+
 TEST(CpuEngine, ReportsPeakActivationMemoryBelowNoReuse) {
   auto exe = CreateCpuEngine()->Compile(ResidualBlock(), {});
   ASSERT_TRUE(exe.ok());

@@ -2,15 +2,47 @@
 // kernels), sim (computes nothing; time from a latency profile), cuda (later).
 #pragma once
 
+#include <functional>
+#include <initializer_list>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "tessera/core/clock.h"
 #include "tessera/model/graph.h"
 
 namespace tessera {
+
+// Constants derived from a model's weights (folded BatchNorm, repacked or transformed weights),
+// shared by every executable compiled from the same model: the server compiles one per batch
+// size and instance, and without sharing each would hold its own copy of the weights.
+//
+// Keys are the identities of the source tensors' storage, which is only sound while that
+// storage cannot be freed and reused: the cache keeps the model's initializers alive and treats
+// them, and whatever it has made, as stable; a derivation from anything else is computed and
+// not cached. Thread-safe.
+class ConstantCache {
+ public:
+  explicit ConstantCache(const Graph& model);
+  // The tensor cached under (tag, sources), or make()'s result, cached when every source is
+  // stable. Tags name the derivation and its parameters ("bn-weight eps=1e-5", a layout, ...).
+  Tensor GetOrMake(const std::string& tag, std::initializer_list<const Tensor*> sources,
+                   const std::function<Tensor()>& make);
+  bool IsStable(const Tensor& t) const;
+  size_t bytes() const;    // held by derived entries
+  size_t entries() const;  // derived entries
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<Tensor> anchors_;  // the model's initializers, kept alive
+  std::unordered_set<const void*> stable_;
+  std::unordered_map<std::string, Tensor> made_;
+  size_t bytes_ = 0;
+};
 
 struct CompileOptions {
   int64_t batch = 1;                          // replaces a dynamic leading dim
@@ -19,6 +51,8 @@ struct CompileOptions {
   bool profile = false;                       // time every step (see OpProfileMs)
   bool winograd = true;     // CPU: Winograd F(2x2,3x3) for eligible 3x3 convs (else direct conv)
   bool packed_gemm = true;  // CPU: own packed AVX2 GEMM for constant-weight MatMuls (else oneDNN)
+  // Shares derived constants across compiles of the same model (see ConstantCache); null: none.
+  std::shared_ptr<ConstantCache> constants;
 };
 
 struct TensorSpec {

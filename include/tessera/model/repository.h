@@ -1,44 +1,20 @@
 // Triton-layout model repositories: DIR/<model>/config.pbtxt and DIR/<model>/<version>/model.onnx.
 #pragma once
 
-#include <map>
 #include <string>
 #include <vector>
 
+#include "tessera/model/config.h"
 #include "tessera/model/graph.h"
 
 namespace tessera {
 
-struct TensorConfig {
-  std::string name;
-  DataType dtype = DataType::kInvalid;
-  std::vector<int64_t> dims;  // without the batch dim when max_batch_size > 0; -1 = variable
-};
-
-// What Tessera uses of a model's config.pbtxt.
-struct ModelConfig {
-  std::string name;
-  std::string platform;  // "onnxruntime_onnx" for ONNX models
-  int max_batch_size = 0;
-  std::vector<TensorConfig> inputs, outputs;
-  std::map<std::string, std::string> parameters;  // Tessera settings (slo_ms, ...)
-  std::string default_model_filename = "model.onnx";
-};
-
-// Parses config.pbtxt text (protobuf text format, Triton's field names). InvalidArgument says
-// where the text is wrong. Fields Tessera does not use are accepted and ignored.
-Result<ModelConfig> ParseModelConfig(const std::string& text);
-// Renders a config back to config.pbtxt text.
-std::string FormatModelConfig(const ModelConfig& config);
-// Derives a config from an ONNX graph (name, inputs/outputs, max_batch_size from a dynamic
-// leading dim) for a model directory without config.pbtxt.
-ModelConfig DeriveModelConfig(const std::string& name, const Graph& graph, int max_batch_size);
-
 struct ModelLocation {
   std::string name;
-  std::string dir;         // DIR/<model>
-  int64_t version = 0;     // the latest numeric version present
-  std::string model_path;  // DIR/<model>/<version>/model.onnx
+  std::string dir;                // DIR/<model>
+  std::vector<int64_t> versions;  // numeric version directories holding an .onnx file, ascending
+  int64_t version = 0;            // the latest of them
+  std::string model_path;         // DIR/<model>/<version>/model.onnx for the latest
   bool has_config = false;
 };
 
@@ -46,7 +22,12 @@ struct ModelLocation {
 Result<std::vector<ModelLocation>> ScanRepository(const std::string& dir);
 // Finds one model; NotFound lists the models that do exist.
 Result<ModelLocation> FindModel(const std::string& dir, const std::string& name);
-// Loads config (parsed or derived) and graph of a model; the config's name must match.
+// Loads config (parsed or derived), completed against and checked with the graph of the latest
+// version; the config's name must match the directory.
 Status LoadModel(const ModelLocation& loc, ModelConfig* config, Graph* graph);
+// Reads config.pbtxt (the directory name fills a missing name); NotFound when there is none.
+Result<ModelConfig> ReadModelConfig(const ModelLocation& loc);
+// Imports one version's graph (file named by config.default_model_filename).
+Result<Graph> LoadModelGraph(const ModelLocation& loc, int64_t version, const ModelConfig& config);
 
 }  // namespace tessera

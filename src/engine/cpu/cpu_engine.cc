@@ -44,16 +44,36 @@ size_t LayoutPlanner::BytesOf(const std::string& v) const {
   return it == extra_bytes_.end() ? b : std::max(b, it->second);
 }
 
+namespace {
+std::string DescKey(const memory::desc& d) {
+  return std::string(reinterpret_cast<const char*>(&d.data), sizeof(d.data));
+}
+}  // namespace
+
+Tensor LayoutPlanner::Derive(const std::string& tag, const std::string& source,
+                             const std::function<Tensor()>& make) {
+  if (!cache) return make();
+  return cache->GetOrMake(tag, {&graph_->initializers.at(source)}, make);
+}
+
+Tensor LayoutPlanner::Reordered(const std::string& source, const memory::desc& from,
+                                const memory::desc& to) {
+  return Derive("reorder " + DescKey(from) + DescKey(to), source, [&] {
+    Tensor t = Tensor::Allocate(DataType::kUInt8, {static_cast<int64_t>(to.get_size())});
+    memory a(from, ctx_->engine, graph_->initializers.at(source).raw()),
+        b(to, ctx_->engine, t.raw());
+    dnnl::reorder(a, b).execute(ctx_->stream, a, b);
+    ctx_->stream.wait();
+    return t;
+  });
+}
+
 std::string LayoutPlanner::EnsureLayout(const std::string& v, const memory::desc& desc) {
   const memory::desc cur = DescOf(v);
   if (cur == desc) return v;
   if (IsConst(v)) {  // constants are reordered once, now
     const std::string name = v + "#layout" + std::to_string(temp_counter_++);
-    Tensor t = Tensor::Allocate(DataType::kUInt8, {static_cast<int64_t>(desc.get_size())});
-    memory a(cur, ctx_->engine, graph_->initializers.at(v).raw()), b(desc, ctx_->engine, t.raw());
-    dnnl::reorder(a, b).execute(ctx_->stream, a, b);
-    ctx_->stream.wait();
-    graph_->initializers[name] = t;
+    graph_->initializers[name] = Reordered(v, cur, desc);
     (*meta_)[name] = meta_->at(v);
     return name;
   }
@@ -169,7 +189,10 @@ namespace {
 class CpuExecutable final : public Executable {
  public:
   explicit CpuExecutable(const CompileOptions& o)
-      : profile_(o.profile), winograd_(o.winograd), packed_gemm_(o.packed_gemm) {}
+      : profile_(o.profile),
+        winograd_(o.winograd),
+        packed_gemm_(o.packed_gemm),
+        constants_(o.constants) {}
   Status Build(PreparedGraph p);
   Status Run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs) override;
   const ExecutableInfo& info() const override { return info_; }
@@ -187,6 +210,7 @@ class CpuExecutable final : public Executable {
   std::vector<std::string> labels_;
   bool profile_;
   bool winograd_, packed_gemm_;
+  std::shared_ptr<ConstantCache> constants_;
   std::map<std::string, double> profile_ms_;
 };
 
@@ -198,6 +222,7 @@ Status CpuExecutable::Build(PreparedGraph p) {
   LayoutPlanner planner(&ctx_, &graph_, &meta_);
   planner.winograd = winograd_;
   planner.packed_gemm = packed_gemm_;
+  planner.cache = constants_.get();
   for (const auto& n : graph_.nodes) TESSERA_RETURN_IF_ERROR(planner.PlanNode(n));
   std::vector<std::string> outs;
   for (const auto& o : graph_.outputs) outs.push_back(planner.EnsurePlain(o.name));

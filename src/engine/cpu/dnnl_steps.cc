@@ -87,15 +87,6 @@ class PrimitiveStep final : public Step {
 
 memory Mem(DnnlContext* ctx, const memory::desc& d, void* p) { return memory(d, ctx->engine, p); }
 
-// Reorders a constant into a new owned buffer laid out as `to`.
-Tensor Repack(DnnlContext* ctx, const void* src, const memory::desc& from, const memory::desc& to) {
-  Tensor t = Tensor::Allocate(DataType::kUInt8, {static_cast<int64_t>(to.get_size())});
-  memory a = Mem(ctx, from, const_cast<void*>(src)), b = Mem(ctx, to, t.raw());
-  dnnl::reorder(a, b).execute(ctx->stream, a, b);
-  ctx->stream.wait();
-  return t;
-}
-
 }  // namespace
 
 memory::desc PlainDesc(const Shape& s, DataType t) {
@@ -166,7 +157,7 @@ Status PlanConv(LayoutPlanner* p, const Node& n) {
     const std::string x2 = p->EnsureLayout(xn, src_md);
     const std::string y = n.outputs[0];
     p->SetLayout(y, dst_md);
-    Tensor packed = Repack(ctx, w.raw(), w_plain, w_md);
+    Tensor packed = p->Reordered(wn, w_plain, w_md);
     p->owned().push_back(packed);
     p->MarkRepacked(wn);
     void* wptr = packed.raw();
@@ -280,7 +271,7 @@ Status PlanMatMul(LayoutPlanner* p, const Node& n) {
         st *= b[i];
       }
       w_md = memory::desc(wd, dt::f32, ws);
-      Tensor packed = Repack(ctx, p->graph()->initializers.at(bn).raw(), b_md, w_md);
+      Tensor packed = p->Reordered(bn, b_md, w_md);
       p->owned().push_back(packed);
       p->MarkRepacked(bn);
       bpacked = packed.raw();

@@ -81,8 +81,9 @@ Result<bool> TryPlanPackedMatMul(LayoutPlanner* p, const Node& n) {
 
   const std::string an = p->EnsurePlain(n.inputs[0]);
   const std::string res = has_sum ? p->EnsurePlain(n.inputs[3]) : "";
-  auto packed =
-      std::make_shared<const PackedMatrix>(PackedMatrix::Pack(w.data<float>(), k, nn, nn));
+  Tensor storage = p->Derive(
+      "pack16", bn, [&] { return PackedMatrix::Pack(w.data<float>(), k, nn, nn).storage(); });
+  auto packed = std::make_shared<const PackedMatrix>(storage, k, nn);
   p->owned().push_back(packed->storage());  // counted in the executable's weight bytes
   p->MarkRepacked(bn);
   const std::string bias = has_bias ? n.inputs[2] : "", y = n.outputs[0];

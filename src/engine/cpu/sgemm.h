@@ -31,6 +31,8 @@ class PackedMatrix {
   static constexpr int64_t kKc = 256;  // rows of B per K block
 
   PackedMatrix() = default;
+  // Adopts storage that Pack produced for a k x n matrix (e.g. shared through a cache).
+  PackedMatrix(Tensor storage, int64_t k, int64_t n) : k_(k), n_(n), data_(std::move(storage)) {}
   // Packs B, a K x N row-major matrix with row stride `ldb` (>= n).
   static PackedMatrix Pack(const float* b, int64_t k, int64_t n, int64_t ldb);
   int64_t k() const { return k_; }

@@ -59,6 +59,15 @@ class LayoutPlanner {
   size_t BytesOf(const std::string& v) const;
 
   DnnlContext* ctx() { return ctx_; }
+  // A constant derived from constant `source` by `make` (repacked, transformed), shared with
+  // other compiles of the model through the ConstantCache when there is one. `tag` names the
+  // derivation and everything it depends on besides the source's bytes.
+  Tensor Derive(const std::string& tag, const std::string& source,
+                const std::function<Tensor()>& make);
+  // Constant `source` reordered from layout `from` to `to`, through Derive.
+  Tensor Reordered(const std::string& source, const dnnl::memory::desc& from,
+                   const dnnl::memory::desc& to);
+  ConstantCache* cache = nullptr;
   bool winograd = true;     // let eligible 3x3 convs use Winograd (winograd.cc)
   bool packed_gemm = true;  // constant-weight MatMuls on the packed GEMM (packed_matmul.cc)
   Graph* graph() { return graph_; }

@@ -248,7 +248,7 @@ Result<bool> TryPlanWinogradConv(LayoutPlanner* p, const Node& n) {
     const std::string vn = y + "#wino_v", mn = y + "#wino_m";
     (*p->meta())[vn] = {DataType::kFloat32, {16, tiles, g.c}, nullptr};
     (*p->meta())[mn] = {DataType::kFloat32, {16, tiles, g.k}, nullptr};
-    Tensor u = TransformWeights(w);
+    Tensor u = p->Derive("winograd-f2x3", n.inputs[1], [&] { return TransformWeights(w); });
     p->owned().push_back(u);
     p->MarkRepacked(n.inputs[1]);
     if (has_bias) p->MarkReadRaw(bias);

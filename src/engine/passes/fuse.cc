@@ -63,7 +63,7 @@ const std::string* Other(const Node& n, const std::string& v) {
 
 }  // namespace
 
-int FoldBatchNormIntoConv(Graph* g, MetaMap* meta) {
+int FoldBatchNormIntoConv(Graph* g, MetaMap* meta, ConstantCache* cache) {
   Uses u(*g);
   int count = 0;
   for (auto& bn : g->nodes) {
@@ -78,17 +78,32 @@ int FoldBatchNormIntoConv(Graph* g, MetaMap* meta) {
     const Tensor *sc = Const(*g, bn.inputs[1]), *sh = Const(*g, bn.inputs[2]),
                  *mu = Const(*g, bn.inputs[3]), *var = Const(*g, bn.inputs[4]);
     if (!sc || !sh || !mu || !var) continue;
+    if (w->dtype() != DataType::kFloat32) continue;
     const int64_t oc = w->dim(0), per = w->numel() / oc;
     const float eps = bn.GetFloat("epsilon", 1e-5f);
-    Tensor nw = Tensor::Allocate(DataType::kFloat32, w->shape());
-    Tensor nb = Tensor::Allocate(DataType::kFloat32, {oc});
-    for (int64_t c = 0; c < oc; ++c) {
-      const float s = sc->data<float>()[c] / std::sqrt(var->data<float>()[c] + eps);
-      for (int64_t k = 0; k < per; ++k)
-        nw.data<float>()[c * per + k] = w->data<float>()[c * per + k] * s;
-      const float b0 = b ? b->data<float>()[c] : 0.0f;
-      nb.data<float>()[c] = (b0 - mu->data<float>()[c]) * s + sh->data<float>()[c];
-    }
+    auto scale = [=](int64_t c) {
+      return sc->data<float>()[c] / std::sqrt(var->data<float>()[c] + eps);
+    };
+    const std::string tag = "bn-fold eps=" + std::to_string(eps);
+    auto make_w = [&] {
+      Tensor nw = Tensor::Allocate(DataType::kFloat32, w->shape());
+      for (int64_t c = 0; c < oc; ++c) {
+        const float s = scale(c);
+        for (int64_t k = 0; k < per; ++k)
+          nw.data<float>()[c * per + k] = w->data<float>()[c * per + k] * s;
+      }
+      return nw;
+    };
+    auto make_b = [&] {
+      Tensor nb = Tensor::Allocate(DataType::kFloat32, {oc});
+      for (int64_t c = 0; c < oc; ++c) {
+        const float b0 = b ? b->data<float>()[c] : 0.0f;
+        nb.data<float>()[c] = (b0 - mu->data<float>()[c]) * scale(c) + sh->data<float>()[c];
+      }
+      return nb;
+    };
+    Tensor nw = cache ? cache->GetOrMake(tag + " weight", {w, sc, var}, make_w) : make_w();
+    Tensor nb = cache ? cache->GetOrMake(tag + " bias", {b, sc, sh, mu, var}, make_b) : make_b();
     const std::string wn = conv.name + ".bn_folded_weight", bname = conv.name + ".bn_folded_bias";
     (*meta)[wn] = {DataType::kFloat32, nw.shape(), &(g->initializers[wn] = nw)};
     (*meta)[bname] = {DataType::kFloat32, nb.shape(), &(g->initializers[bname] = nb)};
@@ -301,9 +316,9 @@ int FuseActivation(Graph* g, MetaMap* meta) {
   return count;
 }
 
-Result<FusionReport> Optimize(Graph* g, MetaMap* meta) {
+Result<FusionReport> Optimize(Graph* g, MetaMap* meta, ConstantCache* cache) {
   FusionReport r;
-  r.folded_bn = FoldBatchNormIntoConv(g, meta);
+  r.folded_bn = FoldBatchNormIntoConv(g, meta, cache);
   r.gelu = FuseGeluPattern(g, meta);
   r.bias = FuseMatMulBias(g, meta);
   r.scale = FuseMatMulScale(g, meta);

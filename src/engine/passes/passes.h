@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "engine/ops/ops.h"
+#include "tessera/engine/engine.h"
 #include "tessera/model/graph.h"
 
 namespace tessera::passes {
@@ -28,7 +29,8 @@ Status InferAndFold(Graph* g, const std::map<std::string, Shape>& input_shapes, 
 int EliminateDeadNodes(Graph* g);
 
 // Fusions; each returns how many patterns it rewrote. `meta` stays valid for all values kept.
-int FoldBatchNormIntoConv(Graph* g, MetaMap* meta);
+// `cache` (may be null) shares the folded weights across compiles of the same model.
+int FoldBatchNormIntoConv(Graph* g, MetaMap* meta, ConstantCache* cache = nullptr);
 int FuseGeluPattern(Graph* g, MetaMap* meta);
 int FuseResidualAdd(Graph* g, MetaMap* meta);  // Conv + Add(residual) -> Conv with sum
 int FuseActivation(Graph* g, MetaMap* meta);   // Conv/MatMul/Gemm + activation
@@ -39,7 +41,7 @@ struct FusionReport {
   int folded_bn = 0, gelu = 0, residual = 0, activation = 0, bias = 0, scale = 0, dead = 0;
 };
 // Runs every fusion in the right order, then dead-node removal and a topological re-sort.
-Result<FusionReport> Optimize(Graph* g, MetaMap* meta);
+Result<FusionReport> Optimize(Graph* g, MetaMap* meta, ConstantCache* cache = nullptr);
 
 // Activation memory plan: values with lifetimes [first, last] (step indices, inclusive) get
 // offsets in one arena so that values alive at the same time never overlap.
