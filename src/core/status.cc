@@ -16,6 +16,10 @@ const char* StatusCodeName(StatusCode code) {
       return "FAILED_PRECONDITION";
     case StatusCode::kResourceExhausted:
       return "RESOURCE_EXHAUSTED";
+    case StatusCode::kPayloadTooLarge:
+      return "PAYLOAD_TOO_LARGE";
+    case StatusCode::kUnauthenticated:
+      return "UNAUTHENTICATED";
     case StatusCode::kDeadlineExceeded:
       return "DEADLINE_EXCEEDED";
     case StatusCode::kUnimplemented:
@@ -42,6 +46,10 @@ int HttpStatusOf(StatusCode code) {
       return 400;
     case StatusCode::kResourceExhausted:
       return 429;
+    case StatusCode::kPayloadTooLarge:
+      return 413;
+    case StatusCode::kUnauthenticated:
+      return 401;
     case StatusCode::kDeadlineExceeded:
       return 504;
     case StatusCode::kUnimplemented:
@@ -68,7 +76,10 @@ int GrpcCodeOf(StatusCode code) {
     case StatusCode::kAlreadyExists:
       return 6;
     case StatusCode::kResourceExhausted:
+    case StatusCode::kPayloadTooLarge:
       return 8;
+    case StatusCode::kUnauthenticated:
+      return 16;
     case StatusCode::kFailedPrecondition:
       return 9;
     case StatusCode::kUnimplemented:

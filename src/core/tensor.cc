@@ -113,6 +113,21 @@ Tensor Tensor::Clone() const {
   return t;
 }
 
+Tensor Tensor::View(DataType dtype, Shape shape, void* data, std::shared_ptr<const void> holder) {
+  Tensor t = View(dtype, std::move(shape), data);
+  // Aliasing constructor: shares holder's ownership, points at the data.
+  t.owner_ = std::shared_ptr<uint8_t>(std::const_pointer_cast<void>(holder), t.data_);
+  return t;
+}
+
+Tensor Tensor::SliceRows(int64_t begin, int64_t end) const {
+  Tensor t = *this;
+  const int64_t row = shape_.empty() || shape_[0] == 0 ? 0 : numel() / shape_[0];
+  t.shape_[0] = end - begin;
+  t.data_ = data_ + static_cast<size_t>(begin * row) * DataTypeSize(dtype_);
+  return t;
+}
+
 Tensor Tensor::Reshaped(Shape shape) const {
   Tensor t = *this;
   t.shape_ = std::move(shape);

@@ -191,26 +191,31 @@ pb::ModelConfig ToProto(const ModelConfig& c) {
     d->set_preserve_ordering(b.preserve_ordering);
     d->set_priority_levels(b.priority_levels);
     d->set_default_priority_level(b.default_priority_level);
-    ToProto(b.default_queue_policy, d->mutable_default_queue_policy());
+    const QueuePolicy& q = b.default_queue_policy;
+    if (d->has_default_queue_policy() || q.delay_on_timeout || q.default_timeout_us ||
+        q.allow_timeout_override || q.max_queue_size)
+      ToProto(q, d->mutable_default_queue_policy());
     d->clear_priority_queue_policy();
     for (const auto& [level, q] : b.priority_queue_policy)
       ToProto(q, &(*d->mutable_priority_queue_policy())[level]);
   } else {
     m.clear_dynamic_batching();
   }
-  auto* vp = m.mutable_version_policy();
-  switch (c.version_policy.kind) {
-    case VersionPolicy::Kind::kLatest:
-      vp->mutable_latest()->set_num_versions(c.version_policy.latest);
-      break;
-    case VersionPolicy::Kind::kAll:
-      vp->mutable_all();
-      break;
-    case VersionPolicy::Kind::kSpecific:
-      vp->mutable_specific()->clear_versions();
-      for (int64_t v : c.version_policy.versions) vp->mutable_specific()->add_versions(v);
-      break;
-  }
+  const bool default_policy =
+      c.version_policy.kind == VersionPolicy::Kind::kLatest && c.version_policy.latest == 1;
+  auto* vp = default_policy && !m.has_version_policy() ? nullptr : m.mutable_version_policy();
+  if (vp) switch (c.version_policy.kind) {
+      case VersionPolicy::Kind::kLatest:
+        vp->mutable_latest()->set_num_versions(c.version_policy.latest);
+        break;
+      case VersionPolicy::Kind::kAll:
+        vp->mutable_all();
+        break;
+      case VersionPolicy::Kind::kSpecific:
+        vp->mutable_specific()->clear_versions();
+        for (int64_t v : c.version_policy.versions) vp->mutable_specific()->add_versions(v);
+        break;
+    }
   m.clear_parameters();
   for (const auto& [k, v] : c.parameters) (*m.mutable_parameters())[k].set_string_value(v);
   return m;

@@ -71,5 +71,6 @@ struct BertShape {
   int layers, hidden, heads, ffn, vocab, seq;
 };
 onnx::ModelProto BuildBert(const std::string& name, const BertShape& s, uint64_t seed);
+onnx::ModelProto BuildTinyMlp(uint64_t seed);
 
 }  // namespace tessera::zoo

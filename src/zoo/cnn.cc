@@ -144,4 +144,15 @@ onnx::ModelProto BuildVgg16(uint64_t seed) {
   return b.Finish();
 }
 
+onnx::ModelProto BuildTinyMlp(uint64_t seed) {
+  GraphBuilder b("tiny_mlp", seed);
+  std::string x = b.Input("input", onnx::TensorProto::FLOAT, {1, 16});
+  std::string h = b.Op("MatMul", {x, b.Weight("fc1.weight", {16, 64}, -0.25f, 0.25f)});
+  h = b.Op("Relu", {b.Op("Add", {h, b.Weight("fc1.bias", {64}, -0.1f, 0.1f)})});
+  std::string y = b.Op("MatMul", {h, b.Weight("fc2.weight", {64, 16}, -0.125f, 0.125f)});
+  y = b.Op("Add", {y, b.Weight("fc2.bias", {16}, -0.1f, 0.1f)}, {}, "output");
+  b.Output(y, onnx::TensorProto::FLOAT, {1, 16});
+  return b.Finish();
+}
+
 }  // namespace tessera::zoo

@@ -17,6 +17,8 @@ const std::vector<ZooEntry>& Entries() {
       {"vgg16", "VGG-16, 224x224 RGB, 1000 classes (138 M params)", false},
       {"bert_base", "BERT-base encoder, 12 layers, hidden 768, seq 128 (110 M params)", true},
       {"bert_small", "Small BERT encoder, 4 layers, hidden 256, seq 128 (6 M params)", true},
+      {"tiny_mlp", "Two-layer MLP, 16 -> 64 -> 16 (2 K params): for protocol and overhead tests",
+       true},
   };
   return kEntries;
 }
@@ -39,6 +41,8 @@ Result<BuiltModel> Build(const std::string& name, uint64_t seed) {
     m = BuildBert(name, {12, 768, 12, 3072, 30522, 128}, s);
   else if (name == "bert_small")
     m = BuildBert(name, {4, 256, 4, 1024, 8192, 128}, s);
+  else if (name == "tiny_mlp")
+    m = BuildTinyMlp(s);
   else {
     std::string names;
     for (const auto& e : Entries()) names += (names.empty() ? "" : ", ") + e.name;
@@ -50,7 +54,11 @@ Result<BuiltModel> Build(const std::string& name, uint64_t seed) {
   // The config comes from the graph we just wrote, so the two can never disagree.
   auto g = ImportOnnx(out.onnx_bytes);
   if (!g.ok()) return g.status().WithContext("zoo model '" + name + "' does not re-import");
-  out.config = DeriveModelConfig(name, *g, 32);
+  // Batches up to 8 (to 64 for the tiny model), Triton's dynamic batching without a delay:
+  // requests that queue while an execution runs go together into the next.
+  out.config = DeriveModelConfig(name, *g, name == "tiny_mlp" ? 64 : 8);
+  out.config.dynamic_batching = DynamicBatching{};
+  out.config.proto_bytes = ModelConfigProtoBytes(out.config);
   return out;
 }
 

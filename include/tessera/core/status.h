@@ -17,7 +17,9 @@ enum class StatusCode {
   kNotFound,            // unknown model / file / tensor: 404, NOT_FOUND
   kAlreadyExists,       // 409, ALREADY_EXISTS
   kFailedPrecondition,  // state does not allow it (e.g. model not ready): 400, FAILED_PRECONDITION
-  kResourceExhausted,   // queue full, body too large: 413/429, RESOURCE_EXHAUSTED
+  kResourceExhausted,   // queue full, out of memory: 429, RESOURCE_EXHAUSTED
+  kPayloadTooLarge,     // request body over the limit: 413, RESOURCE_EXHAUSTED
+  kUnauthenticated,     // missing or wrong credentials: 401, UNAUTHENTICATED
   kDeadlineExceeded,    // could not meet deadline: 504, DEADLINE_EXCEEDED
   kUnimplemented,       // unsupported op / feature: 501, UNIMPLEMENTED
   kUnavailable,         // shutting down, device lost: 503, UNAVAILABLE
@@ -44,6 +46,12 @@ class [[nodiscard]] Status {
   }
   static Status ResourceExhausted(std::string m) {
     return {StatusCode::kResourceExhausted, std::move(m)};
+  }
+  static Status PayloadTooLarge(std::string m) {
+    return {StatusCode::kPayloadTooLarge, std::move(m)};
+  }
+  static Status Unauthenticated(std::string m) {
+    return {StatusCode::kUnauthenticated, std::move(m)};
   }
   static Status DeadlineExceeded(std::string m) {
     return {StatusCode::kDeadlineExceeded, std::move(m)};

@@ -50,10 +50,15 @@ class Tensor {
   static Tensor Adopt(DataType dtype, Shape shape, std::unique_ptr<std::string> bytes);
   // Non-owning view: `data` must outlive every use of the returned tensor.
   static Tensor View(DataType dtype, Shape shape, void* data);
+  // View of memory kept alive by `holder` (e.g. a request body or a shared-memory mapping);
+  // the tensor and its copies hold a reference to it.
+  static Tensor View(DataType dtype, Shape shape, void* data, std::shared_ptr<const void> holder);
   // Deep copy into new owned storage.
   Tensor Clone() const;
   // Same storage, other shape with the same number of elements.
   Tensor Reshaped(Shape shape) const;
+  // Rows [begin, end) along dim 0, sharing storage (rank >= 1, 0 <= begin <= end <= dim(0)).
+  Tensor SliceRows(int64_t begin, int64_t end) const;
 
   bool defined() const { return dtype_ != DataType::kInvalid; }
   DataType dtype() const { return dtype_; }

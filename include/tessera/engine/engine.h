@@ -98,6 +98,9 @@ class Engine {
 
 // CPU backend. `threads` <= 0 uses every core. The thread count is process-wide (OpenMP).
 std::unique_ptr<Engine> CreateCpuEngine(int threads = 0);
+// Compute threads (OpenMP) for executables run from the calling thread from now on; the
+// runtime gives each executor thread its share of the cores.
+void SetComputeThreadsForCurrentThread(int threads);
 
 // Latency profile for the sim backend: latency in microseconds by batch size; other batch sizes
 // are linearly interpolated (extrapolated from the last two points beyond the largest).

@@ -334,6 +334,10 @@ std::unique_ptr<Engine> CreateCpuEngine(int threads) {
   return std::make_unique<cpu::CpuEngine>(threads);
 }
 
+void SetComputeThreadsForCurrentThread(int threads) {
+  if (threads > 0) omp_set_num_threads(threads);
+}
+
 std::vector<std::string> SupportedOps() { return ops::SupportedOps(); }
 
 }  // namespace tessera

@@ -1,0 +1,103 @@
+// The models a server serves: loading from a Triton-layout repository (all versions its
+// version policy selects), reloading make-before-break, unloading after in-flight requests
+// finish, and routing requests to a version's queue. Frontends (HTTP, gRPC) talk only to this.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "tessera/engine/engine.h"
+#include "tessera/model/config.h"
+#include "tessera/runtime/request.h"
+#include "tessera/runtime/stats.h"
+
+namespace tessera {
+
+enum class ModelState { kUnavailable, kLoading, kReady, kUnloading };
+const char* ModelStateName(ModelState s);  // Triton's spelling: "READY", "UNAVAILABLE", ...
+
+enum class ModelControlMode { kNone, kExplicit, kPoll };
+
+using EngineFactory = std::function<std::unique_ptr<Engine>()>;
+
+struct ManagerOptions {
+  std::string repository;
+  ModelControlMode mode = ModelControlMode::kNone;
+  std::vector<std::string> startup_models;  // explicit mode: loaded at start ("*": all)
+  int threads_per_instance = 0;             // compute threads per executor; 0: cores / instances
+  size_t max_queue = 4096;                  // per model version, whatever the config says
+  bool warmup = true;                       // compile every batch size and run it once at load
+  EngineFactory engine;                     // null: the CPU engine
+};
+
+// A loaded model version, read-only, for metadata, config and statistics. Safe to keep after
+// the version is unloaded (it then reports not ready).
+class ModelHandle {
+ public:
+  virtual ~ModelHandle() = default;
+  virtual const std::string& name() const = 0;
+  virtual int64_t version() const = 0;
+  virtual const ModelConfig& config() const = 0;
+  virtual bool ready() const = 0;
+  virtual ModelStatsSnapshot stats() const = 0;
+  virtual size_t memory_bytes() const = 0;  // weights + activation arenas of every executable
+};
+
+struct ModelIndexEntry {
+  std::string name;
+  int64_t version = 0;  // 0: no version loaded
+  ModelState state = ModelState::kUnavailable;
+  std::string reason;  // why it is unavailable
+};
+
+class ModelManager {
+ public:
+  explicit ModelManager(ManagerOptions options);
+  ~ModelManager();  // stops every model (answers what is queued with UNAVAILABLE)
+
+  // Loads what the control mode says to load at start. A model that fails is reported (in the
+  // index, with the reason, and in the returned list) and does not stop the others.
+  std::vector<std::pair<std::string, Status>> LoadStartupModels();
+  // Loads a model, or reloads it: the versions its policy selects are compiled and warmed up
+  // while the old ones keep serving, then requests flip to the new ones and the old ones
+  // drain. On failure the old versions keep serving and the error says why.
+  Status Load(const std::string& name);
+  // Stops routing to the model, lets queued and running requests finish, then frees it.
+  // NotFound when it is not loaded.
+  Status Unload(const std::string& name);
+  // Reloads models whose files changed and loads new ones (poll mode).
+  void Poll();
+
+  // Validates and queues `r`; `r->done` is always called exactly once, with an error when the
+  // model is unknown, not ready, or the request is invalid or cannot be admitted.
+  void Infer(RequestPtr r);
+
+  // The given version, or the newest ready one for version 0. NotFound / Unavailable say why.
+  Result<std::shared_ptr<ModelHandle>> Get(const std::string& name, int64_t version = 0) const;
+  std::vector<int64_t> ReadyVersions(const std::string& name) const;
+  // Every model in the repository (and every loaded one), with its state.
+  std::vector<ModelIndexEntry> Index() const;
+  // Statistics of the ready versions: all models when `name` is empty; one version when given.
+  Result<std::vector<ModelStatsSnapshot>> Stats(const std::string& name, int64_t version) const;
+  // Every model the server was told to serve is ready (startup done, nothing failed to load).
+  bool AllReady() const;
+
+  // Refuse new requests from now on (shutdown); queued and running ones still finish.
+  void StopAccepting();
+  // Requests admitted and not yet answered.
+  size_t InFlight() const;
+  const ManagerOptions& options() const { return opts_; }
+
+ private:
+  struct Entry;
+  struct Impl;
+  ManagerOptions opts_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tessera

@@ -1,0 +1,278 @@
+#include "runtime/instance.h"
+
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "runtime/served_model.h"
+#include "tessera/core/clock.h"
+
+namespace tessera::runtime {
+namespace {
+
+constexpr size_t kMaxExecutables = 32;  // per instance; least recently used ones are dropped
+
+int64_t Now() { return SystemClock::Default()->NowNs(); }
+
+std::string KeyOf(int64_t rows, const std::vector<Shape>& shapes) {
+  std::string k = std::to_string(rows);
+  for (const auto& s : shapes) k += ShapeToString(s);
+  return k;
+}
+
+bool Batched(const ServedModel& m) { return m.config().max_batch_size > 0; }
+
+// The per-row (item) shape of every graph input from the config, or false when a dim varies.
+bool FixedItemShapes(const ServedModel& m, std::vector<Shape>* out) {
+  for (const auto& in : m.graph().inputs) {
+    const TensorConfig* tc = nullptr;
+    for (const auto& c : m.config().inputs)
+      if (c.name == in.name) tc = &c;
+    if (!tc) return false;
+    for (int64_t d : tc->dims)
+      if (d < 0) return false;
+    out->push_back(Shape(tc->dims.begin(), tc->dims.end()));
+  }
+  return true;
+}
+
+Tensor FilledInput(DataType dtype, Shape shape, bool random, std::mt19937* rng) {
+  Tensor t = Tensor::Allocate(dtype, std::move(shape));
+  if (!random) return t;
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    switch (dtype) {
+      case DataType::kFloat32:
+        t.data<float>()[i] = std::uniform_real_distribution<float>(0, 1)(*rng);
+        break;
+      case DataType::kFloat64:
+        t.data<double>()[i] = std::uniform_real_distribution<double>(0, 1)(*rng);
+        break;
+      case DataType::kInt64:
+        t.data<int64_t>()[i] = (*rng)() % 2;
+        break;
+      case DataType::kInt32:
+        t.data<int32_t>()[i] = static_cast<int32_t>((*rng)() % 2);
+        break;
+      default:  // other types: zeros
+        break;
+    }
+  }
+  return t;
+}
+
+}  // namespace
+
+Result<Executable*> Instance::ExecutableFor(int64_t rows, const std::vector<Shape>& item_shapes) {
+  const std::string key = KeyOf(rows, item_shapes);
+  auto it = exes_.find(key);
+  if (it != exes_.end()) {
+    lru_.splice(lru_.begin(), lru_, it->second.lru);
+    return it->second.exe.get();
+  }
+  const Graph& g = model_->graph();
+  if (g.inputs.empty() && g.nodes.empty())
+    return Status::Internal("model '" + model_->name() + "': no graph to compile for new shapes");
+  CompileOptions o;
+  o.batch = Batched(*model_) ? rows : 1;
+  o.constants = model_->constants();
+  for (size_t i = 0; i < g.inputs.size(); ++i) {
+    Shape full = item_shapes[i];
+    if (Batched(*model_)) full.insert(full.begin(), rows);
+    o.input_shapes[g.inputs[i].name] = full;
+  }
+  auto exe = model_->engine().Compile(g, o);
+  if (!exe.ok())
+    return exe.status().WithContext("model '" + model_->name() + "': compiling for batch " +
+                                    std::to_string(rows));
+  lru_.push_front(key);
+  auto& slot = exes_[key];
+  slot.exe = std::move(exe).value();
+  slot.lru = lru_.begin();
+  arena_bytes_ += slot.exe->info().activation_bytes;
+  while (exes_.size() > kMaxExecutables) {
+    auto victim = exes_.find(lru_.back());
+    arena_bytes_ -= victim->second.exe->info().activation_bytes;
+    exes_.erase(victim);
+    lru_.pop_back();
+  }
+  return slot.exe.get();
+}
+
+Result<std::vector<Tensor>> Instance::RunOnce(int64_t rows, std::vector<Tensor> inputs) {
+  std::vector<Shape> items;
+  for (const auto& t : inputs) {
+    Shape s = t.shape();
+    if (Batched(*model_)) s.erase(s.begin());
+    items.push_back(s);
+  }
+  TESSERA_ASSIGN_OR_RETURN(Executable * exe, ExecutableFor(rows, items));
+  std::vector<Tensor> outs;
+  TESSERA_RETURN_IF_ERROR(exe->Run(inputs, &outs));
+  return outs;
+}
+
+Status Instance::Warmup() {
+  std::vector<Shape> items;
+  if (FixedItemShapes(*model_, &items)) {
+    const auto& g = model_->graph();
+    for (int64_t b : model_->settings().buckets) {
+      std::vector<Tensor> in;
+      for (size_t i = 0; i < g.inputs.size(); ++i) {
+        Shape s = items[i];
+        if (Batched(*model_)) s.insert(s.begin(), b);
+        in.push_back(Tensor::Allocate(g.inputs[i].dtype, s));
+      }
+      // Twice: the first run pays for first-touch page faults; the second is the estimate.
+      TESSERA_RETURN_IF_ERROR(RunOnce(b, in).status());
+      const int64_t t0 = Now();
+      TESSERA_RETURN_IF_ERROR(RunOnce(b, in).status());
+      model_->estimator().Record(b, Now() - t0);
+    }
+  }
+  return WarmupSamples();
+}
+
+Status Instance::WarmupSamples() {
+  std::mt19937 rng(1234);
+  const auto& g = model_->graph();
+  for (const auto& w : model_->config().warmup) {
+    const std::string where = "model '" + model_->name() + "' warm-up '" + w.name + "'";
+    std::vector<Tensor> in;
+    for (const auto& gi : g.inputs) {
+      auto it = w.inputs.find(gi.name);
+      if (it == w.inputs.end())
+        return Status::InvalidArgument(where + " gives no data for input '" + gi.name + "'");
+      Shape s(it->second.dims.begin(), it->second.dims.end());
+      if (Batched(*model_)) s.insert(s.begin(), w.batch_size);
+      Tensor t = FilledInput(it->second.dtype, s, it->second.random, &rng);
+      if (!it->second.data_file.empty()) {
+        const std::string path = model_->model_dir() + "/warmup/" + it->second.data_file;
+        std::ifstream f(path, std::ios::binary);
+        std::stringstream ss;
+        ss << f.rdbuf();
+        const std::string bytes = ss.str();
+        if (!f || bytes.size() != t.nbytes())
+          return Status::InvalidArgument(where + ": input_data_file '" + path + "' must hold " +
+                                         std::to_string(t.nbytes()) + " bytes, has " +
+                                         std::to_string(bytes.size()));
+        std::memcpy(t.raw(), bytes.data(), bytes.size());
+      }
+      in.push_back(t);
+    }
+    const int64_t bucket = Batched(*model_) ? model_->settings().BucketFor(w.batch_size) : 1;
+    for (int k = 0; k < w.count; ++k) {
+      std::vector<Tensor> padded = in;
+      if (bucket != w.batch_size)
+        for (auto& t : padded) {
+          Shape s = t.shape();
+          s[0] = bucket;
+          Tensor p = Tensor::Allocate(t.dtype(), s);
+          std::memcpy(p.raw(), t.raw(), t.nbytes());
+          t = p;
+        }
+      auto r = RunOnce(bucket, padded);
+      if (!r.ok()) return r.status().WithContext(where);
+    }
+  }
+  return Status::OK();
+}
+
+void Instance::Execute(std::vector<RequestPtr> batch) {
+  const int64_t t_dispatch = Now();
+  for (auto& r : batch) r->timing.dispatch = t_dispatch;
+  const Graph& g = model_->graph();
+  const ModelConfig& cfg = model_->config();
+  const bool batched = Batched(*model_);
+  int64_t rows = 0;
+  for (const auto& r : batch) rows += r->rows;
+  const int64_t bucket = batched ? model_->settings().BucketFor(rows) : 1;
+
+  auto fail_all = [&](const Status& st) {
+    for (auto& r : batch) {
+      InferenceResponse resp;
+      resp.status = st;
+      model_->Answer(std::move(r), std::move(resp));
+    }
+  };
+  // Inputs in graph order; every request has every input (validated at admission).
+  const InferenceRequest& first = *batch.front();
+  std::vector<std::vector<int>> index(batch.size(), std::vector<int>(g.inputs.size(), -1));
+  for (size_t k = 0; k < batch.size(); ++k)
+    for (size_t i = 0; i < g.inputs.size(); ++i)
+      for (size_t j = 0; j < batch[k]->input_names.size(); ++j)
+        if (batch[k]->input_names[j] == g.inputs[i].name) index[k][i] = static_cast<int>(j);
+  std::vector<Shape> items;
+  for (size_t i = 0; i < g.inputs.size(); ++i) {
+    if (index[0][i] < 0) return fail_all(Status::Internal("input '" + g.inputs[i].name + "' lost"));
+    Shape s = first.inputs[index[0][i]].shape();
+    if (batched) s.erase(s.begin());
+    items.push_back(s);
+  }
+  auto exe = ExecutableFor(bucket, items);
+  if (!exe.ok()) return fail_all(exe.status());
+
+  std::vector<Tensor> inputs;
+  if (batch.size() == 1 && (!batched || first.rows == bucket)) {
+    for (size_t i = 0; i < g.inputs.size(); ++i) inputs.push_back(first.inputs[index[0][i]]);
+  } else {
+    for (size_t i = 0; i < g.inputs.size(); ++i) {
+      Shape s = items[i];
+      s.insert(s.begin(), bucket);
+      Tensor t = Tensor::Allocate(first.inputs[index[0][i]].dtype(), s);  // padding rows: 0
+      uint8_t* dst = t.data<uint8_t>();
+      for (size_t k = 0; k < batch.size(); ++k) {
+        const Tensor& src = batch[k]->inputs[index[k][i]];
+        std::memcpy(dst, src.raw(), src.nbytes());
+        dst += src.nbytes();
+      }
+      inputs.push_back(t);
+    }
+  }
+  const int64_t t_input = Now();
+  std::vector<Tensor> outs;
+  Status st = (*exe)->Run(inputs, &outs);
+  const int64_t t_infer = Now();
+  if (!st.ok()) return fail_all(st.WithContext("model '" + model_->name() + "'"));
+  model_->estimator().Record(bucket, t_infer - t_input);
+
+  const auto& out_specs = (*exe)->info().outputs;
+  if (batched)
+    for (size_t o = 0; o < outs.size(); ++o)
+      if (outs[o].rank() == 0 || outs[o].dim(0) != bucket)
+        return fail_all(Status::Internal("model '" + model_->name() + "': output '" +
+                                         out_specs[o].name + "' has shape " +
+                                         ShapeToString(outs[o].shape()) +
+                                         ", without the batch dimension max_batch_size > 0 "
+                                         "requires"));
+  std::vector<InferenceResponse> responses(batch.size());
+  int64_t offset = 0;
+  for (size_t k = 0; k < batch.size(); ++k) {
+    const InferenceRequest& r = *batch[k];
+    InferenceResponse& resp = responses[k];
+    resp.batch_rows = rows;
+    for (size_t o = 0; o < outs.size(); ++o) {
+      const std::string& name = out_specs[o].name;
+      if (!r.outputs.empty() &&
+          std::find(r.outputs.begin(), r.outputs.end(), name) == r.outputs.end())
+        continue;
+      resp.output_names.push_back(name);
+      resp.outputs.push_back(batched ? outs[o].SliceRows(offset, offset + r.rows) : outs[o]);
+    }
+    offset += r.rows;
+  }
+  const int64_t t_output = Now();
+  model_->mutable_stats().RecordExecution(rows, t_input - t_dispatch, t_infer - t_input,
+                                          t_output - t_infer);
+  (void)cfg;
+  for (size_t k = 0; k < batch.size(); ++k) {
+    batch[k]->timing.input_done = t_input;
+    batch[k]->timing.infer_done = t_infer;
+    batch[k]->timing.output_done = t_output;
+    model_->Answer(std::move(batch[k]), std::move(responses[k]));
+  }
+}
+
+size_t Instance::memory_bytes() const { return arena_bytes_.load(); }
+
+}  // namespace tessera::runtime

@@ -1,0 +1,387 @@
+#include "tessera/runtime/model_manager.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <set>
+
+#include "runtime/served_model.h"
+#include "tessera/core/clock.h"
+#include "tessera/model/repository.h"
+
+namespace tessera {
+
+using runtime::ServedModel;
+namespace fs = std::filesystem;
+
+const char* ModelStateName(ModelState s) {
+  switch (s) {
+    case ModelState::kUnavailable:
+      return "UNAVAILABLE";
+    case ModelState::kLoading:
+      return "LOADING";
+    case ModelState::kReady:
+      return "READY";
+    case ModelState::kUnloading:
+      return "UNLOADING";
+  }
+  return "UNAVAILABLE";
+}
+
+struct ModelManager::Entry {
+  std::mutex load_mu;  // one load / unload of this model at a time
+  // Guarded by Impl::mu.
+  std::map<int64_t, std::shared_ptr<ServedModel>> versions;
+  ModelState state = ModelState::kUnavailable;
+  std::string reason;
+  std::string stamp;    // what the files looked like at the last load (poll mode)
+  bool wanted = false;  // the server was told to serve it
+};
+
+struct ModelManager::Impl {
+  mutable std::mutex mu;
+  std::map<std::string, std::shared_ptr<Entry>> models;
+  bool accepting = true;
+
+  std::shared_ptr<Entry> EntryFor(const std::string& name) {
+    std::lock_guard<std::mutex> lock(mu);
+    auto& e = models[name];
+    if (!e) e = std::make_shared<Entry>();
+    return e;
+  }
+  std::shared_ptr<Entry> Find(const std::string& name) const {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = models.find(name);
+    return it == models.end() ? nullptr : it->second;
+  }
+};
+
+namespace {
+
+// A fingerprint of a model directory: config and model files with their sizes and times.
+std::string Stamp(const ModelLocation& loc) {
+  std::string s;
+  std::error_code ec;
+  auto add = [&](const fs::path& p) {
+    if (!fs::exists(p, ec)) return;
+    s += p.string() + ":" + std::to_string(fs::file_size(p, ec)) + ":" +
+         std::to_string(fs::last_write_time(p, ec).time_since_epoch().count()) + ";";
+  };
+  add(fs::path(loc.dir) / "config.pbtxt");
+  for (int64_t v : loc.versions)
+    for (const auto& f : fs::directory_iterator(fs::path(loc.dir) / std::to_string(v), ec))
+      add(f.path());
+  return s;
+}
+
+std::string Join(const std::vector<int64_t>& v) {
+  std::string s;
+  for (int64_t x : v) s += (s.empty() ? "" : ", ") + std::to_string(x);
+  return s;
+}
+
+}  // namespace
+
+ModelManager::ModelManager(ManagerOptions options)
+    : opts_(std::move(options)), impl_(std::make_unique<Impl>()) {}
+
+ModelManager::~ModelManager() {
+  std::map<std::string, std::shared_ptr<Entry>> models;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    models = impl_->models;
+  }
+  for (auto& [_, e] : models) {
+    std::map<int64_t, std::shared_ptr<ServedModel>> versions;
+    {
+      std::lock_guard<std::mutex> lock(impl_->mu);
+      versions.swap(e->versions);
+    }
+    for (auto& [v, m] : versions) m->Stop(false);
+  }
+}
+
+std::vector<std::pair<std::string, Status>> ModelManager::LoadStartupModels() {
+  std::vector<std::string> names;
+  auto scan = ScanRepository(opts_.repository);
+  const bool all = opts_.mode != ModelControlMode::kExplicit ||
+                   std::find(opts_.startup_models.begin(), opts_.startup_models.end(), "*") !=
+                       opts_.startup_models.end();
+  if (all && scan.ok())
+    for (const auto& m : *scan) names.push_back(m.name);
+  if (!all) names = opts_.startup_models;
+  std::vector<std::pair<std::string, Status>> results;
+  if (!scan.ok()) results.emplace_back("", scan.status());
+  for (const auto& n : names) {
+    impl_->EntryFor(n)->wanted = true;
+    Status st = Load(n);
+    if (!st.ok()) spdlog::error("failed to load model '{}': {}", n, st.ToString());
+    results.emplace_back(n, st);
+  }
+  return results;
+}
+
+Status ModelManager::Load(const std::string& name) {
+  auto entry = impl_->EntryFor(name);
+  std::lock_guard<std::mutex> serialize(entry->load_mu);
+  bool serving;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    serving = !entry->versions.empty();
+    if (!serving) entry->state = ModelState::kLoading;
+    entry->wanted = true;
+  }
+  auto fail = [&](const Status& st) {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    if (entry->versions.empty()) {
+      entry->state = ModelState::kUnavailable;
+      entry->reason = st.message();
+    }
+    return st;
+  };
+  const int64_t t0 = SystemClock::Default()->NowNs();
+  auto loc = FindModel(opts_.repository, name);
+  if (!loc.ok()) return fail(loc.status());
+  ModelConfig base;
+  if (loc->has_config) {
+    auto c = ReadModelConfig(*loc);
+    if (!c.ok()) return fail(c.status());
+    base = std::move(c).value();
+  }
+  std::vector<int64_t> versions = loc->versions;
+  if (loc->has_config) {
+    auto sel = base.version_policy.Select(loc->versions);
+    if (!sel.ok()) return fail(sel.status().WithContext("model '" + name + "'"));
+    versions = *sel;
+  } else {
+    versions = {loc->version};
+  }
+  std::map<int64_t, std::shared_ptr<ServedModel>> fresh;
+  for (int64_t v : versions) {
+    Status st;
+    auto graph = LoadModelGraph(*loc, v, loc->has_config ? base : ModelConfig{});
+    if (!graph.ok()) {
+      st = graph.status();  // names model and version already
+    } else {
+      ModelConfig cfg = loc->has_config ? base : DeriveModelConfig(name, *graph, 8);
+      st = CompleteModelConfig(*graph, &cfg);
+      if (st.ok()) {
+        auto m = std::make_shared<ServedModel>(std::move(cfg), std::move(graph).value(), v,
+                                               loc->dir, opts_);
+        st = m->Start();
+        if (st.ok()) fresh[v] = m;
+      }
+      if (!st.ok() && versions.size() > 1) st = st.WithContext("version " + std::to_string(v));
+    }
+    if (!st.ok()) {
+      for (auto& [_, m] : fresh) m->Stop(false);
+      return fail(st);
+    }
+  }
+  // Flip: new requests go to the new versions; the old ones finish what they hold.
+  std::map<int64_t, std::shared_ptr<ServedModel>> old;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    old.swap(entry->versions);
+    entry->versions = fresh;
+    entry->state = ModelState::kReady;
+    entry->reason.clear();
+    entry->stamp = Stamp(*loc);
+  }
+  for (auto& [v, m] : old) m->Stop(true);
+  spdlog::info("model '{}' ready: version(s) {} ({:.1f} s{})", name, Join(versions),
+               (SystemClock::Default()->NowNs() - t0) / 1e9, serving ? ", replaced the old" : "");
+  return Status::OK();
+}
+
+Status ModelManager::Unload(const std::string& name) {
+  auto entry = impl_->Find(name);
+  if (!entry) return Status::NotFound("model '" + name + "' is not loaded");
+  std::lock_guard<std::mutex> serialize(entry->load_mu);
+  std::map<int64_t, std::shared_ptr<ServedModel>> old;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    if (entry->versions.empty()) return Status::NotFound("model '" + name + "' is not loaded");
+    old.swap(entry->versions);
+    entry->state = ModelState::kUnloading;
+    entry->wanted = false;
+  }
+  for (auto& [v, m] : old) m->Stop(true);
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    entry->state = ModelState::kUnavailable;
+    entry->reason = "unloaded";
+  }
+  spdlog::info("model '{}' unloaded", name);
+  return Status::OK();
+}
+
+void ModelManager::Poll() {
+  auto scan = ScanRepository(opts_.repository);
+  if (!scan.ok()) return;
+  std::set<std::string> present;
+  for (const auto& loc : *scan) {
+    present.insert(loc.name);
+    auto e = impl_->Find(loc.name);
+    std::string stamp;
+    {
+      std::lock_guard<std::mutex> lock(impl_->mu);
+      if (e) stamp = e->stamp;
+    }
+    if (!e || Stamp(loc) != stamp) {
+      Status st = Load(loc.name);
+      if (!st.ok()) spdlog::error("poll: model '{}': {}", loc.name, st.ToString());
+    }
+  }
+  std::vector<std::string> gone;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    for (const auto& [name, e] : impl_->models)
+      if (!present.count(name) && !e->versions.empty()) gone.push_back(name);
+  }
+  for (const auto& n : gone) (void)Unload(n);
+}
+
+void ModelManager::Infer(RequestPtr r) {
+  auto answer = [&](Status st) {
+    InferenceResponse resp;
+    resp.status = std::move(st);
+    resp.model = r->model;
+    resp.version = r->version;
+    resp.id = r->id;
+    resp.timing = r->timing;
+    ResponseCallback done = std::move(r->done);
+    r.reset();
+    if (done) done(std::move(resp));
+  };
+  std::shared_ptr<ServedModel> target;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    if (!impl_->accepting) {
+      answer(Status::Unavailable("the server is shutting down"));
+      return;
+    }
+    auto it = impl_->models.find(r->model);
+    if (it == impl_->models.end() || it->second->versions.empty()) {
+      const bool known = it != impl_->models.end();
+      answer(
+          known
+              ? Status::Unavailable(
+                    "model '" + r->model + "' is not ready (" + ModelStateName(it->second->state) +
+                    (it->second->reason.empty() ? std::string() : ": " + it->second->reason) + ")")
+              : Status::NotFound("unknown model '" + r->model + "'"));
+      return;
+    }
+    auto& versions = it->second->versions;
+    if (r->version == 0) {
+      target = versions.rbegin()->second;
+    } else {
+      auto v = versions.find(r->version);
+      if (v == versions.end()) {
+        std::vector<int64_t> ready;
+        for (const auto& [n, _] : versions) ready.push_back(n);
+        answer(Status::NotFound("model '" + r->model + "' has no version " +
+                                std::to_string(r->version) + " loaded (ready: " + Join(ready) +
+                                ")"));
+        return;
+      }
+      target = v->second;
+    }
+  }
+  Status st = target->Enqueue(r);
+  if (!st.ok()) answer(st);
+}
+
+Result<std::shared_ptr<ModelHandle>> ModelManager::Get(const std::string& name,
+                                                       int64_t version) const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  auto it = impl_->models.find(name);
+  if (it == impl_->models.end()) return Status::NotFound("unknown model '" + name + "'");
+  const auto& versions = it->second->versions;
+  if (versions.empty())
+    return Status::Unavailable("model '" + name + "' is not ready (" +
+                               ModelStateName(it->second->state) + ")");
+  if (version == 0) return std::shared_ptr<ModelHandle>(versions.rbegin()->second);
+  auto v = versions.find(version);
+  if (v == versions.end())
+    return Status::NotFound("model '" + name + "' has no version " + std::to_string(version) +
+                            " loaded");
+  return std::shared_ptr<ModelHandle>(v->second);
+}
+
+std::vector<int64_t> ModelManager::ReadyVersions(const std::string& name) const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  std::vector<int64_t> out;
+  auto it = impl_->models.find(name);
+  if (it != impl_->models.end())
+    for (const auto& [v, m] : it->second->versions)
+      if (m->ready()) out.push_back(v);
+  return out;
+}
+
+std::vector<ModelIndexEntry> ModelManager::Index() const {
+  std::vector<ModelIndexEntry> out;
+  std::set<std::string> listed;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    for (const auto& [name, e] : impl_->models) {
+      listed.insert(name);
+      if (e->versions.empty()) {
+        out.push_back({name, 0, e->state, e->reason});
+        continue;
+      }
+      for (const auto& [v, m] : e->versions) out.push_back({name, v, e->state, ""});
+    }
+  }
+  if (auto scan = ScanRepository(opts_.repository); scan.ok())
+    for (const auto& loc : *scan)
+      if (!listed.count(loc.name)) out.push_back({loc.name, 0, ModelState::kUnavailable, ""});
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+    return a.name != b.name ? a.name < b.name : a.version < b.version;
+  });
+  return out;
+}
+
+Result<std::vector<ModelStatsSnapshot>> ModelManager::Stats(const std::string& name,
+                                                            int64_t version) const {
+  std::vector<ModelStatsSnapshot> out;
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  if (!name.empty()) {
+    auto it = impl_->models.find(name);
+    if (it == impl_->models.end() || it->second->versions.empty())
+      return Status::NotFound("model '" + name + "' is not loaded");
+    for (const auto& [v, m] : it->second->versions)
+      if (version == 0 || v == version) out.push_back(m->stats());
+    if (out.empty())
+      return Status::NotFound("model '" + name + "' has no version " + std::to_string(version) +
+                              " loaded");
+    return out;
+  }
+  for (const auto& [_, e] : impl_->models)
+    for (const auto& [v, m] : e->versions) out.push_back(m->stats());
+  return out;
+}
+
+bool ModelManager::AllReady() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  if (!impl_->accepting) return false;
+  for (const auto& [_, e] : impl_->models)
+    if (e->wanted && e->state != ModelState::kReady) return false;
+  return true;
+}
+
+void ModelManager::StopAccepting() {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->accepting = false;
+}
+
+size_t ModelManager::InFlight() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  size_t n = 0;
+  for (const auto& [_, e] : impl_->models)
+    for (const auto& [v, m] : e->versions) n += m->in_flight();
+  return n;
+}
+
+}  // namespace tessera

@@ -1,0 +1,253 @@
+#include "runtime/served_model.h"
+
+#include <algorithm>
+#include <future>
+#include <limits>
+#include <thread>
+
+#include "runtime/instance.h"
+#include "tessera/core/clock.h"
+
+namespace tessera::runtime {
+namespace {
+
+int64_t Now() { return SystemClock::Default()->NowNs(); }
+
+std::string DimsToString(const std::vector<int64_t>& dims, bool batched) {
+  std::vector<int64_t> all = dims;
+  if (batched) all.insert(all.begin(), -1);
+  return ShapeToString(all);
+}
+
+}  // namespace
+
+ServedModel::ServedModel(ModelConfig config, Graph graph, int64_t version, std::string model_dir,
+                         const ManagerOptions& options)
+    : config_(std::move(config)),
+      graph_(std::move(graph)),
+      version_(version),
+      model_dir_(std::move(model_dir)),
+      opts_(options),
+      settings_(QueueSettings::FromConfig(config_, options.max_queue)),
+      stats_(config_.name, version, config_.SloMs().value_or(0)),
+      queue_(settings_) {}
+
+ServedModel::~ServedModel() { Stop(false); }
+
+Status ServedModel::Start() {
+  constants_ = std::make_shared<ConstantCache>(graph_);
+  engine_ = opts_.engine ? opts_.engine() : CreateCpuEngine(0);
+  const int n = config_.InstanceCount();
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads =
+      opts_.threads_per_instance > 0 ? opts_.threads_per_instance : std::max(1, cores / n);
+  std::vector<std::future<Status>> warm;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = false;
+  }
+  for (int i = 0; i < n; ++i) {
+    instances_.push_back(std::make_unique<Instance>(this, i));
+    auto promise = std::make_shared<std::promise<Status>>();
+    warm.push_back(promise->get_future());
+    Instance* inst = instances_.back().get();
+    threads_.emplace_back([this, inst, threads, promise] {
+      SetComputeThreadsForCurrentThread(threads);
+      promise->set_value(opts_.warmup ? inst->Warmup() : Status::OK());
+      ExecutorLoop(inst);
+    });
+  }
+  Status result;
+  for (auto& f : warm) {
+    Status st = f.get();
+    if (result.ok() && !st.ok()) result = st;
+  }
+  if (!result.ok()) {
+    Stop(false);
+    return result;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    accepting_ = true;
+  }
+  cv_.notify_all();
+  ready_ = true;
+  return Status::OK();
+}
+
+void ServedModel::Stop(bool drain) {
+  std::vector<RequestPtr> abandoned;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    accepting_ = false;
+    stopping_ = true;
+    drain_ = drain;
+    if (!drain) abandoned = queue_.TakeAll();
+  }
+  ready_ = false;
+  cv_.notify_all();
+  for (auto& r : abandoned)
+    Drop(std::move(r),
+         Status::Unavailable("model '" + config_.name + "' version " + std::to_string(version_) +
+                             " was unloaded before this request ran"),
+         RejectReason::kUnavailable);
+  for (auto& t : threads_)
+    if (t.joinable()) t.join();
+  threads_.clear();
+}
+
+size_t ServedModel::memory_bytes() const {
+  size_t b = graph_.WeightBytes();
+  if (constants_) b += constants_->bytes();
+  for (const auto& i : instances_) b += i->memory_bytes();
+  return b;
+}
+
+Result<std::string> ServedModel::Validate(InferenceRequest& r) const {
+  const std::string where = "model '" + config_.name + "'";
+  const bool batched = config_.max_batch_size > 0;
+  std::string key;
+  int64_t rows = -1;
+  std::vector<bool> seen(config_.inputs.size(), false);
+  for (size_t j = 0; j < r.input_names.size(); ++j) {
+    const std::string& name = r.input_names[j];
+    auto it = std::find_if(config_.inputs.begin(), config_.inputs.end(),
+                           [&](const TensorConfig& t) { return t.name == name; });
+    if (it == config_.inputs.end()) {
+      std::string names;
+      for (const auto& t : config_.inputs) names += (names.empty() ? "" : ", ") + t.name;
+      return Status::InvalidArgument(where + " has no input '" + name + "'; its inputs: " + names);
+    }
+    const size_t ci = static_cast<size_t>(it - config_.inputs.begin());
+    if (seen[ci]) return Status::InvalidArgument("input '" + name + "' is given twice");
+    seen[ci] = true;
+    const Tensor& t = r.inputs[j];
+    if (t.dtype() != it->dtype)
+      return Status::InvalidArgument(where + " input '" + name + "' must be " +
+                                     DataTypeName(it->dtype) + ", got " + DataTypeName(t.dtype()));
+    const Shape& s = t.shape();
+    const std::string expected = DimsToString(it->dims, batched);
+    if (s.size() != it->dims.size() + (batched ? 1 : 0))
+      return Status::InvalidArgument(where + " input '" + name + "' must have shape " + expected +
+                                     ", got " + ShapeToString(s));
+    for (size_t d = 0; d < it->dims.size(); ++d) {
+      const int64_t want = it->dims[d], got = s[d + (batched ? 1 : 0)];
+      if ((want >= 0 && got != want) || got < 0)
+        return Status::InvalidArgument(where + " input '" + name + "' must have shape " + expected +
+                                       ", got " + ShapeToString(s));
+    }
+    if (batched) {
+      if (s[0] < 1 || s[0] > config_.max_batch_size)
+        return Status::InvalidArgument(where + " input '" + name + "' has batch size " +
+                                       std::to_string(s[0]) + "; expected 1 to " +
+                                       std::to_string(config_.max_batch_size));
+      if (rows >= 0 && s[0] != rows)
+        return Status::InvalidArgument(where + ": inputs disagree on the batch size (" +
+                                       std::to_string(rows) + " vs " + std::to_string(s[0]) +
+                                       " for '" + name + "')");
+      rows = s[0];
+    }
+  }
+  for (size_t ci = 0; ci < config_.inputs.size(); ++ci)
+    if (!seen[ci])
+      return Status::InvalidArgument(where + " needs input '" + config_.inputs[ci].name + "' (" +
+                                     DataTypeName(config_.inputs[ci].dtype) + " " +
+                                     DimsToString(config_.inputs[ci].dims, batched) +
+                                     "); the request does not give it");
+  for (const auto& o : r.outputs) {
+    bool known = std::any_of(config_.outputs.begin(), config_.outputs.end(),
+                             [&](const TensorConfig& t) { return t.name == o; });
+    if (!known) {
+      std::string names;
+      for (const auto& t : config_.outputs) names += (names.empty() ? "" : ", ") + t.name;
+      return Status::InvalidArgument(where + " has no output '" + o + "'; its outputs: " + names);
+    }
+  }
+  // Requests batch together when every input agrees beyond the batch dim (in config order).
+  for (const auto& c : config_.inputs)
+    for (size_t j = 0; j < r.input_names.size(); ++j)
+      if (r.input_names[j] == c.name) {
+        Shape s = r.inputs[j].shape();
+        if (batched) s.erase(s.begin());
+        key += ShapeToString(s);
+      }
+  r.rows = batched ? rows : 1;
+  return key;
+}
+
+Status ServedModel::Enqueue(RequestPtr& r) {
+  TESSERA_ASSIGN_OR_RETURN(std::string key, Validate(*r));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!accepting_)
+      return Status::Unavailable("model '" + config_.name + "' version " +
+                                 std::to_string(version_) + " is not accepting requests");
+    Status st = queue_.Push(r, key, Now());
+    if (!st.ok()) {
+      if (st.code() == StatusCode::kResourceExhausted)
+        stats_.RecordReject(RejectReason::kQueueFull);
+      return st;
+    }
+    ++in_flight_;
+    stats_.SetQueueDepth(static_cast<int64_t>(queue_.size()));
+  }
+  cv_.notify_one();
+  return Status::OK();
+}
+
+void ServedModel::Answer(RequestPtr r, InferenceResponse&& resp) {
+  resp.model = config_.name;
+  resp.version = version_;
+  resp.id = r->id;
+  resp.timing = r->timing;
+  const int64_t end = Now();
+  if (resp.status.ok())
+    stats_.RecordSuccess(*r, end);
+  else
+    stats_.RecordFailure(*r, end);
+  ResponseCallback done = std::move(r->done);
+  r.reset();  // release the request's input buffers before answering
+  if (done) done(std::move(resp));
+  --in_flight_;
+}
+
+void ServedModel::Drop(RequestPtr r, Status why, RejectReason reason) {
+  stats_.RecordReject(reason);
+  InferenceResponse resp;
+  resp.status = std::move(why);
+  Answer(std::move(r), std::move(resp));
+}
+
+void ServedModel::ExecutorLoop(Instance* inst) {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    if (stopping_ && (!drain_ || queue_.empty())) break;
+    if (!accepting_ && !stopping_) {  // warming up the other instances, or never started
+      cv_.wait(lock);
+      continue;
+    }
+    const int64_t now = Now();
+    ModelQueue::Decision d = queue_.Next(now, estimator_);
+    stats_.SetQueueDepth(static_cast<int64_t>(queue_.size()));
+    if (!d.dropped.empty()) {
+      lock.unlock();
+      for (size_t k = 0; k < d.dropped.size(); ++k)
+        Drop(std::move(d.dropped[k].first), std::move(d.dropped[k].second), d.drop_reasons[k]);
+      lock.lock();
+    }
+    if (d.batch.empty()) {
+      if (!d.dropped.empty()) continue;
+      if (stopping_ && queue_.empty()) break;
+      if (d.wake_at_ns == std::numeric_limits<int64_t>::max())
+        cv_.wait(lock);
+      else
+        cv_.wait_for(lock, std::chrono::nanoseconds(std::max<int64_t>(0, d.wake_at_ns - now)));
+      continue;
+    }
+    lock.unlock();
+    inst->Execute(std::move(d.batch));
+    lock.lock();
+  }
+}
+
+}  // namespace tessera::runtime

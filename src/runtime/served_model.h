@@ -1,0 +1,84 @@
+// One loaded model version: request validation, the EDF queue, and the executor threads (one
+// per instance) that form batches, run them and answer. Owned through shared_ptr by the
+// manager and by every request routed to it, so a version being replaced or unloaded stays
+// alive until its last request is answered.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "runtime/latency_estimator.h"
+#include "runtime/model_queue.h"
+#include "tessera/runtime/model_manager.h"
+
+namespace tessera::runtime {
+
+class Instance;
+
+class ServedModel final : public ModelHandle, public std::enable_shared_from_this<ServedModel> {
+ public:
+  ServedModel(ModelConfig config, Graph graph, int64_t version, std::string model_dir,
+              const ManagerOptions& options);
+  ~ServedModel() override;
+
+  // Compiles every instance's executables, runs the warm-up, starts the executor threads.
+  // Blocking; on failure nothing keeps running.
+  Status Start();
+  // Validates `r` and queues it. On error `r` is untouched and the caller answers it.
+  Status Enqueue(RequestPtr& r);
+  // Stops accepting. With `drain`, queued requests still run; without, they are answered
+  // UNAVAILABLE. Returns when the executor threads have exited.
+  void Stop(bool drain);
+
+  const std::string& name() const override { return config_.name; }
+  int64_t version() const override { return version_; }
+  const ModelConfig& config() const override { return config_; }
+  bool ready() const override { return ready_.load(); }
+  ModelStatsSnapshot stats() const override { return stats_.Snapshot(); }
+  size_t memory_bytes() const override;
+  size_t in_flight() const { return in_flight_.load(); }
+
+  // For instances.
+  const Graph& graph() const { return graph_; }
+  const std::string& model_dir() const { return model_dir_; }
+  const QueueSettings& settings() const { return settings_; }
+  LatencyEstimator& estimator() { return estimator_; }
+  ModelStats& mutable_stats() { return stats_; }
+  const std::shared_ptr<ConstantCache>& constants() const { return constants_; }
+  Engine& engine() { return *engine_; }
+  // Answers one request of a finished or failed batch and updates the statistics.
+  void Answer(RequestPtr r, InferenceResponse&& resp);
+
+ private:
+  void ExecutorLoop(Instance* inst);
+  // Checks the request against the config; sets rows; returns the batching key.
+  Result<std::string> Validate(InferenceRequest& r) const;
+  void Drop(RequestPtr r, Status why, RejectReason reason);
+
+  ModelConfig config_;
+  Graph graph_;
+  int64_t version_;
+  std::string model_dir_;
+  ManagerOptions opts_;
+  QueueSettings settings_;
+  std::shared_ptr<ConstantCache> constants_;
+  std::unique_ptr<Engine> engine_;
+  LatencyEstimator estimator_;
+  ModelStats stats_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  ModelQueue queue_;
+  bool accepting_ = false, stopping_ = false, drain_ = true;
+  std::vector<std::unique_ptr<Instance>> instances_;
+  std::vector<std::thread> threads_;
+  std::atomic<bool> ready_{false};
+  std::atomic<size_t> in_flight_{0};
+};
+
+}  // namespace tessera::runtime

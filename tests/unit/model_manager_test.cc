@@ -1,0 +1,228 @@
+#include "tessera/runtime/model_manager.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <mutex>
+#include <thread>
+
+#include "tessera/core/clock.h"
+#include "tessera/zoo/zoo.h"
+
+namespace tessera {
+namespace {
+namespace fs = std::filesystem;
+
+class ManagerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("tessera_manager_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    ASSERT_TRUE(zoo::WriteRepository(dir_.string(), {"tiny_mlp"}).ok());
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  void WriteConfig(const std::string& text) {
+    std::ofstream(dir_ / "tiny_mlp" / "config.pbtxt") << text;
+  }
+  ManagerOptions Options() {
+    ManagerOptions o;
+    o.repository = dir_.string();
+    o.threads_per_instance = 1;
+    return o;
+  }
+
+  // Sends one request of `rows` rows and waits for its response.
+  static InferenceResponse Infer(ModelManager& m, int64_t rows, float value = 1.0f,
+                                 int64_t version = 0, const std::string& input = "input") {
+    std::promise<InferenceResponse> p;
+    auto f = p.get_future();
+    m.Infer(MakeRequest(rows, value, version, input,
+                        [&p](InferenceResponse&& r) { p.set_value(std::move(r)); }));
+    return f.get();
+  }
+  static RequestPtr MakeRequest(int64_t rows, float value, int64_t version,
+                                const std::string& input, ResponseCallback done) {
+    auto r = std::make_unique<InferenceRequest>();
+    r->model = "tiny_mlp";
+    r->version = version;
+    r->input_names = {input};
+    Tensor t = Tensor::Allocate(DataType::kFloat32, {rows, 16});
+    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = value;
+    r->inputs = {t};
+    r->timing.arrive = SystemClock::Default()->NowNs();
+    r->done = std::move(done);
+    return r;
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(ManagerTest, LoadsServesAndCountsStatistics) {
+  ModelManager m(Options());
+  auto results = m.LoadStartupModels();
+  ASSERT_EQ(results.size(), 1u);
+  ASSERT_TRUE(results[0].second.ok()) << results[0].second.ToString();
+  EXPECT_TRUE(m.AllReady());
+  InferenceResponse r = Infer(m, 3);
+  ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+  ASSERT_EQ(r.outputs.size(), 1u);
+  EXPECT_EQ(r.output_names[0], "output_out");
+  EXPECT_EQ(r.outputs[0].shape(), (Shape{3, 16}));
+  EXPECT_EQ(r.version, 1);
+  // Identical rows give identical outputs.
+  for (int k = 0; k < 16; ++k)
+    EXPECT_EQ(r.outputs[0].data<float>()[k], r.outputs[0].data<float>()[32 + k]);
+  auto stats = m.Stats("tiny_mlp", 0);
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ((*stats)[0].success.count, 1u);
+  EXPECT_EQ((*stats)[0].inference_count, 3u);
+  EXPECT_EQ((*stats)[0].execution_count, 1u);
+  EXPECT_GT(r.timing.output_done, r.timing.enqueue);
+}
+
+TEST_F(ManagerTest, BatchesConcurrentRequestsAndCutsEachItsOwnRows) {
+  ModelManager m(Options());
+  ASSERT_TRUE(m.Load("tiny_mlp").ok());
+  // Reference outputs, one request at a time.
+  std::vector<std::vector<float>> want;
+  for (int i = 0; i < 24; ++i) {
+    auto r = Infer(m, 1, 0.1f * static_cast<float>(i));
+    ASSERT_TRUE(r.status.ok());
+    want.emplace_back(r.outputs[0].data<float>(), r.outputs[0].data<float>() + 16);
+  }
+  std::mutex mu;
+  std::condition_variable cv;
+  int answered = 0;
+  std::vector<InferenceResponse> got(24);
+  for (int i = 0; i < 24; ++i)
+    m.Infer(MakeRequest(1, 0.1f * static_cast<float>(i), 0, "input", [&, i](InferenceResponse&& r) {
+      std::lock_guard<std::mutex> lock(mu);
+      got[i] = std::move(r);
+      ++answered;
+      cv.notify_all();
+    }));
+  std::unique_lock<std::mutex> lock(mu);
+  cv.wait(lock, [&] { return answered == 24; });
+  uint64_t max_rows = 0;
+  for (int i = 0; i < 24; ++i) {
+    ASSERT_TRUE(got[i].status.ok()) << got[i].status.ToString();
+    max_rows = std::max<uint64_t>(max_rows, got[i].batch_rows);
+    for (int k = 0; k < 16; ++k)
+      EXPECT_NEAR(got[i].outputs[0].data<float>()[k], want[i][k], 1e-5) << "request " << i;
+  }
+  EXPECT_GT(max_rows, 1u) << "24 requests queued at once never shared a batch";
+}
+
+TEST_F(ManagerTest, RejectsBadRequestsWithClearErrorsAndKeepsServing) {
+  ModelManager m(Options());
+  ASSERT_TRUE(m.Load("tiny_mlp").ok());
+  auto wrong_name = Infer(m, 1, 1.0f, 0, "nope");
+  EXPECT_EQ(wrong_name.status.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(wrong_name.status.message().find("no input 'nope'"), std::string::npos);
+  auto too_big = Infer(m, 65);
+  EXPECT_EQ(too_big.status.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(too_big.status.message().find("expected 1 to 64"), std::string::npos);
+  auto no_version = Infer(m, 1, 1.0f, 7);
+  EXPECT_EQ(no_version.status.code(), StatusCode::kNotFound);
+  std::promise<InferenceResponse> p;
+  auto r =
+      MakeRequest(1, 1.0f, 0, "input", [&](InferenceResponse&& x) { p.set_value(std::move(x)); });
+  r->model = "unknown";
+  m.Infer(std::move(r));
+  EXPECT_EQ(p.get_future().get().status.code(), StatusCode::kNotFound);
+  EXPECT_TRUE(Infer(m, 2).status.ok());
+}
+
+TEST_F(ManagerTest, ReloadsANewVersionWithoutFailingRequestsInFlight) {
+  WriteConfig("name: \"tiny_mlp\" max_batch_size: 64 dynamic_batching {}");
+  ModelManager m(Options());
+  ASSERT_TRUE(m.Load("tiny_mlp").ok());
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0}, failed{0};
+  std::thread client([&] {
+    while (!stop) {
+      auto r = Infer(m, 1);
+      (r.status.ok() ? ok : failed)++;
+    }
+  });
+  fs::copy(dir_ / "tiny_mlp" / "1", dir_ / "tiny_mlp" / "2", fs::copy_options::recursive);
+  ASSERT_TRUE(m.Load("tiny_mlp").ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  stop = true;
+  client.join();
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_GT(ok.load(), 0);
+  EXPECT_EQ(m.ReadyVersions("tiny_mlp"), (std::vector<int64_t>{2}));
+  EXPECT_EQ(Infer(m, 1).version, 2);
+}
+
+TEST_F(ManagerTest, AFailedReloadKeepsTheOldVersionServing) {
+  ModelManager m(Options());
+  ASSERT_TRUE(m.Load("tiny_mlp").ok());
+  WriteConfig(
+      "name: \"tiny_mlp\" max_batch_size: 64 input [{name: \"input\" data_type: TYPE_INT64 dims: "
+      "[16]}]");
+  Status st = m.Load("tiny_mlp");
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("FP32 in the ONNX model"), std::string::npos) << st.message();
+  EXPECT_TRUE(Infer(m, 1).status.ok());
+}
+
+TEST_F(ManagerTest, UnloadFinishesQueuedRequestsThenRefusesNewOnes) {
+  ModelManager m(Options());
+  ASSERT_TRUE(m.Load("tiny_mlp").ok());
+  std::atomic<int> ok{0}, answered{0};
+  for (int i = 0; i < 50; ++i)
+    m.Infer(MakeRequest(4, 1.0f, 0, "input", [&](InferenceResponse&& r) {
+      if (r.status.ok()) ++ok;
+      ++answered;
+    }));
+  ASSERT_TRUE(m.Unload("tiny_mlp").ok());
+  EXPECT_EQ(answered.load(), 50);
+  EXPECT_EQ(ok.load(), 50);
+  EXPECT_EQ(Infer(m, 1).status.code(), StatusCode::kUnavailable);
+  EXPECT_EQ(m.Unload("tiny_mlp").code(), StatusCode::kNotFound);
+  auto index = m.Index();
+  ASSERT_EQ(index.size(), 1u);
+  EXPECT_EQ(index[0].state, ModelState::kUnavailable);
+  EXPECT_EQ(index[0].reason, "unloaded");
+}
+
+TEST_F(ManagerTest, ABrokenModelIsReportedAndDoesNotStopTheOthers) {
+  ASSERT_TRUE(zoo::WriteRepository(dir_.string(), {"bert_small"}).ok());
+  std::ofstream(dir_ / "bert_small" / "1" / "model.onnx") << "not an onnx file";
+  ManagerOptions o = Options();
+  o.warmup = false;
+  ModelManager m(o);
+  auto results = m.LoadStartupModels();
+  ASSERT_EQ(results.size(), 2u);
+  EXPECT_FALSE(results[0].second.ok());  // bert_small (sorted first)
+  EXPECT_TRUE(results[1].second.ok());
+  EXPECT_FALSE(m.AllReady());
+  EXPECT_TRUE(Infer(m, 1).status.ok());
+  for (const auto& e : m.Index())
+    if (e.name == "bert_small") {
+      EXPECT_EQ(e.state, ModelState::kUnavailable);
+      EXPECT_FALSE(e.reason.empty());
+    }
+}
+
+TEST_F(ManagerTest, ServesEveryVersionTheVersionPolicySelects) {
+  fs::copy(dir_ / "tiny_mlp" / "1", dir_ / "tiny_mlp" / "3", fs::copy_options::recursive);
+  WriteConfig("name: \"tiny_mlp\" max_batch_size: 8 version_policy { all {} }");
+  ModelManager m(Options());
+  ASSERT_TRUE(m.Load("tiny_mlp").ok());
+  EXPECT_EQ(m.ReadyVersions("tiny_mlp"), (std::vector<int64_t>{1, 3}));
+  EXPECT_EQ(Infer(m, 1, 1.0f, 1).version, 1);
+  EXPECT_EQ(Infer(m, 1, 1.0f, 0).version, 3);  // unspecified: the newest
+}
+
+}  // namespace
+}  // namespace tessera
