@@ -25,7 +25,8 @@ TEST(Zoo, SameSeedGivesIdenticalBytesOtherSeedDoesNot) {
 TEST(Zoo, ConfigDescribesTheGraphAndTheModelCompiles) {
   auto m = zoo::Build("mobilenet_v2");
   ASSERT_TRUE(m.ok());
-  EXPECT_EQ(m->config.max_batch_size, 32);
+  EXPECT_EQ(m->config.max_batch_size, 8);
+  EXPECT_TRUE(m->config.dynamic_batching.has_value());
   ASSERT_EQ(m->config.inputs.size(), 1u);
   EXPECT_EQ(m->config.inputs[0].dims, (std::vector<int64_t>{3, 224, 224}));
   auto g = ImportOnnx(m->onnx_bytes);
