@@ -10,5 +10,6 @@ namespace tessera::cli {
 using Runner = std::function<int()>;
 Runner SetupZoo(CLI::App& app);
 Runner SetupInfer(CLI::App& app);
+Runner SetupServe(CLI::App& app);
 
 }  // namespace tessera::cli

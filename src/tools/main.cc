@@ -13,6 +13,9 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", "tessera 0.1.0");
   std::vector<std::pair<CLI::App*, tessera::cli::Runner>> cmds;
+  auto* serve = app.add_subcommand(
+      "serve", "Serve a model repository over KServe v2 HTTP + gRPC, with Prometheus metrics");
+  cmds.emplace_back(serve, tessera::cli::SetupServe(*serve));
   auto* zoo = app.add_subcommand("zoo", "Write standard models as ONNX into a model repository");
   cmds.emplace_back(zoo, tessera::cli::SetupZoo(*zoo));
   auto* infer = app.add_subcommand("infer", "Run one model once (or repeatedly) and report");

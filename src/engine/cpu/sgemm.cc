@@ -166,7 +166,9 @@ void PackedGemm(int64_t m, const float* a, int64_t lda, const PackedMatrix& b, f
     std::memcpy(padded_bias.data(), ep.bias, sizeof(float) * b.n());
     pb = padded_bias.data();
   }
-#pragma omp parallel
+  // Small products run on the calling thread: waking a team costs more than they take.
+  const bool parallel = static_cast<double>(m) * b.k() * b.n() > 2e5;
+#pragma omp parallel if (parallel)
   {
     // Split columns (panels) first: each thread then owns whole columns of C and streams only
     // its part of B. With fewer panels than threads, split rows too.

@@ -1,0 +1,169 @@
+// `tessera serve`: the inference server (KServe v2 HTTP + gRPC, Prometheus metrics).
+#include <fmt/core.h>
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <thread>
+
+#include "server/server.h"
+#include "tools/commands.h"
+
+namespace tessera::cli {
+namespace {
+
+struct Opts {
+  std::string repo;
+  std::string address = "0.0.0.0";
+  int http_port = 8000, grpc_port = 8001, metrics_port = 8002;
+  int http_threads = 2;
+  std::string mode = "none";
+  std::vector<std::string> load_models;
+  int poll_secs = 15;
+  size_t max_request_bytes = size_t{256} << 20;
+  size_t max_queue = 4096;
+  int threads_per_instance = 0;
+  bool no_warmup = false;
+  std::string admin_token;
+  int exit_timeout = 30;
+  int verbose = 0;
+};
+
+int Run(const Opts& o) {
+  // Signals go to sigwait below, not to whichever thread happens to run.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+  if (o.verbose > 0) spdlog::set_level(spdlog::level::debug);
+
+  ManagerOptions mo;
+  mo.repository = o.repo;
+  mo.mode = o.mode == "explicit" ? ModelControlMode::kExplicit
+            : o.mode == "poll"   ? ModelControlMode::kPoll
+                                 : ModelControlMode::kNone;
+  mo.startup_models = o.load_models;
+  mo.max_queue = o.max_queue;
+  mo.threads_per_instance = o.threads_per_instance;
+  mo.warmup = !o.no_warmup;
+  ModelManager manager(mo);
+
+  server::ServerOptions so;
+  so.address = o.address;
+  so.http_port = o.http_port;
+  so.grpc_port = o.grpc_port;
+  so.metrics_port = o.metrics_port;
+  so.http_threads = o.http_threads;
+  so.max_request_bytes = o.max_request_bytes;
+  so.admin_token = o.admin_token;
+  if (so.admin_token.empty())
+    if (const char* t = std::getenv("TESSERA_ADMIN_TOKEN")) so.admin_token = t;
+  so.exit_timeout_s = o.exit_timeout;
+
+  // Frontends first, so health checks answer (live, not ready) while models load.
+  auto server = server::Server::Start(&manager, so);
+  if (!server.ok()) {
+    fmt::print(stderr, "error: {}\n", server.status().ToString());
+    return 1;
+  }
+  const std::string host = o.address == "0.0.0.0" ? "localhost" : o.address;
+  if ((*server)->http_port() >= 0)
+    fmt::print("HTTP     http://{}:{}/v2  (KServe v2 / Triton HTTP)\n", host,
+               (*server)->http_port());
+  if ((*server)->grpc_port() >= 0)
+    fmt::print("gRPC     {}:{}  (inference.GRPCInferenceService)\n", host, (*server)->grpc_port());
+  if ((*server)->metrics_port() >= 0)
+    fmt::print("metrics  http://{}:{}/metrics  (Prometheus)\n", host, (*server)->metrics_port());
+  std::fflush(stdout);
+
+  int failed = 0;
+  for (const auto& [name, st] : manager.LoadStartupModels())
+    if (!st.ok()) {
+      ++failed;
+      fmt::print(stderr, "error: {}{}\n",
+                 name.empty() ? "" : "model '" + name + "': ", st.ToString());
+    }
+  for (const auto& e : manager.Index())
+    if (e.state == ModelState::kReady)
+      fmt::print("model    {} version {} READY\n", e.name, e.version);
+  fmt::print(
+      "{} (Ctrl-C or SIGTERM stops it gracefully)\n",
+      failed ? fmt::format("serving; {} model(s) failed to load", failed) : std::string("ready"));
+  std::fflush(stdout);
+
+  std::atomic<bool> polling{mo.mode == ModelControlMode::kPoll};
+  std::thread poller;
+  if (polling)
+    poller = std::thread([&] {
+      while (polling) {
+        for (int i = 0; i < o.poll_secs * 10 && polling; ++i)
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        if (polling) manager.Poll();
+      }
+    });
+
+  int sig = 0;
+  sigwait(&set, &sig);
+  fmt::print("received {}: stopping (in-flight requests get up to {} s)\n",
+             sig == SIGINT ? "SIGINT" : "SIGTERM", o.exit_timeout);
+  std::fflush(stdout);
+  polling = false;
+  if (poller.joinable()) poller.join();
+  const size_t left = (*server)->Shutdown();
+  server->reset();
+  fmt::print("stopped{}\n", left ? fmt::format(" ({} request(s) were still running)", left) : "");
+  return left ? 1 : 0;
+}
+
+}  // namespace
+
+Runner SetupServe(CLI::App& app) {
+  auto o = std::make_shared<Opts>();
+  app.add_option("--model-repository", o->repo, "Triton-layout model repository")->required();
+  app.add_option("--address", o->address, "Address to listen on (all frontends)")
+      ->capture_default_str();
+  app.add_option("--http-port", o->http_port, "KServe v2 HTTP port (-1: off)")
+      ->capture_default_str();
+  app.add_option("--grpc-port", o->grpc_port, "KServe v2 gRPC port (-1: off)")
+      ->capture_default_str();
+  app.add_option("--metrics-port", o->metrics_port, "Prometheus metrics port (-1: off)")
+      ->capture_default_str();
+  app.add_option("--http-threads", o->http_threads, "HTTP event-loop threads")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  app.add_option("--model-control-mode", o->mode,
+                 "none: load every model at start; explicit: load what --load-model names and "
+                 "allow repository load/unload; poll: follow the repository's changes")
+      ->check(CLI::IsMember({"none", "explicit", "poll"}))
+      ->capture_default_str();
+  app.add_option("--load-model", o->load_models,
+                 "Model to load at start in explicit mode ('*': all); repeatable");
+  app.add_option("--repository-poll-secs", o->poll_secs, "Poll interval in poll mode")
+      ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
+  app.add_option("--max-request-bytes", o->max_request_bytes,
+                 "Largest request body (HTTP) or message (gRPC) accepted")
+      ->capture_default_str();
+  app.add_option("--max-queue-size", o->max_queue,
+                 "Requests a model version may queue before refusing more")
+      ->check(CLI::Range(1, 1 << 24))
+      ->capture_default_str();
+  app.add_option("--threads-per-instance", o->threads_per_instance,
+                 "Compute threads per model instance (0: cores / instances)")
+      ->capture_default_str();
+  app.add_flag("--no-warmup", o->no_warmup,
+               "Skip compiling and running every batch size at load (faster start, slower "
+               "first requests, no latency estimates until traffic)");
+  app.add_option("--admin-token", o->admin_token,
+                 "Bearer token required for repository, shared-memory and log-setting calls "
+                 "(or TESSERA_ADMIN_TOKEN)");
+  app.add_option("--exit-timeout-secs", o->exit_timeout,
+                 "On SIGTERM, how long in-flight requests may take to finish")
+      ->capture_default_str();
+  app.add_flag("-v,--verbose", o->verbose, "More log output");
+  return [o]() { return Run(*o); };
+}
+
+}  // namespace tessera::cli
