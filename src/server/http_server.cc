@@ -490,13 +490,27 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Start(const Options& options, Ha
   s->opts_ = options;
   s->handler_ = std::move(handler);
   const int threads = std::max(1, options.threads);
+  // evutil_parse_sockaddr_port refuses port 0, which asks the OS for any free port.
   sockaddr_storage ss{};
-  int len = sizeof(ss);
-  const bool v6 = options.address.find(':') != std::string::npos;
-  std::string spec =
-      (v6 ? "[" + options.address + "]" : options.address) + ":" + std::to_string(options.port);
-  if (evutil_parse_sockaddr_port(spec.c_str(), reinterpret_cast<sockaddr*>(&ss), &len) != 0)
-    return Status::InvalidArgument("cannot parse the listen address '" + options.address + "'");
+  int len = 0;
+  const std::string host = options.address == "localhost" ? "127.0.0.1" : options.address;
+  const std::string spec = host + ":" + std::to_string(options.port);
+  if (auto* v4 = reinterpret_cast<sockaddr_in*>(&ss);
+      evutil_inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(static_cast<uint16_t>(options.port));
+    len = sizeof(sockaddr_in);
+  } else if (auto* v6 = reinterpret_cast<sockaddr_in6*>(&ss);
+             evutil_inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(static_cast<uint16_t>(options.port));
+    len = sizeof(sockaddr_in6);
+  } else {
+    return Status::InvalidArgument("cannot parse the listen address '" + options.address +
+                                   "'; expected an IPv4 or IPv6 address");
+  }
+  if (options.port < 0 || options.port > 65535)
+    return Status::InvalidArgument("port " + std::to_string(options.port) + " is out of range");
   for (int i = 0; i < threads; ++i) {
     auto loop = std::make_unique<Loop>();
     loop->server = s.get();

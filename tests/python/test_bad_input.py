@@ -112,7 +112,7 @@ def test_unknown_model_lists_available(zoo_repo):
 
 def test_batch_over_max_batch_size(zoo_repo):
     assert_clean_failure(infer("--model-repository", zoo_repo, "--model", "bert_small", "--batch",
-                               "64"), "max_batch_size 32")
+                               "64"), "max_batch_size 8")
 
 
 def test_token_id_out_of_vocabulary(zoo_repo):

@@ -58,5 +58,6 @@ def test_zoo_repository_layout(zoo_repo):
     for m in ZOO:
         cfg = (zoo_repo / m / "config.pbtxt").read_text()
         assert f'name: "{m}"' in cfg
-        assert "max_batch_size: 32" in cfg
+        assert ("max_batch_size: 64" if m == "tiny_mlp" else "max_batch_size: 8") in cfg
+        assert "dynamic_batching" in cfg
         assert (zoo_repo / m / "1" / "model.onnx").stat().st_size > 1_000_000

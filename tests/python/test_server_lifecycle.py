@@ -1,0 +1,301 @@
+"""Server lifecycle against a real process: repository load/unload (explicit and poll modes),
+admin authentication, new versions under traffic, SLO drops and queue timeouts, overload, and
+graceful shutdown."""
+import concurrent.futures as cf
+import json
+import shutil
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc as tg
+import tritonclient.http as th
+
+from server_util import TesseraServer
+
+
+def make_repo(tessera_bin, path, models="tiny_mlp,bert_small"):
+    subprocess.run([str(tessera_bin), "zoo", "--out", str(path), "--models", models], check=True,
+                   stdout=subprocess.DEVNULL)
+    return path
+
+
+def request(url, body=None, headers=None, method=None, timeout=60):
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    req = urllib.request.Request(url, data=data, headers=headers or {},
+                                 method=method or ("POST" if data is not None else "GET"))
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            raw = r.read()
+            return r.status, (json.loads(raw) if raw else None)
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        return e.code, (json.loads(raw) if raw[:1] in (b"{", b"[") else raw)
+
+
+def tiny_body(value=0.5, rows=1, params=None):
+    b = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [rows, 16],
+                     "data": [value] * (16 * rows)}]}
+    if params:
+        b["parameters"] = params
+    return b
+
+
+def infer(server, model="tiny_mlp", body=None, version=None, timeout=60):
+    path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/infer"
+    return request(f"http://{server.http}{path}", body or tiny_body(), timeout=timeout)
+
+
+class Traffic:
+    """Sends tiny_mlp requests from a few threads until stopped; counts outcomes."""
+
+    def __init__(self, server, threads=3):
+        self.server, self.stop_flag = server, threading.Event()
+        self.ok, self.failed, self.versions, self.errors = 0, 0, set(), []
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self):
+        while not self.stop_flag.is_set():
+            code, body = infer(self.server)
+            with self.lock:
+                if code == 200:
+                    self.ok += 1
+                    self.versions.add(body["model_version"])
+                else:
+                    self.failed += 1
+                    self.errors.append((code, body))
+
+    def stop(self):
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join()
+        return self
+
+
+def test_explicit_mode_loads_and_unloads_on_request(tessera_bin, tmp_path):
+    repo = make_repo(tessera_bin, tmp_path / "repo")
+    s = TesseraServer(repo, "--model-control-mode", "explicit", "--load-model", "tiny_mlp")
+    try:
+        http = th.InferenceServerClient(s.http)
+        index = {m["name"]: m for m in http.get_model_repository_index()}
+        assert index["tiny_mlp"]["state"] == "READY"
+        assert index["bert_small"]["state"] == "UNAVAILABLE"
+        assert not http.is_model_ready("bert_small")
+        http.load_model("bert_small")
+        assert http.is_model_ready("bert_small")
+        http.unload_model("bert_small")
+        assert not http.is_model_ready("bert_small")
+        with pytest.raises(Exception, match="no model 'ghost'"):
+            http.load_model("ghost")
+        g = tg.InferenceServerClient(s.grpc)
+        g.load_model("bert_small")
+        assert g.is_model_ready("bert_small")
+        assert infer(s)[0] == 200
+    finally:
+        assert s.stop() == 0, s.output()
+
+
+def test_repository_calls_need_explicit_mode(tessera_bin, tmp_path):
+    s = TesseraServer(make_repo(tessera_bin, tmp_path / "repo", "tiny_mlp"))
+    try:
+        code, body = request(f"http://{s.http}/v2/repository/models/tiny_mlp/unload", {})
+        assert code == 400 and "explicit" in body["error"]
+    finally:
+        s.stop()
+
+
+def test_admin_calls_need_the_bearer_token(tessera_bin, tmp_path):
+    repo = make_repo(tessera_bin, tmp_path / "repo")
+    s = TesseraServer(repo, "--model-control-mode", "explicit", "--load-model", "tiny_mlp",
+                      "--admin-token", "s3cret")
+    try:
+        url = f"http://{s.http}/v2/repository/models/bert_small/load"
+        code, body = request(url, {})
+        assert code == 401 and "admin token" in body["error"]
+        code, body = request(url, {}, {"Authorization": "Bearer wrong"})
+        assert code == 401 and "wrong" in body["error"]
+        code, _ = request(f"http://{s.http}/v2/systemsharedmemory/region/r/register",
+                          {"key": "/x", "byte_size": 8})
+        assert code == 401
+        code, _ = request(f"http://{s.http}/v2/logging", {"log_verbose_level": 1})
+        assert code == 401
+        code, _ = request(url, {}, {"Authorization": "Bearer s3cret"})
+        assert code == 200
+        assert infer(s, "bert_small", {"inputs": [
+            {"name": "input_ids", "datatype": "INT64", "shape": [1, 128], "data": [1] * 128},
+            {"name": "attention_mask", "datatype": "INT64", "shape": [1, 128],
+             "data": [1] * 128}]})[0] == 200
+        stub_call = tg.InferenceServerClient(s.grpc)
+        with pytest.raises(Exception, match="admin token"):
+            stub_call.unload_model("bert_small")
+        stub_call.unload_model("bert_small", headers={"authorization": "Bearer s3cret"})
+        assert infer(s)[0] == 200  # inference never needs the token
+    finally:
+        s.stop()
+
+
+def test_a_new_version_loads_under_traffic_without_a_failed_request(tessera_bin, tmp_path):
+    repo = make_repo(tessera_bin, tmp_path / "repo", "tiny_mlp")
+    s = TesseraServer(repo, "--model-control-mode", "explicit", "--load-model", "tiny_mlp")
+    try:
+        traffic = Traffic(s)
+        time.sleep(0.5)
+        shutil.copytree(repo / "tiny_mlp" / "1", repo / "tiny_mlp" / "2")
+        code, body = request(f"http://{s.http}/v2/repository/models/tiny_mlp/load", {})
+        assert code == 200, body
+        time.sleep(0.5)
+        traffic.stop()
+        assert traffic.failed == 0, traffic.errors[:3]
+        assert traffic.ok > 20
+        assert traffic.versions == {"1", "2"}
+        assert infer(s)[1]["model_version"] == "2"
+        # Unload under traffic: requests already admitted finish; later ones are refused clearly.
+        with cf.ThreadPoolExecutor(16) as pool:
+            futures = [pool.submit(infer, s, "tiny_mlp", tiny_body(rows=64)) for _ in range(32)]
+            time.sleep(0.05)
+            code, _ = request(f"http://{s.http}/v2/repository/models/tiny_mlp/unload", {})
+            assert code == 200
+            results = [f.result() for f in futures]
+        assert all(c in (200, 503) for c, _ in results), [r for r in results if r[0] not in (200, 503)]
+        refused = [b for c, b in results if c == 503]
+        assert all("not ready" in b["error"] or "not accepting" in b["error"] for b in refused)
+        code, body = infer(s)
+        assert code == 503 and "not ready" in body["error"]
+    finally:
+        s.stop()
+
+
+def test_poll_mode_follows_the_repository(tessera_bin, tmp_path):
+    repo = make_repo(tessera_bin, tmp_path / "repo", "tiny_mlp")
+    spare = make_repo(tessera_bin, tmp_path / "spare", "bert_small")
+    s = TesseraServer(repo, "--model-control-mode", "poll", "--repository-poll-secs", "1")
+    try:
+        http = th.InferenceServerClient(s.http)
+        shutil.copytree(spare / "bert_small", repo / "bert_small")
+        deadline = time.time() + 30
+        while not http.is_model_ready("bert_small") and time.time() < deadline:
+            time.sleep(0.2)
+        assert http.is_model_ready("bert_small")
+        shutil.rmtree(repo / "bert_small")
+        deadline = time.time() + 30
+        while http.is_model_ready("bert_small") and time.time() < deadline:
+            time.sleep(0.2)
+        assert not http.is_model_ready("bert_small")
+        assert infer(s)[0] == 200
+    finally:
+        s.stop()
+
+
+def test_slo_drops_requests_that_cannot_meet_it_before_running_them(tessera_bin, tmp_path):
+    repo = make_repo(tessera_bin, tmp_path / "repo", "tiny_mlp")
+    cfg = repo / "tiny_mlp" / "config.pbtxt"
+    cfg.write_text(cfg.read_text() +
+                   'parameters { key: "slo_ms" value: { string_value: "0.001" } }\n')
+    s = TesseraServer(repo)
+    try:
+        code, body = infer(s)
+        assert code == 504 and "cannot meet its deadline" in body["error"], body
+        stats = th.InferenceServerClient(s.http).get_inference_statistics("tiny_mlp")
+        st = stats["model_stats"][0]
+        assert st["execution_count"] == 0  # dropped before dispatch: nothing ran
+        assert st["tessera"]["rejects"]["slo_unmeetable"] == 1
+        text = urllib.request.urlopen(f"http://localhost:{s.metrics_port}/metrics").read().decode()
+        assert 'tessera_rejected_total{model="tiny_mlp",version="1",reason="slo_unmeetable"} 1' in text
+    finally:
+        s.stop()
+
+
+def test_queue_timeouts_answer_deadline_exceeded(tessera_bin, tmp_path):
+    repo = make_repo(tessera_bin, tmp_path / "repo", "tiny_mlp")
+    cfg = repo / "tiny_mlp" / "config.pbtxt"
+    # Waits up to 5 s to fill a batch of 64: a lone request with a 20 ms timeout times out.
+    cfg.write_text(cfg.read_text().replace(
+        "dynamic_batching {\n}", "dynamic_batching { max_queue_delay_microseconds: 5000000 "
+        "preferred_batch_size: [64] }"))
+    s = TesseraServer(repo)
+    try:
+        t0 = time.time()
+        code, body = infer(s, body=tiny_body(params={"timeout": 20000}))
+        assert code == 504 and "timed out in the queue" in body["error"], body
+        assert time.time() - t0 < 2.0
+        # gRPC: the same, as DEADLINE_EXCEEDED.
+        c = tg.InferenceServerClient(s.grpc)
+        i = tg.InferInput("input", [1, 16], "FP32")
+        i.set_data_from_numpy(np.ones((1, 16), np.float32))
+        with pytest.raises(Exception) as e:
+            c.infer("tiny_mlp", [i], timeout=20000)  # the schedule_policy timeout (us)
+        assert "DEADLINE_EXCEEDED" in str(e.value) or "timed out" in str(e.value)
+    finally:
+        s.stop()
+
+
+def test_overload_is_refused_fast_and_the_server_stays_responsive(tessera_bin, tmp_path):
+    repo = make_repo(tessera_bin, tmp_path / "repo", "bert_small")
+    s = TesseraServer(repo, "--max-queue-size", "8", "--http-threads", "2")
+    body = {"inputs": [
+        {"name": "input_ids", "datatype": "INT64", "shape": [8, 128], "data": [1] * 1024},
+        {"name": "attention_mask", "datatype": "INT64", "shape": [8, 128], "data": [1] * 1024}]}
+    try:
+        t0 = time.time()
+        assert infer(s, "bert_small", body)[0] == 200
+        one = time.time() - t0
+        rss0 = s.rss_bytes()
+        # About 10x what the model can run: 64 concurrent senders, each request a full batch.
+        with cf.ThreadPoolExecutor(64) as pool:
+            futures = [pool.submit(infer, s, "bert_small", body) for _ in range(64 * 5)]
+            time.sleep(min(1.0, 5 * one))
+            t1 = time.time()
+            code, _ = request(f"http://{s.http}/v2/health/live")
+            health_s = time.time() - t1
+            results = [f.result() for f in futures]
+        codes = [c for c, _ in results]
+        assert code == 200 and health_s < 2.0, health_s
+        assert codes.count(429) > 0 and set(codes) <= {200, 429}, set(codes)
+        refusals = [b["error"] for c, b in results if c == 429]
+        assert all("queue is full" in r for r in refusals)
+        assert s.rss_bytes() - rss0 < 300 << 20  # queue bounded: memory does not run away
+        st = th.InferenceServerClient(s.http).get_inference_statistics("bert_small")
+        assert st["model_stats"][0]["tessera"]["rejects"]["queue_full"] == codes.count(429)
+    finally:
+        s.stop()
+
+
+def test_sigterm_lets_in_flight_requests_finish(tessera_bin, tmp_path):
+    repo = make_repo(tessera_bin, tmp_path / "repo", "bert_small")
+    s = TesseraServer(repo)
+    body = {"inputs": [
+        {"name": "input_ids", "datatype": "INT64", "shape": [4, 128], "data": [2] * 512},
+        {"name": "attention_mask", "datatype": "INT64", "shape": [4, 128], "data": [1] * 512}]}
+    with cf.ThreadPoolExecutor(12) as pool:
+        futures = [pool.submit(infer, s, "bert_small", body) for _ in range(12)]
+        time.sleep(0.3)
+        rc = s.stop()
+        results = [f.result() for f in futures]
+    assert rc == 0, s.output()
+    assert [c for c, _ in results if c != 200] == [], results
+    assert "stopped" in s.output()
+
+
+def test_a_model_that_fails_to_load_is_reported_and_others_serve(tessera_bin, tmp_path):
+    repo = make_repo(tessera_bin, tmp_path / "repo", "tiny_mlp,bert_small")
+    (repo / "bert_small" / "1" / "model.onnx").write_bytes(b"garbage")
+    s = TesseraServer(repo)
+    try:
+        assert "failed to load" in s.output()
+        http = th.InferenceServerClient(s.http)
+        assert not http.is_server_ready()  # strict readiness: a model it should serve is down
+        assert http.is_server_live()
+        index = {m["name"]: m for m in http.get_model_repository_index()}
+        assert index["bert_small"]["state"] == "UNAVAILABLE"
+        assert "malformed" in index["bert_small"]["reason"]
+        assert infer(s)[0] == 200
+    finally:
+        s.stop()
