@@ -1,6 +1,7 @@
 // config.pbtxt <-> ModelConfig, through the protobuf types of proto/model_config.proto.
 #include "tessera/model/config.h"
 
+#include <google/protobuf/descriptor.h>
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>
 
@@ -221,6 +222,55 @@ pb::ModelConfig ToProto(const ModelConfig& c) {
   return m;
 }
 
+bool ValidUtf8(const std::string& s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    const size_t n = c < 0x80           ? 1
+                     : (c >> 5) == 0x6  ? 2
+                     : (c >> 4) == 0xe  ? 3
+                     : (c >> 3) == 0x1e ? 4
+                                        : 0;
+    if (n == 0 || i + n > s.size()) return false;
+    for (size_t k = 1; k < n; ++k)
+      if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return false;
+    i += n;
+  }
+  return true;
+}
+
+// The first string field (path) that is not valid UTF-8, or "" when all are: proto3 strings
+// must be UTF-8, or the binary form Tessera sends in gRPC config responses cannot be read.
+std::string FindInvalidUtf8(const google::protobuf::Message& m, const std::string& path) {
+  using google::protobuf::FieldDescriptor;
+  const auto* d = m.GetDescriptor();
+  const auto* r = m.GetReflection();
+  for (int i = 0; i < d->field_count(); ++i) {
+    const FieldDescriptor* f = d->field(i);
+    const std::string p = path.empty() ? f->name() : path + "." + f->name();
+    if (f->cpp_type() == FieldDescriptor::CPPTYPE_STRING &&
+        f->type() == FieldDescriptor::TYPE_STRING) {
+      if (f->is_repeated()) {
+        for (int k = 0; k < r->FieldSize(m, f); ++k)
+          if (!ValidUtf8(r->GetRepeatedString(m, f, k))) return p;
+      } else if (!ValidUtf8(r->GetString(m, f))) {
+        return p;
+      }
+    } else if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+      if (f->is_repeated()) {
+        for (int k = 0; k < r->FieldSize(m, f); ++k) {
+          std::string bad = FindInvalidUtf8(r->GetRepeatedMessage(m, f, k), p);
+          if (!bad.empty()) return bad;
+        }
+      } else if (r->HasField(m, f)) {
+        std::string bad = FindInvalidUtf8(r->GetMessage(m, f), p);
+        if (!bad.empty()) return bad;
+      }
+    }
+  }
+  return "";
+}
+
 }  // namespace
 
 Result<std::vector<int64_t>> VersionPolicy::Select(const std::vector<int64_t>& available) const {
@@ -278,6 +328,10 @@ Result<ModelConfig> ParseModelConfig(const std::string& text) {
   parser.AllowUnknownField(true);
   if (!parser.ParseFromString(text, &m))
     return Status::InvalidArgument("config.pbtxt: " + errors.text);
+  const std::string bad = FindInvalidUtf8(m, "");
+  if (!bad.empty())
+    return Status::InvalidArgument("config.pbtxt: field '" + bad +
+                                   "' is not valid UTF-8; config strings must be UTF-8");
   return FromProto(m);
 }
 

@@ -84,7 +84,8 @@ json ToJson(const Message& m) {
 std::string ModelConfigJson(const ModelConfig& config) {
   tessera::config::ModelConfig m;
   m.ParseFromString(ModelConfigProtoBytes(config));
-  return ToJson(m).dump();
+  // Strings in a config need not be UTF-8 ("\\377" parses): replace what JSON cannot carry.
+  return ToJson(m).dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 }  // namespace tessera

@@ -220,7 +220,7 @@ int Run(const Opts& o) {
     j["activation_bytes"] = info.activation_bytes;
     j["activation_bytes_no_reuse"] = info.activation_bytes_no_reuse;
     std::ofstream f(o.json_out);
-    f << j.dump(2) << "\n";
+    f << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   }
   return 0;
 }

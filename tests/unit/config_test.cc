@@ -59,6 +59,45 @@ TEST(ModelConfig, FormatThenParseRoundTrips) {
   EXPECT_EQ(back->parameters.at("slo_ms"), "10");
 }
 
+TEST(ModelConfig, StringsThatAreNotUtf8AreRefusedAtParse) {
+  // Found by the config fuzzer: protobuf's text format accepts "\377" in a string, which then
+  // breaks the JSON and binary renderings.
+  auto c =
+      ParseModelConfig("max_batch_size: 4 input [ { name: \"in\\377\" data_type: TYPE_FP32 } ]");
+  EXPECT_EQ(c.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(c.status().message().find("'input.name' is not valid UTF-8"), std::string::npos)
+      << c.status().message();
+  auto ok = ParseModelConfig("name: \"r\u00e9sum\u00e9\" max_batch_size: 4");  // UTF-8 is fine
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_NE(ModelConfigJson(*ok).find("\"max_batch_size\":4"), std::string::npos);
+}
+
+TEST(ModelConfig, ValidationNamesWhatIsWrong) {
+  auto c = ParseModelConfig(
+      "name: \"m\" max_batch_size: 4 dynamic_batching { preferred_batch_size: [8] }");
+  ASSERT_TRUE(c.ok());
+  Status st = ValidateModelConfig(*c);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("preferred_batch_size 8"), std::string::npos) << st.message();
+  c = ParseModelConfig("name: \"m\" platform: \"tensorrt_plan\"");
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(ValidateModelConfig(*c).code(), StatusCode::kUnimplemented);
+  c = ParseModelConfig(
+      "name: \"m\" parameters { key: \"slo_ms\" value: { string_value: \"-3\" } }");
+  ASSERT_TRUE(c.ok());
+  EXPECT_NE(ValidateModelConfig(*c).message().find("slo_ms"), std::string::npos);
+}
+
+TEST(ModelConfig, BinaryFormIsTritonsWireFormat) {
+  auto c = ParseModelConfig(
+      "name: \"m\" max_batch_size: 4 output [ { name: \"y\" data_type: TYPE_FP32 dims: [10] } ]");
+  ASSERT_TRUE(c.ok());
+  const std::string bytes = ModelConfigProtoBytes(*c);
+  // ModelOutput.dims is field 3 in Triton's model_config.proto: tag (3 << 3 | 2) = 0x1a.
+  const std::string want_dims = std::string("\x1a\x01\x0a", 3);
+  EXPECT_NE(bytes.find(want_dims), std::string::npos);
+}
+
 TEST(Repository, FindsLatestVersionAndListsModelsWhenOneIsMissing) {
   fs::path dir = fs::temp_directory_path() / "tessera_repo_test";
   fs::remove_all(dir);
