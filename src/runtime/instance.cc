@@ -71,8 +71,10 @@ Result<Executable*> Instance::ExecutableFor(int64_t rows, const std::vector<Shap
     return it->second.exe.get();
   }
   const Graph& g = model_->graph();
-  if (g.inputs.empty() && g.nodes.empty())
-    return Status::Internal("model '" + model_->name() + "': no graph to compile for new shapes");
+  if (model_->weights_released())
+    return Status::Internal("model '" + model_->name() + "': no executable for batch " +
+                            std::to_string(rows) + " and shapes " + key +
+                            ", and the weights were released after warm-up");
   CompileOptions o;
   o.batch = Batched(*model_) ? rows : 1;
   o.constants = model_->constants();
@@ -274,5 +276,10 @@ void Instance::Execute(std::vector<RequestPtr> batch) {
 }
 
 size_t Instance::memory_bytes() const { return arena_bytes_.load(); }
+
+bool Instance::ShapesFixed(const ServedModel& m) {
+  std::vector<Shape> items;
+  return FixedItemShapes(m, &items);
+}
 
 }  // namespace tessera::runtime

@@ -28,6 +28,9 @@ class Instance {
   // Runs `batch` (requests batchable together) and answers every request.
   void Execute(std::vector<RequestPtr> batch);
   size_t memory_bytes() const;
+  // True when the config fixes every input dim (besides the batch): the executables for every
+  // batch size can be compiled at warm-up and no request can need another.
+  static bool ShapesFixed(const ServedModel& m);
 
  private:
   // The executable for `rows` rows (a bucket) with per-row input shapes `item_shapes`.

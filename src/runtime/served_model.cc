@@ -66,6 +66,15 @@ Status ServedModel::Start() {
     Stop(false);
     return result;
   }
+  weight_bytes_ = graph_.WeightBytes() + constants_->bytes();
+  if (opts_.warmup && Instance::ShapesFixed(*this)) {
+    // Every executable this version will ever need exists now, each holding the (repacked)
+    // weights it uses: the graph's own copy of the weights and the cache's anchors can go.
+    for (auto& [_, t] : graph_.initializers) t = Tensor();
+    graph_.initializers.clear();
+    constants_.reset();
+    weights_released_ = true;
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     accepting_ = true;
@@ -97,8 +106,7 @@ void ServedModel::Stop(bool drain) {
 }
 
 size_t ServedModel::memory_bytes() const {
-  size_t b = graph_.WeightBytes();
-  if (constants_) b += constants_->bytes();
+  size_t b = weight_bytes_;
   for (const auto& i : instances_) b += i->memory_bytes();
   return b;
 }

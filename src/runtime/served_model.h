@@ -39,7 +39,11 @@ class ServedModel final : public ModelHandle, public std::enable_shared_from_thi
   int64_t version() const override { return version_; }
   const ModelConfig& config() const override { return config_; }
   bool ready() const override { return ready_.load(); }
-  ModelStatsSnapshot stats() const override { return stats_.Snapshot(); }
+  ModelStatsSnapshot stats() const override {
+    ModelStatsSnapshot s = stats_.Snapshot();
+    s.memory_bytes = memory_bytes();
+    return s;
+  }
   size_t memory_bytes() const override;
   size_t in_flight() const { return in_flight_.load(); }
 
@@ -50,6 +54,8 @@ class ServedModel final : public ModelHandle, public std::enable_shared_from_thi
   LatencyEstimator& estimator() { return estimator_; }
   ModelStats& mutable_stats() { return stats_; }
   const std::shared_ptr<ConstantCache>& constants() const { return constants_; }
+  // True once the graph's weights were released (every executable is compiled).
+  bool weights_released() const { return weights_released_; }
   Engine& engine() { return *engine_; }
   // Answers one request of a finished or failed batch and updates the statistics.
   void Answer(RequestPtr r, InferenceResponse&& resp);
@@ -78,6 +84,8 @@ class ServedModel final : public ModelHandle, public std::enable_shared_from_thi
   std::vector<std::unique_ptr<Instance>> instances_;
   std::vector<std::thread> threads_;
   std::atomic<bool> ready_{false};
+  size_t weight_bytes_ = 0;
+  bool weights_released_ = false;
   std::atomic<size_t> in_flight_{0};
 };
 

@@ -415,6 +415,10 @@ class GrpcService final : public inference::GRPCInferenceService::CallbackServic
       dur(s.compute_input, is->mutable_compute_input());
       dur(s.compute_infer, is->mutable_compute_infer());
       dur(s.compute_output, is->mutable_compute_output());
+      auto* mem = m->add_memory_usage();
+      mem->set_type("CPU");
+      mem->set_id(0);
+      mem->set_byte_size(s.memory_bytes);
       for (const auto& b : s.batch_stats) {
         auto* bs = m->add_batch_stats();
         bs->set_batch_size(b.batch_size);

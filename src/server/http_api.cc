@@ -229,6 +229,14 @@ std::string StatsJson(const std::vector<ModelStatsSnapshot>& snaps) {
     w.EndArray();
     w.Key("memory_usage");
     w.StartArray();
+    w.StartObject();
+    w.Key("type");
+    w.String("CPU");
+    w.Key("id");
+    w.Int64(0);
+    w.Key("byte_size");
+    w.Uint64(s.memory_bytes);
+    w.EndObject();
     w.EndArray();
     w.Key("tessera");
     w.StartObject();

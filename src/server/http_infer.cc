@@ -59,15 +59,28 @@ Status Flatten(const Value& v, const std::string& name, std::vector<T>* out, int
   return Status::OK();
 }
 
+// Leaves of a (nested) JSON array; stops counting once past `limit`.
+int64_t CountLeaves(const Value& v, int64_t limit, int depth = 0) {
+  if (!v.IsArray() || depth > 32) return 1;
+  int64_t n = 0;
+  for (const auto& e : v.GetArray()) {
+    n += CountLeaves(e, limit - n, depth + 1);
+    if (n > limit) break;
+  }
+  return n;
+}
+
 template <typename T, typename Conv>
 Result<Tensor> Typed(const Value& data, const std::string& name, DataType dtype, const Shape& shape,
                      int64_t n, Conv conv) {
+  // Count before allocating: the shape is the client's claim, the data is what it sent.
+  const int64_t have = CountLeaves(data, n);
+  if (have != n)
+    return Bad("input '" + name + "': shape " + ShapeToString(shape) + " has " + std::to_string(n) +
+               " elements, data has " + (have > n ? "more" : std::to_string(have)));
   std::vector<T> flat;
   flat.reserve(static_cast<size_t>(n));
   TESSERA_RETURN_IF_ERROR(Flatten(data, name, &flat));
-  if (static_cast<int64_t>(flat.size()) != n)
-    return Bad("input '" + name + "': shape " + ShapeToString(shape) + " has " + std::to_string(n) +
-               " elements, data has " + std::to_string(flat.size()));
   Tensor t = Tensor::Allocate(dtype, shape);
   conv(flat, t);
   return t;

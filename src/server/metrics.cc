@@ -65,6 +65,9 @@ std::string PrometheusText(const ModelManager& manager) {
        }},
       {"tessera_queue_depth", "gauge", "Requests waiting in the model's queue",
        [](const auto& s) { return double(s.queue_depth); }},
+      {"tessera_model_memory_bytes", "gauge",
+       "Memory the model version holds: weights and the activation arenas of its executables",
+       [](const auto& s) { return double(s.memory_bytes); }},
   };
   for (const auto& ser : series) {
     out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", ser.name, ser.help, ser.name, ser.type);

@@ -78,6 +78,9 @@ INFER = "/v2/models/tiny_mlp/infer"
      400, ["shape [-1,16]", "[1,15]"]),
     ({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 16], "data": [0] * 15}]},
      400, ["16 elements", "15"]),
+    # A huge claimed shape with little data: refused before anything is allocated (fuzzer find).
+    ({"inputs": [{"name": "input", "datatype": "FP32", "shape": [222222222, 16], "data": [0] * 16}]},
+     400, ["3555555552 elements, data has 16"]),
     ({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 16], "data": ["x"] * 16}]},
      400, ["must be a number"]),
     ({"inputs": [{"name": "input", "datatype": "FP32", "shape": [100, 16],

@@ -215,6 +215,8 @@ def test_statistics_count_requests_and_batches(server):
     for k in ["queue", "compute_input", "compute_infer", "compute_output"]:
         assert after["inference_stats"][k]["ns"] > before["inference_stats"][k]["ns"]
     assert any(b["batch_size"] == 2 for b in after["batch_stats"])
+    mem = after["memory_usage"][0]
+    assert mem["type"] == "CPU" and mem["byte_size"] > 16 * 64 * 4  # at least the weights
     g = tg.InferenceServerClient(server.grpc).get_inference_statistics("tiny_mlp")
     assert g.model_stats[0].inference_count == after["inference_count"]
 
@@ -228,7 +230,8 @@ def test_metrics_expose_triton_and_tessera_series(server):
     assert line and float(line[0].split()[-1]) >= 1
     for name in ["nv_inference_queue_duration_us", "nv_inference_compute_infer_duration_us",
                  "tessera_slo_attainment", "tessera_rejected_total", "tessera_queue_depth",
-                 "tessera_batch_rows_bucket", "tessera_request_latency_us_bucket"]:
+                 "tessera_batch_rows_bucket", "tessera_request_latency_us_bucket",
+                 "tessera_model_memory_bytes"]:
         assert name in text, name
 
 

@@ -192,7 +192,7 @@ class CpuExecutable final : public Executable {
       : profile_(o.profile),
         winograd_(o.winograd),
         packed_gemm_(o.packed_gemm),
-        constants_(o.constants) {}
+        constants_(o.constants.get()) {}
   Status Build(PreparedGraph p);
   Status Run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs) override;
   const ExecutableInfo& info() const override { return info_; }
@@ -210,7 +210,7 @@ class CpuExecutable final : public Executable {
   std::vector<std::string> labels_;
   bool profile_;
   bool winograd_, packed_gemm_;
-  std::shared_ptr<ConstantCache> constants_;
+  ConstantCache* constants_;  // only during Build: executables must not keep the cache alive
   std::map<std::string, double> profile_ms_;
 };
 
@@ -222,12 +222,13 @@ Status CpuExecutable::Build(PreparedGraph p) {
   LayoutPlanner planner(&ctx_, &graph_, &meta_);
   planner.winograd = winograd_;
   planner.packed_gemm = packed_gemm_;
-  planner.cache = constants_.get();
+  planner.cache = constants_;
   for (const auto& n : graph_.nodes) TESSERA_RETURN_IF_ERROR(planner.PlanNode(n));
   std::vector<std::string> outs;
   for (const auto& o : graph_.outputs) outs.push_back(planner.EnsurePlain(o.name));
   for (const auto& v : planner.DroppableConstants()) graph_.initializers.erase(v);
   owned_ = std::move(planner.owned());
+  constants_ = nullptr;
   auto& plan_steps = planner.steps();
 
   // Lifetimes over step indices; graph inputs are born before step 0, outputs live past the end.
