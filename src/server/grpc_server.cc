@@ -208,10 +208,12 @@ Status FillResponse(ServerContext& ctx, InferenceResponse&& resp, const GrpcInfe
   if (opts.timing) {
     const RequestTiming& t = resp.timing;
     auto& p = *out->mutable_parameters();
-    p["tessera_queue_us"].set_int64_param((t.dispatch - t.enqueue) / 1000);
-    p["tessera_compute_input_us"].set_int64_param((t.input_done - t.dispatch) / 1000);
-    p["tessera_compute_infer_us"].set_int64_param((t.infer_done - t.input_done) / 1000);
-    p["tessera_compute_output_us"].set_int64_param((t.output_done - t.infer_done) / 1000);
+    const int64_t built = SystemClock::Default()->NowNs();
+    p["tessera_queue_ns"].set_int64_param(t.dispatch - t.enqueue);
+    p["tessera_compute_input_ns"].set_int64_param(t.input_done - t.dispatch);
+    p["tessera_compute_infer_ns"].set_int64_param(t.infer_done - t.input_done);
+    p["tessera_compute_output_ns"].set_int64_param(t.output_done - t.infer_done);
+    p["tessera_server_ns"].set_int64_param(built - t.arrive);  // arrival to response built
     p["tessera_batch_rows"].set_int64_param(resp.batch_rows);
   }
   for (size_t i = 0; i < resp.outputs.size(); ++i) {

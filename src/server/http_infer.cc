@@ -10,6 +10,8 @@
 #include <cstring>
 #include <limits>
 
+#include "tessera/core/clock.h"
+
 namespace tessera::server {
 namespace {
 
@@ -378,14 +380,17 @@ HttpResponse BuildHttpInferResponse(ServerContext& ctx, InferenceResponse&& resp
     const RequestTiming& t = resp.timing;
     w.Key("parameters");
     w.StartObject();
-    w.Key("tessera_queue_us");
-    w.Int64((t.dispatch - t.enqueue) / 1000);
-    w.Key("tessera_compute_input_us");
-    w.Int64((t.input_done - t.dispatch) / 1000);
-    w.Key("tessera_compute_infer_us");
-    w.Int64((t.infer_done - t.input_done) / 1000);
-    w.Key("tessera_compute_output_us");
-    w.Int64((t.output_done - t.infer_done) / 1000);
+    const int64_t built = SystemClock::Default()->NowNs();
+    w.Key("tessera_queue_ns");
+    w.Int64(t.dispatch - t.enqueue);
+    w.Key("tessera_compute_input_ns");
+    w.Int64(t.input_done - t.dispatch);
+    w.Key("tessera_compute_infer_ns");
+    w.Int64(t.infer_done - t.input_done);
+    w.Key("tessera_compute_output_ns");
+    w.Int64(t.output_done - t.infer_done);
+    w.Key("tessera_server_ns");  // arrival (whole request read) to this response being built
+    w.Int64(built - t.arrive);
     w.Key("tessera_batch_rows");
     w.Int64(resp.batch_rows);
     w.EndObject();

@@ -242,9 +242,12 @@ def test_timing_breakdown_in_response_parameters(server):
                                  data=json.dumps(body).encode(), method="POST")
     res = json.loads(urllib.request.urlopen(req).read())
     p = res["parameters"]
-    for k in ["tessera_queue_us", "tessera_compute_input_us", "tessera_compute_infer_us",
-              "tessera_compute_output_us", "tessera_batch_rows"]:
+    for k in ["tessera_queue_ns", "tessera_compute_input_ns", "tessera_compute_infer_ns",
+              "tessera_compute_output_ns", "tessera_server_ns", "tessera_batch_rows"]:
         assert k in p and p[k] >= 0
+    parts = sum(p[k] for k in ["tessera_queue_ns", "tessera_compute_input_ns",
+                               "tessera_compute_infer_ns", "tessera_compute_output_ns"])
+    assert p["tessera_server_ns"] >= parts
 
 
 def test_grpc_stream_answers_every_request(server):
