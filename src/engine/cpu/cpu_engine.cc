@@ -223,6 +223,7 @@ Status CpuExecutable::Build(PreparedGraph p) {
   planner.winograd = winograd_;
   planner.packed_gemm = packed_gemm_;
   planner.cache = constants_;
+  planner.model_weight_bytes = graph_.WeightBytes();
   for (const auto& n : graph_.nodes) TESSERA_RETURN_IF_ERROR(planner.PlanNode(n));
   std::vector<std::string> outs;
   for (const auto& o : graph_.outputs) outs.push_back(planner.EnsurePlain(o.name));

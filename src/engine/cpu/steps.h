@@ -70,6 +70,7 @@ class LayoutPlanner {
   ConstantCache* cache = nullptr;
   bool winograd = true;     // let eligible 3x3 convs use Winograd (winograd.cc)
   bool packed_gemm = true;  // constant-weight MatMuls on the packed GEMM (packed_matmul.cc)
+  size_t model_weight_bytes = 0;  // all of the model's constants: decides the GEMM above
   Graph* graph() { return graph_; }
   passes::MetaMap* meta() { return meta_; }
   void SetLayout(const std::string& v, const dnnl::memory::desc& d);
