@@ -53,8 +53,8 @@ struct ModelStatsSnapshot {
   std::array<uint64_t, static_cast<size_t>(RejectReason::kCount)> rejects{};
   uint64_t slo_met = 0, slo_missed = 0;  // successful requests vs the model's SLO (if any)
   int64_t queue_depth = 0;
-  uint64_t memory_bytes = 0;  // weights + activation arenas (CPU memory for the CPU engine)
-  LatencyHistogram request_latency;         // arrive -> response ready
+  uint64_t memory_bytes = 0;         // weights + activation arenas (CPU memory for the CPU engine)
+  LatencyHistogram request_latency;  // arrive -> response ready
   std::map<uint64_t, uint64_t> batch_rows;  // executed batch rows -> count
 };
 

@@ -68,8 +68,8 @@ class LayoutPlanner {
   Tensor Reordered(const std::string& source, const dnnl::memory::desc& from,
                    const dnnl::memory::desc& to);
   ConstantCache* cache = nullptr;
-  bool winograd = true;     // let eligible 3x3 convs use Winograd (winograd.cc)
-  bool packed_gemm = true;  // constant-weight MatMuls on the packed GEMM (packed_matmul.cc)
+  bool winograd = true;           // let eligible 3x3 convs use Winograd (winograd.cc)
+  bool packed_gemm = true;        // constant-weight MatMuls on the packed GEMM (packed_matmul.cc)
   size_t model_weight_bytes = 0;  // all of the model's constants: decides the GEMM above
   Graph* graph() { return graph_; }
   passes::MetaMap* meta() { return meta_; }
