@@ -107,7 +107,8 @@ def perf_analyzer(url, protocol, concurrency, seconds):
         return None
     proc = subprocess.run([str(pa), "-m", "tiny_mlp", "-u", url, "-i", protocol,
                            "--concurrency-range", str(concurrency),
-                           "--measurement-interval", str(seconds * 1000)],
+                           "--measurement-interval", str(seconds * 1000),
+                           "--stability-percentage", "50", "--max-trials", "20"],
                           capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:
         raise RuntimeError(proc.stdout + proc.stderr)
