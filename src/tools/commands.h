@@ -11,5 +11,7 @@ using Runner = std::function<int()>;
 Runner SetupZoo(CLI::App& app);
 Runner SetupInfer(CLI::App& app);
 Runner SetupServe(CLI::App& app);
+Runner SetupBench(CLI::App& app);
+Runner SetupSink(CLI::App& app);
 
 }  // namespace tessera::cli

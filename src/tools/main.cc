@@ -20,6 +20,12 @@ int main(int argc, char** argv) {
   cmds.emplace_back(zoo, tessera::cli::SetupZoo(*zoo));
   auto* infer = app.add_subcommand("infer", "Run one model once (or repeatedly) and report");
   cmds.emplace_back(infer, tessera::cli::SetupInfer(*infer));
+  auto* bench = app.add_subcommand(
+      "bench", "Open-loop multi-model load generator for KServe v2 servers; SLO goodput sweeps");
+  cmds.emplace_back(bench, tessera::cli::SetupBench(*bench));
+  auto* sink = app.add_subcommand(
+      "sink", "A KServe v2 endpoint that answers every inference at once (to measure clients)");
+  cmds.emplace_back(sink, tessera::cli::SetupSink(*sink));
   auto* ops = app.add_subcommand("ops", "List the ONNX ops the engine supports");
   cmds.emplace_back(ops, [] {
     for (const auto& op : tessera::SupportedOps()) fmt::print("{}\n", op);

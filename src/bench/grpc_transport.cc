@@ -1,0 +1,242 @@
+// gRPC transport: asynchronous unary ModelInfer calls on one channel; the scheduling thread
+// starts each call when due, completion-queue threads record the answers.
+#include <grpcpp/grpcpp.h>
+
+#include <mutex>
+#include <thread>
+#include <unordered_set>
+
+#include "bench/transport.h"
+#include "grpc_service.grpc.pb.h"
+
+namespace tessera::bench {
+namespace {
+
+std::string CodeName(grpc::StatusCode c) {
+  switch (c) {
+    case grpc::StatusCode::CANCELLED:
+      return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN:
+      return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND:
+      return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS:
+      return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return "PERMISSION_DENIED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED:
+      return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL:
+      return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE:
+      return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS:
+      return "DATA_LOSS";
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return "UNAUTHENTICATED";
+    default:
+      return "CODE_" + std::to_string(static_cast<int>(c));
+  }
+}
+
+Status FromGrpc(const grpc::Status& s, const std::string& what) {
+  if (s.ok()) return Status::OK();
+  const std::string m = what + ": " + CodeName(s.error_code()) + ": " + s.error_message();
+  switch (s.error_code()) {
+    case grpc::StatusCode::NOT_FOUND:
+      return Status::NotFound(m);
+    case grpc::StatusCode::UNAVAILABLE:
+      return Status::Unavailable(m);
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return Status::InvalidArgument(m);
+    default:
+      return Status::Internal(m);
+  }
+}
+
+struct Call {
+  grpc::ClientContext ctx;
+  inference::ModelInferResponse response;
+  grpc::Status status;
+  std::unique_ptr<grpc::ClientAsyncResponseReader<inference::ModelInferResponse>> rpc;
+  int model = 0;
+  int64_t due_ns = 0;
+  bool cancelled = false;  // by the drain timeout (guarded by GrpcTransport::mu_)
+};
+
+class GrpcTransport final : public Transport {
+ public:
+  GrpcTransport(const std::string& url, int threads) : threads_(std::max(1, threads)) {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(-1);
+    args.SetMaxSendMessageSize(-1);
+    channel_ = grpc::CreateCustomChannel(url, grpc::InsecureChannelCredentials(), args);
+    stub_ = inference::GRPCInferenceService::NewStub(channel_);
+  }
+
+  Result<ModelMeta> Metadata(const std::string& model, const std::string& version) override {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    inference::ModelMetadataRequest req;
+    req.set_name(model);
+    req.set_version(version);
+    inference::ModelMetadataResponse resp;
+    auto st = FromGrpc(stub_->ModelMetadata(&ctx, req, &resp), "metadata of model '" + model + "'");
+    if (!st.ok()) return st;
+    ModelMeta m;
+    auto copy = [](const auto& from, std::vector<TensorMeta>* to) {
+      for (const auto& t : from)
+        to->push_back({t.name(), t.datatype(), {t.shape().begin(), t.shape().end()}});
+    };
+    copy(resp.inputs(), &m.inputs);
+    copy(resp.outputs(), &m.outputs);
+    return m;
+  }
+
+  Status RegisterShm(const std::string& region, const std::string& key, uint64_t bytes) override {
+    grpc::ClientContext ctx;
+    inference::SystemSharedMemoryRegisterRequest req;
+    req.set_name(region);
+    req.set_key(key);
+    req.set_byte_size(bytes);
+    inference::SystemSharedMemoryRegisterResponse resp;
+    return FromGrpc(stub_->SystemSharedMemoryRegister(&ctx, req, &resp),
+                    "registering shared memory '" + region + "'");
+  }
+
+  Status UnregisterShm(const std::string& region) override {
+    grpc::ClientContext ctx;
+    inference::SystemSharedMemoryUnregisterRequest req;
+    req.set_name(region);
+    inference::SystemSharedMemoryUnregisterResponse resp;
+    return FromGrpc(stub_->SystemSharedMemoryUnregister(&ctx, req, &resp),
+                    "unregistering shared memory '" + region + "'");
+  }
+
+  Status Prepare(const std::vector<PreparedModel>& models) override {
+    requests_.clear();
+    for (const auto& m : models) {
+      inference::ModelInferRequest r;
+      r.set_model_name(m.name);
+      r.set_model_version(m.version);
+      if (m.priority > 0) (*r.mutable_parameters())["priority"].set_uint64_param(m.priority);
+      for (const auto& in : m.inputs) {
+        auto* t = r.add_inputs();
+        t->set_name(in.name);
+        t->set_datatype(in.datatype);
+        for (auto d : in.shape) t->add_shape(d);
+        if (!m.shm_region.empty()) {
+          auto& p = *t->mutable_parameters();
+          p["shared_memory_region"].set_string_param(m.shm_region);
+          p["shared_memory_offset"].set_uint64_param(in.shm_offset);
+          p["shared_memory_byte_size"].set_uint64_param(in.data.size());
+        } else {
+          r.add_raw_input_contents(in.data);
+        }
+      }
+      requests_.push_back(std::move(r));
+    }
+    return Status::OK();
+  }
+
+  void Run(Scheduler& sched, Recorder& rec, int64_t t0_ns, int64_t drain_ns) override {
+    grpc::CompletionQueue cq;
+    std::vector<std::thread> pollers;
+    for (int i = 0; i < threads_; ++i)
+      pollers.emplace_back([&] {
+        void* tag = nullptr;
+        bool ok = false;
+        while (cq.Next(&tag, &ok)) {
+          auto* c = static_cast<Call*>(tag);
+          const int64_t done = MonotonicNs() - t0_ns;
+          bool cancelled = false;
+          {
+            std::lock_guard<std::mutex> l(mu_);
+            cancelled = c->cancelled;
+          }
+          Outcome o;
+          if (!c->status.ok()) {
+            o.ok = false;
+            o.kind = cancelled ? "no_response" : "grpc_" + CodeName(c->status.error_code());
+            o.message =
+                cancelled ? "no answer before the drain timeout" : c->status.error_message();
+          }
+          rec.Done(c->model, c->due_ns, done, o);
+          {
+            std::lock_guard<std::mutex> l(mu_);
+            live_.erase(c);
+          }
+          delete c;
+        }
+      });
+    UsePreciseTimers();
+    while (sched.PeekNs() >= 0) {
+      SleepUntilNs(t0_ns + sched.PeekNs());
+      const auto [model, due] = sched.Pop();
+      auto* c = new Call;
+      c->model = model;
+      c->due_ns = due;
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        live_.insert(c);
+      }
+      rec.Sent(model, due);
+      c->rpc = stub_->PrepareAsyncModelInfer(&c->ctx, requests_[model], &cq);
+      c->rpc->StartCall();
+      c->rpc->Finish(&c->response, &c->status, c);
+    }
+    // Drain: wait for the answers, then cancel what is left (recorded as no_response).
+    const int64_t deadline = MonotonicNs() + drain_ns;
+    for (;;) {
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        if (live_.empty()) break;
+        if (MonotonicNs() >= deadline) {
+          for (auto* c : live_) {
+            c->cancelled = true;
+            c->ctx.TryCancel();
+          }
+          break;
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    for (;;) {  // cancelled calls still complete through the queue
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        if (live_.empty()) break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    cq.Shutdown();
+    for (auto& t : pollers) t.join();
+  }
+
+ private:
+  int threads_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<inference::GRPCInferenceService::Stub> stub_;
+  std::vector<inference::ModelInferRequest> requests_;
+  std::mutex mu_;
+  std::unordered_set<Call*> live_;
+};
+
+}  // namespace
+
+std::unique_ptr<Transport> MakeGrpcTransport(const std::string& url, int threads) {
+  return std::make_unique<GrpcTransport>(url, threads);
+}
+
+}  // namespace tessera::bench
