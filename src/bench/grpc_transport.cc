@@ -78,7 +78,8 @@ struct Call {
 
 class GrpcTransport final : public Transport {
  public:
-  GrpcTransport(const std::string& url, int threads) : threads_(std::max(1, threads)) {
+  GrpcTransport(const std::string& url, int threads, int64_t spin_ns)
+      : threads_(std::max(1, threads)), spin_ns_(spin_ns) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(-1);
     args.SetMaxSendMessageSize(-1);
@@ -152,38 +153,55 @@ class GrpcTransport final : public Transport {
   }
 
   void Run(Scheduler& sched, Recorder& rec, int64_t t0_ns, int64_t drain_ns) override {
+    // The sending thread also reaps completions while it waits for the next due time (one
+    // thread, no hand-offs); --grpc-threads adds threads that only reap.
     grpc::CompletionQueue cq;
-    std::vector<std::thread> pollers;
-    for (int i = 0; i < threads_; ++i)
-      pollers.emplace_back([&] {
+    auto complete = [&](void* tag) {
+      auto* c = static_cast<Call*>(tag);
+      const int64_t done = MonotonicNs() - t0_ns;
+      bool cancelled = false;
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        cancelled = c->cancelled;
+        live_.erase(c);
+      }
+      Outcome o;
+      if (!c->status.ok()) {
+        o.ok = false;
+        o.kind = cancelled ? "no_response" : "grpc_" + CodeName(c->status.error_code());
+        o.message = cancelled ? "no answer before the drain timeout" : c->status.error_message();
+      }
+      rec.Done(c->model, c->due_ns, done, o);
+      delete c;
+    };
+    std::vector<std::thread> reapers;
+    for (int i = 1; i < threads_; ++i)
+      reapers.emplace_back([&] {
         void* tag = nullptr;
         bool ok = false;
-        while (cq.Next(&tag, &ok)) {
-          auto* c = static_cast<Call*>(tag);
-          const int64_t done = MonotonicNs() - t0_ns;
-          bool cancelled = false;
-          {
-            std::lock_guard<std::mutex> l(mu_);
-            cancelled = c->cancelled;
-          }
-          Outcome o;
-          if (!c->status.ok()) {
-            o.ok = false;
-            o.kind = cancelled ? "no_response" : "grpc_" + CodeName(c->status.error_code());
-            o.message =
-                cancelled ? "no answer before the drain timeout" : c->status.error_message();
-          }
-          rec.Done(c->model, c->due_ns, done, o);
-          {
-            std::lock_guard<std::mutex> l(mu_);
-            live_.erase(c);
-          }
-          delete c;
-        }
+        while (cq.Next(&tag, &ok)) complete(tag);
       });
+    // Reaps completions until abs_ns (MonotonicNs), then returns.
+    auto reap_until = [&](int64_t abs_ns) {
+      for (;;) {
+        const int64_t left = abs_ns - MonotonicNs();
+        if (left <= 0) return;
+        const auto deadline = std::chrono::system_clock::now() + std::chrono::nanoseconds(left);
+        void* tag = nullptr;
+        bool ok = false;
+        const auto st = cq.AsyncNext(&tag, &ok, deadline);
+        if (st == grpc::CompletionQueue::GOT_EVENT) {
+          complete(tag);
+        } else if (st == grpc::CompletionQueue::SHUTDOWN) {
+          return;
+        }
+      }
+    };
     UsePreciseTimers();
     while (sched.PeekNs() >= 0) {
-      SleepUntilNs(t0_ns + sched.PeekNs());
+      const int64_t due_abs = t0_ns + sched.PeekNs();
+      reap_until(due_abs - spin_ns_);
+      SleepUntilNs(due_abs, spin_ns_);
       const auto [model, due] = sched.Pop();
       auto* c = new Call;
       c->model = model;
@@ -192,40 +210,38 @@ class GrpcTransport final : public Transport {
         std::lock_guard<std::mutex> l(mu_);
         live_.insert(c);
       }
-      rec.Sent(model, due);
+      rec.Sent(model, due, MonotonicNs() - t0_ns);
       c->rpc = stub_->PrepareAsyncModelInfer(&c->ctx, requests_[model], &cq);
       c->rpc->StartCall();
       c->rpc->Finish(&c->response, &c->status, c);
     }
-    // Drain: wait for the answers, then cancel what is left (recorded as no_response).
+    // Drain: reap the answers, then cancel what is left (recorded as no_response).
     const int64_t deadline = MonotonicNs() + drain_ns;
-    for (;;) {
-      {
-        std::lock_guard<std::mutex> l(mu_);
-        if (live_.empty()) break;
-        if (MonotonicNs() >= deadline) {
-          for (auto* c : live_) {
-            c->cancelled = true;
-            c->ctx.TryCancel();
-          }
-          break;
-        }
+    auto live = [&] {
+      std::lock_guard<std::mutex> l(mu_);
+      return live_.size();
+    };
+    while (live() > 0 && MonotonicNs() < deadline)
+      reap_until(std::min(deadline, MonotonicNs() + 10000000));
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      for (auto* c : live_) {
+        c->cancelled = true;
+        c->ctx.TryCancel();
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
-    for (;;) {  // cancelled calls still complete through the queue
-      {
-        std::lock_guard<std::mutex> l(mu_);
-        if (live_.empty()) break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
+    while (live() > 0) reap_until(MonotonicNs() + 10000000);  // cancelled calls complete too
     cq.Shutdown();
-    for (auto& t : pollers) t.join();
+    void* tag = nullptr;
+    bool ok = false;
+    if (reapers.empty())
+      while (cq.Next(&tag, &ok)) complete(tag);
+    for (auto& t : reapers) t.join();
   }
 
  private:
   int threads_;
+  int64_t spin_ns_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<inference::GRPCInferenceService::Stub> stub_;
   std::vector<inference::ModelInferRequest> requests_;
@@ -235,8 +251,8 @@ class GrpcTransport final : public Transport {
 
 }  // namespace
 
-std::unique_ptr<Transport> MakeGrpcTransport(const std::string& url, int threads) {
-  return std::make_unique<GrpcTransport>(url, threads);
+std::unique_ptr<Transport> MakeGrpcTransport(const std::string& url, int threads, int64_t spin_ns) {
+  return std::make_unique<GrpcTransport>(url, threads, spin_ns);
 }
 
 }  // namespace tessera::bench

@@ -141,8 +141,11 @@ const http_parser_settings& Settings() {
 
 class HttpTransport final : public Transport {
  public:
-  HttpTransport(Endpoint ep, bool binary, int max_connections)
-      : ep_(std::move(ep)), binary_(binary), max_conns_(std::max(1, max_connections)) {}
+  HttpTransport(Endpoint ep, bool binary, int max_connections, int64_t spin_ns)
+      : ep_(std::move(ep)),
+        binary_(binary),
+        max_conns_(std::max(1, max_connections)),
+        spin_ns_(spin_ns) {}
 
   Result<ModelMeta> Metadata(const std::string& model, const std::string& version) override {
     auto r = Exchange("GET", ModelPath(model, version), "");
@@ -311,6 +314,7 @@ class HttpTransport final : public Transport {
   Endpoint ep_;
   bool binary_;
   int max_conns_;
+  int64_t spin_ns_;
   std::vector<std::string> requests_;
 };
 
@@ -367,7 +371,7 @@ void HttpTransport::Run(Scheduler& sched, Recorder& rec, int64_t t0_ns, int64_t 
     http_parser_init(&c->parse.parser, HTTP_RESPONSE);
     c->parse.parser.data = &c->parse;
     ++in_flight;
-    rec.Sent(model, due);
+    rec.Sent(model, due, MonotonicNs() - t0_ns);
     if (!c->connecting) pump(c);
   };
   auto open_conn = [&](int model, int64_t due) {
@@ -375,7 +379,7 @@ void HttpTransport::Run(Scheduler& sched, Recorder& rec, int64_t t0_ns, int64_t 
     c->fd = socket(ep_.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     Conn* raw = c.get();
     if (c->fd < 0) {
-      rec.Sent(model, due);
+      rec.Sent(model, due, MonotonicNs() - t0_ns);
       rec.Done(model, due, MonotonicNs() - t0_ns,
                Outcome{false, "connect_failed", std::string("socket: ") + strerror(errno)});
       return;
@@ -387,7 +391,7 @@ void HttpTransport::Run(Scheduler& sched, Recorder& rec, int64_t t0_ns, int64_t 
     if (rc != 0 && errno != EINPROGRESS) {
       const std::string err = strerror(errno);
       close(c->fd);
-      rec.Sent(model, due);
+      rec.Sent(model, due, MonotonicNs() - t0_ns);
       rec.Done(model, due, MonotonicNs() - t0_ns, Outcome{false, "connect_failed", err});
       return;
     }
@@ -488,7 +492,8 @@ void HttpTransport::Run(Scheduler& sched, Recorder& rec, int64_t t0_ns, int64_t 
     }
     int64_t wait_until;
     if (sched.PeekNs() >= 0) {
-      wait_until = t0_ns + sched.PeekNs();
+      // Close to the next due time, poll instead of sleeping (see SleepUntilNs).
+      wait_until = t0_ns + sched.PeekNs() - spin_ns_;
     } else {
       if (in_flight == 0 && waiting.empty()) break;
       if (drain_deadline < 0) drain_deadline = now + drain_ns;
@@ -538,7 +543,7 @@ void HttpTransport::Run(Scheduler& sched, Recorder& rec, int64_t t0_ns, int64_t 
       c->fd = -1;
     }
   for (auto [m, d] : waiting) {
-    rec.Sent(m, d);
+    rec.Sent(m, d, MonotonicNs() - t0_ns);
     rec.Done(m, d, MonotonicNs() - t0_ns,
              Outcome{false, "no_response", "no free connection before the drain timeout"});
   }
@@ -548,10 +553,11 @@ void HttpTransport::Run(Scheduler& sched, Recorder& rec, int64_t t0_ns, int64_t 
 }  // namespace
 
 Result<std::unique_ptr<Transport>> MakeHttpTransport(const std::string& url, bool binary,
-                                                     int max_connections) {
+                                                     int max_connections, int64_t spin_ns) {
   auto ep = Resolve(url);
   if (!ep.ok()) return ep.status();
-  return std::unique_ptr<Transport>(std::make_unique<HttpTransport>(*ep, binary, max_connections));
+  return std::unique_ptr<Transport>(
+      std::make_unique<HttpTransport>(*ep, binary, max_connections, spin_ns));
 }
 
 }  // namespace tessera::bench

@@ -25,10 +25,17 @@ int64_t MonotonicNs() {
   return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
-void SleepUntilNs(int64_t abs_ns) {
-  if (abs_ns <= MonotonicNs()) return;
-  timespec ts{static_cast<time_t>(abs_ns / 1000000000), static_cast<long>(abs_ns % 1000000000)};
-  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
+void SleepUntilNs(int64_t abs_ns, int64_t spin_ns) {
+  const int64_t wake = abs_ns - spin_ns;
+  if (wake > MonotonicNs()) {
+    timespec ts{static_cast<time_t>(wake / 1000000000), static_cast<long>(wake % 1000000000)};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
+    }
+  }
+  while (MonotonicNs() < abs_ns) {
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#endif
   }
 }
 
@@ -80,13 +87,15 @@ Recorder::Recorder(const Scenario& s, double rate_scale)
   }
 }
 
-void Recorder::Sent(int model, int64_t due_ns) {
+void Recorder::Sent(int model, int64_t due_ns, int64_t sent_ns) {
   sent_.fetch_add(1, std::memory_order_relaxed);
   PerModel& pm = *models_[model];
   std::lock_guard<std::mutex> l(pm.mu);
   const size_t sec = static_cast<size_t>(due_ns / 1000000000);
   if (sec < pm.r.timeline.size()) ++pm.r.timeline[sec].sent;
-  if (Measured(due_ns)) ++pm.r.sent;
+  if (!Measured(due_ns)) return;
+  ++pm.r.sent;
+  pm.r.send_lag_ns.Record(sent_ns - due_ns);
 }
 
 void Recorder::Done(int model, int64_t due_ns, int64_t done_ns, const Outcome& o) {
@@ -143,6 +152,7 @@ ModelResult Recorder::Total() const {
     for (const auto& [k, v] : m.errors_by_kind) t.errors_by_kind[k] += v;
     if (t.first_error.empty()) t.first_error = m.first_error;
     t.latency_ns.Merge(m.latency_ns);
+    t.send_lag_ns.Merge(m.send_lag_ns);
     t.duration_s = m.duration_s;
     t.warmup_s = m.warmup_s;
     if (first) t.timeline.resize(m.timeline.size());
@@ -340,11 +350,11 @@ void ProgressLoop(const Recorder& rec, const Scenario& s, const RunOptions& opt,
 Result<RunResult> RunScenario(const Scenario& s, const RunOptions& opt) {
   std::unique_ptr<Transport> transport;
   if (s.protocol == "http") {
-    auto t = MakeHttpTransport(s.EffectiveUrl(), s.binary, s.connections);
+    auto t = MakeHttpTransport(s.EffectiveUrl(), s.binary, s.connections, opt.spin_ns);
     if (!t.ok()) return t.status();
     transport = std::move(*t);
   } else {
-    transport = MakeGrpcTransport(s.EffectiveUrl(), opt.grpc_threads);
+    transport = MakeGrpcTransport(s.EffectiveUrl(), opt.grpc_threads, opt.spin_ns);
   }
   std::mt19937_64 rng(s.seed);
   std::vector<PreparedModel> prepared;
@@ -417,7 +427,9 @@ std::string ModelResultJson(const ModelResult& m, bool with_series) {
             {"p999_ms", Ms(h.Percentile(99.9))},
             {"mean_ms", h.mean() / 1e6},
             {"min_ms", Ms(h.min())},
-            {"max_ms", Ms(h.max())}};
+            {"max_ms", Ms(h.max())},
+            {"send_lag_p50_ms", Ms(m.send_lag_ns.Percentile(50))},
+            {"send_lag_p99_ms", Ms(m.send_lag_ns.Percentile(99))}};
   if (m.name != "total") j["slo_ms"] = m.slo_ms;
   if (!m.first_error.empty()) j["first_error"] = m.first_error;
   if (with_series) {

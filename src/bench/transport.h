@@ -47,12 +47,14 @@ class Transport {
   virtual void Run(Scheduler& sched, Recorder& rec, int64_t t0_ns, int64_t drain_ns) = 0;
 };
 
-std::unique_ptr<Transport> MakeGrpcTransport(const std::string& url, int threads);
+// spin_ns: see SleepUntilNs.
+std::unique_ptr<Transport> MakeGrpcTransport(const std::string& url, int threads, int64_t spin_ns);
 Result<std::unique_ptr<Transport>> MakeHttpTransport(const std::string& url, bool binary,
-                                                     int max_connections);
+                                                     int max_connections, int64_t spin_ns);
 
-// Sleeps until MonotonicNs() >= abs_ns (no-op when already past).
-void SleepUntilNs(int64_t abs_ns);
+// Waits until MonotonicNs() >= abs_ns (no-op when already past): sleeps, then spins the last
+// spin_ns (timer wake-ups on virtual machines can be ~100 µs late).
+void SleepUntilNs(int64_t abs_ns, int64_t spin_ns = 0);
 // Makes this thread's timed sleeps precise to a few µs (Linux timer slack).
 void UsePreciseTimers();
 

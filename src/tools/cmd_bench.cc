@@ -40,6 +40,7 @@ struct Opts {
   double duration = -1, warmup = -1, rate_scale = 1.0;
   int64_t seed = -1;
   int connections = 0, grpc_threads = 1;
+  double spin_us = 0;
   // Sweep.
   bool sweep = false;
   double target = 0.99, sweep_start = 1.0, sweep_factor = 1.5;
@@ -108,6 +109,12 @@ void PrintTable(const RunResult& r) {
   };
   for (const auto& m : r.models) row(m);
   if (r.models.size() > 1) row(r.total);
+  const double lag_ms = r.total.send_lag_ns.Percentile(99) / 1e6;
+  if (lag_ms > 1.0)
+    fmt::print(
+        "  note: requests left the generator up to {:.2f} ms late (p99): the client side "
+        "(this machine) may be limiting the run\n",
+        lag_ms);
   for (const auto& m : r.models)
     if (!m.first_error.empty())
       fmt::print("  {}: {} failed; first: {}\n", m.name, m.rejected + m.errors, m.first_error);
@@ -159,6 +166,7 @@ int RunBench(const Opts& o) {
   RunOptions ro;
   ro.progress = !o.quiet;
   ro.grpc_threads = o.grpc_threads;
+  ro.spin_ns = static_cast<int64_t>(o.spin_us * 1000);
   json doc = {{"benchmark", "tessera-bench"},
               {"date", UtcNow()},
               {"commit", Commit()},
@@ -166,7 +174,7 @@ int RunBench(const Opts& o) {
               {"scenario", json::parse(ScenarioToJson(s))}};
   if (!o.quiet)
     fmt::print(stderr,
-               "tessera bench: scenario '{}', {} model(s), {} on {}, {:.0f} s + {:.0f} s "
+               "tessera bench: scenario '{}', {} model(s), {} on {}, {:g} s + {:g} s "
                "warm-up{}\n",
                s.name, s.models.size(), s.protocol, s.EffectiveUrl(), s.duration_s, s.warmup_s,
                o.sweep ? ", sweeping the offered load" : "");
@@ -285,6 +293,11 @@ Runner SetupBench(CLI::App& app) {
   app.add_option("--connections", o->connections, "HTTP: most connections open at once");
   app.add_option("--grpc-threads", o->grpc_threads, "gRPC completion threads")
       ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--spin-us", o->spin_us,
+                 "Spin (not sleep) this long before each due time, so requests leave on time "
+                 "where timer wake-ups are slow; 0: sleep only")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_flag("--sweep", o->sweep, "Raise the load until SLO attainment drops below --target");
   app.add_option("--target", o->target, "SLO attainment a load must hold (fraction)")

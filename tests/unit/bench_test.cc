@@ -394,7 +394,7 @@ TEST(Recorder, CountsOnlyTheMeasuredWindowAndAgainstTheDueTime) {
   Recorder r(s, 1.0);
   const int64_t ms = 1000000;
   auto send = [&](int model, int64_t due, int64_t done, Outcome o = {}) {
-    r.Sent(model, due);
+    r.Sent(model, due, due + 2 * ms);  // sent 2 ms late
     r.Done(model, due, done, o);
   };
   send(0, 500 * ms, 501 * ms);    // warm-up: not counted
@@ -420,6 +420,8 @@ TEST(Recorder, CountsOnlyTheMeasuredWindowAndAgainstTheDueTime) {
   EXPECT_DOUBLE_EQ(a.attainment(), 0.2);
   EXPECT_DOUBLE_EQ(a.goodput_rps(), 0.5);
   EXPECT_NEAR(a.latency_ns.Percentile(100), 20 * ms, 20 * ms / 1000);
+  EXPECT_EQ(a.send_lag_ns.count(), 5);
+  EXPECT_NEAR(a.send_lag_ns.Percentile(50), 2 * ms, 2 * ms / 1000);
   EXPECT_EQ(a.timeline[0].sent, 1);  // the warm-up second is on the timeline
   EXPECT_EQ(a.timeline[1].sent, 5);
   EXPECT_EQ(a.timeline[1].within_slo, 1);

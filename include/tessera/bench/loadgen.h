@@ -68,6 +68,9 @@ struct ModelResult {
   std::map<std::string, int64_t> errors_by_kind;  // rejections included, by kind
   std::string first_error;                        // one example message
   Histogram latency_ns;                           // successful requests, due -> answer
+  // How late the generator sent (due -> handed to the socket / gRPC): when this grows, the
+  // generator (or its machine) is the bottleneck, not the server.
+  Histogram send_lag_ns;
   // Per second of the run (warm-up included; t = index seconds from the start), by due time.
   struct Second {
     int64_t sent = 0, ok = 0, within_slo = 0;
@@ -84,8 +87,8 @@ struct ModelResult {
 class Recorder {
  public:
   Recorder(const Scenario& s, double rate_scale);
-  // A request due at `due_ns` (offset from the start) was sent.
-  void Sent(int model, int64_t due_ns);
+  // A request due at `due_ns` (offset from the start) was sent at `sent_ns`.
+  void Sent(int model, int64_t due_ns, int64_t sent_ns);
   // It ended at `done_ns` (same offsets).
   void Done(int model, int64_t due_ns, int64_t done_ns, const Outcome& outcome);
 
@@ -116,6 +119,9 @@ struct RunOptions {
   bool progress = true;  // a line on stderr each second
   std::string progress_prefix;
   int grpc_threads = 1;  // completion-queue threads
+  // The sender sleeps until this long before a request is due and spins the rest, so requests
+  // leave on time even where timer wake-ups are slow (VMs); 0: sleep only.
+  int64_t spin_ns = 0;
 };
 
 struct RunResult {
