@@ -17,6 +17,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def finish(fig, ax, path, title, xlabel, ylabel):
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path.name
+
+
 def runs_of(doc):
     """The runs in a result file that carry series: a plain run, or a sweep's best step."""
     if "run" in doc:
@@ -57,15 +69,9 @@ def main():
                 if "slo_ms" in m:
                     ax.axvline(m["slo_ms"], color="grey", lw=0.5, ls=":")
     ax.set_xscale("log")
-    ax.set_xlabel("latency (ms, from the time the request was due)")
-    ax.set_ylabel("fraction of requests")
-    ax.set_title("Latency CDF (dotted: SLOs)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "latency_cdf.png", dpi=120)
-    written.append("latency_cdf.png")
-    plt.close(fig)
+    written.append(finish(fig, ax, out / "latency_cdf.png", "Latency CDF (dotted: SLOs)",
+                          "latency (ms, from the time the request was due)",
+                          "fraction of requests"))
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, doc in docs:
@@ -75,15 +81,9 @@ def main():
                 if tl:
                     ax.plot([p["t_s"] for p in tl], [100 * p["attainment"] for p in tl],
                             marker=".", label=f"{label}:{m['name']}" if many else m["name"])
-    ax.set_xlabel("time (s from the start; the first seconds are warm-up)")
-    ax.set_ylabel("SLO attainment per second (%)")
-    ax.set_title("SLO attainment over time")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "attainment_over_time.png", dpi=120)
-    written.append("attainment_over_time.png")
-    plt.close(fig)
+    written.append(finish(fig, ax, out / "attainment_over_time.png", "SLO attainment over time",
+                          "time (s from the start; the first seconds are warm-up)",
+                          "SLO attainment per second (%)"))
 
     sweeps = [(label, doc["sweep"]) for label, doc in docs if "sweep" in doc]
     if sweeps:
@@ -98,15 +98,9 @@ def main():
                 if not s["held"]:
                     ax.plot(s["offered_rps"], s["total"]["goodput_rps"], "x", color="red")
         ax.plot([0, top], [0, top], color="grey", lw=0.5, ls="--", label="goodput = offered")
-        ax.set_xlabel("offered load (requests/s)")
-        ax.set_ylabel("goodput (requests/s within SLO)")
-        ax.set_title("Goodput vs offered load (x: attainment below target)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "goodput_vs_load.png", dpi=120)
-        written.append("goodput_vs_load.png")
-        plt.close(fig)
+        written.append(finish(fig, ax, out / "goodput_vs_load.png",
+                              "Goodput vs offered load (x: attainment below target)",
+                              "offered load (requests/s)", "goodput (requests/s within SLO)"))
     print("wrote " + ", ".join(str(out / w) for w in written))
 
 

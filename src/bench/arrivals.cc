@@ -20,9 +20,11 @@ class Constant final : public ArrivalProcess {
   int64_t n_ = 0;
 };
 
-class Poisson final : public ArrivalProcess {
+// Independent gaps drawn from a distribution in ns: exponential (Poisson arrivals) or gamma.
+template <typename Dist>
+class RandomGaps final : public ArrivalProcess {
  public:
-  Poisson(double rate, uint64_t seed) : rng_(seed), gap_(rate / kNsPerS) {}
+  RandomGaps(Dist gap, uint64_t seed) : rng_(seed), gap_(gap) {}
   int64_t Next() override {
     t_ += gap_(rng_);
     return static_cast<int64_t>(t_);
@@ -30,23 +32,7 @@ class Poisson final : public ArrivalProcess {
 
  private:
   std::mt19937_64 rng_;
-  std::exponential_distribution<double> gap_;
-  double t_ = 0;
-};
-
-// Gaps ~ Gamma(k, theta) with k = 1/cv^2 and mean k*theta = 1/rate.
-class Gamma final : public ArrivalProcess {
- public:
-  Gamma(double rate, double cv, uint64_t seed)
-      : rng_(seed), gap_(1.0 / (cv * cv), kNsPerS / rate * cv * cv) {}
-  int64_t Next() override {
-    t_ += gap_(rng_);
-    return static_cast<int64_t>(t_);
-  }
-
- private:
-  std::mt19937_64 rng_;
-  std::gamma_distribution<double> gap_;
+  Dist gap_;
   double t_ = 0;
 };
 
@@ -191,10 +177,15 @@ std::unique_ptr<ArrivalProcess> MakeArrivals(const ArrivalSpec& spec, uint64_t s
     case ArrivalSpec::Kind::kConstant:
       return std::make_unique<Constant>(rate);
     case ArrivalSpec::Kind::kPoisson:
-      return std::make_unique<Poisson>(rate, seed);
+      return std::make_unique<RandomGaps<std::exponential_distribution<double>>>(
+          std::exponential_distribution<double>(rate / kNsPerS), seed);
     case ArrivalSpec::Kind::kGamma:
       if (spec.cv <= 1e-9) return std::make_unique<Constant>(rate);
-      return std::make_unique<Gamma>(rate, spec.cv, seed);
+      // Gaps ~ Gamma(k, theta) with k = 1/cv^2 and mean k * theta = 1/rate.
+      return std::make_unique<RandomGaps<std::gamma_distribution<double>>>(
+          std::gamma_distribution<double>(1.0 / (spec.cv * spec.cv),
+                                          kNsPerS / rate * spec.cv * spec.cv),
+          seed);
     case ArrivalSpec::Kind::kBursty:
       return std::make_unique<Bursty>(spec, rate, seed);
     case ArrivalSpec::Kind::kTrace:

@@ -153,8 +153,9 @@ class GrpcTransport final : public Transport {
   }
 
   void Run(Scheduler& sched, Recorder& rec, int64_t t0_ns, int64_t drain_ns) override {
-    // The sending thread also reaps completions while it waits for the next due time (one
-    // thread, no hand-offs); --grpc-threads adds threads that only reap.
+    // The sending thread sleeps until each due time; --grpc-threads threads reap completions.
+    // (Reaping on the sending thread with CompletionQueue::AsyncNext was tried: its deadline
+    // wakes up about a millisecond late, which delayed sends.)
     grpc::CompletionQueue cq;
     auto complete = [&](void* tag) {
       auto* c = static_cast<Call*>(tag);
@@ -175,33 +176,15 @@ class GrpcTransport final : public Transport {
       delete c;
     };
     std::vector<std::thread> reapers;
-    for (int i = 1; i < threads_; ++i)
+    for (int i = 0; i < threads_; ++i)
       reapers.emplace_back([&] {
         void* tag = nullptr;
         bool ok = false;
         while (cq.Next(&tag, &ok)) complete(tag);
       });
-    // Reaps completions until abs_ns (MonotonicNs), then returns.
-    auto reap_until = [&](int64_t abs_ns) {
-      for (;;) {
-        const int64_t left = abs_ns - MonotonicNs();
-        if (left <= 0) return;
-        const auto deadline = std::chrono::system_clock::now() + std::chrono::nanoseconds(left);
-        void* tag = nullptr;
-        bool ok = false;
-        const auto st = cq.AsyncNext(&tag, &ok, deadline);
-        if (st == grpc::CompletionQueue::GOT_EVENT) {
-          complete(tag);
-        } else if (st == grpc::CompletionQueue::SHUTDOWN) {
-          return;
-        }
-      }
-    };
     UsePreciseTimers();
     while (sched.PeekNs() >= 0) {
-      const int64_t due_abs = t0_ns + sched.PeekNs();
-      reap_until(due_abs - spin_ns_);
-      SleepUntilNs(due_abs, spin_ns_);
+      SleepUntilNs(t0_ns + sched.PeekNs(), spin_ns_);
       const auto [model, due] = sched.Pop();
       auto* c = new Call;
       c->model = model;
@@ -222,7 +205,7 @@ class GrpcTransport final : public Transport {
       return live_.size();
     };
     while (live() > 0 && MonotonicNs() < deadline)
-      reap_until(std::min(deadline, MonotonicNs() + 10000000));
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
     {
       std::lock_guard<std::mutex> l(mu_);
       for (auto* c : live_) {
@@ -230,12 +213,9 @@ class GrpcTransport final : public Transport {
         c->ctx.TryCancel();
       }
     }
-    while (live() > 0) reap_until(MonotonicNs() + 10000000);  // cancelled calls complete too
+    while (live() > 0)  // cancelled calls complete too
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
     cq.Shutdown();
-    void* tag = nullptr;
-    bool ok = false;
-    if (reapers.empty())
-      while (cq.Next(&tag, &ok)) complete(tag);
     for (auto& t : reapers) t.join();
   }
 

@@ -230,3 +230,12 @@ def test_unanswered_requests_are_counted_after_the_drain_timeout(server, tmp_pat
     # The server is fine afterwards.
     p = bench("-m", "tiny_mlp", "--rate", "20", "-d", "0.5", "--warmup", "0", "-u", server.grpc)
     assert p.returncode == 0, p.stderr
+
+
+@pytest.mark.parametrize("scenario", sorted((ROOT / "bench" / "scenarios").glob("*.json")),
+                         ids=lambda p: p.name)
+def test_example_scenarios_parse(scenario):
+    # A closed port: the scenario parses (exit 2 would be a scenario error) and then the
+    # connection fails (exit 1).
+    p = bench("--scenario", scenario, "-i", "http", "-u", f"localhost:{free_port()}")
+    assert p.returncode == 1 and "cannot connect" in p.stderr, p.stderr
