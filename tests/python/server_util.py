@@ -13,6 +13,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 TESSERA = pathlib.Path(os.environ.get("TESSERA_BIN", ROOT / "build" / "bin" / "tessera"))
 
 
+def write_zoo(out, models):
+    """Writes the named zoo models (comma-separated) into the repository folder `out`."""
+    subprocess.run([str(TESSERA), "zoo", "--out", str(out), "--models", models], check=True,
+                   stdout=subprocess.DEVNULL)
+    return out
+
+
 class TesseraServer:
     """Starts `tessera serve` on ports the OS picks and parses them from its output."""
 

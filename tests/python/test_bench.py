@@ -11,15 +11,12 @@ import urllib.request
 import pytest
 
 from conftest import ROOT
-from server_util import TESSERA, TesseraServer
+from server_util import TESSERA, TesseraServer, write_zoo
 
 
 @pytest.fixture(scope="module")
 def repo(tessera_bin, tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench_repo")
-    subprocess.run([str(tessera_bin), "zoo", "--out", str(out), "--models", "tiny_mlp,bert_small"],
-                   check=True, stdout=subprocess.DEVNULL)
-    return out
+    return write_zoo(tmp_path_factory.mktemp("bench_repo"), "tiny_mlp,bert_small")
 
 
 @pytest.fixture(scope="module")

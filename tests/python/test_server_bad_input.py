@@ -2,7 +2,6 @@
 gRPC code, and the server keeps serving everything else."""
 import json
 import socket
-import subprocess
 import urllib.error
 import urllib.request
 
@@ -13,16 +12,14 @@ import tritonclient.grpc as tg
 import tritonclient.http as th
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from server_util import TesseraServer
+from server_util import TesseraServer, write_zoo
 
 LIMIT = 1 << 20  # --max-request-bytes for this module's server
 
 
 @pytest.fixture(scope="module")
 def server(tessera_bin, tmp_path_factory):
-    repo = tmp_path_factory.mktemp("bad_input_repo")
-    subprocess.run([str(tessera_bin), "zoo", "--out", str(repo), "--models", "tiny_mlp"],
-                   check=True, stdout=subprocess.DEVNULL)
+    repo = write_zoo(tmp_path_factory.mktemp("bad_input_repo"), "tiny_mlp")
     cfg = repo / "tiny_mlp" / "config.pbtxt"
     text = cfg.read_text().replace("dynamic_batching {\n}", "")
     cfg.write_text(text + "dynamic_batching { priority_levels: 2 default_priority_level: 1 }\n")

@@ -4,7 +4,6 @@ graceful shutdown."""
 import concurrent.futures as cf
 import json
 import shutil
-import subprocess
 import threading
 import time
 import urllib.error
@@ -16,13 +15,11 @@ import pytest
 import tritonclient.grpc as tg
 import tritonclient.http as th
 
-from server_util import TesseraServer
+from server_util import TesseraServer, write_zoo
 
 
 def make_repo(tessera_bin, path, models="tiny_mlp,bert_small"):
-    subprocess.run([str(tessera_bin), "zoo", "--out", str(path), "--models", models], check=True,
-                   stdout=subprocess.DEVNULL)
-    return path
+    return write_zoo(path, models)
 
 
 def request(url, body=None, headers=None, method=None, timeout=60):

@@ -13,7 +13,7 @@ import tritonclient.http as th
 import tritonclient.utils.shared_memory as shm
 
 from conftest import ROOT, assert_close, run_ort
-from server_util import NUMPY, TesseraServer, write_identity_model
+from server_util import NUMPY, TesseraServer, write_identity_model, write_zoo
 
 DTYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
           "FP16", "FP32", "FP64"]
@@ -21,9 +21,7 @@ DTYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32
 
 @pytest.fixture(scope="module")
 def repo(tessera_bin, tmp_path_factory):
-    out = tmp_path_factory.mktemp("serve_repo")
-    subprocess.run([str(tessera_bin), "zoo", "--out", str(out), "--models",
-                    "tiny_mlp,bert_small,mobilenet_v2"], check=True, stdout=subprocess.DEVNULL)
+    out = write_zoo(tmp_path_factory.mktemp("serve_repo"), "tiny_mlp,bert_small,mobilenet_v2")
     write_identity_model(out, "identity_all", DTYPES)
     write_identity_model(out, "identity_bf16", ["BF16"])
     return out
