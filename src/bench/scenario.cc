@@ -4,78 +4,22 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+
+#include "tessera/core/json_fields.h"
 
 namespace tessera::bench {
 namespace {
 
 using nlohmann::json;
 
-std::string TypeName(const json& v) {
-  if (v.is_number()) return "number " + v.dump();
-  if (v.is_string()) return "string " + v.dump();
-  if (v.is_boolean()) return std::string("boolean ") + (v.get<bool>() ? "true" : "false");
-  return v.type_name();
-}
-
-Status Bad(const std::string& where, const std::string& expected, const json& got) {
-  return Status::InvalidArgument(where + ": expected " + expected + ", got " + TypeName(got));
-}
-
-Status CheckKeys(const json& obj, const std::string& where, const std::set<std::string>& known) {
-  for (auto it = obj.begin(); it != obj.end(); ++it) {
-    if (known.count(it.key())) continue;
-    std::string list;
-    for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
-    return Status::InvalidArgument(where + ": unknown field '" + it.key() + "' (known: " + list +
-                                   ")");
-  }
-  return Status::OK();
-}
-
-Status GetNumber(const json& obj, const std::string& key, const std::string& where, double* out,
-                 double min_exclusive, bool allow_equal = false) {
-  if (!obj.contains(key)) return Status::OK();
-  const json& v = obj[key];
-  const std::string at = where + "." + key;
-  char bound[32];
-  std::snprintf(bound, sizeof bound, "%g", min_exclusive);
-  const std::string want = std::string("a number ") + (allow_equal ? ">= " : "> ") + bound;
-  if (!v.is_number()) return Bad(at, want, v);
-  const double d = v.get<double>();
-  if (!std::isfinite(d) || d < min_exclusive || (!allow_equal && d == min_exclusive))
-    return Bad(at, want, v);
-  *out = d;
-  return Status::OK();
-}
-
-Status GetInt(const json& obj, const std::string& key, const std::string& where, int64_t* out,
-              int64_t min) {
-  if (!obj.contains(key)) return Status::OK();
-  const json& v = obj[key];
-  const std::string at = where + "." + key;
-  const std::string want = "an integer >= " + std::to_string(min);
-  if (!v.is_number_integer() || v.get<int64_t>() < min) return Bad(at, want, v);
-  *out = v.get<int64_t>();
-  return Status::OK();
-}
-
-Status GetString(const json& obj, const std::string& key, const std::string& where,
-                 std::string* out) {
-  if (!obj.contains(key)) return Status::OK();
-  if (!obj[key].is_string()) return Bad(where + "." + key, "a string", obj[key]);
-  *out = obj[key].get<std::string>();
-  return Status::OK();
-}
-
-Status GetBool(const json& obj, const std::string& key, const std::string& where, bool* out) {
-  if (!obj.contains(key)) return Status::OK();
-  if (!obj[key].is_boolean()) return Bad(where + "." + key, "true or false", obj[key]);
-  *out = obj[key].get<bool>();
-  return Status::OK();
-}
+using json_fields::Bad;
+using json_fields::CheckKeys;
+using json_fields::GetBool;
+using json_fields::GetInt;
+using json_fields::GetNumber;
+using json_fields::GetString;
 
 Result<ModelLoad> ParseModel(const json& m, const std::string& where, const std::string& base) {
   if (!m.is_object()) return Bad(where, "an object", m);

@@ -1,7 +1,6 @@
 // `tessera bench`: the open-loop multi-model load generator (KServe v2 over gRPC or HTTP) and
 // its goodput sweep. See docs/BENCH.md.
 #include <fmt/core.h>
-#include <sys/utsname.h>
 
 #include <chrono>
 #include <cmath>
@@ -14,10 +13,7 @@
 
 #include "tessera/bench/loadgen.h"
 #include "tools/commands.h"
-
-#ifndef TESSERA_SOURCE_DIR
-#define TESSERA_SOURCE_DIR "."
-#endif
+#include "tools/provenance.h"
 
 namespace tessera::cli {
 namespace {
@@ -54,46 +50,6 @@ int Fail(const Status& st) {
   if (st.code() == StatusCode::kNotFound) return 3;
   if (st.code() == StatusCode::kInvalidArgument) return 2;
   return 1;
-}
-
-std::string Run(const std::string& cmd) {
-  std::string out;
-  if (FILE* p = popen(cmd.c_str(), "r")) {
-    char buf[256];
-    while (fgets(buf, sizeof buf, p)) out += buf;
-    pclose(p);
-  }
-  while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
-  return out;
-}
-
-std::string Commit() {
-  if (const char* c = std::getenv("TESSERA_COMMIT")) return c;
-  const std::string dir = TESSERA_SOURCE_DIR;
-  std::string c = Run("git -C '" + dir + "' rev-parse HEAD 2>/dev/null");
-  if (c.empty()) return "unknown";
-  if (!Run("git -C '" + dir + "' status --porcelain -uno 2>/dev/null").empty()) c += "-dirty";
-  return c;
-}
-
-json Machine() {
-  std::string cpu = "unknown";
-  std::ifstream f("/proc/cpuinfo");
-  for (std::string line; std::getline(f, line);)
-    if (line.rfind("model name", 0) == 0) {
-      cpu = line.substr(line.find(':') + 2);
-      break;
-    }
-  utsname u{};
-  uname(&u);
-  return {{"cpu", cpu}, {"cores", std::thread::hardware_concurrency()}, {"kernel", u.release}};
-}
-
-std::string UtcNow() {
-  const std::time_t t = std::time(nullptr);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
-  return buf;
 }
 
 void PrintTable(const RunResult& r) {
