@@ -13,5 +13,6 @@ Runner SetupInfer(CLI::App& app);
 Runner SetupServe(CLI::App& app);
 Runner SetupBench(CLI::App& app);
 Runner SetupSink(CLI::App& app);
+Runner SetupPlan(CLI::App& app);
 
 }  // namespace tessera::cli

@@ -26,6 +26,9 @@ int main(int argc, char** argv) {
   auto* sink = app.add_subcommand(
       "sink", "A KServe v2 endpoint that answers every inference at once (to measure clients)");
   cmds.emplace_back(sink, tessera::cli::SetupSink(*sink));
+  auto* plan = app.add_subcommand(
+      "plan", "Plan slices per GPU for models (rate, SLO, profile): tessera, nexus or igniter");
+  cmds.emplace_back(plan, tessera::cli::SetupPlan(*plan));
   auto* ops = app.add_subcommand("ops", "List the ONNX ops the engine supports");
   cmds.emplace_back(ops, [] {
     for (const auto& op : tessera::SupportedOps()) fmt::print("{}\n", op);

@@ -1,0 +1,56 @@
+// Shared latency arithmetic of the planner policies (private to src/planner).
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "tessera/planner/plan.h"
+
+namespace tessera::planner::detail {
+
+// A slice that serves one model, batches back to back up to max_batch. The worst case for a
+// request is to wait for the batch in flight and then run in the next: 2 x p99(batch) x f.
+struct Dedicated {
+  int max_batch = 0;   // 0: no batch meets the SLO on this slice
+  double cap_rps = 0;  // rho * max_batch / (mean(max_batch) * f)
+  int used_batch = 0;  // smallest batch that carries the rate (0 when rate > cap)
+  double predicted_ms = 0;
+  double busy = 0;   // rate * mean(used) * f / used
+  double f_max = 1;  // largest inflation under which rate and SLO still hold with max_batch
+};
+Dedicated SizeDedicated(const Profile& p, double sms, double rate, double slo_ms, double f,
+                        double rho);
+
+// Time-shared sessions (Nexus' duty cycles): members take turns, each running one batch per
+// cycle of d ms. `lat(i, b)` is member i's planning latency for batch b.
+struct DutyMember {
+  double rate_rps = 0;
+  double slo_ms = 0;
+  int max_batch = 1;
+};
+using LatencyFn = std::function<double(size_t member, int batch)>;
+
+// A session alone: the largest b with (b-1)/r + lat(b) <= SLO, d = min(SLO - lat(b), b/r).
+// Returns false when even batch 1 misses the SLO.
+bool SessionAlone(const DutyMember& m, size_t i, const LatencyFn& lat, int* batch, double* d_ms);
+
+// Members merged on one slice with cycle d = the smallest of their own cycles: batch
+// b_i = ceil(d r_i); feasible when sum lat(b_i) <= rho d and d + lat(b_i) <= SLO_i.
+struct DutyPlan {
+  bool feasible = false;
+  double d_ms = 0;
+  std::vector<int> batches;
+  double occupancy = 0;  // sum lat(b_i) / d
+};
+DutyPlan MergeSessions(const std::vector<DutyMember>& members, const std::vector<double>& own_d,
+                       const LatencyFn& lat, double rho);
+
+// Printf into a std::string.
+std::string Fmt(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+
+Plan PlanTessera(const PlanInput& in);
+Plan PlanNexus(const PlanInput& in);
+Plan PlanIgniter(const PlanInput& in);
+
+}  // namespace tessera::planner::detail

@@ -1,0 +1,311 @@
+// Tessera's planner: spatial slices sized per model, low-rate models sharing a slice, slices
+// packed best-fit under an interference check. See plan.h and docs/PLANNER.md.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <map>
+
+#include "sizing.h"
+
+namespace tessera::planner::detail {
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// A slice waiting to be placed, with what is needed to re-predict it on its GPU.
+struct Item {
+  Slice slice;
+  double f_max = 1;
+  std::vector<size_t> models;  // indices into in.models, one per member
+  std::vector<int> batches;    // per member (shared slices)
+};
+
+struct Bin {
+  double free_sms = 0;
+  int64_t free_mem = 0;
+  double pressure = 0;  // sum over its slices
+  double limit = kInf;  // min over slices of (own slack + own pressure)
+  std::vector<size_t> items;
+};
+
+struct Choice {
+  int sms = 0;           // slice size of the replicas
+  int count = 0;         // replicas of that size
+  int residual_sms = 0;  // one more, smaller slice for the rest of the rate (0: none)
+  double residual_rps = 0;
+  int64_t cost = 0;
+};
+
+}  // namespace
+
+Plan PlanTessera(const PlanInput& in) {
+  const GpuSpec& gpu = in.gpu;
+  const int g = gpu.granularity_sms;
+  const int usable = gpu.sms / g * g;
+  const double rho = in.options.max_utilization;
+  const double alpha = in.interference.alpha();
+  // Slices are sized for a typical neighbourhood (the GPU around them 70% busy with models of
+  // average memory intensity); the packing then checks the real neighbours.
+  double mean_intensity = 0;
+  for (const auto& m : in.models) mean_intensity += m.profile.mem_intensity;
+  mean_intensity /= std::max<size_t>(1, in.models.size());
+  const double f0 = in.interference.Inflation(0.7 * mean_intensity);
+  auto slack = [&](double f_max) { return alpha > 0 ? (f_max - 1) / alpha : kInf; };
+
+  Plan plan;
+  plan.policy = Policy::kTessera;
+  plan.gpu = gpu;
+  plan.models.resize(in.models.size());
+  std::vector<Item> items;
+  std::vector<size_t> share;  // models that may share a slice
+
+  auto dedicated_item = [&](size_t mi, int sms, double rate) {
+    const ModelDemand& m = in.models[mi];
+    const Dedicated d = SizeDedicated(m.profile, sms, rate, m.slo_ms, f0, rho);
+    Item it;
+    it.slice.sms = sms;
+    it.slice.busy = d.busy;
+    it.slice.pressure = SlicePressure(m.profile.mem_intensity, sms, gpu.sms, d.busy);
+    it.slice.memory_bytes = m.profile.memory_bytes;
+    it.slice.members.push_back({m.name, rate, m.slo_ms, d.max_batch, d.predicted_ms});
+    it.slice.why =
+        Fmt("%d SMs (%.0f%% of the GPU), max batch %d: carries %.1f req/s, %.0f%% of its capacity "
+            "%.1f req/s; worst case 2 x p99(batch %d) = %.2f ms <= SLO %.1f ms",
+            sms, 100.0 * sms / gpu.sms, d.max_batch, rate, 100 * rate / d.cap_rps, d.cap_rps,
+            d.used_batch, d.predicted_ms, m.slo_ms);
+    it.f_max = d.f_max;
+    it.models.push_back(mi);
+    items.push_back(std::move(it));
+    return d.cap_rps;
+  };
+
+  for (size_t mi = 0; mi < in.models.size(); ++mi) {
+    const ModelDemand& m = in.models[mi];
+    ModelPlan& mp = plan.models[mi];
+    mp.model = m.name;
+    std::map<int, double> cap;  // slice SMs -> capacity in req/s
+    for (int s = g; s <= usable; s += g) {
+      const Dedicated d = SizeDedicated(m.profile, s, m.rate_rps, m.slo_ms, f0, rho);
+      if (d.max_batch > 0) cap[s] = d.cap_rps;
+    }
+    if (cap.empty()) {
+      const double p99 = m.profile.P99Ms(1, usable);
+      plan.unplaced.push_back(
+          m.name + Fmt(": SLO %.2f ms is below the worst case on a whole-GPU slice of %d SMs "
+                       "(2 x p99(batch 1) x %.2f = %.2f ms)",
+                       m.slo_ms, usable, f0, 2 * p99 * f0));
+      mp.why = "unplaced: SLO too tight for this GPU";
+      continue;
+    }
+    // The fewest SMs in total: n equal slices of one size, or k of the most efficient size
+    // plus one smaller slice for the rest.
+    Choice best;
+    best.cost = std::numeric_limits<int64_t>::max();
+    int s_eff = 0;
+    for (const auto& [s, c] : cap) {
+      const int n = static_cast<int>(std::ceil(m.rate_rps / c - 1e-9));
+      const int64_t cost = int64_t{n} * s;
+      if (cost < best.cost || (cost == best.cost && n < best.count)) best = {s, n, 0, 0, cost};
+      if (s_eff == 0 || c / s > cap[s_eff] / s_eff) s_eff = s;
+    }
+    const int k = static_cast<int>(std::floor(m.rate_rps / cap[s_eff]));
+    const double rest = m.rate_rps - k * cap[s_eff];
+    if (k >= 1 && rest > 1e-9) {
+      for (const auto& [s, c] : cap)
+        if (c >= rest) {
+          const int64_t cost = int64_t{k} * s_eff + s;
+          if (cost < best.cost) best = {s_eff, k, s, rest, cost};
+          break;
+        }
+    }
+    const int slices = best.count + (best.residual_sms ? 1 : 0);
+    if (slices == 1 && best.sms == g && m.rate_rps / cap[g] < in.options.share_below_utilization) {
+      share.push_back(mi);
+      continue;
+    }
+    const double per = best.residual_sms ? cap[best.sms] : m.rate_rps / best.count;
+    for (int r = 0; r < best.count; ++r) mp.planned_rps += dedicated_item(mi, best.sms, per);
+    if (best.residual_sms)
+      mp.planned_rps += dedicated_item(mi, best.residual_sms, best.residual_rps);
+    mp.slices = slices;
+    mp.why =
+        slices == 1
+            ? Fmt("one slice of %d SMs: the smallest that carries %.1f req/s", best.sms, m.rate_rps)
+            : Fmt("%d slices (%d x %d SMs%s): the fewest SMs in total (%lld) that "
+                  "carry %.1f req/s; one %d-SM slice carries %.1f req/s",
+                  slices, best.count, best.sms,
+                  best.residual_sms ? Fmt(" + %d", best.residual_sms).c_str() : "",
+                  static_cast<long long>(best.cost), m.rate_rps, best.sms, cap[best.sms]);
+  }
+
+  // Low-rate models share slices of one granule, taking turns (duty cycles), tight SLOs first.
+  std::sort(share.begin(), share.end(), [&](size_t a, size_t b) {
+    const auto &x = in.models[a], &y = in.models[b];
+    return x.slo_ms != y.slo_ms ? x.slo_ms < y.slo_ms : x.name < y.name;
+  });
+  struct Group {
+    std::vector<size_t> models;
+    std::vector<DutyMember> members;
+    std::vector<double> own_d;
+    DutyPlan duty;
+  };
+  std::vector<Group> groups;
+  auto lat_of = [&](const std::vector<size_t>& ms) {
+    return [&, ms](size_t i, int b) { return in.models[ms[i]].profile.P99Ms(b, g) * f0; };
+  };
+  for (size_t mi : share) {
+    const ModelDemand& m = in.models[mi];
+    DutyMember dm{m.rate_rps, m.slo_ms, m.profile.max_batch()};
+    int b1 = 0;
+    double d1 = 0;
+    if (!SessionAlone(dm, 0, lat_of({mi}), &b1, &d1)) {
+      plan.models[mi].planned_rps = dedicated_item(mi, g, m.rate_rps);
+      plan.models[mi].slices = 1;
+      plan.models[mi].why = Fmt("one slice of %d SMs (too tight to share a cycle)", g);
+      continue;
+    }
+    int best = -1;
+    DutyPlan best_plan;
+    for (size_t gi = 0; gi < groups.size(); ++gi) {
+      Group& gr = groups[gi];
+      auto ms = gr.models;
+      ms.push_back(mi);
+      auto mem = gr.members;
+      mem.push_back(dm);
+      auto ds = gr.own_d;
+      ds.push_back(d1);
+      DutyPlan dp = MergeSessions(mem, ds, lat_of(ms), rho);
+      if (dp.feasible && (best < 0 || dp.occupancy > best_plan.occupancy)) {
+        best = static_cast<int>(gi);
+        best_plan = dp;
+      }
+    }
+    if (best < 0) {
+      groups.push_back({});
+      best = static_cast<int>(groups.size()) - 1;
+      best_plan = MergeSessions({dm}, {d1}, lat_of({mi}), rho);
+    }
+    Group& gr = groups[best];
+    gr.models.push_back(mi);
+    gr.members.push_back(dm);
+    gr.own_d.push_back(d1);
+    gr.duty = best_plan;
+  }
+  for (const Group& gr : groups) {
+    if (gr.models.size() == 1 || !gr.duty.feasible) {
+      for (size_t mi : gr.models) {
+        plan.models[mi].planned_rps = dedicated_item(mi, g, in.models[mi].rate_rps);
+        plan.models[mi].slices = 1;
+        plan.models[mi].why = Fmt("one slice of %d SMs (nothing to share a cycle with)", g);
+      }
+      continue;
+    }
+    Item it;
+    it.slice.sms = g;
+    it.slice.duty_cycle_ms = gr.duty.d_ms;
+    double sum_p99 = 0;
+    it.f_max = kInf;
+    std::string names;
+    for (size_t i = 0; i < gr.models.size(); ++i) {
+      const ModelDemand& m = in.models[gr.models[i]];
+      const int b = gr.duty.batches[i];
+      const double p99 = m.profile.P99Ms(b, g);
+      const double busy = m.profile.MeanMs(b, g) * f0 / gr.duty.d_ms;
+      sum_p99 += p99;
+      it.slice.busy += busy;
+      it.slice.pressure += SlicePressure(m.profile.mem_intensity, g, gpu.sms, busy);
+      it.slice.memory_bytes += m.profile.memory_bytes;
+      it.slice.members.push_back({m.name, m.rate_rps, m.slo_ms, b, gr.duty.d_ms + p99 * f0});
+      it.f_max = std::min(it.f_max, (m.slo_ms - gr.duty.d_ms) / p99);
+      it.models.push_back(gr.models[i]);
+      it.batches.push_back(b);
+      names += (names.empty() ? "" : ", ") + m.name + Fmt(" (batch %d)", b);
+      ModelPlan& mp = plan.models[gr.models[i]];
+      mp.slices = 1;
+      mp.planned_rps = b * 1000.0 / gr.duty.d_ms;
+      mp.why = Fmt("shares a %d-SM slice with %zu other models (it alone would use %.0f%% of one)",
+                   g, gr.models.size() - 1, 100 * busy);
+    }
+    it.f_max = std::min(it.f_max, rho * gr.duty.d_ms / sum_p99);
+    it.slice.why = Fmt("%zu low-rate models take turns in a %.2f ms cycle (occupancy %.0f%%): ",
+                       gr.models.size(), gr.duty.d_ms, 100 * gr.duty.occupancy) +
+                   names;
+    items.push_back(std::move(it));
+  }
+
+  // Best-fit decreasing: the fullest GPU that has room and whose slices all still meet their
+  // SLOs with the newcomer's memory pressure added.
+  std::vector<size_t> order(items.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    const Slice &x = items[a].slice, &y = items[b].slice;
+    if (x.sms != y.sms) return x.sms > y.sms;
+    if (x.pressure != y.pressure) return x.pressure > y.pressure;
+    return x.members[0].model < y.members[0].model;
+  });
+  std::vector<Bin> bins;
+  for (size_t ii : order) {
+    const Item& it = items[ii];
+    const double own_slack = slack(it.f_max);
+    int pick = -1;
+    for (size_t bi = 0; bi < bins.size(); ++bi) {
+      const Bin& b = bins[bi];
+      if (b.free_sms < it.slice.sms || b.free_mem < it.slice.memory_bytes) continue;
+      if (b.pressure + it.slice.pressure > b.limit || b.pressure > own_slack) continue;
+      if (pick < 0 || b.free_sms < bins[pick].free_sms) pick = static_cast<int>(bi);
+    }
+    if (pick < 0) {
+      if (static_cast<int>(bins.size()) >= gpu.count || it.slice.memory_bytes > gpu.memory_bytes) {
+        for (size_t mi : it.models) {
+          plan.unplaced.push_back(in.models[mi].name +
+                                  (it.slice.memory_bytes > gpu.memory_bytes
+                                       ? Fmt(": a slice needs %lld bytes, more than a GPU's memory",
+                                             static_cast<long long>(it.slice.memory_bytes))
+                                       : Fmt(": no room for a %.0f-SM slice on the %d GPUs given",
+                                             it.slice.sms, gpu.count)));
+          plan.models[mi].slices -= 1;
+          plan.models[mi].why += " (not all slices placed)";
+        }
+        continue;
+      }
+      bins.push_back({static_cast<double>(usable), gpu.memory_bytes, 0, kInf, {}});
+      pick = static_cast<int>(bins.size()) - 1;
+    }
+    Bin& b = bins[pick];
+    b.free_sms -= it.slice.sms;
+    b.free_mem -= it.slice.memory_bytes;
+    b.pressure += it.slice.pressure;
+    b.limit = std::min(b.limit, own_slack + it.slice.pressure);
+    b.items.push_back(ii);
+  }
+
+  // Re-predict every slice with its real neighbours.
+  for (size_t bi = 0; bi < bins.size(); ++bi) {
+    GpuPlan gp;
+    gp.index = static_cast<int>(bi);
+    for (size_t ii : bins[bi].items) {
+      Item& it = items[ii];
+      Slice s = it.slice;
+      s.inflation = in.interference.Inflation(bins[bi].pressure - s.pressure);
+      for (size_t k = 0; k < s.members.size(); ++k) {
+        const ModelDemand& m = in.models[it.models[k]];
+        SliceMember& sm = s.members[k];
+        if (s.duty_cycle_ms > 0) {
+          sm.predicted_ms = s.duty_cycle_ms + m.profile.P99Ms(it.batches[k], s.sms) * s.inflation;
+        } else {
+          const Dedicated d =
+              SizeDedicated(m.profile, s.sms, sm.rate_rps, m.slo_ms, s.inflation, rho);
+          sm.predicted_ms = d.used_batch ? d.predicted_ms : kInf;
+        }
+      }
+      s.why += Fmt("; inflation %.2f from neighbours", s.inflation);
+      gp.sms_used += s.sms;
+      gp.memory_bytes += s.memory_bytes;
+      gp.slices.push_back(std::move(s));
+    }
+    plan.gpus.push_back(std::move(gp));
+  }
+  return plan;
+}
+
+}  // namespace tessera::planner::detail

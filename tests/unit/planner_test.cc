@@ -1,0 +1,310 @@
+// Planner: profiles, synthetic generator, interference fit, sizing arithmetic, the three
+// policies on hand-checked cases, plan invariants and determinism, input errors.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "planner/sizing.h"
+#include "tessera/planner/interference.h"
+#include "tessera/planner/plan.h"
+#include "tessera/planner/profile.h"
+#include "tessera/planner/synthetic.h"
+
+namespace tessera::planner {
+namespace {
+
+using nlohmann::json;
+
+// mean(b, s) = (1 + b) * full / s ms with full = gpu_sms; std 0.
+Profile LinearProfile(const std::string& name, int gpu_sms = 132, double scale = 1.0,
+                      double intensity = 0.3) {
+  std::vector<LatencyPoint> pts;
+  std::vector<int> sms;
+  for (int s = 8; s < gpu_sms; s += 8) sms.push_back(s);
+  sms.push_back(gpu_sms);
+  for (int s : sms)
+    for (int b = 1; b <= 64; b *= 2) {
+      const double t = scale * (1 + b) * gpu_sms / s;
+      pts.push_back({s, b, t, 0, t});
+    }
+  return Profile::FromPoints(name, "test", gpu_sms, 1 << 20, intensity, pts, "t").value();
+}
+
+TEST(Profile, RejectsAGridWithAHole) {
+  std::vector<LatencyPoint> pts = {{8, 1, 1, 0, 1}, {8, 2, 2, 0, 2}, {16, 1, 1, 0, 1}};
+  auto p = Profile::FromPoints("m", "g", 132, 0, 0.1, pts, "f.json");
+  ASSERT_FALSE(p.ok());
+  EXPECT_NE(p.status().message().find("no point for (sms 16, batch 2)"), std::string::npos)
+      << p.status().message();
+}
+
+TEST(Profile, RejectsDuplicateAndInconsistentPoints) {
+  auto dup = Profile::FromPoints("m", "g", 132, 0, 0.1, {{8, 1, 1, 0, 1}, {8, 1, 1, 0, 1}}, "f");
+  EXPECT_NE(dup.status().message().find("listed twice"), std::string::npos);
+  auto p99 = Profile::FromPoints("m", "g", 132, 0, 0.1, {{8, 1, 2, 0, 1}}, "f");
+  EXPECT_NE(p99.status().message().find("f.points[0]"), std::string::npos);
+  auto big = Profile::FromPoints("m", "g", 132, 0, 0.1, {{200, 1, 2, 0, 3}}, "f");
+  EXPECT_NE(big.status().message().find("f.points[0].sms"), std::string::npos);
+}
+
+TEST(Profile, InterpolatesLinearlyInBatchAndInverseSms) {
+  const Profile p = LinearProfile("m");
+  EXPECT_DOUBLE_EQ(p.MeanMs(4, 132), 5.0);
+  EXPECT_DOUBLE_EQ(p.MeanMs(3, 132), 4.0);    // between batch 2 and 4
+  EXPECT_DOUBLE_EQ(p.MeanMs(12, 132), 13.0);  // between batch 8 and 16
+  // time ~ c / s is exact under 1/s interpolation: 20 SMs lies between 16 and 24.
+  EXPECT_NEAR(p.MeanMs(1, 20), 2.0 * 132 / 20, 1e-9);
+  EXPECT_NEAR(p.MeanMs(1, 4), 2.0 * 132 / 4, 1e-9);  // below 8 SMs: work conservation
+  EXPECT_DOUBLE_EQ(p.MeanMs(1, 500), 2.0);           // above the GPU: flat
+}
+
+TEST(Profile, JsonRoundTripAndFieldErrors) {
+  const Profile p = LinearProfile("m");
+  auto back = ProfileFromJson(ProfileToJson(p), "x");
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(back->points().size(), p.points().size());
+  EXPECT_DOUBLE_EQ(back->MeanMs(5, 40), p.MeanMs(5, 40));
+  auto bad = ParseProfile(R"({"model":"m","gpu_sms":132,"points":[{"sms":8,"batch":1,
+      "mean_ms":"fast"}]})",
+                          "p.json");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("p.json.points[0].mean_ms: expected a number > 0"),
+            std::string::npos)
+      << bad.status().message();
+  auto notjson = ParseProfile("{", "p.json");
+  EXPECT_NE(notjson.status().message().find("p.json: not valid JSON"), std::string::npos);
+  auto missing = ParseProfile(R"({"model":"m","points":[]})", "p.json");
+  EXPECT_NE(missing.status().message().find("'gpu_sms' is required"), std::string::npos);
+}
+
+TEST(Synthetic, HasAKneeAndScalesWithBatch) {
+  const auto m = SyntheticFamily("resnet50").value();
+  const Profile p = MakeSyntheticProfile(m, "H100", 132, 8);
+  for (int s = 8; s + 8 <= 132; s += 8) {
+    EXPECT_GE(p.MeanMs(1, s), p.MeanMs(1, s + 8) - 1e-12);
+    EXPECT_GE(p.MeanMs(64, s), p.MeanMs(64, s + 8) - 1e-12);
+  }
+  // Batch 1 gains little from the second half of the GPU; batch 64 nearly halves.
+  EXPECT_GT(p.MeanMs(1, 132) / p.MeanMs(1, 64), 0.9);
+  EXPECT_LT(p.MeanMs(64, 132) / p.MeanMs(64, 64), 0.6);
+  EXPECT_FALSE(SyntheticFamily("alexnet").ok());
+}
+
+TEST(Synthetic, WorkloadIsSeededAndSumsToTheRate) {
+  const auto a = SyntheticWorkload(50, 10000, 7, 132);
+  const auto b = SyntheticWorkload(50, 10000, 7, 132);
+  const auto c = SyntheticWorkload(50, 10000, 8, 132);
+  double sum = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].name, b[i].name);
+    EXPECT_EQ(a[i].rate_rps, b[i].rate_rps);
+    EXPECT_GE(a[i].slo_ms, 5.0);
+    sum += a[i].rate_rps;
+  }
+  EXPECT_NEAR(sum, 10000, 1e-6);
+  bool differs = false;
+  for (size_t i = 0; i < a.size(); ++i) differs |= a[i].rate_rps != c[i].rate_rps;
+  EXPECT_TRUE(differs);
+}
+
+TEST(Interference, FitRecoversAlphaAndReportsError) {
+  std::vector<CoLocationSample> s;
+  for (int i = 1; i <= 10; ++i) s.push_back({2.0, 2.0 * (1 + 0.45 * 0.05 * i), 0.05 * i});
+  auto m = InterferenceModel::Fit(s);
+  ASSERT_TRUE(m.ok());
+  EXPECT_NEAR(m->alpha(), 0.45, 1e-12);
+  EXPECT_NEAR(m->Evaluate(s).max_abs_rel, 0, 1e-12);
+  s[0].colocated_ms *= 1.1;  // one measurement 10% off
+  const auto e = InterferenceModel::Fit(s)->Evaluate(s);
+  EXPECT_EQ(e.samples, 10);
+  EXPECT_GT(e.max_abs_rel, 0.05);
+  EXPECT_FALSE(InterferenceModel::Fit({{1, 1, 0}}).ok());
+  EXPECT_FALSE(InterferenceModel::Fit({{0, 1, 0.5}}).ok());
+}
+
+TEST(Sizing, DedicatedSliceHandChecked) {
+  // On the whole GPU mean(b) = 1 + b ms. SLO 20: 2 (1 + b) <= 20 gives max batch 9; capacity
+  // 0.9 * 9 / 10 ms = 810 req/s; 600 req/s needs 0.9 b / (1 + b) >= 0.6, so batch 2: 2 x 3 ms.
+  const Profile p = LinearProfile("m");
+  const auto d = detail::SizeDedicated(p, 132, 600, 20, 1.0, 0.9);
+  EXPECT_EQ(d.max_batch, 9);
+  EXPECT_NEAR(d.cap_rps, 810, 1e-9);
+  EXPECT_EQ(d.used_batch, 2);
+  EXPECT_NEAR(d.predicted_ms, 6, 1e-9);
+  EXPECT_NEAR(d.f_max, std::min(20.0 / 20.0, 810.0 / 600.0), 1e-9);
+  EXPECT_EQ(detail::SizeDedicated(p, 132, 900, 20, 1.0, 0.9).used_batch, 0);  // over capacity
+  EXPECT_EQ(detail::SizeDedicated(p, 132, 10, 3, 1.0, 0.9).max_batch, 0);     // SLO too tight
+}
+
+PlanInput OneModel(double rate, double slo, Profile p) {
+  PlanInput in;
+  in.gpu.count = 100;
+  in.models.push_back({p.model, rate, slo, std::move(p)});
+  return in;
+}
+
+TEST(Nexus, SaturatedGpusThenAResidualSession) {
+  // l(b) = 1.15 (1 + b) ms; SLO 40: b_sat = 16 (l = 19.55 ms <= 20), 818.4 req/s per GPU.
+  // 2000 req/s: two saturated GPUs and a residual of 363.2 req/s, whose session batch is the
+  // largest b with (b - 1) / r + l(b) <= 40 ms: b = 10.
+  const auto in = OneModel(2000, 40, LinearProfile("m"));
+  auto plan = MakePlan(in, Policy::kNexus);
+  ASSERT_TRUE(plan.ok());
+  ASSERT_EQ(plan->gpus_used(), 3);
+  EXPECT_EQ(plan->gpus[0].slices[0].members[0].max_batch, 16);
+  EXPECT_NEAR(plan->gpus[0].slices[0].members[0].rate_rps, 16 / 0.01955, 1e-6);
+  const auto& res = plan->gpus[2].slices[0].members[0];
+  EXPECT_EQ(res.max_batch, 10);
+  EXPECT_NEAR(res.rate_rps, 2000 - 2 * 16 / 0.01955, 1e-6);
+  EXPECT_TRUE(CheckPlan(in, *plan).ok()) << CheckPlan(in, *plan).message();
+}
+
+TEST(Nexus, MergesSessionsOnlyWhenTheCycleHoldsThem) {
+  PlanInput in;
+  in.gpu.count = 10;
+  for (const char* n : {"a", "b"}) in.models.push_back({n, 50, 40, LinearProfile(n)});
+  auto two = MakePlan(in, Policy::kNexus);
+  ASSERT_TRUE(two.ok());
+  EXPECT_EQ(two->gpus_used(), 1);  // two light sessions share one GPU's cycle
+  EXPECT_EQ(two->gpus[0].slices[0].members.size(), 2u);
+  // Heavy ones (each ~60% of a GPU's cycle) do not fit together.
+  for (auto& m : in.models) m.rate_rps = 500;
+  auto heavy = MakePlan(in, Policy::kNexus);
+  EXPECT_EQ(heavy->gpus_used(), 2);
+  EXPECT_TRUE(CheckPlan(in, *heavy).ok());
+}
+
+TEST(Igniter, SharesInStepsWithinHalfTheSlo) {
+  PlanInput in;
+  in.gpu.count = 50;
+  for (const auto& w : SyntheticWorkload(30, 30000, 3, 132))
+    in.models.push_back(
+        {w.name, w.rate_rps, w.slo_ms, MakeSyntheticProfile(w.params, "H100", 132, 8)});
+  auto plan = MakePlan(in, Policy::kIgniter);
+  ASSERT_TRUE(plan.ok());
+  const double step = 0.025 * 132;
+  for (const auto& g : plan->gpus)
+    for (const auto& s : g.slices) {
+      EXPECT_NEAR(std::fmod(s.sms + 1e-9, step), 0, 1e-6) << s.sms;
+      EXPECT_NE(s.why.find("<= SLO/2"), std::string::npos);
+    }
+  EXPECT_TRUE(CheckPlan(in, *plan).ok()) << CheckPlan(in, *plan).message();
+}
+
+TEST(Tessera, LowRateModelsShareOneSlice) {
+  PlanInput in;
+  for (const char* n : {"a", "b", "c"})
+    in.models.push_back({n, 5, 100, LinearProfile(n, 132, 0.05)});
+  auto plan = MakePlan(in, Policy::kTessera);
+  ASSERT_TRUE(plan.ok());
+  ASSERT_EQ(plan->gpus_used(), 1);
+  ASSERT_EQ(plan->gpus[0].slices.size(), 1u);
+  const Slice& s = plan->gpus[0].slices[0];
+  EXPECT_EQ(s.sms, 8);
+  EXPECT_GT(s.duty_cycle_ms, 0);
+  EXPECT_EQ(s.members.size(), 3u);
+  EXPECT_TRUE(CheckPlan(in, *plan).ok()) << CheckPlan(in, *plan).message();
+}
+
+TEST(Tessera, BigModelsGetReplicasAndInterferenceSpreadsHeavySlices) {
+  auto in = OneModel(20000, 40, LinearProfile("m", 132, 0.1, 0.9));
+  auto plan = MakePlan(in, Policy::kTessera);
+  ASSERT_TRUE(plan.ok());
+  EXPECT_GT(plan->models[0].slices, 1);
+  EXPECT_TRUE(CheckPlan(in, *plan).ok()) << CheckPlan(in, *plan).message();
+  // The same slices with no interference pack at least as tightly; with a huge alpha,
+  // memory-heavy slices cannot share a GPU at all.
+  in.interference = InterferenceModel(0);
+  const int calm = MakePlan(in, Policy::kTessera)->gpus_used();
+  in.interference = InterferenceModel(50);
+  auto stormy = MakePlan(in, Policy::kTessera);
+  EXPECT_LE(calm, plan->gpus_used());
+  EXPECT_GT(stormy->gpus_used(), calm);
+  EXPECT_TRUE(CheckPlan(in, *stormy).ok()) << CheckPlan(in, *stormy).message();
+}
+
+TEST(Plans, KeepInvariantsAndAreDeterministic) {
+  for (uint64_t seed : {1, 2, 3}) {
+    PlanInput in;
+    in.gpu.count = 1000;
+    for (const auto& w : SyntheticWorkload(150, 150 * 1500.0, seed, 132))
+      in.models.push_back(
+          {w.name, w.rate_rps, w.slo_ms, MakeSyntheticProfile(w.params, "H100", 132, 8)});
+    for (Policy p : {Policy::kTessera, Policy::kNexus, Policy::kIgniter}) {
+      auto a = MakePlan(in, p), b = MakePlan(in, p);
+      ASSERT_TRUE(a.ok());
+      EXPECT_TRUE(CheckPlan(in, *a).ok()) << PolicyName(p) << ": " << CheckPlan(in, *a).message();
+      EXPECT_TRUE(a->unplaced.empty()) << PolicyName(p) << ": " << a->unplaced[0];
+      EXPECT_EQ(PlanToJson(*a).dump(), PlanToJson(*b).dump()) << PolicyName(p);
+    }
+  }
+}
+
+TEST(Plans, UnplacedModelsSayWhy) {
+  auto tight = OneModel(100, 0.5, LinearProfile("m"));
+  for (Policy p : {Policy::kTessera, Policy::kNexus, Policy::kIgniter}) {
+    auto plan = MakePlan(tight, p);
+    ASSERT_TRUE(plan.ok());
+    ASSERT_EQ(plan->unplaced.size(), 1u) << PolicyName(p);
+    EXPECT_EQ(plan->unplaced[0].rfind("m: ", 0), 0u) << plan->unplaced[0];
+    EXPECT_NE(plan->unplaced[0].find("SLO"), std::string::npos) << plan->unplaced[0];
+  }
+  auto big = OneModel(50000, 40, LinearProfile("m"));
+  big.gpu.count = 2;
+  auto plan = MakePlan(big, Policy::kTessera);
+  ASSERT_TRUE(plan.ok());
+  EXPECT_EQ(plan->gpus_used(), 2);
+  ASSERT_FALSE(plan->unplaced.empty());
+  EXPECT_NE(plan->unplaced[0].find("on the 2 GPUs given"), std::string::npos);
+}
+
+TEST(Plans, CheckCatchesABrokenPlan) {
+  auto in = OneModel(600, 20, LinearProfile("m"));
+  auto plan = MakePlan(in, Policy::kTessera).value();
+  ASSERT_TRUE(CheckPlan(in, plan).ok());
+  auto over = plan;
+  over.gpus[0].slices[0].sms = 136;
+  EXPECT_NE(CheckPlan(in, over).message().find("SMs of 128 used"), std::string::npos);
+  auto odd = plan;
+  odd.gpus[0].slices[0].sms = 12;
+  EXPECT_NE(CheckPlan(in, odd).message().find("not a multiple of 8"), std::string::npos);
+  auto late = plan;
+  late.gpus[0].slices[0].members[0].predicted_ms = 21;
+  EXPECT_NE(CheckPlan(in, late).message().find("> SLO"), std::string::npos);
+  auto short_rate = plan;
+  short_rate.gpus[0].slices[0].members[0].rate_rps = 300;
+  EXPECT_NE(CheckPlan(in, short_rate).message().find("slices take"), std::string::npos);
+}
+
+TEST(PlanInput, ErrorsNameTheField) {
+  auto parse = [](const std::string& text) {
+    return ParsePlanInput(json::parse(text), "in.json", ".").status().message();
+  };
+  EXPECT_NE(parse(R"({"models":[{"name":"a","rate":1,"slo_ms":5,"synthetic":"resnet50"},
+                    {"name":"b","rate":"x","slo_ms":5,"synthetic":"resnet50"}]})")
+                .find("in.json.models[1].rate: expected a number > 0"),
+            std::string::npos);
+  EXPECT_NE(parse(R"({"models":[{"name":"a","rate":1,"slo_ms":5}]})").find("exactly one of"),
+            std::string::npos);
+  EXPECT_NE(parse(R"({"models":[{"name":"a","rate":1,"slo_ms":5,"synthetic":"alexnet"}]})")
+                .find("in.json.models[0].synthetic: no synthetic family 'alexnet'"),
+            std::string::npos);
+  EXPECT_NE(parse(R"({"gpu":{"sms":64,"granularity_sms":80},"models":[]})")
+                .find("granularity_sms: must be <= sms"),
+            std::string::npos);
+  EXPECT_NE(parse(R"({"models":[],"extra":1})").find("unknown field 'extra'"), std::string::npos);
+  EXPECT_NE(parse(R"({"models":[{"name":"a","rate":1,"slo_ms":5,"profile":"nope.json"}]})")
+                .find("in.json.models[0].profile: cannot read"),
+            std::string::npos);
+  // A profile taken on another GPU is refused by the planner.
+  auto in =
+      ParsePlanInput(json::parse(R"({"gpu":{"sms":108},"models":[{"name":"a","rate":1,"slo_ms":5,
+                   "profile":{"model":"a","gpu_sms":132,"points":[{"sms":8,"batch":1,"mean_ms":1}]}}]})"),
+                     "in.json", ".");
+  ASSERT_TRUE(in.ok()) << in.status().message();
+  auto plan = MakePlan(*in, Policy::kTessera);
+  EXPECT_NE(plan.status().message().find("profile is for a GPU with 132 SMs"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tessera::planner
