@@ -13,25 +13,10 @@
 #include "tessera/model/onnx_import.h"
 #include "tessera/model/repository.h"
 #include "tools/commands.h"
+#include "tools/inputs.h"
 
 namespace tessera::cli {
-namespace {
 
-struct Opts {
-  std::string repo, model, model_file, output_dir, json_out;
-  std::vector<std::string> inputs;
-  int64_t batch = 1;
-  int iterations = 1, warmup = 0, threads = 0;
-  bool no_optimize = false, profile = false, no_winograd = false, no_packed_gemm = false;
-  uint64_t seed = 0;
-};
-
-double Ms(std::chrono::steady_clock::duration d) {
-  return std::chrono::duration<double, std::milli>(d).count();
-}
-
-// Deterministic synthetic input: floats U(-1,1); integer inputs named like a mask are all 1,
-// other integer inputs (token ids) are in [0, 100).
 Tensor SyntheticInput(const TensorSpec& spec, uint64_t seed) {
   Tensor t = Tensor::Allocate(spec.dtype, spec.shape);
   uint64_t s = seed * 0x9E3779B97F4A7C15ull + 12345;
@@ -62,6 +47,21 @@ Tensor SyntheticInput(const TensorSpec& spec, uint64_t seed) {
     }
   }
   return t;
+}
+
+namespace {
+
+struct Opts {
+  std::string repo, model, model_file, output_dir, json_out;
+  std::vector<std::string> inputs;
+  int64_t batch = 1;
+  int iterations = 1, warmup = 0, threads = 0;
+  bool no_optimize = false, profile = false, no_winograd = false, no_packed_gemm = false;
+  uint64_t seed = 0;
+};
+
+double Ms(std::chrono::steady_clock::duration d) {
+  return std::chrono::duration<double, std::milli>(d).count();
 }
 
 std::string Sanitize(std::string s) {

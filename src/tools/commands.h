@@ -14,5 +14,6 @@ Runner SetupServe(CLI::App& app);
 Runner SetupBench(CLI::App& app);
 Runner SetupSink(CLI::App& app);
 Runner SetupPlan(CLI::App& app);
+Runner SetupProfile(CLI::App& app);
 
 }  // namespace tessera::cli

@@ -29,6 +29,9 @@ int main(int argc, char** argv) {
   auto* plan = app.add_subcommand(
       "plan", "Plan slices per GPU for models (rate, SLO, profile): tessera, nexus or igniter");
   cmds.emplace_back(plan, tessera::cli::SetupPlan(*plan));
+  auto* profile = app.add_subcommand(
+      "profile", "Measure a model's latency by batch x slice size and its memory (a plan input)");
+  cmds.emplace_back(profile, tessera::cli::SetupProfile(*profile));
   auto* ops = app.add_subcommand("ops", "List the ONNX ops the engine supports");
   cmds.emplace_back(ops, [] {
     for (const auto& op : tessera::SupportedOps()) fmt::print("{}\n", op);

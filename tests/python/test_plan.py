@@ -89,3 +89,32 @@ def test_too_few_gpus_leaves_models_unplaced(tessera_bin):
     r = plan("-i", EXAMPLE, "--gpus", "1")
     assert r.returncode == 0, r.stderr
     assert "unplaced:" in r.stdout and "on the 1 GPUs given" in r.stdout
+
+
+def test_profile_measures_a_model_that_plan_then_uses(tessera_bin, tmp_path):
+    from server_util import write_zoo
+    repo = write_zoo(tmp_path / "repo", "tiny_mlp")
+    prof = tmp_path / "tiny.json"
+    r = subprocess.run([str(TESSERA), "profile", "--model-repository", repo, "-m", "tiny_mlp",
+                        "--batches", "1,4", "--slices", "1", "-n", "3", "-o", prof],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "[2/2] batch   4" in r.stderr  # progress lines
+    p = json.loads(prof.read_text())
+    assert p["model"] == "tiny_mlp" and p["gpu"] == "cpu" and p["memory_bytes"] > 0
+    assert [(q["sms"], q["batch"]) for q in p["points"]] == [(1, 1), (1, 4)]
+    for q in p["points"]:
+        assert 0 < q["mean_ms"] <= q["p99_ms"]
+    (tmp_path / "in.json").write_text(json.dumps(
+        {"gpu": {"kind": "cpu", "sms": p["gpu_sms"], "granularity_sms": 1, "memory_gib": 1},
+         "models": [{"name": "tiny_mlp", "rate": 100, "slo_ms": 50, "profile": "tiny.json"}]}))
+    r = plan("-i", tmp_path / "in.json")
+    assert r.returncode == 0, r.stderr
+    assert "invariants hold" in r.stdout and "0 unplaced" in r.stdout
+
+    r = subprocess.run([str(TESSERA), "profile", "--model-repository", repo, "-m", "nope"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3 and "nope" in r.stderr
+    r = subprocess.run([str(TESSERA), "profile", "--model-repository", repo, "-m", "tiny_mlp",
+                        "--batches", "100000"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "exceeds max_batch_size" in r.stderr
