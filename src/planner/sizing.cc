@@ -69,6 +69,7 @@ DutyPlan MergeSessions(const std::vector<DutyMember>& members, const std::vector
   DutyPlan out;
   out.d_ms = *std::min_element(own_d.begin(), own_d.end());
   double sum = 0;
+  out.batches.reserve(members.size());
   for (size_t i = 0; i < members.size(); ++i) {
     const auto& m = members[i];
     const int b = std::max(1, static_cast<int>(std::ceil(out.d_ms * m.rate_rps / 1000.0 - 1e-9)));

@@ -150,15 +150,18 @@ Plan PlanTessera(const PlanInput& in) {
     DutyPlan duty;
   };
   std::vector<Group> groups;
-  auto lat_of = [&](const std::vector<size_t>& ms) {
-    return [&, ms](size_t i, int b) { return in.models[ms[i]].profile.P99Ms(b, g) * f0; };
-  };
+  // Scratch for trial merges, reused so that trying a group allocates nothing.
+  std::vector<size_t> ms;
+  std::vector<DutyMember> mem;
+  std::vector<double> ds;
+  const LatencyFn lat = [&](size_t i, int b) { return in.models[ms[i]].profile.P99Ms(b, g) * f0; };
   for (size_t mi : share) {
     const ModelDemand& m = in.models[mi];
     DutyMember dm{m.rate_rps, m.slo_ms, m.profile.max_batch()};
     int b1 = 0;
     double d1 = 0;
-    if (!SessionAlone(dm, 0, lat_of({mi}), &b1, &d1)) {
+    ms.assign(1, mi);
+    if (!SessionAlone(dm, 0, lat, &b1, &d1)) {
       plan.models[mi].planned_rps = dedicated_item(mi, g, m.rate_rps);
       plan.models[mi].slices = 1;
       plan.models[mi].why = Fmt("one slice of %d SMs (too tight to share a cycle)", g);
@@ -167,23 +170,24 @@ Plan PlanTessera(const PlanInput& in) {
     int best = -1;
     DutyPlan best_plan;
     for (size_t gi = 0; gi < groups.size(); ++gi) {
-      Group& gr = groups[gi];
-      auto ms = gr.models;
+      const Group& gr = groups[gi];
+      ms.assign(gr.models.begin(), gr.models.end());
       ms.push_back(mi);
-      auto mem = gr.members;
+      mem.assign(gr.members.begin(), gr.members.end());
       mem.push_back(dm);
-      auto ds = gr.own_d;
+      ds.assign(gr.own_d.begin(), gr.own_d.end());
       ds.push_back(d1);
-      DutyPlan dp = MergeSessions(mem, ds, lat_of(ms), rho);
+      DutyPlan dp = MergeSessions(mem, ds, lat, rho);
       if (dp.feasible && (best < 0 || dp.occupancy > best_plan.occupancy)) {
         best = static_cast<int>(gi);
-        best_plan = dp;
+        best_plan = std::move(dp);
       }
     }
     if (best < 0) {
       groups.push_back({});
       best = static_cast<int>(groups.size()) - 1;
-      best_plan = MergeSessions({dm}, {d1}, lat_of({mi}), rho);
+      ms.assign(1, mi);
+      best_plan = MergeSessions({dm}, {d1}, lat, rho);
     }
     Group& gr = groups[best];
     gr.models.push_back(mi);
