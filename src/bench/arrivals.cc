@@ -74,6 +74,32 @@ class Bursty final : public ArrivalProcess {
   double t_ = 0, state_end_ = 0;
 };
 
+// Non-homogeneous Poisson by thinning: candidates at the peak rate, each kept with probability
+// rate(t) / peak.
+class Diurnal final : public ArrivalProcess {
+ public:
+  Diurnal(const ArrivalSpec& s, double rate, uint64_t seed)
+      : rng_(seed),
+        rate_(rate),
+        amp_(std::clamp(s.diurnal_amplitude, 0.0, 1.0)),
+        omega_(2 * M_PI / (s.diurnal_period_s * kNsPerS)),
+        gap_((rate * (1 + amp_)) / kNsPerS) {}
+  int64_t Next() override {
+    for (;;) {
+      t_ += gap_(rng_);
+      const double keep = (1 + amp_ * std::sin(omega_ * t_)) / (1 + amp_);
+      if (std::uniform_real_distribution<double>(0, 1)(rng_) < keep)
+        return static_cast<int64_t>(t_);
+    }
+  }
+
+ private:
+  std::mt19937_64 rng_;
+  double rate_, amp_, omega_;
+  std::exponential_distribution<double> gap_;
+  double t_ = 0;
+};
+
 class Trace final : public ArrivalProcess {
  public:
   Trace(const std::vector<int64_t>& times, bool loop, double scale)
@@ -116,6 +142,8 @@ std::string KindName(ArrivalSpec::Kind kind) {
       return "gamma";
     case ArrivalSpec::Kind::kBursty:
       return "bursty";
+    case ArrivalSpec::Kind::kDiurnal:
+      return "diurnal";
     case ArrivalSpec::Kind::kTrace:
       return "trace";
   }
@@ -124,10 +152,11 @@ std::string KindName(ArrivalSpec::Kind kind) {
 
 Result<ArrivalSpec::Kind> ParseKind(const std::string& name) {
   for (auto k : {ArrivalSpec::Kind::kConstant, ArrivalSpec::Kind::kPoisson,
-                 ArrivalSpec::Kind::kGamma, ArrivalSpec::Kind::kBursty, ArrivalSpec::Kind::kTrace})
+                 ArrivalSpec::Kind::kGamma, ArrivalSpec::Kind::kBursty, ArrivalSpec::Kind::kDiurnal,
+                 ArrivalSpec::Kind::kTrace})
     if (KindName(k) == name) return k;
   return Status::InvalidArgument("unknown arrival process '" + name +
-                                 "' (expected constant, poisson, gamma, bursty or trace)");
+                                 "' (expected constant, poisson, gamma, bursty, diurnal or trace)");
 }
 
 Result<std::vector<int64_t>> ParseTrace(const std::string& text, const std::string& what) {
@@ -188,6 +217,8 @@ std::unique_ptr<ArrivalProcess> MakeArrivals(const ArrivalSpec& spec, uint64_t s
           seed);
     case ArrivalSpec::Kind::kBursty:
       return std::make_unique<Bursty>(spec, rate, seed);
+    case ArrivalSpec::Kind::kDiurnal:
+      return std::make_unique<Diurnal>(spec, rate, seed);
     case ArrivalSpec::Kind::kTrace:
       return std::make_unique<Trace>(spec.trace_ns, spec.trace_loop, rate_scale);
   }

@@ -21,12 +21,71 @@ using json_fields::GetInt;
 using json_fields::GetNumber;
 using json_fields::GetString;
 
+}  // namespace
+
+Status ParseArrival(const nlohmann::json& m, const std::string& where, const std::string& base,
+                    ArrivalSpec* spec, std::string* trace_file) {
+  ArrivalSpec& a = *spec;
+  std::string arrival = "poisson";
+  TESSERA_RETURN_IF_ERROR(GetString(m, "arrival", where, &arrival));
+  auto kind = ParseKind(arrival);
+  if (!kind.ok()) return Status::InvalidArgument(where + ".arrival: " + kind.status().message());
+  a.kind = *kind;
+  if (a.kind == ArrivalSpec::Kind::kTrace) {
+    if (!m.contains("trace"))
+      return Status::InvalidArgument(where + ": arrival \"trace\" needs 'trace' (a file of times)");
+    std::string file;
+    TESSERA_RETURN_IF_ERROR(GetString(m, "trace", where, &file));
+    if (trace_file) *trace_file = file;
+    std::filesystem::path p(file);
+    if (p.is_relative()) p = std::filesystem::path(base) / p;
+    auto times = ReadTraceFile(p.string());
+    if (!times.ok()) return Status::InvalidArgument(where + ".trace: " + times.status().message());
+    a.trace_ns = std::move(*times);
+    TESSERA_RETURN_IF_ERROR(GetBool(m, "trace_loop", where, &a.trace_loop));
+    const auto n = a.trace_ns.size();
+    const double span_s = (a.trace_ns.back() - a.trace_ns.front()) / 1e9;
+    a.rate = n > 1 && span_s > 0 ? (n - 1) / span_s : 1.0;
+    if (m.contains("rate"))
+      return Status::InvalidArgument(where + ".rate: not used with arrival \"trace\" (the trace " +
+                                     "sets the rate; --rate-scale speeds it up)");
+  } else {
+    if (!m.contains("rate"))
+      return Status::InvalidArgument(where + ": 'rate' (requests/s) is required");
+    TESSERA_RETURN_IF_ERROR(GetNumber(m, "rate", where, &a.rate, 0));
+    if (m.contains("trace"))
+      return Status::InvalidArgument(where + ".trace: only used with arrival \"trace\"");
+  }
+  if (m.contains("cv") && a.kind != ArrivalSpec::Kind::kGamma)
+    return Status::InvalidArgument(where + ".cv: only used with arrival \"gamma\"");
+  TESSERA_RETURN_IF_ERROR(GetNumber(m, "cv", where, &a.cv, 0, true));
+  for (const char* k : {"burst_ratio", "burst_fraction", "burst_period_s"})
+    if (m.contains(k) && a.kind != ArrivalSpec::Kind::kBursty)
+      return Status::InvalidArgument(where + "." + k + ": only used with arrival \"bursty\"");
+  TESSERA_RETURN_IF_ERROR(GetNumber(m, "burst_ratio", where, &a.burst_ratio, 1, true));
+  TESSERA_RETURN_IF_ERROR(GetNumber(m, "burst_fraction", where, &a.burst_fraction, 0));
+  if (a.burst_fraction >= 1)
+    return Bad(where + ".burst_fraction", "a number in (0, 1)", m["burst_fraction"]);
+  TESSERA_RETURN_IF_ERROR(GetNumber(m, "burst_period_s", where, &a.burst_period_s, 0));
+  for (const char* k : {"diurnal_amplitude", "diurnal_period_s"})
+    if (m.contains(k) && a.kind != ArrivalSpec::Kind::kDiurnal)
+      return Status::InvalidArgument(where + "." + k + ": only used with arrival \"diurnal\"");
+  TESSERA_RETURN_IF_ERROR(GetNumber(m, "diurnal_amplitude", where, &a.diurnal_amplitude, 0, true));
+  if (a.diurnal_amplitude >= 1)
+    return Bad(where + ".diurnal_amplitude", "a number in [0, 1)", m["diurnal_amplitude"]);
+  TESSERA_RETURN_IF_ERROR(GetNumber(m, "diurnal_period_s", where, &a.diurnal_period_s, 0));
+  return Status::OK();
+}
+
+namespace {
+
 Result<ModelLoad> ParseModel(const json& m, const std::string& where, const std::string& base) {
   if (!m.is_object()) return Bad(where, "an object", m);
   TESSERA_RETURN_IF_ERROR(
       CheckKeys(m, where,
                 {"name", "version", "rate", "slo_ms", "batch", "arrival", "cv", "burst_ratio",
-                 "burst_fraction", "burst_period_s", "trace", "trace_loop", "inputs", "priority"}));
+                 "burst_fraction", "burst_period_s", "diurnal_amplitude", "diurnal_period_s",
+                 "trace", "trace_loop", "inputs", "priority"}));
   ModelLoad l;
   if (!m.contains("name")) return Status::InvalidArgument(where + ": 'name' is required");
   TESSERA_RETURN_IF_ERROR(GetString(m, "name", where, &l.name));
@@ -37,45 +96,7 @@ Result<ModelLoad> ParseModel(const json& m, const std::string& where, const std:
     else
       TESSERA_RETURN_IF_ERROR(GetString(m, "version", where, &l.version));
   }
-  std::string arrival = "poisson";
-  TESSERA_RETURN_IF_ERROR(GetString(m, "arrival", where, &arrival));
-  auto kind = ParseKind(arrival);
-  if (!kind.ok()) return Status::InvalidArgument(where + ".arrival: " + kind.status().message());
-  l.arrival.kind = *kind;
-  if (l.arrival.kind == ArrivalSpec::Kind::kTrace) {
-    if (!m.contains("trace"))
-      return Status::InvalidArgument(where + ": arrival \"trace\" needs 'trace' (a file of times)");
-    TESSERA_RETURN_IF_ERROR(GetString(m, "trace", where, &l.trace_file));
-    std::filesystem::path p(l.trace_file);
-    if (p.is_relative()) p = std::filesystem::path(base) / p;
-    auto times = ReadTraceFile(p.string());
-    if (!times.ok()) return Status::InvalidArgument(where + ".trace: " + times.status().message());
-    l.arrival.trace_ns = std::move(*times);
-    TESSERA_RETURN_IF_ERROR(GetBool(m, "trace_loop", where, &l.arrival.trace_loop));
-    const auto n = l.arrival.trace_ns.size();
-    const double span_s = (l.arrival.trace_ns.back() - l.arrival.trace_ns.front()) / 1e9;
-    l.arrival.rate = n > 1 && span_s > 0 ? (n - 1) / span_s : 1.0;
-    if (m.contains("rate"))
-      return Status::InvalidArgument(where + ".rate: not used with arrival \"trace\" (the trace " +
-                                     "sets the rate; --rate-scale speeds it up)");
-  } else {
-    if (!m.contains("rate"))
-      return Status::InvalidArgument(where + ": 'rate' (requests/s) is required");
-    TESSERA_RETURN_IF_ERROR(GetNumber(m, "rate", where, &l.arrival.rate, 0));
-    if (m.contains("trace"))
-      return Status::InvalidArgument(where + ".trace: only used with arrival \"trace\"");
-  }
-  if (m.contains("cv") && l.arrival.kind != ArrivalSpec::Kind::kGamma)
-    return Status::InvalidArgument(where + ".cv: only used with arrival \"gamma\"");
-  TESSERA_RETURN_IF_ERROR(GetNumber(m, "cv", where, &l.arrival.cv, 0, true));
-  for (const char* k : {"burst_ratio", "burst_fraction", "burst_period_s"})
-    if (m.contains(k) && l.arrival.kind != ArrivalSpec::Kind::kBursty)
-      return Status::InvalidArgument(where + "." + k + ": only used with arrival \"bursty\"");
-  TESSERA_RETURN_IF_ERROR(GetNumber(m, "burst_ratio", where, &l.arrival.burst_ratio, 1, true));
-  TESSERA_RETURN_IF_ERROR(GetNumber(m, "burst_fraction", where, &l.arrival.burst_fraction, 0));
-  if (l.arrival.burst_fraction >= 1)
-    return Bad(where + ".burst_fraction", "a number in (0, 1)", m["burst_fraction"]);
-  TESSERA_RETURN_IF_ERROR(GetNumber(m, "burst_period_s", where, &l.arrival.burst_period_s, 0));
+  TESSERA_RETURN_IF_ERROR(ParseArrival(m, where, base, &l.arrival, &l.trace_file));
   if (!m.contains("slo_ms"))
     return Status::InvalidArgument(where + ": 'slo_ms' (the latency SLO in ms) is required");
   TESSERA_RETURN_IF_ERROR(GetNumber(m, "slo_ms", where, &l.slo_ms, 0));
@@ -191,6 +212,10 @@ std::string ScenarioToJson(const Scenario& s) {
               {"batch", m.batch}};
     if (!m.version.empty()) j["version"] = m.version;
     if (m.arrival.kind == ArrivalSpec::Kind::kGamma) j["cv"] = m.arrival.cv;
+    if (m.arrival.kind == ArrivalSpec::Kind::kDiurnal) {
+      j["diurnal_amplitude"] = m.arrival.diurnal_amplitude;
+      j["diurnal_period_s"] = m.arrival.diurnal_period_s;
+    }
     if (m.arrival.kind == ArrivalSpec::Kind::kBursty) {
       j["burst_ratio"] = m.arrival.burst_ratio;
       j["burst_fraction"] = m.arrival.burst_fraction;

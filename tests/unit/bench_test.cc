@@ -443,3 +443,33 @@ TEST(Recorder, CountsOnlyTheMeasuredWindowAndAgainstTheDueTime) {
 
 }  // namespace
 }  // namespace tessera::bench
+
+namespace tessera::bench {
+namespace {
+
+TEST(ArrivalsDiurnal, FollowsItsCycleAndKeepsTheMeanRate) {
+  // rate 1000/s, amplitude 0.8, 10 s cycle: over 100 s, 100,000 arrivals; the half-cycles where
+  // the sine is positive get (1 + 2A/pi) / (1 - 2A/pi) = 3.07x the arrivals of the others.
+  ArrivalSpec s;
+  s.kind = ArrivalSpec::Kind::kDiurnal;
+  s.rate = 1000;
+  s.diurnal_amplitude = 0.8;
+  s.diurnal_period_s = 10;
+  auto p = MakeArrivals(s, 42);
+  int64_t n = 0, up = 0, prev = 0;
+  for (int64_t t = p->Next(); t < 100'000'000'000; t = p->Next()) {
+    ASSERT_GE(t, prev);
+    prev = t;
+    ++n;
+    if ((t / 5'000'000'000) % 2 == 0) ++up;
+  }
+  EXPECT_NEAR(n, 100000, 2000);
+  const double ratio = static_cast<double>(up) / (n - up);
+  const double want = (1 + 1.6 / M_PI) / (1 - 1.6 / M_PI);
+  EXPECT_NEAR(ratio, want, 0.1 * want);
+  EXPECT_EQ(KindName(ArrivalSpec::Kind::kDiurnal), "diurnal");
+  EXPECT_TRUE(ParseKind("diurnal").ok());
+}
+
+}  // namespace
+}  // namespace tessera::bench

@@ -13,7 +13,7 @@
 namespace tessera::bench {
 
 struct ArrivalSpec {
-  enum class Kind { kConstant, kPoisson, kGamma, kBursty, kTrace };
+  enum class Kind { kConstant, kPoisson, kGamma, kBursty, kDiurnal, kTrace };
   Kind kind = Kind::kPoisson;
   double rate = 1.0;  // mean requests/s (kTrace: ignored; the trace sets the rate)
   double cv = 1.0;    // kGamma: coefficient of variation of the gaps (1 = Poisson)
@@ -23,6 +23,10 @@ struct ArrivalSpec {
   double burst_ratio = 8.0;
   double burst_fraction = 0.2;
   double burst_period_s = 1.0;
+  // kDiurnal: a Poisson process whose rate follows a day-like cycle,
+  // rate x (1 + diurnal_amplitude x sin(2 pi t / diurnal_period_s)); the mean rate is `rate`.
+  double diurnal_amplitude = 0.5;
+  double diurnal_period_s = 3600;
   // kTrace: arrival offsets in ns from the start, non-decreasing; replayed from the start again
   // when it runs out if trace_loop.
   std::vector<int64_t> trace_ns;
@@ -30,7 +34,7 @@ struct ArrivalSpec {
 };
 
 std::string KindName(ArrivalSpec::Kind kind);
-// "constant", "poisson", "gamma", "bursty", "trace"; InvalidArgument otherwise.
+// "constant", "poisson", "gamma", "bursty", "diurnal", "trace"; InvalidArgument otherwise.
 Result<ArrivalSpec::Kind> ParseKind(const std::string& name);
 
 // A trace file: one arrival per line, its time in seconds from the start (decimal); blank lines

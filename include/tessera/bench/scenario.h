@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,13 @@ struct Scenario {
   std::string EffectiveUrl() const { return url.empty() ? DefaultUrl() : url; }
   double OfferedRate() const;  // sum of the models' mean rates
 };
+
+// The arrival fields of one model object ("arrival", "rate", "cv", "burst_*", "diurnal_*",
+// "trace", "trace_loop"), shared by every file that describes load (bench and simulator
+// scenarios). Errors name `where`.<field>; `base_dir` resolves a relative trace path, whose text
+// goes to *trace_file when given.
+Status ParseArrival(const nlohmann::json& model, const std::string& where,
+                    const std::string& base_dir, ArrivalSpec* spec, std::string* trace_file);
 
 // `base_dir` resolves relative trace paths.
 Result<Scenario> ParseScenario(const std::string& json_text, const std::string& what,
