@@ -151,9 +151,9 @@ std::string KindName(ArrivalSpec::Kind kind) {
 }
 
 Result<ArrivalSpec::Kind> ParseKind(const std::string& name) {
-  for (auto k : {ArrivalSpec::Kind::kConstant, ArrivalSpec::Kind::kPoisson,
-                 ArrivalSpec::Kind::kGamma, ArrivalSpec::Kind::kBursty, ArrivalSpec::Kind::kDiurnal,
-                 ArrivalSpec::Kind::kTrace})
+  for (auto k :
+       {ArrivalSpec::Kind::kConstant, ArrivalSpec::Kind::kPoisson, ArrivalSpec::Kind::kGamma,
+        ArrivalSpec::Kind::kBursty, ArrivalSpec::Kind::kDiurnal, ArrivalSpec::Kind::kTrace})
     if (KindName(k) == name) return k;
   return Status::InvalidArgument("unknown arrival process '" + name +
                                  "' (expected constant, poisson, gamma, bursty, diurnal or trace)");

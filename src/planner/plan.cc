@@ -45,6 +45,8 @@ Result<Plan> MakePlan(const PlanInput& in, Policy policy) {
         "gpu: expected count >= 1, sms >= 1, 1 <= granularity_sms <= sms and memory > 0");
   if (!(in.options.max_utilization > 0 && in.options.max_utilization <= 1))
     return Status::InvalidArgument("options.max_utilization: expected a number in (0, 1]");
+  if (!(in.options.tail_probability > 0 && in.options.tail_probability < 0.5))
+    return Status::InvalidArgument("options.tail_probability: expected a number in (0, 0.5)");
   std::map<std::string, int> seen;
   for (const auto& m : in.models) {
     if (!(m.rate_rps > 0) || !(m.slo_ms > 0))
@@ -170,7 +172,8 @@ Result<PlanInput> ParsePlanInput(const json& doc, const std::string& what,
     const json& j = doc["options"];
     const std::string at = what + ".options";
     if (!j.is_object()) return Bad(at, "an object", j);
-    TESSERA_RETURN_IF_ERROR(CheckKeys(j, at, {"max_utilization", "share_below_utilization"}));
+    TESSERA_RETURN_IF_ERROR(
+        CheckKeys(j, at, {"max_utilization", "share_below_utilization", "tail_probability"}));
     TESSERA_RETURN_IF_ERROR(GetNumber(j, "max_utilization", at, &in.options.max_utilization, 0));
     if (in.options.max_utilization > 1)
       return Bad(at + ".max_utilization", "a number in (0, 1]", j["max_utilization"]);

@@ -16,8 +16,54 @@ std::string Fmt(const char* fmt, ...) {
   return buf;
 }
 
+PoissonTable::PoissonTable(double eps, int max_b) : eps_(eps), lam_(max_b + 1, 0) {
+  // Beyond the table a normal approximation: lambda + z sqrt(lambda) = n + 1/2.
+  double lo = 0, hi = 10;
+  for (int it = 0; it < 60; ++it) {
+    const double mid = (lo + hi) / 2;
+    (0.5 * std::erfc(mid / std::sqrt(2.0)) > eps ? lo : hi) = mid;
+  }
+  z_ = hi;
+  for (int b = 0; b <= max_b; ++b) {
+    double l = 0, h = b + 10 * std::sqrt(b + 1.0) + 10;
+    for (int it = 0; it < 60; ++it) {
+      const double mid = (l + h) / 2;
+      (Tail(mid, b) <= eps ? l : h) = mid;
+    }
+    lam_[b] = l;
+  }
+}
+
+double PoissonTable::LambdaMax(int n) const {
+  if (n < static_cast<int>(lam_.size())) return lam_[n];
+  const double r = (-z_ + std::sqrt(z_ * z_ + 4 * (n + 0.5))) / 2;
+  return r * r;
+}
+
+double PoissonTable::Tail(double lambda, int b) {
+  if (lambda <= 0) return 0;
+  double term = std::exp(-lambda), cdf = term;
+  for (int k = 1; k <= b; ++k) {
+    term *= lambda / k;
+    cdf += term;
+  }
+  return std::max(0.0, 1 - cdf);
+}
+
+double Carry(const Profile& p, double sms, int b, double slo_ms, double f, double rho,
+             const PoissonTable& pt, int* k_out) {
+  const double t = p.P99Ms(b, sms) * f;
+  if (2 * t > slo_ms) return 0;
+  // A request waits at most for the batch in flight and k more batches within its SLO; the
+  // arrivals of k batch times must fit k batches except with probability eps.
+  const int k = std::max(1, static_cast<int>(std::floor(slo_ms / t)) - 1);
+  if (k_out) *k_out = k;
+  return std::min(rho * b * 1000.0 / (p.MeanMs(b, sms) * f),
+                  pt.LambdaMax(k * b) * 1000.0 / (k * t));
+}
+
 Dedicated SizeDedicated(const Profile& p, double sms, double rate, double slo_ms, double f,
-                        double rho) {
+                        double rho, const PoissonTable& pt) {
   Dedicated d;
   // p99 grows with the batch: the largest batch whose worst case fits is found by bisection.
   int lo = 0, hi = p.max_batch();
@@ -30,23 +76,31 @@ Dedicated SizeDedicated(const Profile& p, double sms, double rate, double slo_ms
   }
   d.max_batch = lo;
   if (lo == 0) return d;
-  const double mean_max = p.MeanMs(lo, sms);
-  d.cap_rps = rho * lo * 1000.0 / (mean_max * f);
-  d.f_max = std::min(slo_ms / (2 * p.P99Ms(lo, sms)), rho * lo * 1000.0 / (mean_max * rate));
+  for (int b : p.batches())
+    if (b < lo) d.cap_rps = std::max(d.cap_rps, Carry(p, sms, b, slo_ms, f, rho, pt, nullptr));
+  d.cap_rps = std::max(d.cap_rps, Carry(p, sms, lo, slo_ms, f, rho, pt, nullptr));
   if (rate > d.cap_rps) return d;
-  // Throughput b / mean(b) grows with b, so the smallest batch that carries the rate bisects too.
-  int a = 1, b = lo;
-  while (a < b) {
-    const int mid = (a + b) / 2;
-    if (rho * mid * 1000.0 / (p.MeanMs(mid, sms) * f) >= rate)
-      b = mid;
-    else
-      a = mid + 1;
+  for (int b = 1; b <= lo; ++b) {
+    int k = 1;
+    if (Carry(p, sms, b, slo_ms, f, rho, pt, &k) >= rate) {
+      d.used_batch = b;
+      d.predicted_ms = (k + 1) * p.P99Ms(b, sms) * f;
+      d.busy = rate * p.MeanMs(b, sms) * f / (1000.0 * b);
+      break;
+    }
   }
-  d.used_batch = a;
-  d.predicted_ms = 2 * p.P99Ms(a, sms) * f;
-  d.busy = rate * p.MeanMs(a, sms) * f / (1000.0 * a);
   return d;
+}
+
+double MaxInflation(const Profile& p, double sms, double rate, double slo_ms, double rho,
+                    const PoissonTable& pt) {
+  double lo = 1, hi = 4;
+  if (SizeDedicated(p, sms, rate, slo_ms, hi, rho, pt).used_batch) return hi;
+  for (int it = 0; it < 30; ++it) {
+    const double mid = (lo + hi) / 2;
+    (SizeDedicated(p, sms, rate, slo_ms, mid, rho, pt).used_batch ? lo : hi) = mid;
+  }
+  return lo;
 }
 
 bool SessionAlone(const DutyMember& m, size_t i, const LatencyFn& lat, int* batch, double* d_ms) {
@@ -65,14 +119,17 @@ bool SessionAlone(const DutyMember& m, size_t i, const LatencyFn& lat, int* batc
 }
 
 DutyPlan MergeSessions(const std::vector<DutyMember>& members, const std::vector<double>& own_d,
-                       const LatencyFn& lat, double rho) {
+                       const LatencyFn& lat, double rho, const PoissonTable* pt) {
   DutyPlan out;
   out.d_ms = *std::min_element(own_d.begin(), own_d.end());
   double sum = 0;
   out.batches.reserve(members.size());
   for (size_t i = 0; i < members.size(); ++i) {
     const auto& m = members[i];
-    const int b = std::max(1, static_cast<int>(std::ceil(out.d_ms * m.rate_rps / 1000.0 - 1e-9)));
+    const double lambda = out.d_ms * m.rate_rps / 1000.0;
+    int b = std::max(1, static_cast<int>(std::ceil(lambda - 1e-9)));
+    if (pt)
+      while (b <= m.max_batch && PoissonTable::Tail(lambda, b) > pt->eps()) ++b;
     if (b > m.max_batch) return out;
     const double l = lat(i, b);
     if (out.d_ms + l > m.slo_ms) return out;

@@ -9,6 +9,24 @@
 
 namespace tessera::planner::detail {
 
+// For each batch limit b, the largest Poisson mean lambda with P(N > b) <= eps: the most
+// arrivals per batch time that still fit the next batch except with probability eps. Requests
+// beyond the next batch wait a batch longer, so this is what keeps the 2 x p99 bound honest
+// under random arrivals.
+class PoissonTable {
+ public:
+  PoissonTable(double eps, int max_b);
+  double eps() const { return eps_; }
+  double LambdaMax(int n) const;
+  // P(N > b) for N ~ Poisson(lambda).
+  static double Tail(double lambda, int b);
+
+ private:
+  double eps_;
+  double z_ = 0;  // the normal quantile of 1 - eps
+  std::vector<double> lam_;
+};
+
 // A slice that serves one model, batches back to back up to max_batch. The worst case for a
 // request is to wait for the batch in flight and then run in the next: 2 x p99(batch) x f.
 struct Dedicated {
@@ -20,7 +38,11 @@ struct Dedicated {
   double f_max = 1;  // largest inflation under which rate and SLO still hold with max_batch
 };
 Dedicated SizeDedicated(const Profile& p, double sms, double rate, double slo_ms, double f,
-                        double rho);
+                        double rho, const PoissonTable& pt);
+
+// The largest inflation (up to 4) under which the slice still carries `rate` within the SLO.
+double MaxInflation(const Profile& p, double sms, double rate, double slo_ms, double rho,
+                    const PoissonTable& pt);
 
 // Time-shared sessions (Nexus' duty cycles): members take turns, each running one batch per
 // cycle of d ms. `lat(i, b)` is member i's planning latency for batch b.
@@ -36,7 +58,8 @@ using LatencyFn = std::function<double(size_t member, int batch)>;
 bool SessionAlone(const DutyMember& m, size_t i, const LatencyFn& lat, int* batch, double* d_ms);
 
 // Members merged on one slice with cycle d = the smallest of their own cycles: batch
-// b_i = ceil(d r_i); feasible when sum lat(b_i) <= rho d and d + lat(b_i) <= SLO_i.
+// b_i = ceil(d r_i) (with `pt`: the smallest b_i with P(Poisson(d r_i) > b_i) <= eps);
+// feasible when sum lat(b_i) <= rho d and d + lat(b_i) <= SLO_i.
 struct DutyPlan {
   bool feasible = false;
   double d_ms = 0;
@@ -44,7 +67,7 @@ struct DutyPlan {
   double occupancy = 0;  // sum lat(b_i) / d
 };
 DutyPlan MergeSessions(const std::vector<DutyMember>& members, const std::vector<double>& own_d,
-                       const LatencyFn& lat, double rho);
+                       const LatencyFn& lat, double rho, const PoissonTable* pt = nullptr);
 
 // Printf into a std::string.
 std::string Fmt(const char* fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <random>
 
+#include "tessera/planner/plan.h"
+
 namespace tessera::planner {
 namespace {
 
@@ -98,6 +100,20 @@ std::vector<WorkloadModel> SyntheticWorkload(int n, double total_rate_rps, uint6
   std::shuffle(weight.begin(), weight.end(), rng);
   for (int i = 0; i < n; ++i) out[i].rate_rps = total_rate_rps * weight[i] / wsum;
   return out;
+}
+
+PlanInput SyntheticPlanInput(int n, double total_rate_rps, uint64_t seed, const GpuSpec& gpu) {
+  PlanInput in;
+  in.gpu = gpu;
+  for (auto& w : SyntheticWorkload(n, total_rate_rps, seed, gpu.sms)) {
+    ModelDemand d;
+    d.name = w.name;
+    d.rate_rps = w.rate_rps;
+    d.slo_ms = w.slo_ms;
+    d.profile = MakeSyntheticProfile(w.params, gpu.kind, gpu.sms, gpu.granularity_sms);
+    in.models.push_back(std::move(d));
+  }
+  return in;
 }
 
 }  // namespace tessera::planner

@@ -50,6 +50,9 @@ Plan PlanTessera(const PlanInput& in) {
   for (const auto& m : in.models) mean_intensity += m.profile.mem_intensity;
   mean_intensity /= std::max<size_t>(1, in.models.size());
   const double f0 = in.interference.Inflation(0.7 * mean_intensity);
+  int max_b = 1;
+  for (const auto& m : in.models) max_b = std::max(max_b, m.profile.max_batch());
+  const PoissonTable pt(in.options.tail_probability, max_b);
   auto slack = [&](double f_max) { return alpha > 0 ? (f_max - 1) / alpha : kInf; };
 
   Plan plan;
@@ -61,19 +64,20 @@ Plan PlanTessera(const PlanInput& in) {
 
   auto dedicated_item = [&](size_t mi, int sms, double rate) {
     const ModelDemand& m = in.models[mi];
-    const Dedicated d = SizeDedicated(m.profile, sms, rate, m.slo_ms, f0, rho);
+    const Dedicated d = SizeDedicated(m.profile, sms, rate, m.slo_ms, f0, rho, pt);
     Item it;
     it.slice.sms = sms;
     it.slice.busy = d.busy;
     it.slice.pressure = SlicePressure(m.profile.mem_intensity, sms, gpu.sms, d.busy);
     it.slice.memory_bytes = m.profile.memory_bytes;
     it.slice.members.push_back({m.name, rate, m.slo_ms, d.max_batch, d.predicted_ms});
-    it.slice.why =
-        Fmt("%d SMs (%.0f%% of the GPU), max batch %d: carries %.1f req/s, %.0f%% of its capacity "
-            "%.1f req/s; worst case 2 x p99(batch %d) = %.2f ms <= SLO %.1f ms",
-            sms, 100.0 * sms / gpu.sms, d.max_batch, rate, 100 * rate / d.cap_rps, d.cap_rps,
-            d.used_batch, d.predicted_ms, m.slo_ms);
-    it.f_max = d.f_max;
+    it.slice.why = Fmt(
+        "%d SMs (%.0f%% of the GPU), max batch %d: carries %.1f req/s, %.0f%% of its capacity "
+        "%.1f req/s; batches of %d keep up with Poisson arrivals (overflow <= %.0f%%), worst case "
+        "%.2f ms <= SLO %.1f ms",
+        sms, 100.0 * sms / gpu.sms, d.max_batch, rate, 100 * rate / d.cap_rps, d.cap_rps,
+        d.used_batch, 100 * in.options.tail_probability, d.predicted_ms, m.slo_ms);
+    it.f_max = MaxInflation(m.profile, sms, rate, m.slo_ms, rho, pt);
     it.models.push_back(mi);
     items.push_back(std::move(it));
     return d.cap_rps;
@@ -85,7 +89,7 @@ Plan PlanTessera(const PlanInput& in) {
     mp.model = m.name;
     std::map<int, double> cap;  // slice SMs -> capacity in req/s
     for (int s = g; s <= usable; s += g) {
-      const Dedicated d = SizeDedicated(m.profile, s, m.rate_rps, m.slo_ms, f0, rho);
+      const Dedicated d = SizeDedicated(m.profile, s, m.rate_rps, m.slo_ms, f0, rho, pt);
       if (d.max_batch > 0) cap[s] = d.cap_rps;
     }
     if (cap.empty()) {
@@ -177,7 +181,7 @@ Plan PlanTessera(const PlanInput& in) {
       mem.push_back(dm);
       ds.assign(gr.own_d.begin(), gr.own_d.end());
       ds.push_back(d1);
-      DutyPlan dp = MergeSessions(mem, ds, lat, rho);
+      DutyPlan dp = MergeSessions(mem, ds, lat, rho, &pt);
       if (dp.feasible && (best < 0 || dp.occupancy > best_plan.occupancy)) {
         best = static_cast<int>(gi);
         best_plan = std::move(dp);
@@ -187,7 +191,7 @@ Plan PlanTessera(const PlanInput& in) {
       groups.push_back({});
       best = static_cast<int>(groups.size()) - 1;
       ms.assign(1, mi);
-      best_plan = MergeSessions({dm}, {d1}, lat, rho);
+      best_plan = MergeSessions({dm}, {d1}, lat, rho, &pt);
     }
     Group& gr = groups[best];
     gr.models.push_back(mi);
@@ -298,7 +302,7 @@ Plan PlanTessera(const PlanInput& in) {
           sm.predicted_ms = s.duty_cycle_ms + m.profile.P99Ms(it.batches[k], s.sms) * s.inflation;
         } else {
           const Dedicated d =
-              SizeDedicated(m.profile, s.sms, sm.rate_rps, m.slo_ms, s.inflation, rho);
+              SizeDedicated(m.profile, s.sms, sm.rate_rps, m.slo_ms, s.inflation, rho, pt);
           sm.predicted_ms = d.used_batch ? d.predicted_ms : kInf;
         }
       }

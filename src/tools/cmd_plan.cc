@@ -36,19 +36,11 @@ int Fail(const Status& st) {
 }
 
 PlanInput SyntheticInput(const Opts& o) {
-  PlanInput in;
-  in.gpu.count = o.gpus > 0 ? o.gpus : 1000000;
+  GpuSpec gpu;
+  gpu.count = o.gpus > 0 ? o.gpus : 1000000;
   // Default load: about 1,500 req/s per model, a few hundred GPUs' worth at 5,000 models.
   const double total = o.total_rate > 0 ? o.total_rate : 1500.0 * o.synthetic;
-  for (auto& w : SyntheticWorkload(o.synthetic, total, o.seed, in.gpu.sms)) {
-    ModelDemand d;
-    d.name = w.name;
-    d.rate_rps = w.rate_rps;
-    d.slo_ms = w.slo_ms;
-    d.profile = MakeSyntheticProfile(w.params, in.gpu.kind, in.gpu.sms, in.gpu.granularity_sms);
-    in.models.push_back(std::move(d));
-  }
-  return in;
+  return SyntheticPlanInput(o.synthetic, total, o.seed, gpu);
 }
 
 void PrintPlan(const Plan& plan, bool verbose) {

@@ -15,5 +15,6 @@ Runner SetupBench(CLI::App& app);
 Runner SetupSink(CLI::App& app);
 Runner SetupPlan(CLI::App& app);
 Runner SetupProfile(CLI::App& app);
+Runner SetupSimulate(CLI::App& app);
 
 }  // namespace tessera::cli

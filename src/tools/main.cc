@@ -32,6 +32,9 @@ int main(int argc, char** argv) {
   auto* profile = app.add_subcommand(
       "profile", "Measure a model's latency by batch x slice size and its memory (a plan input)");
   cmds.emplace_back(profile, tessera::cli::SetupProfile(*profile));
+  auto* simulate = app.add_subcommand(
+      "simulate", "Plan a scenario and run the plan on a discrete-event simulator (virtual time)");
+  cmds.emplace_back(simulate, tessera::cli::SetupSimulate(*simulate));
   auto* ops = app.add_subcommand("ops", "List the ONNX ops the engine supports");
   cmds.emplace_back(ops, [] {
     for (const auto& op : tessera::SupportedOps()) fmt::print("{}\n", op);

@@ -122,18 +122,38 @@ TEST(Interference, FitRecoversAlphaAndReportsError) {
   EXPECT_FALSE(InterferenceModel::Fit({{0, 1, 0.5}}).ok());
 }
 
+TEST(Sizing, PoissonTableMatchesItsTail) {
+  const detail::PoissonTable pt(0.001, 64);
+  // P(N > 1) = 1 - e^-l (1 + l) = 0.001 at l = 0.045402.
+  EXPECT_NEAR(pt.LambdaMax(1), 0.0454020, 1e-6);
+  for (int b : {3, 10, 64})
+    EXPECT_NEAR(detail::PoissonTable::Tail(pt.LambdaMax(b), b), 0.001, 1e-6);
+  // Beyond the table the normal approximation stays close to the exact tail.
+  EXPECT_NEAR(detail::PoissonTable::Tail(pt.LambdaMax(400), 400), 0.001, 0.0005);
+}
+
 TEST(Sizing, DedicatedSliceHandChecked) {
-  // On the whole GPU mean(b) = 1 + b ms. SLO 20: 2 (1 + b) <= 20 gives max batch 9; capacity
-  // 0.9 * 9 / 10 ms = 810 req/s; 600 req/s needs 0.9 b / (1 + b) >= 0.6, so batch 2: 2 x 3 ms.
+  // On the whole GPU mean(b) = p99(b) = 1 + b ms. SLO 20: 2 (1 + b) <= 20 gives max batch 9.
+  // A limit b with t = 1 + b leaves k = floor(20 / t) - 1 batches of slack and carries
+  // min(0.9 b / t, LambdaMax(k b) / (k t)) with eps 0.1: b=1 345.6, b=2 468.0, b=4 576.4,
+  // b=8 603.6, b=9 622.1 req/s (computed independently). 300 req/s needs only b = 1
+  // (k = 9): worst case (9 + 1) x 2 ms = 20 ms.
   const Profile p = LinearProfile("m");
-  const auto d = detail::SizeDedicated(p, 132, 600, 20, 1.0, 0.9);
+  const detail::PoissonTable pt(0.1, 64);
+  const auto d = detail::SizeDedicated(p, 132, 300, 20, 1.0, 0.9, pt);
   EXPECT_EQ(d.max_batch, 9);
-  EXPECT_NEAR(d.cap_rps, 810, 1e-9);
-  EXPECT_EQ(d.used_batch, 2);
-  EXPECT_NEAR(d.predicted_ms, 6, 1e-9);
-  EXPECT_NEAR(d.f_max, std::min(20.0 / 20.0, 810.0 / 600.0), 1e-9);
-  EXPECT_EQ(detail::SizeDedicated(p, 132, 900, 20, 1.0, 0.9).used_batch, 0);  // over capacity
-  EXPECT_EQ(detail::SizeDedicated(p, 132, 10, 3, 1.0, 0.9).max_batch, 0);     // SLO too tight
+  EXPECT_NEAR(d.cap_rps, 622.13, 0.01);
+  EXPECT_EQ(d.used_batch, 1);
+  EXPECT_NEAR(d.predicted_ms, 20, 1e-9);
+  // b = 3: t = 4, k = 4, min(675, LambdaMax(12) / 16 ms = 540.4) >= 500; b = 2 carries 468.
+  EXPECT_EQ(detail::SizeDedicated(p, 132, 500, 20, 1.0, 0.9, pt).used_batch, 3);
+  EXPECT_EQ(detail::SizeDedicated(p, 132, 700, 20, 1.0, 0.9, pt).used_batch, 0);  // over capacity
+  EXPECT_EQ(detail::SizeDedicated(p, 132, 10, 3, 1.0, 0.9, pt).max_batch, 0);     // SLO too tight
+  // Inflation 1.1 makes 500 req/s need a bigger batch; MaxInflation finds where it breaks.
+  const double f = detail::MaxInflation(p, 132, 500, 20, 0.9, pt);
+  EXPECT_GT(f, 1.0);
+  EXPECT_GT(detail::SizeDedicated(p, 132, 500, 20, f * 0.999, 0.9, pt).used_batch, 0);
+  EXPECT_EQ(detail::SizeDedicated(p, 132, 500, 20, f * 1.01, 0.9, pt).used_batch, 0);
 }
 
 PlanInput OneModel(double rate, double slo, Profile p) {

@@ -46,6 +46,9 @@ struct PlanOptions {
   double max_utilization = 0.9;
   // A model whose smallest slice would be busy less than this shares a slice (tessera).
   double share_below_utilization = 0.5;
+  // Tessera sizes batches so that the requests arriving (Poisson) during one batch overflow the
+  // next batch with at most this probability: the tail the SLO may miss.
+  double tail_probability = 0.1;
 };
 
 struct PlanInput {

@@ -52,4 +52,10 @@ struct WorkloadModel {
 std::vector<WorkloadModel> SyntheticWorkload(int n, double total_rate_rps, uint64_t seed,
                                              int gpu_sms);
 
+struct PlanInput;
+struct GpuSpec;
+// A plan input of `n` synthetic models (SyntheticWorkload) on GPUs like `gpu`, profiles made
+// with MakeSyntheticProfile.
+PlanInput SyntheticPlanInput(int n, double total_rate_rps, uint64_t seed, const GpuSpec& gpu);
+
 }  // namespace tessera::planner

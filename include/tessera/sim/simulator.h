@@ -1,0 +1,67 @@
+// A discrete-event simulator of a planned fleet on a virtual clock: requests arrive (open loop,
+// any arrival process of `tessera bench`), are routed to their model's slices in proportion to
+// the plan's rates, wait in per-model deadline queues, run in batches whose time is drawn from
+// the model's profile, slowed by the neighbours running on the same GPU at that moment, and are
+// counted as answered within SLO, late, or dropped before dispatch.
+//
+// The batching rule is the runtime's (runtime/model_queue.h): when a slice is free it drops the
+// requests that can no longer make their deadline, then runs the largest batch (up to the
+// plan's max batch) whose predicted latency still meets the earliest deadline. A slice shared by
+// several models serves them round-robin. Every policy's plan runs on this same runtime, so the
+// comparison is between plans. Single-threaded; deterministic for a seed.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tessera/bench/arrivals.h"
+#include "tessera/bench/histogram.h"
+#include "tessera/planner/plan.h"
+
+namespace tessera::sim {
+
+struct SimScenario {
+  planner::PlanInput plan;                   // GPUs, interference, models (rate, SLO, profile)
+  std::vector<bench::ArrivalSpec> arrivals;  // one per plan.models, its rate = the model's rate
+  double duration_s = 60;
+  double warmup_s = 5;  // arrivals before this are served but not counted
+  uint64_t seed = 1;
+  // Offered load relative to the planned rates (1: as planned). The plan is made for the
+  // nominal rates; the simulation sends load x those.
+  double load = 1.0;
+};
+
+struct ModelOutcome {
+  std::string name;
+  int64_t sent = 0;             // arrivals counted (after warm-up)
+  int64_t ok = 0;               // answered within SLO
+  int64_t late = 0;             // answered after the SLO
+  int64_t dropped = 0;          // dropped before dispatch, never placed, or still queued at the end
+  bench::Histogram latency_ns;  // answered requests
+  double slo_ms = 0;
+  double attainment() const { return sent ? static_cast<double>(ok) / sent : 1.0; }
+};
+
+struct SimResult {
+  std::vector<ModelOutcome> models;
+  ModelOutcome total;
+  double simulated_s = 0;  // counted span (duration - warm-up)
+  double wall_s = 0;       // real time the simulation took
+  int64_t requests = 0;    // every arrival simulated, warm-up included
+  int64_t batches = 0;
+  double goodput_rps() const { return simulated_s > 0 ? total.ok / simulated_s : 0; }
+};
+
+// Runs `plan` (made from scenario.plan) against the scenario's load. InvalidArgument when the
+// plan names a model the scenario lacks or the arrivals do not match the models.
+Result<SimResult> Simulate(const SimScenario& scenario, const planner::Plan& plan);
+
+// Scenario file: a plan input (planner/plan.h) plus "duration_s", "warmup_s", "seed", "load",
+// and per model the arrival fields of `tessera bench` scenarios ("arrival", "cv", "burst_*",
+// "diurnal_*", "trace"). Errors name the field.
+Result<SimScenario> ParseSimScenario(const nlohmann::json& doc, const std::string& what,
+                                     const std::string& base_dir);
+Result<SimScenario> LoadSimScenario(const std::string& path);
+
+}  // namespace tessera::sim

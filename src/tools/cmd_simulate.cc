@@ -1,0 +1,243 @@
+// `tessera simulate`: plans a scenario with a policy and runs the plan on the discrete-event
+// simulator (virtual clock), reporting GPUs used, SLO attainment and goodput. See
+// docs/PLANNER.md.
+#include <fmt/core.h>
+
+#include <chrono>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "tessera/planner/synthetic.h"
+#include "tessera/sim/simulator.h"
+#include "tools/commands.h"
+#include "tools/provenance.h"
+
+namespace tessera::cli {
+namespace {
+
+using nlohmann::json;
+using namespace tessera::planner;
+using namespace tessera::sim;
+
+struct Opts {
+  std::string scenario;
+  int synthetic = 0;
+  double total_rate = 0;
+  std::string arrival = "poisson";
+  uint64_t seed = 1;
+  double duration = -1, warmup = -1, load = -1;
+  std::string policy = "tessera";
+  double target = 0;  // > 0: search each policy's planning headroom for this attainment
+  std::string json_out;
+  bool quiet = false;
+};
+
+int Fail(const Status& st) {
+  fmt::print(stderr, "error: {}\n", st.ToString());
+  if (st.code() == StatusCode::kNotFound) return 3;
+  if (st.code() == StatusCode::kInvalidArgument) return 2;
+  return 1;
+}
+
+json Summary(const ModelOutcome& o, double span_s) {
+  const auto& h = o.latency_ns;
+  return {{"model", o.name},
+          {"slo_ms", o.slo_ms},
+          {"sent", o.sent},
+          {"ok", o.ok},
+          {"late", o.late},
+          {"dropped", o.dropped},
+          {"slo_attainment", o.attainment()},
+          {"goodput_rps", span_s > 0 ? o.ok / span_s : 0},
+          {"p50_ms", h.Percentile(50) / 1e6},
+          {"p99_ms", h.Percentile(99) / 1e6}};
+}
+
+int Run(const Opts& o) {
+  if (o.scenario.empty() == (o.synthetic == 0))
+    return Fail(Status::InvalidArgument("give exactly one of --scenario FILE and --synthetic N"));
+  SimScenario sc;
+  if (!o.scenario.empty()) {
+    auto r = LoadSimScenario(o.scenario);
+    if (!r.ok()) return Fail(r.status());
+    sc = std::move(*r);
+  } else {
+    GpuSpec gpu;
+    gpu.count = 1000000;
+    const double total = o.total_rate > 0 ? o.total_rate : 1500.0 * o.synthetic;
+    sc.plan = SyntheticPlanInput(o.synthetic, total, o.seed, gpu);
+    auto kind = bench::ParseKind(o.arrival);
+    if (!kind.ok() || *kind == bench::ArrivalSpec::Kind::kTrace)
+      return Fail(
+          Status::InvalidArgument("--arrival: expected constant, poisson, gamma, bursty "
+                                  "or diurnal"));
+    for (const auto& m : sc.plan.models) {
+      bench::ArrivalSpec a;
+      a.kind = *kind;
+      a.rate = m.rate_rps;
+      a.cv = 2;
+      a.diurnal_period_s = 600;
+      sc.arrivals.push_back(a);
+    }
+    sc.seed = o.seed;
+  }
+  if (o.duration > 0) sc.duration_s = o.duration;
+  if (o.warmup >= 0) sc.warmup_s = o.warmup;
+  if (o.load > 0) sc.load = o.load;
+  if (sc.warmup_s >= sc.duration_s)
+    return Fail(Status::InvalidArgument("--warmup must be below --duration"));
+  std::vector<Policy> policies;
+  if (o.policy == "all") {
+    policies = {Policy::kTessera, Policy::kNexus, Policy::kIgniter};
+  } else {
+    auto p = ParsePolicy(o.policy);
+    if (!p.ok()) return Fail(p.status());
+    policies = {*p};
+  }
+  double rate = 0;
+  for (const auto& m : sc.plan.models) rate += m.rate_rps;
+  json out = {{"date", UtcNow()},
+              {"commit", Commit()},
+              {"machine", Machine()},
+              {"scenario", o.scenario.empty() ? json{{"synthetic_models", o.synthetic},
+                                                     {"seed", o.seed},
+                                                     {"arrival", o.arrival}}
+                                              : json(o.scenario)},
+              {"models", sc.plan.models.size()},
+              {"offered_rps", rate * sc.load},
+              {"duration_s", sc.duration_s},
+              {"warmup_s", sc.warmup_s},
+              {"load", sc.load},
+              {"interference_alpha", sc.plan.interference.alpha()},
+              {"policies", json::object()}};
+  if (!o.quiet)
+    fmt::print("{} models, {:.0f} req/s offered (load {:.2f} of planned), {:.0f} s simulated\n",
+               sc.plan.models.size(), rate * sc.load, sc.load, sc.duration_s);
+  fmt::print("{:<8} {:>6} {:>11} {:>12} {:>10} {:>10} {:>10} {:>9} {:>9}\n", "policy", "GPUs",
+             "attainment", "goodput/s", "dropped", "late", "p99 ms", "plan ms", "sim s");
+  struct Outcome {
+    Plan plan;
+    SimResult res;
+    double plan_ms = 0;
+  };
+  // Plans for the nominal rates x headroom, simulates the nominal load.
+  auto run = [&](Policy p, double headroom) -> Result<Outcome> {
+    PlanInput in = sc.plan;
+    for (auto& m : in.models) m.rate_rps *= headroom;
+    Outcome oc;
+    const auto t0 = std::chrono::steady_clock::now();
+    TESSERA_ASSIGN_OR_RETURN(oc.plan, MakePlan(in, p));
+    oc.plan_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    TESSERA_ASSIGN_OR_RETURN(oc.res, Simulate(sc, oc.plan));
+    return oc;
+  };
+  for (Policy p : policies) {
+    double headroom = 1;
+    bool met = true;
+    auto first = run(p, 1.0);
+    if (!first.ok()) return Fail(first.status());
+    Outcome best = std::move(*first);
+    if (o.target > 0) {
+      // Bisect the planning headroom (plan for rate x h, offer the rate) for the fewest GPUs
+      // that meet the target; every policy gets its own best h.
+      auto meets = [&](const Outcome& oc) { return oc.res.total.attainment() >= o.target; };
+      double lo = 0.5, hi = 2.5;
+      Result<Outcome> top = run(p, hi);
+      if (!top.ok()) return Fail(top.status());
+      met = meets(*top);
+      if (met) {
+        best = std::move(*top);
+        headroom = hi;
+        for (int i = 0; i < 7; ++i) {
+          const double mid = (lo + hi) / 2;
+          auto r = run(p, mid);
+          if (!r.ok()) return Fail(r.status());
+          if (!o.quiet)
+            fmt::print(stderr, "  {} headroom {:.3f}: {} GPUs, attainment {:.3f}%\n", PolicyName(p),
+                       mid, r->plan.gpus_used(), 100 * r->res.total.attainment());
+          if (meets(*r)) {
+            hi = mid;
+            best = std::move(*r);
+            headroom = mid;
+          } else {
+            lo = mid;
+          }
+        }
+      }
+    }
+    const Plan& plan = best.plan;
+    const SimResult& res = best.res;
+    const auto& t = res.total;
+    fmt::print("{:<8} {:>6} {:>10.3f}% {:>12.1f} {:>10} {:>10} {:>10.2f} {:>9.1f} {:>9.2f}{}\n",
+               PolicyName(p), plan.gpus_used(), 100 * t.attainment(), res.goodput_rps(), t.dropped,
+               t.late, t.latency_ns.Percentile(99) / 1e6, best.plan_ms, res.wall_s,
+               o.target > 0
+                   ? fmt::format("  headroom {:.3f}{}", headroom, met ? "" : " (target never met)")
+                   : "");
+    json models = json::array();
+    for (const auto& m : res.models) models.push_back(Summary(m, res.simulated_s));
+    out["policies"][PolicyName(p)] = {{"gpus_used", plan.gpus_used()},
+                                      {"unplaced", plan.unplaced.size()},
+                                      {"planning_headroom", headroom},
+                                      {"target_met", met},
+                                      {"slo_attainment", t.attainment()},
+                                      {"goodput_rps", res.goodput_rps()},
+                                      {"sent", t.sent},
+                                      {"ok", t.ok},
+                                      {"late", t.late},
+                                      {"dropped", t.dropped},
+                                      {"p50_ms", t.latency_ns.Percentile(50) / 1e6},
+                                      {"p99_ms", t.latency_ns.Percentile(99) / 1e6},
+                                      {"plan_ms", best.plan_ms},
+                                      {"sim_wall_s", res.wall_s},
+                                      {"requests_simulated", res.requests},
+                                      {"batches", res.batches},
+                                      {"models", models}};
+  }
+  if (o.target > 0) out["target_attainment"] = o.target;
+  if (!o.json_out.empty()) {
+    std::ofstream f(o.json_out);
+    if (!f) return Fail(Status::NotFound("cannot write " + o.json_out));
+    f << out.dump(2) << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+Runner SetupSimulate(CLI::App& app) {
+  auto o = std::make_shared<Opts>();
+  app.footer(
+      "A scenario is a plan input (see `tessera plan --help`) plus \"duration_s\", "
+      "\"warmup_s\", \"seed\", \"load\" and per model the arrival fields of bench scenarios "
+      "(\"arrival\": poisson|constant|gamma|bursty|diurnal|trace, ...). Exit codes: 0 ok, 2 bad "
+      "input, 3 file not found. See docs/PLANNER.md.");
+  app.add_option("-s,--scenario", o->scenario, "Scenario file (JSON)");
+  app.add_option("--synthetic", o->synthetic, "Simulate N synthetic models instead")
+      ->check(CLI::Range(1, 1000000));
+  app.add_option("--total-rate", o->total_rate,
+                 "Total req/s of the synthetic models (default 1500 per model)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--arrival", o->arrival,
+                 "Synthetic arrivals: poisson, constant, gamma (cv 2), bursty, diurnal (600 s)")
+      ->capture_default_str();
+  app.add_option("--seed", o->seed, "Seed (synthetic workload and the simulation)");
+  app.add_option("-d,--duration", o->duration, "Simulated seconds (default: scenario's, or 60)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--warmup", o->warmup, "Seconds not counted (default: scenario's, or 5)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--load", o->load, "Offered load relative to the planned rates (default 1)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("-p,--policy", o->policy, "tessera, nexus, igniter, or all")
+      ->capture_default_str();
+  app.add_option("--target", o->target,
+                 "Search each policy's planning headroom (0.5-2.5x the rates) for the fewest GPUs "
+                 "whose simulated SLO attainment reaches this (e.g. 0.999)")
+      ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--json", o->json_out, "Write results (with machine, commit, date) here");
+  app.add_flag("-q,--quiet", o->quiet, "Only the table");
+  return [o] { return Run(*o); };
+}
+
+}  // namespace tessera::cli

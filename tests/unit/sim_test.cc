@@ -1,0 +1,190 @@
+// The discrete-event simulator: exact latencies on a hand-checked case, conservation of
+// requests, drops under overload and for unplaced models, interference between running slices,
+// shared slices, determinism, and scenario-file errors.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "tessera/planner/synthetic.h"
+#include "tessera/sim/simulator.h"
+
+namespace tessera::sim {
+namespace {
+
+using nlohmann::json;
+using planner::LatencyPoint;
+using planner::Policy;
+using planner::Profile;
+
+// mean = p99 = (1 + b) * scale * 132 / s ms, std 0: every batch takes exactly that.
+Profile Exact(const std::string& name, double scale = 1.0, double intensity = 0.5) {
+  std::vector<LatencyPoint> pts;
+  for (int s : {8, 16, 32, 64, 128, 132})
+    for (int b = 1; b <= 64; b *= 2) {
+      const double t = scale * (1 + b) * 132 / s;
+      pts.push_back({s, b, t, 0, t});
+    }
+  return Profile::FromPoints(name, "test", 132, 1 << 20, intensity, pts, "t").value();
+}
+
+SimScenario OneModel(double rate, double slo, bench::ArrivalSpec::Kind kind, Profile p) {
+  SimScenario sc;
+  sc.plan.gpu.count = 4;
+  sc.plan.models.push_back({p.model, rate, slo, std::move(p)});
+  bench::ArrivalSpec a;
+  a.kind = kind;
+  a.rate = rate;
+  sc.arrivals.push_back(a);
+  sc.duration_s = 10;
+  sc.warmup_s = 1;
+  return sc;
+}
+
+void ExpectConserved(const SimResult& r) {
+  for (const auto& m : r.models) {
+    EXPECT_EQ(m.sent, m.ok + m.late + m.dropped) << m.name;
+    EXPECT_EQ(m.latency_ns.count(), m.ok + m.late) << m.name;
+  }
+}
+
+TEST(Simulator, LoneRequestsTakeExactlyTheirBatchTime) {
+  // 50 req/s at constant gaps of 20 ms on a slice where batch 1 takes (1 + 1) x 132 / s ms:
+  // every request runs alone and takes exactly that.
+  auto sc = OneModel(50, 100, bench::ArrivalSpec::Kind::kConstant, Exact("m", 0.1));
+  auto plan = planner::MakePlan(sc.plan, Policy::kTessera).value();
+  ASSERT_EQ(plan.gpus_used(), 1);
+  const double sms = plan.gpus[0].slices[0].sms;
+  auto r = Simulate(sc, plan).value();
+  ExpectConserved(r);
+  const auto& m = r.models[0];
+  EXPECT_NEAR(m.sent, 450, 1);  // 9 counted seconds x 50
+  EXPECT_EQ(m.ok, m.sent);
+  const double want_ns = 0.2 * 132 / sms * 1e6;
+  EXPECT_NEAR(m.latency_ns.Percentile(50), want_ns, want_ns * 0.002);
+  EXPECT_NEAR(m.latency_ns.max(), want_ns, want_ns * 0.002);
+  EXPECT_EQ(r.batches, 500);  // warm-up requests run too
+}
+
+TEST(Simulator, OverloadDropsBeforeDispatchAndNeverAnswersLate) {
+  auto sc = OneModel(200, 20, bench::ArrivalSpec::Kind::kPoisson, Exact("m"));
+  auto plan = planner::MakePlan(sc.plan, Policy::kTessera).value();
+  sc.load = 20;  // far beyond what the plan was made for
+  auto r = Simulate(sc, plan).value();
+  ExpectConserved(r);
+  const auto& m = r.models[0];
+  EXPECT_GT(m.dropped, m.sent / 2);
+  EXPECT_EQ(m.late, 0);  // std 0: the batcher's prediction is exact
+  EXPECT_LT(m.attainment(), 0.5);
+}
+
+TEST(Simulator, UnplacedModelsLoseEveryRequest) {
+  auto sc = OneModel(100, 0.5, bench::ArrivalSpec::Kind::kPoisson, Exact("m"));
+  auto plan = planner::MakePlan(sc.plan, Policy::kTessera).value();
+  ASSERT_EQ(plan.unplaced.size(), 1u);
+  auto r = Simulate(sc, plan).value();
+  EXPECT_GT(r.models[0].sent, 0);
+  EXPECT_EQ(r.models[0].dropped, r.models[0].sent);
+}
+
+TEST(Simulator, RunningNeighboursSlowASliceDown) {
+  // Two busy models on one GPU: with alpha > 0, their batches take longer than alone.
+  SimScenario sc;
+  sc.plan.gpu.count = 1;
+  for (const char* n : {"a", "b"}) {
+    sc.plan.models.push_back({n, 2000, 50, Exact(n, 0.02, 1.0)});
+    bench::ArrivalSpec a;
+    a.rate = 2000;
+    sc.arrivals.push_back(a);
+  }
+  sc.duration_s = 5;
+  sc.warmup_s = 1;
+  sc.plan.interference = planner::InterferenceModel(0);
+  auto plan = planner::MakePlan(sc.plan, Policy::kTessera).value();
+  ASSERT_EQ(plan.gpus_used(), 1);
+  ASSERT_EQ(plan.gpus[0].slices.size(), 2u);
+  auto calm = Simulate(sc, plan).value();
+  sc.plan.interference = planner::InterferenceModel(2.0);
+  auto stormy = Simulate(sc, plan).value();
+  ExpectConserved(stormy);
+  EXPECT_GT(stormy.models[0].latency_ns.mean(), 1.05 * calm.models[0].latency_ns.mean());
+}
+
+TEST(Simulator, SharedSlicesServeEveryMember) {
+  SimScenario sc;
+  for (const char* n : {"a", "b", "c"}) {
+    sc.plan.models.push_back({n, 5, 100, Exact(n, 0.05)});
+    bench::ArrivalSpec a;
+    a.rate = 5;
+    sc.arrivals.push_back(a);
+  }
+  sc.duration_s = 60;
+  auto plan = planner::MakePlan(sc.plan, Policy::kTessera).value();
+  ASSERT_EQ(plan.gpus[0].slices.size(), 1u);
+  ASSERT_EQ(plan.gpus[0].slices[0].members.size(), 3u);
+  auto r = Simulate(sc, plan).value();
+  ExpectConserved(r);
+  for (const auto& m : r.models) {
+    EXPECT_GT(m.sent, 150) << m.name;
+    EXPECT_EQ(m.ok, m.sent) << m.name;
+  }
+}
+
+TEST(Simulator, SameSeedSameResult) {
+  planner::GpuSpec gpu;
+  gpu.count = 100;
+  SimScenario sc;
+  sc.plan = planner::SyntheticPlanInput(20, 20000, 5, gpu);
+  for (const auto& m : sc.plan.models) {
+    bench::ArrivalSpec a;
+    a.rate = m.rate_rps;
+    sc.arrivals.push_back(a);
+  }
+  sc.duration_s = 5;
+  sc.warmup_s = 1;
+  for (Policy p : {Policy::kTessera, Policy::kNexus, Policy::kIgniter}) {
+    auto plan = planner::MakePlan(sc.plan, p).value();
+    auto a = Simulate(sc, plan).value(), b = Simulate(sc, plan).value();
+    ExpectConserved(a);
+    EXPECT_EQ(a.total.ok, b.total.ok);
+    EXPECT_EQ(a.total.latency_ns.Percentile(99), b.total.latency_ns.Percentile(99));
+    sc.seed = 2;
+    auto c = Simulate(sc, plan).value();
+    sc.seed = 1;
+    EXPECT_NE(a.total.sent, c.total.sent);
+  }
+}
+
+TEST(SimScenario, ParsesArrivalsAndNamesBadFields) {
+  const std::string dir = testing::TempDir();
+  { std::ofstream(dir + "/t.txt") << "0\n0.001\n0.002\n0.004\n"; }
+  auto ok = ParseSimScenario(json::parse(R"({"duration_s": 30, "seed": 3, "models": [
+      {"name": "a", "rate": 100, "slo_ms": 20, "synthetic": "resnet18", "arrival": "diurnal",
+       "diurnal_period_s": 10},
+      {"name": "b", "slo_ms": 20, "synthetic": "resnet18", "arrival": "trace", "trace": "t.txt"}]})"),
+                             "s.json", dir);
+  ASSERT_TRUE(ok.ok()) << ok.status().message();
+  EXPECT_EQ(ok->arrivals[0].kind, bench::ArrivalSpec::Kind::kDiurnal);
+  EXPECT_EQ(ok->arrivals[0].diurnal_period_s, 10);
+  EXPECT_NEAR(ok->plan.models[1].rate_rps, 750, 1e-6);  // 3 gaps in 4 ms
+  EXPECT_EQ(ok->seed, 3u);
+  auto err = [&](const std::string& text) {
+    return ParseSimScenario(json::parse(text), "s.json", dir).status().message();
+  };
+  EXPECT_NE(err(R"({"models": [{"name": "a", "rate": 1, "slo_ms": 5, "synthetic": "resnet18",
+                "arrival": "weekly"}]})")
+                .find("s.json.models[0].arrival: unknown arrival process 'weekly'"),
+            std::string::npos);
+  EXPECT_NE(err(R"({"models": [{"name": "a", "rate": 1, "slo_ms": 5, "synthetic": "resnet18",
+                "cv": 2}]})")
+                .find("s.json.models[0].cv: only used with arrival \"gamma\""),
+            std::string::npos);
+  EXPECT_NE(err(R"({"duration_s": 5, "warmup_s": 5, "models": []})").find("warmup_s"),
+            std::string::npos);
+  EXPECT_NE(err(R"({"models": [{"name": "a", "rate": 1, "slo_ms": 5, "synthetic": "resnet18",
+                "speed": 2}]})")
+                .find("unknown field 'speed'"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace tessera::sim
