@@ -1,0 +1,60 @@
+"""`tessera simulate` from the command line: the example scenario runs under every policy and
+its results file has the keys the planner issue names; the headroom search reports a target
+met; bad scenarios get clear errors and exit codes."""
+import json
+import subprocess
+
+from conftest import ROOT
+from server_util import TESSERA
+
+EXAMPLE = ROOT / "bench" / "sim" / "mixed-8.json"
+
+
+def simulate(*args):
+    return subprocess.run([str(TESSERA), "simulate", *map(str, args)], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_example_scenario_under_every_policy(tessera_bin, tmp_path):
+    out = tmp_path / "sim.json"
+    r = simulate("-s", EXAMPLE, "--policy", "all", "-d", "10", "--warmup", "2", "--json", out)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    for key in ("date", "commit", "machine", "offered_rps", "policies"):
+        assert key in doc
+    assert set(doc["policies"]) == {"tessera", "nexus", "igniter"}
+    for name, p in doc["policies"].items():
+        for key in ("gpus_used", "slo_attainment", "goodput_rps", "plan_ms", "sim_wall_s"):
+            assert key in p, (name, key)
+        assert p["sent"] == p["ok"] + p["late"] + p["dropped"]
+        assert 0 <= p["slo_attainment"] <= 1
+        assert len(p["models"]) == 8
+        # The offered load is ~16,850 req/s over 8 counted seconds.
+        assert abs(p["sent"] - 16850 * 8) < 0.05 * 16850 * 8, name
+    assert doc["policies"]["tessera"]["slo_attainment"] > 0.99
+
+
+def test_target_search_meets_the_target(tessera_bin, tmp_path):
+    out = tmp_path / "t.json"
+    r = simulate("--synthetic", 12, "--seed", 3, "-d", "6", "--warmup", "1", "--target", "0.99",
+                 "--json", out)
+    assert r.returncode == 0, r.stderr
+    p = json.loads(out.read_text())["policies"]["tessera"]
+    assert p["target_met"] and p["slo_attainment"] >= 0.99
+    assert 0.5 <= p["planning_headroom"] <= 2.5
+    assert "headroom" in r.stdout
+
+
+def test_bad_scenarios_get_clear_errors(tessera_bin, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"models": [{"name": "a", "rate": 10, "slo_ms": 5,
+                                           "synthetic": "resnet18", "arrival": "weekly"}]}))
+    r = simulate("-s", bad)
+    assert r.returncode == 2
+    assert "bad.json.models[0].arrival: unknown arrival process 'weekly'" in r.stderr
+    r = simulate("-s", tmp_path / "missing.json")
+    assert r.returncode == 3
+    r = simulate("--synthetic", 5, "--arrival", "trace")
+    assert r.returncode == 2 and "--arrival" in r.stderr
+    r = simulate("-s", EXAMPLE, "-d", "5", "--warmup", "6")
+    assert r.returncode == 2 and "--warmup must be below --duration" in r.stderr
