@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""GPUs each policy needs at a target SLO attainment, by simulation: `tessera simulate --target`
+searches every policy's planning headroom (plan for rate x h, offer the rate) for the fewest GPUs
+whose simulated attainment reaches the target. Writes bench/results/<date>-sim-compare.json.
+
+Workloads are synthetic (docs/PLANNER.md): their profiles are assumptions with H100-like
+numbers, not measurements, so these are planner-versus-planner results on one model of a GPU."""
+import argparse
+import datetime
+import json
+import pathlib
+import subprocess
+import tempfile
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def run(tessera, args):
+    with tempfile.TemporaryDirectory() as tmp:
+        out = pathlib.Path(tmp) / "s.json"
+        subprocess.run([tessera, "simulate", "--policy", "all", "-q", "--json", str(out), *args],
+                       check=True, capture_output=True, text=True)
+        return json.loads(out.read_text())
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tessera", default=str(ROOT / "build" / "bin" / "tessera"))
+    ap.add_argument("--target", type=float, default=0.999)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    cases = []
+    for models, rate, arrival, duration in [(100, 1.5e5, "poisson", 15),
+                                            (100, 1.5e5, "gamma", 15),
+                                            (400, 4.5e5, "poisson", 8)]:
+        for seed in range(1, args.seeds + 1):
+            doc = run(args.tessera, ["--synthetic", str(models), "--total-rate", str(rate),
+                                     "--arrival", arrival, "--seed", str(seed), "-d",
+                                     str(duration), "--warmup", "2", "--target",
+                                     str(args.target)])
+            row = {"models": models, "total_rate_rps": rate, "arrival": arrival, "seed": seed,
+                   "duration_s": duration}
+            for name, p in doc["policies"].items():
+                row[name] = {k: p[k] for k in ("gpus_used", "planning_headroom", "target_met",
+                                               "slo_attainment", "goodput_rps", "plan_ms",
+                                               "sim_wall_s")}
+            t = row["tessera"]["gpus_used"]
+            row["tessera_over_nexus"] = round(t / row["nexus"]["gpus_used"], 3)
+            row["tessera_over_igniter"] = round(t / row["igniter"]["gpus_used"], 3)
+            cases.append(row)
+            print(f"{models} models {arrival} seed {seed}: " + ", ".join(
+                f"{n} {row[n]['gpus_used']} GPUs (h {row[n]['planning_headroom']:.2f}, "
+                f"{100 * row[n]['slo_attainment']:.2f}%)" for n in ("tessera", "nexus", "igniter")),
+                flush=True)
+    result = {"benchmark": "sim-compare", "date": doc["date"], "commit": doc["commit"],
+              "machine": doc["machine"], "target_attainment": args.target,
+              "note": "synthetic H100-like profiles; simulated, not measured on a GPU",
+              "cases": cases}
+    out = pathlib.Path(args.out or ROOT / "bench" / "results" /
+                       f"{datetime.date.today().isoformat()}-sim-compare.json")
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
