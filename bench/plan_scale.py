@@ -24,7 +24,7 @@ def main():
     args = ap.parse_args()
     pin = ["taskset", "-c", "0"] if shutil.which("taskset") else []
     # (models, total req/s): the last is sized so Tessera's plan needs about 1000 GPUs.
-    sizes = [(100, 1.3e5), (1000, 1.3e6), (5000, 6.4e6)]
+    sizes = [(100, 9e4), (1000, 9e5), (5000, 4.5e6)]
     runs = []
     for models, rate in sizes:
         for seed in range(1, args.seeds + 1):

@@ -62,9 +62,8 @@ double Carry(const Profile& p, double sms, int b, double slo_ms, double f, doubl
                   pt.LambdaMax(k * b) * 1000.0 / (k * t));
 }
 
-Dedicated SizeDedicated(const Profile& p, double sms, double rate, double slo_ms, double f,
-                        double rho, const PoissonTable& pt) {
-  Dedicated d;
+double SliceCapacity(const Profile& p, double sms, double slo_ms, double f, double rho,
+                     const PoissonTable& pt, int* max_batch) {
   // p99 grows with the batch: the largest batch whose worst case fits is found by bisection.
   int lo = 0, hi = p.max_batch();
   while (lo < hi) {
@@ -74,13 +73,20 @@ Dedicated SizeDedicated(const Profile& p, double sms, double rate, double slo_ms
     else
       hi = mid - 1;
   }
-  d.max_batch = lo;
-  if (lo == 0) return d;
+  if (max_batch) *max_batch = lo;
+  if (lo == 0) return 0;
+  double cap = Carry(p, sms, lo, slo_ms, f, rho, pt, nullptr);
   for (int b : p.batches())
-    if (b < lo) d.cap_rps = std::max(d.cap_rps, Carry(p, sms, b, slo_ms, f, rho, pt, nullptr));
-  d.cap_rps = std::max(d.cap_rps, Carry(p, sms, lo, slo_ms, f, rho, pt, nullptr));
-  if (rate > d.cap_rps) return d;
-  for (int b = 1; b <= lo; ++b) {
+    if (b < lo) cap = std::max(cap, Carry(p, sms, b, slo_ms, f, rho, pt, nullptr));
+  return cap;
+}
+
+Dedicated SizeDedicated(const Profile& p, double sms, double rate, double slo_ms, double f,
+                        double rho, const PoissonTable& pt) {
+  Dedicated d;
+  d.cap_rps = SliceCapacity(p, sms, slo_ms, f, rho, pt, &d.max_batch);
+  if (d.max_batch == 0 || rate > d.cap_rps) return d;
+  for (int b = 1; b <= d.max_batch; ++b) {
     int k = 1;
     if (Carry(p, sms, b, slo_ms, f, rho, pt, &k) >= rate) {
       d.used_batch = b;
@@ -94,11 +100,12 @@ Dedicated SizeDedicated(const Profile& p, double sms, double rate, double slo_ms
 
 double MaxInflation(const Profile& p, double sms, double rate, double slo_ms, double rho,
                     const PoissonTable& pt) {
+  auto holds = [&](double f) { return SliceCapacity(p, sms, slo_ms, f, rho, pt, nullptr) >= rate; };
   double lo = 1, hi = 4;
-  if (SizeDedicated(p, sms, rate, slo_ms, hi, rho, pt).used_batch) return hi;
-  for (int it = 0; it < 30; ++it) {
+  if (holds(hi)) return hi;
+  for (int it = 0; it < 20; ++it) {
     const double mid = (lo + hi) / 2;
-    (SizeDedicated(p, sms, rate, slo_ms, mid, rho, pt).used_batch ? lo : hi) = mid;
+    (holds(mid) ? lo : hi) = mid;
   }
   return lo;
 }

@@ -27,6 +27,11 @@ class PoissonTable {
   std::vector<double> lam_;
 };
 
+// The best Carry over the profiled batches up to the largest batch B with 2 p99(B) f <= SLO
+// (*max_batch = B; 0 and capacity 0 when no batch fits).
+double SliceCapacity(const Profile& p, double sms, double slo_ms, double f, double rho,
+                     const PoissonTable& pt, int* max_batch);
+
 // A slice that serves one model, batches back to back up to max_batch. The worst case for a
 // request is to wait for the batch in flight and then run in the next: 2 x p99(batch) x f.
 struct Dedicated {

@@ -89,8 +89,8 @@ Plan PlanTessera(const PlanInput& in) {
     mp.model = m.name;
     std::map<int, double> cap;  // slice SMs -> capacity in req/s
     for (int s = g; s <= usable; s += g) {
-      const Dedicated d = SizeDedicated(m.profile, s, m.rate_rps, m.slo_ms, f0, rho, pt);
-      if (d.max_batch > 0) cap[s] = d.cap_rps;
+      const double c = SliceCapacity(m.profile, s, m.slo_ms, f0, rho, pt, nullptr);
+      if (c > 0) cap[s] = c;
     }
     if (cap.empty()) {
       const double p99 = m.profile.P99Ms(1, usable);
