@@ -96,7 +96,8 @@ int Run(const Opts& o) {
   }
   double rate = 0;
   for (const auto& m : sc.plan.models) rate += m.rate_rps;
-  json out = {{"date", UtcNow()},
+  json out = {{"benchmark", "tessera-simulate"},
+              {"date", UtcNow()},
               {"commit", Commit()},
               {"machine", Machine()},
               {"scenario", o.scenario.empty() ? json{{"synthetic_models", o.synthetic},

@@ -58,3 +58,20 @@ def test_bad_scenarios_get_clear_errors(tessera_bin, tmp_path):
     assert r.returncode == 2 and "--arrival" in r.stderr
     r = simulate("-s", EXAMPLE, "-d", "5", "--warmup", "6")
     assert r.returncode == 2 and "--warmup must be below --duration" in r.stderr
+
+
+def test_plot_sim_draws_a_simulate_result(tessera_bin, tmp_path):
+    import sys
+    out = tmp_path / "sim.json"
+    r = simulate("-s", EXAMPLE, "--policy", "all", "-d", "4", "--warmup", "1", "--json", out)
+    assert r.returncode == 0, r.stderr
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / "plot_sim.py"), str(out), "--out",
+                        str(tmp_path / "plots")], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    png = tmp_path / "plots" / "sim_attainment.png"
+    assert png.stat().st_size > 1000
+    bad = tmp_path / "x.json"
+    bad.write_text("{}")
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / "plot_sim.py"), str(bad)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and "not a tessera simulate" in p.stderr
