@@ -2,8 +2,11 @@
 // starts each call when due, completion-queue threads record the answers.
 #include <grpcpp/grpcpp.h>
 
+#include <condition_variable>
+#include <deque>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "bench/transport.h"
@@ -76,10 +79,133 @@ struct Call {
   bool cancelled = false;  // by the drain timeout (guarded by GrpcTransport::mu_)
 };
 
+// One ModelStreamInfer stream carrying every request: the sending thread queues requests,
+// gRPC's callback threads write them one at a time (the API allows one write in flight) and
+// match responses to requests by id. Cheaper per request than a unary call each.
+class InferStream final : public grpc::ClientBidiReactor<inference::ModelInferRequest,
+                                                         inference::ModelStreamInferResponse> {
+ public:
+  InferStream(inference::GRPCInferenceService::Stub* stub,
+              std::vector<inference::ModelInferRequest>* requests, Recorder* rec, int64_t t0_ns)
+      : requests_(requests), rec_(rec), t0_ns_(t0_ns) {
+    stub->async()->ModelStreamInfer(&ctx_, this);
+    StartRead(&response_);
+    StartCall();
+  }
+
+  // Sending thread: queue one request of `model`, due at `due_ns`.
+  void Send(int model, int64_t due_ns) {
+    std::lock_guard<std::mutex> l(mu_);
+    const uint64_t id = next_id_++;
+    inflight_[id] = {model, due_ns};
+    queue_.push_back({model, id});
+    if (!writing_) WriteNextLocked();
+  }
+
+  // After the last Send: waits up to drain_ns for the answers, cancels the stream if some are
+  // missing (recorded as no_response), and returns when the stream is over.
+  void Drain(int64_t drain_ns) {
+    std::unique_lock<std::mutex> l(mu_);
+    closing_ = true;
+    if (!writing_) WriteNextLocked();
+    const auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(drain_ns);
+    cv_.wait_until(l, until, [&] { return done_ || inflight_.empty(); });
+    if (!inflight_.empty()) ctx_.TryCancel();
+    cv_.wait(l, [&] { return done_; });
+    const int64_t now = MonotonicNs() - t0_ns_;
+    for (const auto& [id, slot] : inflight_) {
+      Outcome o;
+      o.ok = false;
+      o.kind = "no_response";
+      o.message = status_.ok() ? "no answer before the drain timeout"
+                               : "stream ended: " + status_.error_message();
+      rec_->Done(slot.first, slot.second, now, o);
+    }
+    inflight_.clear();
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::lock_guard<std::mutex> l(mu_);
+    writing_ = false;
+    if (!ok) {
+      broken_ = true;  // the stream is over; OnDone follows
+      return;
+    }
+    WriteNextLocked();
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) return;  // no more responses; OnDone follows
+    const int64_t now = MonotonicNs() - t0_ns_;
+    const auto& r = response_.infer_response();
+    std::pair<int, int64_t> slot{-1, 0};
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      auto it = inflight_.find(std::strtoull(r.id().c_str(), nullptr, 10));
+      if (it != inflight_.end()) {
+        slot = it->second;
+        inflight_.erase(it);
+      }
+      if (inflight_.empty()) cv_.notify_all();
+    }
+    if (slot.first >= 0) {
+      Outcome o;
+      if (!response_.error_message().empty()) {
+        o.ok = false;
+        o.kind = "stream_error";
+        o.message = response_.error_message();
+      }
+      rec_->Done(slot.first, slot.second, now, o);
+    }
+    response_.Clear();
+    StartRead(&response_);
+  }
+
+  void OnDone(const grpc::Status& s) override {
+    std::lock_guard<std::mutex> l(mu_);
+    status_ = s;
+    done_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  void WriteNextLocked() {
+    if (broken_) return;
+    if (queue_.empty()) {
+      if (closing_ && !writes_done_) {
+        writes_done_ = true;
+        StartWritesDone();
+      }
+      return;
+    }
+    const auto [model, id] = queue_.front();
+    queue_.pop_front();
+    // Only one write is in flight, so the model's prepared message can carry this id until
+    // OnWriteDone.
+    auto& req = (*requests_)[model];
+    req.set_id(std::to_string(id));
+    writing_ = true;
+    StartWrite(&req);
+  }
+
+  grpc::ClientContext ctx_;
+  std::vector<inference::ModelInferRequest>* requests_;
+  Recorder* rec_;
+  int64_t t0_ns_;
+  inference::ModelStreamInferResponse response_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::pair<int, uint64_t>> queue_;
+  std::unordered_map<uint64_t, std::pair<int, int64_t>> inflight_;  // id -> (model, due)
+  uint64_t next_id_ = 1;
+  bool writing_ = false, closing_ = false, writes_done_ = false, broken_ = false, done_ = false;
+  grpc::Status status_;
+};
+
 class GrpcTransport final : public Transport {
  public:
-  GrpcTransport(const std::string& url, int threads, int64_t spin_ns)
-      : threads_(std::max(1, threads)), spin_ns_(spin_ns) {
+  GrpcTransport(const std::string& url, int threads, int64_t spin_ns, bool stream)
+      : threads_(std::max(1, threads)), spin_ns_(spin_ns), stream_(stream) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(-1);
     args.SetMaxSendMessageSize(-1);
@@ -153,6 +279,18 @@ class GrpcTransport final : public Transport {
   }
 
   void Run(Scheduler& sched, Recorder& rec, int64_t t0_ns, int64_t drain_ns) override {
+    if (stream_) {
+      InferStream stream(stub_.get(), &requests_, &rec, t0_ns);
+      UsePreciseTimers();
+      while (sched.PeekNs() >= 0) {
+        SleepUntilNs(t0_ns + sched.PeekNs(), spin_ns_);
+        const auto [model, due] = sched.Pop();
+        rec.Sent(model, due, MonotonicNs() - t0_ns);
+        stream.Send(model, due);
+      }
+      stream.Drain(drain_ns);
+      return;
+    }
     // The sending thread sleeps until each due time; --grpc-threads threads reap completions.
     // (Reaping on the sending thread with CompletionQueue::AsyncNext was tried: its deadline
     // wakes up about a millisecond late, which delayed sends.)
@@ -222,6 +360,7 @@ class GrpcTransport final : public Transport {
  private:
   int threads_;
   int64_t spin_ns_;
+  bool stream_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<inference::GRPCInferenceService::Stub> stub_;
   std::vector<inference::ModelInferRequest> requests_;
@@ -231,8 +370,9 @@ class GrpcTransport final : public Transport {
 
 }  // namespace
 
-std::unique_ptr<Transport> MakeGrpcTransport(const std::string& url, int threads, int64_t spin_ns) {
-  return std::make_unique<GrpcTransport>(url, threads, spin_ns);
+std::unique_ptr<Transport> MakeGrpcTransport(const std::string& url, int threads, int64_t spin_ns,
+                                             bool stream) {
+  return std::make_unique<GrpcTransport>(url, threads, spin_ns, stream);
 }
 
 }  // namespace tessera::bench

@@ -354,7 +354,7 @@ Result<RunResult> RunScenario(const Scenario& s, const RunOptions& opt) {
     if (!t.ok()) return t.status();
     transport = std::move(*t);
   } else {
-    transport = MakeGrpcTransport(s.EffectiveUrl(), opt.grpc_threads, opt.spin_ns);
+    transport = MakeGrpcTransport(s.EffectiveUrl(), opt.grpc_threads, opt.spin_ns, opt.grpc_stream);
   }
   std::mt19937_64 rng(s.seed);
   std::vector<PreparedModel> prepared;

@@ -47,8 +47,10 @@ class Transport {
   virtual void Run(Scheduler& sched, Recorder& rec, int64_t t0_ns, int64_t drain_ns) = 0;
 };
 
-// spin_ns: see SleepUntilNs.
-std::unique_ptr<Transport> MakeGrpcTransport(const std::string& url, int threads, int64_t spin_ns);
+// spin_ns: see SleepUntilNs. stream: every request on one ModelStreamInfer stream instead of a
+// unary call each (threads is then unused).
+std::unique_ptr<Transport> MakeGrpcTransport(const std::string& url, int threads, int64_t spin_ns,
+                                             bool stream);
 Result<std::unique_ptr<Transport>> MakeHttpTransport(const std::string& url, bool binary,
                                                      int max_connections, int64_t spin_ns);
 

@@ -36,6 +36,7 @@ struct Opts {
   double duration = -1, warmup = -1, rate_scale = 1.0;
   int64_t seed = -1;
   int connections = 0, grpc_threads = 1;
+  bool grpc_stream = false;
   double spin_us = 0;
   // Sweep.
   bool sweep = false;
@@ -122,6 +123,9 @@ int RunBench(const Opts& o) {
   RunOptions ro;
   ro.progress = !o.quiet;
   ro.grpc_threads = o.grpc_threads;
+  ro.grpc_stream = o.grpc_stream;
+  if (o.grpc_stream && s.protocol != "grpc")
+    return Fail(Status::InvalidArgument("--grpc-stream needs the grpc protocol"));
   ro.spin_ns = static_cast<int64_t>(o.spin_us * 1000);
   json doc = {{"benchmark", "tessera-bench"},
               {"date", UtcNow()},
@@ -247,7 +251,10 @@ Runner SetupBench(CLI::App& app) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_option("--connections", o->connections, "HTTP: most connections open at once");
-  app.add_option("--grpc-threads", o->grpc_threads, "gRPC completion threads")
+  app.add_flag("--grpc-stream", o->grpc_stream,
+               "Send every gRPC request on one ModelStreamInfer stream (Triton's streaming "
+               "extension) instead of a unary call each: less client CPU per request");
+  app.add_option("--grpc-threads", o->grpc_threads, "gRPC completion threads (unary calls)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_option("--spin-us", o->spin_us,

@@ -5,7 +5,9 @@
 #include <grpcpp/grpcpp.h>
 
 #include <csignal>
+#include <deque>
 #include <memory>
+#include <mutex>
 
 #include "grpc_service.grpc.pb.h"
 #include "server/http_server.h"
@@ -26,6 +28,53 @@ std::string MetadataJson(const std::string& model, int features) {
       R"("shape":[-1,{1}]}}]}})",
       model, features);
 }
+
+// A ModelStreamInfer stream that answers every request at once with its id, in order.
+class SinkStream final : public grpc::ServerBidiReactor<inference::ModelInferRequest,
+                                                        inference::ModelStreamInferResponse> {
+ public:
+  SinkStream() { StartRead(&in_); }
+  void OnReadDone(bool ok) override {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!ok) {
+      reads_done_ = true;
+      MaybeFinishLocked();
+      return;
+    }
+    auto r = std::make_unique<inference::ModelStreamInferResponse>();
+    r->mutable_infer_response()->set_model_name(in_.model_name());
+    r->mutable_infer_response()->set_id(in_.id());
+    pending_.push_back(std::move(r));
+    if (!writing_) WriteNextLocked();
+    StartRead(&in_);
+  }
+  void OnWriteDone(bool ok) override {
+    std::lock_guard<std::mutex> l(mu_);
+    writing_ = false;
+    pending_.pop_front();
+    if (!ok) pending_.clear();
+    WriteNextLocked();
+    MaybeFinishLocked();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void WriteNextLocked() {
+    if (writing_ || pending_.empty()) return;
+    writing_ = true;
+    StartWrite(pending_.front().get());
+  }
+  void MaybeFinishLocked() {
+    if (reads_done_ && pending_.empty() && !writing_ && !finished_) {
+      finished_ = true;
+      Finish(grpc::Status::OK);
+    }
+  }
+  inference::ModelInferRequest in_;
+  std::mutex mu_;
+  std::deque<std::unique_ptr<inference::ModelStreamInferResponse>> pending_;
+  bool writing_ = false, reads_done_ = false, finished_ = false;
+};
 
 class SinkService final : public inference::GRPCInferenceService::CallbackService {
  public:
@@ -51,6 +100,10 @@ class SinkService final : public inference::GRPCInferenceService::CallbackServic
       t->add_shape(features_);
     }
     return Ok(c);
+  }
+  grpc::ServerBidiReactor<inference::ModelInferRequest, inference::ModelStreamInferResponse>*
+  ModelStreamInfer(grpc::CallbackServerContext*) override {
+    return new SinkStream;
   }
   grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* c,
                                        const inference::ModelInferRequest* in,

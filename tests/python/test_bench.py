@@ -48,7 +48,9 @@ def write_scenario(tmp_path, **fields):
 
 
 @pytest.mark.parametrize("protocol,extra", [("grpc", []), ("http", []), ("http", ["--json-tensors"]),
-                                            ("grpc", ["--shm"]), ("http", ["--shm"])])
+                                            ("grpc", ["--shm"]), ("http", ["--shm"]),
+                                            ("grpc", ["--grpc-stream"]),
+                                            ("grpc", ["--grpc-stream", "--shm"])])
 def test_every_transport_sends_what_it_reports(server, tmp_path, protocol, extra):
     scenario = write_scenario(tmp_path)
     before = {m: success_count(server, m) for m in ("tiny_mlp", "bert_small")}
@@ -176,10 +178,12 @@ def test_against_the_sink(tmp_path):
                             stdout=subprocess.PIPE, text=True)
     try:
         assert "tessera sink" in sink.stdout.readline()
-        for proto, port in (("http", hp), ("grpc", gp)):
+        for proto, port, extra in (("http", hp, []), ("grpc", gp, []),
+                                   ("grpc", gp, ["--grpc-stream"])):
             out = tmp_path / f"{proto}.json"
             p = bench("-m", "anything", "--rate", "2000", "--arrival", "constant", "-d", "1",
-                      "--warmup", "0", "-i", proto, "-u", f"localhost:{port}", "--json", out)
+                      "--warmup", "0", "-i", proto, "-u", f"localhost:{port}", "--json", out,
+                      *extra)
             assert p.returncode == 0, p.stdout + p.stderr
             m = json.loads(out.read_text())["run"]["models"][0]
             assert m["sent"] == 2000 and m["ok"] == 2000, m
@@ -209,8 +213,9 @@ def test_plot_makes_pngs(server, tmp_path):
         assert f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_unanswered_requests_are_counted_after_the_drain_timeout(server, tmp_path, protocol):
+@pytest.mark.parametrize("protocol,extra", [("grpc", []), ("http", []), ("grpc", ["--grpc-stream"])])
+def test_unanswered_requests_are_counted_after_the_drain_timeout(server, tmp_path, protocol,
+                                                                  extra):
     # bert_small cannot keep up with 150 req/s on this machine's CPU, and the run waits only
     # 50 ms for answers after the last send: what is still out is "no_response", not lost.
     path = tmp_path / "s.json"
@@ -218,7 +223,7 @@ def test_unanswered_requests_are_counted_after_the_drain_timeout(server, tmp_pat
         {"name": "bert_small", "rate": 150, "arrival": "constant", "slo_ms": 10000}]}))
     url = server.grpc if protocol == "grpc" else server.http
     out = tmp_path / "r.json"
-    p = bench("--scenario", path, "-i", protocol, "-u", url, "--json", out)
+    p = bench("--scenario", path, "-i", protocol, "-u", url, "--json", out, *extra)
     assert p.returncode == 0, p.stdout + p.stderr
     m = json.loads(out.read_text())["run"]["models"][0]
     assert m["sent"] == 150
@@ -236,3 +241,9 @@ def test_example_scenarios_parse(scenario):
     # connection fails (exit 1).
     p = bench("--scenario", scenario, "-i", "http", "-u", f"localhost:{free_port()}")
     assert p.returncode == 1 and "cannot connect" in p.stderr, p.stderr
+
+
+def test_grpc_stream_needs_grpc(server):
+    p = bench("-m", "tiny_mlp", "--rate", "10", "-d", "0.2", "-i", "http", "-u", server.http,
+              "--grpc-stream")
+    assert p.returncode == 2 and "--grpc-stream needs the grpc protocol" in p.stderr

@@ -118,7 +118,8 @@ struct RunOptions {
   double rate_scale = 1.0;
   bool progress = true;  // a line on stderr each second
   std::string progress_prefix;
-  int grpc_threads = 1;  // completion-queue threads
+  int grpc_threads = 1;      // completion-queue threads
+  bool grpc_stream = false;  // all requests on one ModelStreamInfer stream
   // The sender sleeps until this long before a request is due and spins the rest, so requests
   // leave on time even where timer wake-ups are slow (VMs); 0: sleep only.
   int64_t spin_ns = 0;
