@@ -62,12 +62,13 @@ def capacity(rates, seconds, keep_p50_ms):
     out = {"generator_cpu": gen_cpu, "sink_cpu": sink_cpu, "keep_p50_ms": keep_p50_ms,
            "protocols": {}}
     try:
-        for proto, port in (("http", hp), ("grpc", gp)):
+        for label, proto, port, extra in (("http", "http", hp, []), ("grpc", "grpc", gp, []),
+                                          ("grpc-stream", "grpc", gp, ["--grpc-stream"])):
             steps, kept = [], 0
             for rate in rates:
                 m = run_bench(["-m", "sink", "--rate", rate, "--arrival", "constant", "-d", seconds,
                                "--warmup", 1, "-i", proto, "-u", f"localhost:{port}",
-                               "--slo-ms", 10], cpu=gen_cpu)
+                               "--slo-ms", 10, *extra], cpu=gen_cpu)
                 # Kept: everything answered and no backlog (the median request left within
                 # 1 ms of its due time and was answered within --keep-p50-ms).
                 ok = (m["ok"] == m["sent"] and m["p50_ms"] <= keep_p50_ms and
@@ -76,12 +77,12 @@ def capacity(rates, seconds, keep_p50_ms):
                               "throughput_rps": m["throughput_rps"], "p50_ms": m["p50_ms"],
                               "p99_ms": m["p99_ms"], "send_lag_p50_ms": m["send_lag_p50_ms"],
                               "send_lag_p99_ms": m["send_lag_p99_ms"], "kept": ok})
-                print(f"  {proto:5} {rate:>7} req/s on one core: answered {m['ok']}/{m['sent']}, "
+                print(f"  {label:11} {rate:>7} req/s on one core: answered {m['ok']}/{m['sent']}, "
                       f"p50 {m['p50_ms']:.3f} ms, p99 {m['p99_ms']:.3f} ms -> "
                       f"{'kept' if ok else 'NOT kept'}", flush=True)
                 if ok:
                     kept = max(kept, rate)
-            out["protocols"][proto] = {"steps": steps, "max_kept_rps": kept}
+            out["protocols"][label] = {"steps": steps, "max_kept_rps": kept}
     finally:
         sink.terminate()
         sink.wait(30)
