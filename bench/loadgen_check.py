@@ -102,7 +102,10 @@ def perf_analyzer_p50_us(pa, url, proto, rate, seconds):
                             "--stability-percentage", "100", "--max-trials", "3",
                             "-f", str(f)], capture_output=True, text=True, timeout=600)
         if p.returncode != 0:
-            sys.exit(f"perf_analyzer failed: {p.stdout}{p.stderr}")
+            # On a noisy VM perf_analyzer sometimes cannot stabilise; the caller records that.
+            tail = (p.stdout + p.stderr).strip().splitlines()[-1:]
+            print(f"  perf_analyzer failed ({proto}): {' '.join(tail)}", flush=True)
+            return None
         row = next(csv.DictReader(f.open()))
         return float(row["p50 latency"]), float(row["p99 latency"])
 
@@ -128,6 +131,11 @@ def cross_check(rate, seconds):
                                  seconds, "--warmup", 1, "-i", proto, "-u", url, "--spin-us", spin])
                       for spin in (0, 100)]
                 pa2 = perf_analyzer_p50_us(pa, url, proto, rate, seconds)
+                if pa1 is None or pa2 is None:
+                    out["protocols"][proto] = {
+                        "perf_analyzer_failed": "no stable measurement",
+                        "tessera_bench_p50_us": [m["p50_ms"] * 1000 for m in ms]}
+                    continue
                 pa_p50 = (pa1[0] + pa2[0]) / 2
                 res = {"perf_analyzer_p50_us": [pa1[0], pa2[0]],
                        "perf_analyzer_p99_us": [pa1[1], pa2[1]]}
