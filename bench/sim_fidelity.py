@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
 """Simulator fidelity on this machine: one model (bert_small) served by `tessera serve` on the CPU
-engine under Poisson load from `tessera bench`, against `tessera simulate` of the same scenario
-with the model's measured `tessera profile` (a slice = all cores). Reports p50, p99 and goodput
-from both and their ratios. Writes bench/results/<date>-sim-fidelity.json.
+engine under Poisson load from `tessera bench`, against `tessera simulate` of the same scenario.
+The simulation runs twice, with two profiles of the model (a slice = all cores):
+  engine  `tessera profile`: the executable alone, nothing else running;
+  served  end-to-end latency of lone requests of each batch size through the server, measured by
+          `tessera bench` at a low rate (server overhead and the client's CPU included).
+Reports p50, p99 and goodput from the server and both simulations, and their ratios. Writes
+bench/results/<date>-sim-fidelity.json.
 
 The planner issue's bar: simulated and measured latency and goodput agree within 10%."""
 import argparse
@@ -41,6 +45,24 @@ def main():
         server = TesseraServer(repo)
         rows = []
         try:
+            # The served profile: lone requests of each batch size (rate low enough that they
+            # rarely overlap), end to end.
+            points = []
+            for b in (1, 2, 4, 8):
+                out = tmp / "p.json"
+                subprocess.run([str(TESSERA), "bench", "-q", "-m", "bert_small", "--batch", str(b),
+                                "--rate", str(max(2.0, 16.0 / b)), "--arrival", "constant",
+                                "-d", "10", "--warmup", "1", "-u", server.grpc, "--slo-ms",
+                                "10000", "--json", str(out)],
+                               check=True, capture_output=True, text=True)
+                m = json.loads(out.read_text())["run"]["models"][0]
+                mean, p99 = m["mean_ms"], max(m["p99_ms"], m["mean_ms"])
+                points.append({"sms": cores, "batch": b, "mean_ms": mean,
+                               "std_ms": (p99 - mean) / 2.326, "p99_ms": p99})
+            served = tmp / "served.json"
+            served.write_text(json.dumps({"model": "bert_small", "gpu": "cpu-served",
+                                          "gpu_sms": cores, "memory_bytes": 0,
+                                          "mem_intensity": 0.3, "points": points}))
             for rate in [float(r) for r in args.rates.split(",")]:
                 out = tmp / "b.json"
                 subprocess.run([str(TESSERA), "bench", "-q", "-m", "bert_small", "--rate",
@@ -48,30 +70,33 @@ def main():
                                 "--warmup", "3", "-u", server.grpc, "--json", str(out)],
                                check=True, capture_output=True, text=True)
                 meas = json.loads(out.read_text())["run"]["models"][0]
-                scen = tmp / "s.json"
-                scen.write_text(json.dumps({
-                    "gpu": {"kind": "cpu", "count": 1, "sms": cores, "granularity_sms": cores,
-                            "memory_gib": 4},
-                    "interference": {"alpha": 0}, "duration_s": args.seconds + 3,
-                    "warmup_s": 3,
-                    "models": [{"name": "bert_small", "rate": rate, "slo_ms": SLO_MS,
-                                "profile": str(prof)}]}))
-                sim_out = tmp / "sim.json"
-                subprocess.run([str(TESSERA), "simulate", "-s", str(scen), "-q", "--json",
-                                str(sim_out)], check=True, capture_output=True, text=True)
-                sim = json.loads(sim_out.read_text())["policies"]["tessera"]["models"][0]
                 row = {"rate_rps": rate}
-                for k in ("p50_ms", "p99_ms", "goodput_rps"):
-                    row[k] = {"measured": meas[k], "simulated": sim[k],
-                              "ratio": round(sim[k] / meas[k], 3) if meas[k] else None}
+                for label, profile in (("engine", prof), ("served", served)):
+                    scen = tmp / "s.json"
+                    scen.write_text(json.dumps({
+                        "gpu": {"kind": "cpu", "count": 1, "sms": cores,
+                                "granularity_sms": cores, "memory_gib": 4},
+                        "interference": {"alpha": 0}, "duration_s": args.seconds + 3,
+                        "warmup_s": 3,
+                        "models": [{"name": "bert_small", "rate": rate, "slo_ms": SLO_MS,
+                                    "profile": str(profile)}]}))
+                    sim_out = tmp / "sim.json"
+                    subprocess.run([str(TESSERA), "simulate", "-s", str(scen), "-q", "--json",
+                                    str(sim_out)], check=True, capture_output=True, text=True)
+                    sim = json.loads(sim_out.read_text())["policies"]["tessera"]["models"][0]
+                    row[label] = {}
+                    for k in ("p50_ms", "p99_ms", "goodput_rps"):
+                        row[label][k] = {"measured": meas[k], "simulated": sim[k],
+                                         "ratio": round(sim[k] / meas[k], 3) if meas[k] else None}
+                    print(f"{rate:6.0f} req/s, {label} profile: " + ", ".join(
+                        f"{k} measured {row[label][k]['measured']:.2f} simulated "
+                        f"{row[label][k]['simulated']:.2f} (x{row[label][k]['ratio']})"
+                        for k in ("p50_ms", "p99_ms", "goodput_rps")), flush=True)
                 rows.append(row)
-                print(f"{rate:6.0f} req/s: " + ", ".join(
-                    f"{k} measured {row[k]['measured']:.2f} simulated {row[k]['simulated']:.2f} "
-                    f"(x{row[k]['ratio']})" for k in ("p50_ms", "p99_ms", "goodput_rps")),
-                    flush=True)
         finally:
             server.stop()
-        profile = json.loads(prof.read_text())
+        profile = {"engine": json.loads(prof.read_text()),
+                   "served": json.loads(served.read_text())}
     date = datetime.date.today().isoformat()
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
