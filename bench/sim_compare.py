@@ -46,8 +46,11 @@ def main():
                                                "slo_attainment", "goodput_rps", "plan_ms",
                                                "sim_wall_s")}
             t = row["tessera"]["gpus_used"]
-            row["tessera_over_nexus"] = round(t / row["nexus"]["gpus_used"], 3)
-            row["tessera_over_igniter"] = round(t / row["igniter"]["gpus_used"], 3)
+            for other in ("nexus", "igniter"):
+                # A ratio only between plans that both reached the target.
+                both = row["tessera"]["target_met"] and row[other]["target_met"]
+                row[f"tessera_over_{other}"] = (round(t / row[other]["gpus_used"], 3)
+                                                if both else None)
             cases.append(row)
             print(f"{models} models {arrival} seed {seed}: " + ", ".join(
                 f"{n} {row[n]['gpus_used']} GPUs (h {row[n]['planning_headroom']:.2f}, "

@@ -72,8 +72,8 @@ Plan PlanIgniter(const PlanInput& in) {
       for (int b = 1; b <= p.max_batch() && p.MeanMs(b, S) <= half; ++b) b_full = b;
       if (b_full == 0) {
         plan.unplaced.push_back(
-            m.name + Fmt(": batch-1 latency %.2f ms on a whole GPU exceeds SLO/2 = %.2f ms",
-                         p.MeanMs(1, S), half));
+            {m.name, Fmt("batch-1 latency %.2f ms on a whole GPU exceeds SLO/2 = %.2f ms",
+                         p.MeanMs(1, S), half)});
         mp.why = "unplaced: SLO too tight for this GPU";
         continue;
       }
@@ -147,8 +147,8 @@ Plan PlanIgniter(const PlanInput& in) {
     }
     if (pick < 0) {
       if (static_cast<int>(bins.size()) >= gpu.count) {
-        plan.unplaced.push_back(in.models[w.model].name +
-                                Fmt(": needs more than the %d GPUs given", gpu.count));
+        plan.unplaced.push_back(
+            {in.models[w.model].name, Fmt("needs more than the %d GPUs given", gpu.count)});
         continue;
       }
       bins.push_back({});

@@ -45,8 +45,8 @@ Plan PlanNexus(const PlanInput& in) {
     int b_sat = 0;
     for (int b = 1; b <= m.profile.max_batch() && ell(m.profile, b) <= m.slo_ms / 2; ++b) b_sat = b;
     if (b_sat == 0) {
-      plan.unplaced.push_back(m.name + Fmt(": l(1) = %.2f ms exceeds SLO/2 = %.2f ms",
-                                           ell(m.profile, 1), m.slo_ms / 2));
+      plan.unplaced.push_back(
+          {m.name, Fmt("l(1) = %.2f ms exceeds SLO/2 = %.2f ms", ell(m.profile, 1), m.slo_ms / 2)});
       mp.why = "unplaced: SLO too tight for this GPU";
       continue;
     }
@@ -71,7 +71,7 @@ Plan PlanNexus(const PlanInput& in) {
       mp.planned_rps += cap;
     }
     if (lost) {
-      plan.unplaced.push_back(m.name + Fmt(": needs more than the %d GPUs given", gpu.count));
+      plan.unplaced.push_back({m.name, Fmt("needs more than the %d GPUs given", gpu.count)});
       continue;
     }
     const double rest = m.rate_rps - n * cap;
@@ -80,7 +80,7 @@ Plan PlanNexus(const PlanInput& in) {
     Session se{mi, {rest, m.slo_ms, m.profile.max_batch()}, 0, 0, 0};
     auto lat = [&](size_t, int b) { return ell(m.profile, b); };
     if (!SessionAlone(se.m, 0, lat, &se.batch, &se.d_ms)) {
-      plan.unplaced.push_back(m.name + ": residual rate cannot meet its SLO");
+      plan.unplaced.push_back({m.name, "residual rate cannot meet its SLO"});
       continue;
     }
     se.occupancy = ell(m.profile, se.batch) / se.d_ms;
@@ -126,8 +126,8 @@ Plan PlanNexus(const PlanInput& in) {
     }
     if (pick < 0) {
       if (saturated + static_cast<int>(bins.size()) >= gpu.count) {
-        plan.unplaced.push_back(in.models[se.model].name +
-                                Fmt(": needs more than the %d GPUs given", gpu.count));
+        plan.unplaced.push_back(
+            {in.models[se.model].name, Fmt("needs more than the %d GPUs given", gpu.count)});
         continue;
       }
       bins.push_back({});

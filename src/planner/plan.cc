@@ -25,6 +25,15 @@ Result<Policy> ParsePolicy(const std::string& name) {
                                  "' (expected tessera, nexus or igniter)");
 }
 
+Result<std::vector<Policy>> ParsePolicies(const std::string& name) {
+  if (name == "all") return std::vector<Policy>{Policy::kTessera, Policy::kNexus, Policy::kIgniter};
+  auto p = ParsePolicy(name);
+  if (!p.ok())
+    return Status::InvalidArgument("unknown policy '" + name +
+                                   "' (expected tessera, nexus, igniter or all)");
+  return std::vector<Policy>{*p};
+}
+
 const char* PolicyName(Policy p) {
   switch (p) {
     case Policy::kTessera:
@@ -109,7 +118,7 @@ Status CheckPlan(const PlanInput& in, const Plan& plan) {
                                           static_cast<long long>(g.memory_bytes)));
   }
   std::map<std::string, bool> unplaced;
-  for (const auto& u : plan.unplaced) unplaced[u.substr(0, u.find(':'))] = true;
+  for (const auto& u : plan.unplaced) unplaced[u.model] = true;
   for (const ModelPlan& mp : plan.models) {
     if (unplaced.count(mp.model)) continue;
     const ModelDemand& m = *by_name.at(mp.model);
@@ -251,6 +260,9 @@ json PlanToJson(const Plan& plan) {
                     {"memory_bytes", gp.memory_bytes},
                     {"slices", slices}});
   }
+  json unplaced = json::array();
+  for (const Unplaced& u : plan.unplaced)
+    unplaced.push_back({{"model", u.model}, {"reason", u.reason}});
   json models = json::array();
   for (const ModelPlan& m : plan.models)
     models.push_back(
@@ -265,7 +277,7 @@ json PlanToJson(const Plan& plan) {
           {"gpus_used", plan.gpus_used()},
           {"gpus", gpus},
           {"models", models},
-          {"unplaced", plan.unplaced}};
+          {"unplaced", unplaced}};
 }
 
 }  // namespace tessera::planner

@@ -95,9 +95,9 @@ Plan PlanTessera(const PlanInput& in) {
     if (cap.empty()) {
       const double p99 = m.profile.P99Ms(1, usable);
       plan.unplaced.push_back(
-          m.name + Fmt(": SLO %.2f ms is below the worst case on a whole-GPU slice of %d SMs "
+          {m.name, Fmt("SLO %.2f ms is below the worst case on a whole-GPU slice of %d SMs "
                        "(2 x p99(batch 1) x %.2f = %.2f ms)",
-                       m.slo_ms, usable, f0, 2 * p99 * f0));
+                       m.slo_ms, usable, f0, 2 * p99 * f0)});
       mp.why = "unplaced: SLO too tight for this GPU";
       continue;
     }
@@ -265,12 +265,12 @@ Plan PlanTessera(const PlanInput& in) {
     if (pick < 0) {
       if (static_cast<int>(bins.size()) >= gpu.count || it.slice.memory_bytes > gpu.memory_bytes) {
         for (size_t mi : it.models) {
-          plan.unplaced.push_back(in.models[mi].name +
-                                  (it.slice.memory_bytes > gpu.memory_bytes
-                                       ? Fmt(": a slice needs %lld bytes, more than a GPU's memory",
-                                             static_cast<long long>(it.slice.memory_bytes))
-                                       : Fmt(": no room for a %.0f-SM slice on the %d GPUs given",
-                                             it.slice.sms, gpu.count)));
+          plan.unplaced.push_back(
+              {in.models[mi].name, (it.slice.memory_bytes > gpu.memory_bytes
+                                        ? Fmt("a slice needs %lld bytes, more than a GPU's memory",
+                                              static_cast<long long>(it.slice.memory_bytes))
+                                        : Fmt("no room for a %.0f-SM slice on the %d GPUs given",
+                                              it.slice.sms, gpu.count))});
           plan.models[mi].slices -= 1;
           plan.models[mi].why += " (not all slices placed)";
         }

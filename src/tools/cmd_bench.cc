@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "tessera/bench/loadgen.h"
+#include "tools/cli_util.h"
 #include "tools/commands.h"
 #include "tools/provenance.h"
 
@@ -45,13 +46,6 @@ struct Opts {
   std::string json_out;
   bool quiet = false;
 };
-
-int Fail(const Status& st) {
-  fmt::print(stderr, "error: {}\n", st.ToString());
-  if (st.code() == StatusCode::kNotFound) return 3;
-  if (st.code() == StatusCode::kInvalidArgument) return 2;
-  return 1;
-}
 
 void PrintTable(const RunResult& r) {
   fmt::print("{:<16} {:>9} {:>8} {:>8} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9} {:>10}\n", "model",
@@ -118,14 +112,14 @@ Result<Scenario> BuildScenario(const Opts& o) {
 int RunBench(const Opts& o) {
   std::signal(SIGPIPE, SIG_IGN);
   auto sc = BuildScenario(o);
-  if (!sc.ok()) return Fail(sc.status());
+  if (!sc.ok()) return ExitWith(sc.status());
   const Scenario& s = *sc;
   RunOptions ro;
   ro.progress = !o.quiet;
   ro.grpc_threads = o.grpc_threads;
   ro.grpc_stream = o.grpc_stream;
   if (o.grpc_stream && s.protocol != "grpc")
-    return Fail(Status::InvalidArgument("--grpc-stream needs the grpc protocol"));
+    return ExitWith(Status::InvalidArgument("--grpc-stream needs the grpc protocol"));
   ro.spin_ns = static_cast<int64_t>(o.spin_us * 1000);
   json doc = {{"benchmark", "tessera-bench"},
               {"date", UtcNow()},
@@ -142,7 +136,7 @@ int RunBench(const Opts& o) {
   if (!o.sweep) {
     ro.rate_scale = o.rate_scale;
     auto r = RunScenario(s, ro);
-    if (!r.ok()) return Fail(r.status());
+    if (!r.ok()) return ExitWith(r.status());
     PrintTable(*r);
     doc["run"] = json::parse(RunResultJson(*r, true));
   } else {
@@ -177,7 +171,7 @@ int RunBench(const Opts& o) {
     };
     for (int i = 0; i < o.sweep_max_steps; ++i) {
       auto held = step(scale);
-      if (!held.ok()) return Fail(held.status());
+      if (!held.ok()) return ExitWith(held.status());
       if (!*held) {
         hi = scale;
         break;
@@ -188,7 +182,7 @@ int RunBench(const Opts& o) {
     for (int i = 0; i < o.sweep_refine && lo > 0 && hi > 0; ++i) {
       const double mid = std::sqrt(lo * hi);
       auto held = step(mid);
-      if (!held.ok()) return Fail(held.status());
+      if (!held.ok()) return ExitWith(held.status());
       (*held ? lo : hi) = mid;
     }
     json sw = {{"target_attainment", o.target}, {"steps", steps}};
@@ -214,7 +208,7 @@ int RunBench(const Opts& o) {
   if (!o.json_out.empty()) {
     std::ofstream f(o.json_out);
     f << doc.dump(1) << "\n";
-    if (!f) return Fail(Status::Internal("cannot write " + o.json_out));
+    if (!f) return ExitWith(Status::Internal("cannot write " + o.json_out));
     if (!o.quiet) fmt::print(stderr, "results written to {}\n", o.json_out);
   }
   return rc;

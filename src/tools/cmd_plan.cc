@@ -3,11 +3,10 @@
 #include <fmt/core.h>
 
 #include <chrono>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "tessera/planner/plan.h"
-#include "tessera/planner/synthetic.h"
+#include "tools/cli_util.h"
 #include "tools/commands.h"
 #include "tools/provenance.h"
 
@@ -19,29 +18,12 @@ using namespace tessera::planner;
 
 struct Opts {
   std::string input;
-  int synthetic = 0;
-  double total_rate = 0;
-  uint64_t seed = 1;
+  SyntheticFlags synthetic;
   int gpus = 0;
   std::string policy = "tessera";
   std::string json_out;
   bool verbose = false, quiet = false;
 };
-
-int Fail(const Status& st) {
-  fmt::print(stderr, "error: {}\n", st.ToString());
-  if (st.code() == StatusCode::kNotFound) return 3;
-  if (st.code() == StatusCode::kInvalidArgument) return 2;
-  return 1;
-}
-
-PlanInput SyntheticInput(const Opts& o) {
-  GpuSpec gpu;
-  gpu.count = o.gpus > 0 ? o.gpus : 1000000;
-  // Default load: about 1,500 req/s per model, a few hundred GPUs' worth at 5,000 models.
-  const double total = o.total_rate > 0 ? o.total_rate : 1500.0 * o.synthetic;
-  return SyntheticPlanInput(o.synthetic, total, o.seed, gpu);
-}
 
 void PrintPlan(const Plan& plan, bool verbose) {
   fmt::print("policy {}: {} GPU(s) of {} ({} SMs)\n", PolicyName(plan.policy), plan.gpus_used(),
@@ -61,33 +43,28 @@ void PrintPlan(const Plan& plan, bool verbose) {
       }
     }
   if (!detail) fmt::print("  (--verbose lists every slice)\n");
-  for (const auto& u : plan.unplaced) fmt::print("  unplaced: {}\n", u);
+  for (const auto& u : plan.unplaced) fmt::print("  unplaced: {}: {}\n", u.model, u.reason);
 }
 
 int Run(const Opts& o) {
-  if (o.input.empty() == (o.synthetic == 0))
-    return Fail(Status::InvalidArgument("give exactly one of --input FILE and --synthetic N"));
+  if (o.input.empty() == (o.synthetic.models == 0))
+    return ExitWith(Status::InvalidArgument("give exactly one of --input FILE and --synthetic N"));
   PlanInput in;
   if (!o.input.empty()) {
     auto r = LoadPlanInput(o.input);
-    if (!r.ok()) return Fail(r.status());
+    if (!r.ok()) return ExitWith(r.status());
     in = std::move(*r);
     if (o.gpus > 0) in.gpu.count = o.gpus;
   } else {
-    in = SyntheticInput(o);
+    in = MakeSyntheticInput(o.synthetic, o.gpus);
   }
-  std::vector<Policy> policies;
-  if (o.policy == "all") {
-    policies = {Policy::kTessera, Policy::kNexus, Policy::kIgniter};
-  } else {
-    auto p = ParsePolicy(o.policy);
-    if (!p.ok()) return Fail(p.status());
-    policies = {*p};
-  }
+  auto policies = ParsePolicies(o.policy);
+  if (!policies.ok()) return ExitWith(policies.status());
   json out = {{"date", UtcNow()},
               {"commit", Commit()},
               {"machine", Machine()},
-              {"input", o.input.empty() ? json{{"synthetic_models", o.synthetic}, {"seed", o.seed}}
+              {"input", o.input.empty() ? json{{"synthetic_models", o.synthetic.models},
+                                               {"seed", o.synthetic.seed}}
                                         : json(o.input)},
               {"models", in.models.size()},
               {"interference_alpha", in.interference.alpha()},
@@ -96,12 +73,12 @@ int Run(const Opts& o) {
   for (const auto& m : in.models) total_rate += m.rate_rps;
   int rc = 0;
   std::vector<std::pair<Policy, int>> used;
-  for (Policy p : policies) {
+  for (Policy p : *policies) {
     const auto t0 = std::chrono::steady_clock::now();
     auto plan = MakePlan(in, p);
     const double ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    if (!plan.ok()) return Fail(plan.status());
+    if (!plan.ok()) return ExitWith(plan.status());
     const Status check = CheckPlan(in, *plan);
     if (!o.quiet) PrintPlan(*plan, o.verbose);
     fmt::print(
@@ -113,7 +90,7 @@ int Run(const Opts& o) {
     json j = PlanToJson(*plan);
     j["plan_ms"] = ms;
     j["invariants_hold"] = check.ok();
-    if (o.synthetic > 0 && !o.verbose) {
+    if (o.synthetic.models > 0 && !o.verbose) {
       j.erase("gpus");  // synthetic plans at scale: the summary, not every slice
       j.erase("models");
     }
@@ -124,11 +101,8 @@ int Run(const Opts& o) {
     for (size_t i = 1; i < used.size(); ++i)
       fmt::print("tessera / {}: {:.3f} of the GPUs\n", PolicyName(used[i].first),
                  used[i].second ? static_cast<double>(used[0].second) / used[i].second : 0.0);
-  if (!o.json_out.empty()) {
-    std::ofstream f(o.json_out);
-    if (!f) return Fail(Status::NotFound("cannot write " + o.json_out));
-    f << out.dump(2) << "\n";
-  }
+  if (!o.json_out.empty())
+    if (int w = WriteJsonFile(o.json_out, out)) return w;
   return rc;
 }
 
@@ -142,12 +116,7 @@ Runner SetupPlan(CLI::App& app) {
       "\"slo_ms\", \"profile\": FILE | {...} | \"synthetic\": FAMILY}]}. Exit codes: 0 ok, 1 a "
       "plan broke an invariant, 2 bad input, 3 file not found. See docs/PLANNER.md.");
   app.add_option("-i,--input", o->input, "Plan input (JSON)");
-  app.add_option("--synthetic", o->synthetic, "Plan N synthetic models instead (see --seed)")
-      ->check(CLI::Range(1, 1000000));
-  app.add_option("--total-rate", o->total_rate,
-                 "Total req/s of the synthetic models (default 1500 per model)")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--seed", o->seed, "Seed of the synthetic workload");
+  AddSyntheticOptions(app, &o->synthetic, "Plan");
   app.add_option("--gpus", o->gpus, "GPUs available (overrides the input's gpu.count)")
       ->check(CLI::Range(1, 1000000));
   app.add_option("-p,--policy", o->policy, "tessera, nexus, igniter, or all")

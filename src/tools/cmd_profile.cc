@@ -13,6 +13,7 @@
 #include "tessera/engine/engine.h"
 #include "tessera/model/repository.h"
 #include "tessera/planner/profile.h"
+#include "tools/cli_util.h"
 #include "tools/commands.h"
 #include "tools/inputs.h"
 
@@ -27,19 +28,12 @@ struct Opts {
   bool quiet = false;
 };
 
-int Fail(const Status& st) {
-  fmt::print(stderr, "error: {}\n", st.ToString());
-  if (st.code() == StatusCode::kNotFound) return 3;
-  if (st.code() == StatusCode::kInvalidArgument) return 2;
-  return 1;
-}
-
 int Run(Opts o) {
   auto loc = FindModel(o.repo, o.model);
-  if (!loc.ok()) return Fail(loc.status());
+  if (!loc.ok()) return ExitWith(loc.status());
   ModelConfig config;
   Graph graph;
-  if (Status st = LoadModel(*loc, &config, &graph); !st.ok()) return Fail(st);
+  if (Status st = LoadModel(*loc, &config, &graph); !st.ok()) return ExitWith(st);
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const int max_batch = std::max(1, config.max_batch_size);
   if (o.batches.empty())
@@ -53,10 +47,10 @@ int Run(Opts o) {
     v->erase(std::unique(v->begin(), v->end()), v->end());
   }
   if (o.batches.back() > max_batch)
-    return Fail(Status::InvalidArgument(fmt::format(
+    return ExitWith(Status::InvalidArgument(fmt::format(
         "--batches: {} exceeds max_batch_size {} of '{}'", o.batches.back(), max_batch, o.model)));
   if (o.slices.back() > cores)
-    return Fail(Status::InvalidArgument(fmt::format(
+    return ExitWith(Status::InvalidArgument(fmt::format(
         "--slices: {} threads, but this machine has {} cores", o.slices.back(), cores)));
 
   auto engine = CreateCpuEngine(cores);
@@ -67,7 +61,7 @@ int Run(Opts o) {
     CompileOptions copts;
     copts.batch = b;
     auto exe = engine->Compile(graph, copts);
-    if (!exe.ok()) return Fail(exe.status());
+    if (!exe.ok()) return ExitWith(exe.status());
     const ExecutableInfo& info = (*exe)->info();
     memory = std::max<int64_t>(memory, info.weight_bytes + info.activation_bytes);
     std::vector<Tensor> inputs, outputs;
@@ -75,11 +69,11 @@ int Run(Opts o) {
     for (int t : o.slices) {
       SetComputeThreadsForCurrentThread(t);
       for (int i = 0; i < o.warmup; ++i)
-        if (Status st = (*exe)->Run(inputs, &outputs); !st.ok()) return Fail(st);
+        if (Status st = (*exe)->Run(inputs, &outputs); !st.ok()) return ExitWith(st);
       std::vector<double> ms;
       for (int i = 0; i < o.iterations; ++i) {
         const auto s = std::chrono::steady_clock::now();
-        if (Status st = (*exe)->Run(inputs, &outputs); !st.ok()) return Fail(st);
+        if (Status st = (*exe)->Run(inputs, &outputs); !st.ok()) return ExitWith(st);
         ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - s)
                          .count());
       }
@@ -102,13 +96,13 @@ int Run(Opts o) {
   }
   auto prof = planner::Profile::FromPoints(o.model, "cpu", cores, memory, o.mem_intensity,
                                            std::move(points), "profile");
-  if (!prof.ok()) return Fail(prof.status());
+  if (!prof.ok()) return ExitWith(prof.status());
   const std::string text = planner::ProfileToJson(*prof).dump(2) + "\n";
   if (o.out.empty()) {
     fmt::print("{}", text);
   } else {
     std::ofstream f(o.out);
-    if (!f) return Fail(Status::NotFound("cannot write " + o.out));
+    if (!f) return ExitWith(Status::NotFound("cannot write " + o.out));
     f << text;
     if (!o.quiet) fmt::print(stderr, "wrote {}\n", o.out);
   }

@@ -4,11 +4,10 @@
 #include <fmt/core.h>
 
 #include <chrono>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "tessera/planner/synthetic.h"
 #include "tessera/sim/simulator.h"
+#include "tools/cli_util.h"
 #include "tools/commands.h"
 #include "tools/provenance.h"
 
@@ -21,23 +20,14 @@ using namespace tessera::sim;
 
 struct Opts {
   std::string scenario;
-  int synthetic = 0;
-  double total_rate = 0;
+  SyntheticFlags synthetic;
   std::string arrival = "poisson";
-  uint64_t seed = 1;
   double duration = -1, warmup = -1, load = -1;
   std::string policy = "tessera";
   double target = 0;  // > 0: search each policy's planning headroom for this attainment
   std::string json_out;
   bool quiet = false;
 };
-
-int Fail(const Status& st) {
-  fmt::print(stderr, "error: {}\n", st.ToString());
-  if (st.code() == StatusCode::kNotFound) return 3;
-  if (st.code() == StatusCode::kInvalidArgument) return 2;
-  return 1;
-}
 
 json Summary(const ModelOutcome& o, double span_s) {
   const auto& h = o.latency_ns;
@@ -54,21 +44,19 @@ json Summary(const ModelOutcome& o, double span_s) {
 }
 
 int Run(const Opts& o) {
-  if (o.scenario.empty() == (o.synthetic == 0))
-    return Fail(Status::InvalidArgument("give exactly one of --scenario FILE and --synthetic N"));
+  if (o.scenario.empty() == (o.synthetic.models == 0))
+    return ExitWith(
+        Status::InvalidArgument("give exactly one of --scenario FILE and --synthetic N"));
   SimScenario sc;
   if (!o.scenario.empty()) {
     auto r = LoadSimScenario(o.scenario);
-    if (!r.ok()) return Fail(r.status());
+    if (!r.ok()) return ExitWith(r.status());
     sc = std::move(*r);
   } else {
-    GpuSpec gpu;
-    gpu.count = 1000000;
-    const double total = o.total_rate > 0 ? o.total_rate : 1500.0 * o.synthetic;
-    sc.plan = SyntheticPlanInput(o.synthetic, total, o.seed, gpu);
+    sc.plan = MakeSyntheticInput(o.synthetic, 0);
     auto kind = bench::ParseKind(o.arrival);
     if (!kind.ok() || *kind == bench::ArrivalSpec::Kind::kTrace)
-      return Fail(
+      return ExitWith(
           Status::InvalidArgument("--arrival: expected constant, poisson, gamma, bursty "
                                   "or diurnal"));
     for (const auto& m : sc.plan.models) {
@@ -79,29 +67,23 @@ int Run(const Opts& o) {
       a.diurnal_period_s = 600;
       sc.arrivals.push_back(a);
     }
-    sc.seed = o.seed;
+    sc.seed = o.synthetic.seed;
   }
   if (o.duration > 0) sc.duration_s = o.duration;
   if (o.warmup >= 0) sc.warmup_s = o.warmup;
   if (o.load > 0) sc.load = o.load;
   if (sc.warmup_s >= sc.duration_s)
-    return Fail(Status::InvalidArgument("--warmup must be below --duration"));
-  std::vector<Policy> policies;
-  if (o.policy == "all") {
-    policies = {Policy::kTessera, Policy::kNexus, Policy::kIgniter};
-  } else {
-    auto p = ParsePolicy(o.policy);
-    if (!p.ok()) return Fail(p.status());
-    policies = {*p};
-  }
+    return ExitWith(Status::InvalidArgument("--warmup must be below --duration"));
+  auto policies = ParsePolicies(o.policy);
+  if (!policies.ok()) return ExitWith(policies.status());
   double rate = 0;
   for (const auto& m : sc.plan.models) rate += m.rate_rps;
   json out = {{"benchmark", "tessera-simulate"},
               {"date", UtcNow()},
               {"commit", Commit()},
               {"machine", Machine()},
-              {"scenario", o.scenario.empty() ? json{{"synthetic_models", o.synthetic},
-                                                     {"seed", o.seed},
+              {"scenario", o.scenario.empty() ? json{{"synthetic_models", o.synthetic.models},
+                                                     {"seed", o.synthetic.seed},
                                                      {"arrival", o.arrival}}
                                               : json(o.scenario)},
               {"models", sc.plan.models.size()},
@@ -133,37 +115,31 @@ int Run(const Opts& o) {
     TESSERA_ASSIGN_OR_RETURN(oc.res, Simulate(sc, oc.plan));
     return oc;
   };
-  for (Policy p : policies) {
-    double headroom = 1;
-    bool met = true;
-    auto first = run(p, 1.0);
-    if (!first.ok()) return Fail(first.status());
+  for (Policy p : *policies) {
+    // Without a target: the plan for the nominal rates. With one: bisect the planning headroom
+    // (plan for rate x h, offer the rate) for the fewest GPUs that meet it, starting from the
+    // most generous h; every policy gets its own best h.
+    double headroom = o.target > 0 ? 2.5 : 1.0;
+    auto first = run(p, headroom);
+    if (!first.ok()) return ExitWith(first.status());
     Outcome best = std::move(*first);
-    if (o.target > 0) {
-      // Bisect the planning headroom (plan for rate x h, offer the rate) for the fewest GPUs
-      // that meet the target; every policy gets its own best h.
-      auto meets = [&](const Outcome& oc) { return oc.res.total.attainment() >= o.target; };
-      double lo = 0.5, hi = 2.5;
-      Result<Outcome> top = run(p, hi);
-      if (!top.ok()) return Fail(top.status());
-      met = meets(*top);
-      if (met) {
-        best = std::move(*top);
-        headroom = hi;
-        for (int i = 0; i < 7; ++i) {
-          const double mid = (lo + hi) / 2;
-          auto r = run(p, mid);
-          if (!r.ok()) return Fail(r.status());
-          if (!o.quiet)
-            fmt::print(stderr, "  {} headroom {:.3f}: {} GPUs, attainment {:.3f}%\n", PolicyName(p),
-                       mid, r->plan.gpus_used(), 100 * r->res.total.attainment());
-          if (meets(*r)) {
-            hi = mid;
-            best = std::move(*r);
-            headroom = mid;
-          } else {
-            lo = mid;
-          }
+    auto meets = [&](const Outcome& oc) { return oc.res.total.attainment() >= o.target; };
+    const bool met = o.target <= 0 || meets(best);
+    if (o.target > 0 && met) {
+      double lo = 0.5, hi = headroom;
+      for (int i = 0; i < 7; ++i) {
+        const double mid = (lo + hi) / 2;
+        auto r = run(p, mid);
+        if (!r.ok()) return ExitWith(r.status());
+        if (!o.quiet)
+          fmt::print(stderr, "  {} headroom {:.3f}: {} GPUs, attainment {:.3f}%\n", PolicyName(p),
+                     mid, r->plan.gpus_used(), 100 * r->res.total.attainment());
+        if (meets(*r)) {
+          hi = mid;
+          best = std::move(*r);
+          headroom = mid;
+        } else {
+          lo = mid;
         }
       }
     }
@@ -197,11 +173,7 @@ int Run(const Opts& o) {
                                       {"models", models}};
   }
   if (o.target > 0) out["target_attainment"] = o.target;
-  if (!o.json_out.empty()) {
-    std::ofstream f(o.json_out);
-    if (!f) return Fail(Status::NotFound("cannot write " + o.json_out));
-    f << out.dump(2) << "\n";
-  }
+  if (!o.json_out.empty()) return WriteJsonFile(o.json_out, out);
   return 0;
 }
 
@@ -215,15 +187,10 @@ Runner SetupSimulate(CLI::App& app) {
       "(\"arrival\": poisson|constant|gamma|bursty|diurnal|trace, ...). Exit codes: 0 ok, 2 bad "
       "input, 3 file not found. See docs/PLANNER.md.");
   app.add_option("-s,--scenario", o->scenario, "Scenario file (JSON)");
-  app.add_option("--synthetic", o->synthetic, "Simulate N synthetic models instead")
-      ->check(CLI::Range(1, 1000000));
-  app.add_option("--total-rate", o->total_rate,
-                 "Total req/s of the synthetic models (default 1500 per model)")
-      ->check(CLI::PositiveNumber);
+  AddSyntheticOptions(app, &o->synthetic, "Simulate");
   app.add_option("--arrival", o->arrival,
                  "Synthetic arrivals: poisson, constant, gamma (cv 2), bursty, diurnal (600 s)")
       ->capture_default_str();
-  app.add_option("--seed", o->seed, "Seed (synthetic workload and the simulation)");
   app.add_option("-d,--duration", o->duration, "Simulated seconds (default: scenario's, or 60)")
       ->check(CLI::PositiveNumber);
   app.add_option("--warmup", o->warmup, "Seconds not counted (default: scenario's, or 5)")

@@ -85,10 +85,14 @@ def test_bad_inputs_get_clear_errors(tessera_bin, tmp_path):
     assert r.returncode == 2 and "exactly one of --input FILE and --synthetic N" in r.stderr
 
 
-def test_too_few_gpus_leaves_models_unplaced(tessera_bin):
-    r = plan("-i", EXAMPLE, "--gpus", "1")
+def test_too_few_gpus_leaves_models_unplaced(tessera_bin, tmp_path):
+    out = tmp_path / "p.json"
+    r = plan("-i", EXAMPLE, "--gpus", "1", "--json", out)
     assert r.returncode == 0, r.stderr
     assert "unplaced:" in r.stdout and "on the 1 GPUs given" in r.stdout
+    unplaced = json.loads(out.read_text())["plans"]["tessera"]["unplaced"]
+    assert unplaced and all(set(u) == {"model", "reason"} for u in unplaced)
+    assert all("on the 1 GPUs given" in u["reason"] for u in unplaced)
 
 
 def test_profile_measures_a_model_that_plan_then_uses(tessera_bin, tmp_path):

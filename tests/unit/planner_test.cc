@@ -254,7 +254,7 @@ TEST(Plans, KeepInvariantsAndAreDeterministic) {
       auto a = MakePlan(in, p), b = MakePlan(in, p);
       ASSERT_TRUE(a.ok());
       EXPECT_TRUE(CheckPlan(in, *a).ok()) << PolicyName(p) << ": " << CheckPlan(in, *a).message();
-      EXPECT_TRUE(a->unplaced.empty()) << PolicyName(p) << ": " << a->unplaced[0];
+      EXPECT_TRUE(a->unplaced.empty()) << PolicyName(p) << ": " << a->unplaced[0].reason;
       EXPECT_EQ(PlanToJson(*a).dump(), PlanToJson(*b).dump()) << PolicyName(p);
     }
   }
@@ -266,8 +266,8 @@ TEST(Plans, UnplacedModelsSayWhy) {
     auto plan = MakePlan(tight, p);
     ASSERT_TRUE(plan.ok());
     ASSERT_EQ(plan->unplaced.size(), 1u) << PolicyName(p);
-    EXPECT_EQ(plan->unplaced[0].rfind("m: ", 0), 0u) << plan->unplaced[0];
-    EXPECT_NE(plan->unplaced[0].find("SLO"), std::string::npos) << plan->unplaced[0];
+    EXPECT_EQ(plan->unplaced[0].model, "m");
+    EXPECT_NE(plan->unplaced[0].reason.find("SLO"), std::string::npos) << plan->unplaced[0].reason;
   }
   auto big = OneModel(50000, 40, LinearProfile("m"));
   big.gpu.count = 2;
@@ -275,7 +275,7 @@ TEST(Plans, UnplacedModelsSayWhy) {
   ASSERT_TRUE(plan.ok());
   EXPECT_EQ(plan->gpus_used(), 2);
   ASSERT_FALSE(plan->unplaced.empty());
-  EXPECT_NE(plan->unplaced[0].find("on the 2 GPUs given"), std::string::npos);
+  EXPECT_NE(plan->unplaced[0].reason.find("on the 2 GPUs given"), std::string::npos);
 }
 
 TEST(Plans, CheckCatchesABrokenPlan) {

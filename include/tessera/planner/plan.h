@@ -60,6 +60,8 @@ struct PlanInput {
 
 enum class Policy { kTessera, kNexus, kIgniter };
 Result<Policy> ParsePolicy(const std::string& name);  // "tessera" | "nexus" | "igniter"
+// ParsePolicy, or "all": the three in that order.
+Result<std::vector<Policy>> ParsePolicies(const std::string& name);
 const char* PolicyName(Policy p);
 
 // One model's part of a slice.
@@ -96,12 +98,18 @@ struct ModelPlan {
   std::string why;
 };
 
+// A model (or some of its slices) the plan could not place, and why.
+struct Unplaced {
+  std::string model;
+  std::string reason;
+};
+
 struct Plan {
   Policy policy = Policy::kTessera;
   GpuSpec gpu;
   std::vector<GpuPlan> gpus;  // only GPUs with slices
   std::vector<ModelPlan> models;
-  std::vector<std::string> unplaced;  // "model: reason"
+  std::vector<Unplaced> unplaced;
   int gpus_used() const { return static_cast<int>(gpus.size()); }
 };
 
