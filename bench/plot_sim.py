@@ -14,7 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-POLICIES = ("tessera", "nexus", "igniter")
+POLICIES = ("tessera", "nexus", "igniter", "gslice")
 
 
 def bars(ax, groups, series, values, ylabel, title):
@@ -57,11 +57,30 @@ def main():
             handles, _ = ax.get_legend_handles_labels()
             ax.legend(handles, [labels[p] for p in pols], fontsize=7)
             name = f"{path.stem}_attainment.png"
+            timed = [p for p in pols if doc["policies"][p].get("timeline")]
+            if timed:
+                # SLO attainment and GPUs held per window, over the run.
+                tf, (ta, tg) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+                for p in timed:
+                    tl = doc["policies"][p]["timeline"]
+                    t = [w[0] for w in tl]
+                    ta.plot(t, [100 * w[2] / w[3] if w[3] else 100 for w in tl], label=p)
+                    tg.step(t, [w[5] for w in tl], where="post", label=p)
+                ta.set_ylabel("attainment per window (%)")
+                ta.set_title("SLO attainment and GPUs over time (simulated)")
+                ta.legend(fontsize=7)
+                tg.set_ylabel("GPUs holding slices")
+                tg.set_xlabel("simulated time (s)")
+                tf.tight_layout()
+                tf.savefig(out / f"{path.stem}_timeline.png", dpi=120)
+                plt.close(tf)
+                written.append(str(out / f"{path.stem}_timeline.png"))
         elif kind == "sim-compare":
             cases = doc["cases"]
             groups = [f"{c['models']} {c['arrival']} s{c['seed']}" for c in cases]
-            vals = {p: [c[p]["gpus_used"] for c in cases] for p in POLICIES}
-            bars(ax, groups, POLICIES, vals, "GPUs",
+            pols = [p for p in POLICIES if p in cases[0]]
+            vals = {p: [c[p]["gpus_used"] for c in cases] for p in pols}
+            bars(ax, groups, pols, vals, "GPUs",
                  f"GPUs needed at {100 * doc['target_attainment']:.1f}% SLO attainment "
                  "(simulated)")
             name = f"{path.stem}_gpus.png"

@@ -83,11 +83,12 @@ class Diurnal final : public ArrivalProcess {
         rate_(rate),
         amp_(std::clamp(s.diurnal_amplitude, 0.0, 1.0)),
         omega_(2 * M_PI / (s.diurnal_period_s * kNsPerS)),
+        phase_(2 * M_PI * s.diurnal_phase),
         gap_((rate * (1 + amp_)) / kNsPerS) {}
   int64_t Next() override {
     for (;;) {
       t_ += gap_(rng_);
-      const double keep = (1 + amp_ * std::sin(omega_ * t_)) / (1 + amp_);
+      const double keep = (1 + amp_ * std::sin(omega_ * t_ + phase_)) / (1 + amp_);
       if (std::uniform_real_distribution<double>(0, 1)(rng_) < keep)
         return static_cast<int64_t>(t_);
     }
@@ -95,7 +96,7 @@ class Diurnal final : public ArrivalProcess {
 
  private:
   std::mt19937_64 rng_;
-  double rate_, amp_, omega_;
+  double rate_, amp_, omega_, phase_;
   std::exponential_distribution<double> gap_;
   double t_ = 0;
 };

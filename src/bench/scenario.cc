@@ -67,13 +67,17 @@ Status ParseArrival(const nlohmann::json& m, const std::string& where, const std
   if (a.burst_fraction >= 1)
     return Bad(where + ".burst_fraction", "a number in (0, 1)", m["burst_fraction"]);
   TESSERA_RETURN_IF_ERROR(GetNumber(m, "burst_period_s", where, &a.burst_period_s, 0));
-  for (const char* k : {"diurnal_amplitude", "diurnal_period_s"})
+  for (const char* k : {"diurnal_amplitude", "diurnal_period_s", "diurnal_phase"})
     if (m.contains(k) && a.kind != ArrivalSpec::Kind::kDiurnal)
       return Status::InvalidArgument(where + "." + k + ": only used with arrival \"diurnal\"");
   TESSERA_RETURN_IF_ERROR(GetNumber(m, "diurnal_amplitude", where, &a.diurnal_amplitude, 0, true));
   if (a.diurnal_amplitude >= 1)
     return Bad(where + ".diurnal_amplitude", "a number in [0, 1)", m["diurnal_amplitude"]);
   TESSERA_RETURN_IF_ERROR(GetNumber(m, "diurnal_period_s", where, &a.diurnal_period_s, 0));
+  TESSERA_RETURN_IF_ERROR(GetNumber(m, "diurnal_phase", where, &a.diurnal_phase, 0, true));
+  if (a.diurnal_phase >= 1)
+    return Bad(where + ".diurnal_phase", "a number in [0, 1) (a fraction of the period)",
+               m["diurnal_phase"]);
   return Status::OK();
 }
 
@@ -85,7 +89,7 @@ Result<ModelLoad> ParseModel(const json& m, const std::string& where, const std:
       CheckKeys(m, where,
                 {"name", "version", "rate", "slo_ms", "batch", "arrival", "cv", "burst_ratio",
                  "burst_fraction", "burst_period_s", "diurnal_amplitude", "diurnal_period_s",
-                 "trace", "trace_loop", "inputs", "priority"}));
+                 "diurnal_phase", "trace", "trace_loop", "inputs", "priority"}));
   ModelLoad l;
   if (!m.contains("name")) return Status::InvalidArgument(where + ": 'name' is required");
   TESSERA_RETURN_IF_ERROR(GetString(m, "name", where, &l.name));
@@ -215,6 +219,7 @@ std::string ScenarioToJson(const Scenario& s) {
     if (m.arrival.kind == ArrivalSpec::Kind::kDiurnal) {
       j["diurnal_amplitude"] = m.arrival.diurnal_amplitude;
       j["diurnal_period_s"] = m.arrival.diurnal_period_s;
+      if (m.arrival.diurnal_phase > 0) j["diurnal_phase"] = m.arrival.diurnal_phase;
     }
     if (m.arrival.kind == ArrivalSpec::Kind::kBursty) {
       j["burst_ratio"] = m.arrival.burst_ratio;

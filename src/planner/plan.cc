@@ -21,16 +21,19 @@ Result<Policy> ParsePolicy(const std::string& name) {
   if (name == "tessera") return Policy::kTessera;
   if (name == "nexus") return Policy::kNexus;
   if (name == "igniter") return Policy::kIgniter;
+  if (name == "gslice") return Policy::kGslice;
   return Status::InvalidArgument("unknown policy '" + name +
-                                 "' (expected tessera, nexus or igniter)");
+                                 "' (expected tessera, nexus, igniter or gslice)");
 }
 
 Result<std::vector<Policy>> ParsePolicies(const std::string& name) {
-  if (name == "all") return std::vector<Policy>{Policy::kTessera, Policy::kNexus, Policy::kIgniter};
+  if (name == "all")
+    return std::vector<Policy>{Policy::kTessera, Policy::kNexus, Policy::kIgniter,
+                               Policy::kGslice};
   auto p = ParsePolicy(name);
   if (!p.ok())
     return Status::InvalidArgument("unknown policy '" + name +
-                                   "' (expected tessera, nexus, igniter or all)");
+                                   "' (expected tessera, nexus, igniter, gslice or all)");
   return std::vector<Policy>{*p};
 }
 
@@ -42,6 +45,8 @@ const char* PolicyName(Policy p) {
       return "nexus";
     case Policy::kIgniter:
       return "igniter";
+    case Policy::kGslice:
+      return "gslice";
   }
   return "?";
 }
@@ -74,6 +79,8 @@ Result<Plan> MakePlan(const PlanInput& in, Policy policy) {
       return detail::PlanNexus(in);
     case Policy::kIgniter:
       return detail::PlanIgniter(in);
+    case Policy::kGslice:
+      return detail::PlanGslice(in);
   }
   return Status::InvalidArgument("unknown policy");
 }

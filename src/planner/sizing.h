@@ -80,5 +80,6 @@ std::string Fmt(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 Plan PlanTessera(const PlanInput& in);
 Plan PlanNexus(const PlanInput& in);
 Plan PlanIgniter(const PlanInput& in);
+Plan PlanGslice(const PlanInput& in);
 
 }  // namespace tessera::planner::detail

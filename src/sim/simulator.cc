@@ -9,6 +9,8 @@
 #include <queue>
 #include <random>
 
+#include <fmt/core.h>
+
 #include "tessera/bench/scenario.h"
 
 namespace tessera::sim {
@@ -26,55 +28,94 @@ constexpr int kHistogramBits = 8;
 // earliest deadline is always the front.
 struct Queue {
   size_t model;
+  size_t slice;
   int max_batch;
   std::deque<int64_t> arrivals;
-  // The profile at this slice's size, by batch (index b, 1..max_batch), in ns: looked up on
-  // every dispatch, so computed once.
+  // The profile at the slice's current size, by batch (index b, 1..profile max), in ns / ms:
+  // looked up on every dispatch, so computed once per size.
   std::vector<int64_t> p99_ns;
   std::vector<double> mean_ms, std_ms;
+  // This window's counts, for the tuners.
+  int64_t w_arrived = 0, w_finished = 0, w_within = 0;
+  double rate_rps = 0;  // last window's arrival rate (GSLICE's arrival estimate)
+  std::unique_ptr<planner::GsliceSelfTuner> gslice;
+};
+
+struct Pending {
+  bool active = false;
+  double sms = 0;
+  int max_batch = 0;
+  double weight = 0;
+  int64_t ready_ns = 0;
 };
 
 struct SliceState {
   int gpu;
-  double sms;
+  double sms;  // 0 while a new slice is being made
   std::vector<size_t> queues;
   size_t next = 0;  // round-robin position among the members
   bool running = false;
   double running_pressure = 0;  // its share of the GPU's bandwidth pressure while it runs
+  Pending pending;              // a resize (or creation) in flight
+  bool draining = false;        // removed: serves what it holds, then frees its SMs
+  bool remove_when_ready = false;  // removal waits for the model's new slices
+  bool gone = false;
+  int64_t w_busy_ns = 0;
 };
 
-// Smooth weighted round-robin over a model's slices, in proportion to the plan's rates.
+// Smooth weighted round-robin over a model's slices, in proportion to their weights (the
+// plan's rates, or capacities once the tuner has acted). Zero-weight entries get nothing.
 struct Router {
   std::vector<size_t> queues;
   std::vector<double> weight, current;
   double total = 0;
+  // Returns SIZE_MAX when no entry has weight.
   size_t Pick() {
-    if (queues.size() == 1) return queues[0];
-    size_t best = 0;
+    if (queues.size() == 1) return weight[0] > 0 ? queues[0] : SIZE_MAX;
+    size_t best = SIZE_MAX;
     for (size_t i = 0; i < queues.size(); ++i) {
+      if (weight[i] <= 0) continue;
       current[i] += weight[i];
-      if (current[i] > current[best]) best = i;
+      if (best == SIZE_MAX || current[i] > current[best]) best = i;
     }
+    if (best == SIZE_MAX) return SIZE_MAX;
     current[best] -= total;
     return queues[best];
   }
+  void Set(size_t queue, double w) {
+    total = 0;
+    for (size_t i = 0; i < queues.size(); ++i) {
+      if (queues[i] == queue) weight[i] = w;
+      current[i] = 0;
+      total += weight[i];
+    }
+  }
+  double WeightOf(size_t queue) const {
+    for (size_t i = 0; i < queues.size(); ++i)
+      if (queues[i] == queue) return weight[i];
+    return 0;
+  }
 };
+
+enum class EventKind : uint8_t { kCompletion = 0, kReady = 1, kControl = 2, kArrival = 3 };
 
 struct Event {
   int64_t t;
   uint32_t id;
-  bool completion;
+  EventKind kind;
   bool operator>(const Event& o) const {
     if (t != o.t) return t > o.t;
-    if (completion != o.completion) return !completion;  // completions first
+    if (kind != o.kind) return kind > o.kind;  // completions, then flips, control, arrivals
     return id > o.id;
   }
 };
 
 class Fleet {
  public:
-  Fleet(const SimScenario& sc, const Plan& plan) : sc_(sc), rng_(sc.seed ^ 0x5151'7e55ull) {
+  Fleet(const SimScenario& sc, const Plan& plan)
+      : sc_(sc), policy_(plan.policy), rng_(sc.seed ^ 0x5151'7e55ull) {
     const auto& models = sc.plan.models;
+    const auto& gpu = sc.plan.gpu;
     outcomes_.resize(models.size());
     routers_.resize(models.size());
     for (size_t i = 0; i < models.size(); ++i) {
@@ -83,34 +124,30 @@ class Fleet {
       outcomes_[i].latency_ns = bench::Histogram(kHistogramBits);
       index_[models[i].name] = i;
     }
-    gpu_pressure_.assign(plan.gpus.size(), 0);
-    for (const auto& g : plan.gpus)
-      for (const auto& s : g.slices) {
-        SliceState st{g.index, s.sms, {}, 0, false, 0};
+    const int ngpu = std::max<int>(gpu.count, static_cast<int>(plan.gpus.size()));
+    gpu_capacity_ = policy_ == planner::Policy::kTessera
+                        ? gpu.sms / gpu.granularity_sms * gpu.granularity_sms
+                        : gpu.sms;
+    gpu_pressure_.assign(ngpu, 0);
+    free_sms_.assign(ngpu, gpu_capacity_);
+    gpu_slices_.assign(ngpu, 0);
+    for (size_t gi = 0; gi < plan.gpus.size(); ++gi)
+      for (const auto& s : plan.gpus[gi].slices) {
+        const size_t si = NewSlice(static_cast<int>(gi), s.sms);
         for (const auto& m : s.members) {
           auto it = index_.find(m.model);
           if (it == index_.end()) {
             bad_ = "the plan names model '" + m.model + "', which the scenario lacks";
             return;
           }
-          const Profile& p = sc.plan.models[it->second].profile;
-          Queue q{it->second, m.max_batch, {}, {0}, {0}, {0}};
-          for (int b = 1; b <= m.max_batch; ++b) {
-            q.p99_ns.push_back(static_cast<int64_t>(p.P99Ms(b, s.sms) * kNsPerMs));
-            q.mean_ms.push_back(p.MeanMs(b, s.sms));
-            q.std_ms.push_back(p.StdMs(b, s.sms));
-          }
-          queues_.push_back(std::move(q));
-          st.queues.push_back(queues_.size() - 1);
-          queue_slice_.push_back(slices_.size());
-          Router& r = routers_[it->second];
-          r.queues.push_back(queues_.size() - 1);
-          r.weight.push_back(m.rate_rps);
-          r.current.push_back(0);
-          r.total += m.rate_rps;
+          const size_t q = NewQueue(si, it->second, m.max_batch, m.rate_rps);
+          if (policy_ == planner::Policy::kGslice)
+            queues_[q].gslice = std::make_unique<planner::GsliceSelfTuner>(
+                s.sms / gpu.sms, m.max_batch, models[it->second].profile.max_batch());
         }
-        slices_.push_back(std::move(st));
       }
+    if (sc.tune.enabled && policy_ == planner::Policy::kTessera)
+      tuner_ = std::make_unique<planner::Tuner>(sc.plan, sc.tune.options);
   }
   const std::string& bad() const { return bad_; }
 
@@ -118,6 +155,8 @@ class Fleet {
     const auto wall0 = std::chrono::steady_clock::now();
     const int64_t end_ns = static_cast<int64_t>(sc_.duration_s * 1e9);
     warmup_ns_ = static_cast<int64_t>(sc_.warmup_s * 1e9);
+    interval_ns_ = std::max<int64_t>(1000, static_cast<int64_t>(sc_.tune.interval_s * 1e9));
+    delay_ns_ = static_cast<int64_t>(std::max(0.0, sc_.tune.resize_delay_s) * 1e9);
     std::vector<std::unique_ptr<bench::ArrivalProcess>> arrivals;
     for (size_t m = 0; m < sc_.arrivals.size(); ++m) {
       bench::ArrivalSpec spec = sc_.arrivals[m];
@@ -128,35 +167,72 @@ class Fleet {
       }
       arrivals.push_back(bench::MakeArrivals(spec, sc_.seed * 1000003 + m, scale));
       const int64_t t = arrivals.back()->Next();
-      if (t >= 0 && t < end_ns) events_.push({t, static_cast<uint32_t>(m), false});
+      if (t >= 0 && t < end_ns) events_.push({t, static_cast<uint32_t>(m), EventKind::kArrival});
     }
+    if (interval_ns_ < end_ns) events_.push({interval_ns_, 0, EventKind::kControl});
     SimResult res;
+    int64_t last_change = 0;
+    int used_now = GpusInUse();
+    res.peak_gpus = used_now;
+    auto account = [&](int64_t now) {
+      // Time-weighted GPUs over the counted span.
+      const int64_t from = std::max(last_change, warmup_ns_);
+      if (now > from) gpu_ns_ += static_cast<double>(now - from) * used_now;
+      last_change = std::max(last_change, now);
+      used_now = GpusInUse();
+      res.peak_gpus = std::max(res.peak_gpus, used_now);
+    };
     while (!events_.empty()) {
       const Event e = events_.top();
       events_.pop();
-      if (e.completion) {
-        SliceState& s = slices_[e.id];
-        s.running = false;
-        gpu_pressure_[s.gpu] -= s.running_pressure;
-        Dispatch(e.id, e.t);
-        continue;
+      switch (e.kind) {
+        case EventKind::kCompletion: {
+          SliceState& s = slices_[e.id];
+          s.running = false;
+          gpu_pressure_[s.gpu] -= s.running_pressure;
+          if (Flip(e.id, e.t) || Retire(e.id)) account(e.t);
+          Dispatch(e.id, e.t);
+          break;
+        }
+        case EventKind::kReady:
+          if (!slices_[e.id].running && Flip(e.id, e.t)) account(e.t);
+          Dispatch(e.id, e.t);
+          break;
+        case EventKind::kControl:
+          Control(e.t);
+          account(e.t);
+          if (e.t + interval_ns_ <= end_ns)
+            events_.push({e.t + interval_ns_, 0, EventKind::kControl});
+          break;
+        case EventKind::kArrival: {
+          ++res.requests;
+          const size_t m = e.id;
+          const bool counted = e.t >= warmup_ns_;
+          if (counted) ++outcomes_[m].sent;
+          ++w_sent_;
+          const size_t q = routers_[m].Pick();
+          if (q == SIZE_MAX) {
+            if (counted) ++outcomes_[m].dropped;  // unplaced: nowhere to run
+          } else {
+            queues_[q].arrivals.push_back(e.t);
+            ++queues_[q].w_arrived;
+            if (!slices_[queues_[q].slice].running) Dispatch(queues_[q].slice, e.t);
+          }
+          const int64_t t = arrivals[m]->Next();
+          if (t >= 0 && t < end_ns) events_.push({t, static_cast<uint32_t>(m), EventKind::kArrival});
+          break;
+        }
       }
-      ++res.requests;
-      const size_t m = e.id;
-      const bool counted = e.t >= warmup_ns_;
-      if (counted) ++outcomes_[m].sent;
-      if (routers_[m].queues.empty()) {
-        if (counted) ++outcomes_[m].dropped;  // unplaced: nowhere to run
-      } else {
-        const size_t q = routers_[m].Pick();
-        queues_[q].arrivals.push_back(e.t);
-        if (!slices_[queue_slice_[q]].running) Dispatch(queue_slice_[q], e.t);
-      }
-      const int64_t t = arrivals[m]->Next();
-      if (t >= 0 && t < end_ns) events_.push({t, static_cast<uint32_t>(m), false});
     }
+    account(end_ns);
     res.batches = batches_;
     res.simulated_s = std::max(0.0, sc_.duration_s - sc_.warmup_s);
+    res.mean_gpus = res.simulated_s > 0 ? gpu_ns_ / (res.simulated_s * 1e9) : 0;
+    res.resizes = resizes_;
+    res.replicas_added = added_;
+    res.replicas_removed = removed_;
+    res.timeline = std::move(timeline_);
+    res.actions = std::move(actions_);
     res.total.name = "total";
     res.total.latency_ns = bench::Histogram(kHistogramBits);
     for (auto& o : outcomes_) {
@@ -172,13 +248,209 @@ class Fleet {
   }
 
  private:
+  size_t NewSlice(int gpu, double sms) {
+    SliceState st{};
+    st.gpu = gpu;
+    st.sms = sms;
+    free_sms_[gpu] -= sms;
+    ++gpu_slices_[gpu];
+    slices_.push_back(std::move(st));
+    return slices_.size() - 1;
+  }
+
+  size_t NewQueue(size_t si, size_t model, int max_batch, double weight) {
+    Queue q;
+    q.model = model;
+    q.slice = si;
+    q.max_batch = max_batch;
+    q.rate_rps = weight;
+    queues_.push_back(std::move(q));
+    const size_t qi = queues_.size() - 1;
+    Retable(qi);
+    slices_[si].queues.push_back(qi);
+    Router& r = routers_[model];
+    r.queues.push_back(qi);
+    r.weight.push_back(0);
+    r.current.push_back(0);
+    r.Set(qi, weight);
+    return qi;
+  }
+
+  // The queue's latency tables at its slice's current size.
+  void Retable(size_t qi) {
+    Queue& q = queues_[qi];
+    const double sms = slices_[q.slice].sms;
+    const Profile& p = sc_.plan.models[q.model].profile;
+    const int top = std::max(p.max_batch(), q.max_batch);
+    q.p99_ns.assign(1, 0);
+    q.mean_ms.assign(1, 0);
+    q.std_ms.assign(1, 0);
+    if (sms <= 0) return;
+    for (int b = 1; b <= top; ++b) {
+      q.p99_ns.push_back(static_cast<int64_t>(p.P99Ms(b, sms) * kNsPerMs));
+      q.mean_ms.push_back(p.MeanMs(b, sms));
+      q.std_ms.push_back(p.StdMs(b, sms));
+    }
+  }
+
+  int GpusInUse() const {
+    int n = 0;
+    for (int c : gpu_slices_) n += c > 0;
+    return n;
+  }
+
+  // A resize or creation whose new slice is ready takes over (at a batch boundary: the caller
+  // makes sure the slice is idle). True when it flipped.
+  bool Flip(size_t si, int64_t now) {
+    SliceState& s = slices_[si];
+    if (!s.pending.active || now < s.pending.ready_ns) return false;
+    const Pending p = s.pending;
+    const bool created = s.sms <= 0;
+    s.pending.active = false;
+    if (p.sms < s.sms) free_sms_[s.gpu] += s.sms - p.sms;  // grown SMs were reserved earlier
+    s.sms = p.sms;
+    for (size_t qi : s.queues) {
+      Queue& q = queues_[qi];
+      if (p.max_batch > 0) q.max_batch = p.max_batch;
+      Retable(qi);
+      if (p.weight > 0 && s.queues.size() == 1) routers_[q.model].Set(qi, p.weight);
+    }
+    if (!created) {
+      ++resizes_;
+      return true;
+    }
+    // A new slice is ready: the slices waiting for it may go now (make-before-break).
+    const size_t model = queues_[s.queues[0]].model;
+    if (!CreationPending(model))
+      for (size_t qi : routers_[model].queues) {
+        const size_t other = queues_[qi].slice;
+        if (slices_[other].remove_when_ready) Remove(other);
+      }
+    return true;
+  }
+
+  bool CreationPending(size_t model) const {
+    for (size_t qi : routers_[model].queues) {
+      const SliceState& s = slices_[queues_[qi].slice];
+      if (!s.gone && s.sms <= 0 && s.pending.active) return true;
+    }
+    return false;
+  }
+
+  void Remove(size_t si) {
+    SliceState& s = slices_[si];
+    s.remove_when_ready = false;
+    s.draining = true;
+    for (size_t qi : s.queues) routers_[queues_[qi].model].Set(qi, 0);
+    Retire(si);
+  }
+
+  // A draining slice that is idle and empty gives its SMs back. True when it went.
+  bool Retire(size_t si) {
+    SliceState& s = slices_[si];
+    if (!s.draining || s.gone || s.running) return false;
+    for (size_t qi : s.queues)
+      if (!queues_[qi].arrivals.empty()) return false;
+    s.gone = true;
+    free_sms_[s.gpu] += s.sms + (s.pending.active ? std::max(0.0, s.pending.sms - s.sms) : 0);
+    s.pending.active = false;
+    --gpu_slices_[s.gpu];
+    ++removed_;
+    return true;
+  }
+
+  // Starts a resize of slice si to `sms` (ready after the delay). Grown SMs are reserved now.
+  void StartResize(size_t si, double sms, int max_batch, double weight, int64_t now) {
+    SliceState& s = slices_[si];
+    if (sms > s.sms) free_sms_[s.gpu] -= sms - s.sms;
+    s.pending = {true, sms, max_batch, weight, now + delay_ns_};
+    events_.push({now + delay_ns_, static_cast<uint32_t>(si), EventKind::kReady});
+  }
+
+  void Note(int64_t now, const std::string& what) {
+    if (actions_.size() < 1000) actions_.push_back(fmt::format("{:.3f} s: {}", now / 1e9, what));
+  }
+
+  void Control(int64_t now) {
+    const double window_s = interval_ns_ / 1e9;
+    WindowPoint w;
+    w.t_s = now / 1e9;
+    w.sent = w_sent_;
+    w_sent_ = 0;
+    planner::FleetObservation obs;
+    obs.window_s = window_s;
+    obs.free_sms = free_sms_;
+    for (size_t si = 0; si < slices_.size(); ++si) {
+      SliceState& s = slices_[si];
+      if (s.gone) continue;
+      w.sms += std::max(s.sms, s.pending.active ? s.pending.sms : 0.0);
+      planner::SliceObservation so;
+      so.id = static_cast<int>(si);
+      so.gpu = s.gpu;
+      so.sms = s.sms;
+      so.busy = std::min(1.0, s.w_busy_ns / (window_s * 1e9));
+      so.changing = s.pending.active || s.draining || s.remove_when_ready;
+      s.w_busy_ns = 0;
+      for (size_t qi : s.queues) {
+        Queue& q = queues_[qi];
+        w.ok += q.w_within;
+        w.finished += q.w_finished;
+        q.rate_rps = q.w_arrived / window_s;
+        so.max_batch = q.max_batch;
+        so.members.push_back({q.model, q.rate_rps, q.w_finished, q.w_within,
+                              routers_[q.model].WeightOf(qi)});
+        q.w_arrived = q.w_finished = q.w_within = 0;
+      }
+      if (tuner_) obs.slices.push_back(std::move(so));
+    }
+    w.gpus = GpusInUse();
+    timeline_.push_back(w);
+    if (!tuner_) return;
+    using Kind = planner::TuneAction::Kind;
+    for (const auto& a : tuner_->Step(obs)) {
+      switch (a.kind) {
+        case Kind::kResize:
+          StartResize(static_cast<size_t>(a.slice), a.sms, a.max_batch, a.weight, now);
+          Note(now, a.why);
+          break;
+        case Kind::kAdd: {
+          const size_t si = NewSlice(a.gpu, 0);
+          NewQueue(si, a.model, a.max_batch, 0);
+          StartResize(si, a.sms, a.max_batch, a.weight, now);
+          ++added_;
+          Note(now, a.why);
+          break;
+        }
+        case Kind::kRemove: {
+          const auto si = static_cast<size_t>(a.slice);
+          Note(now, a.why);
+          if (CreationPending(a.model))
+            slices_[si].remove_when_ready = true;
+          else
+            Remove(si);
+          break;
+        }
+        case Kind::kRoute:
+          for (size_t qi : slices_[a.slice].queues)
+            if (queues_[qi].model == a.model) routers_[a.model].Set(qi, a.weight);
+          break;
+      }
+    }
+  }
+
   double Inflation(const SliceState& s) const {
     return sc_.plan.interference.Inflation(gpu_pressure_[s.gpu]);
+  }
+
+  static void Finish(Queue& q, bool within) {
+    ++q.w_finished;
+    q.w_within += within;
   }
 
   // The slice is free at `now`: serve the next member (round-robin) that has work.
   void Dispatch(size_t si, int64_t now) {
     SliceState& s = slices_[si];
+    if (s.sms <= 0 || s.gone) return;
     const double f = Inflation(s);
     for (size_t k = 0; k < s.queues.size(); ++k) {
       const size_t pos = (s.next + k) % s.queues.size();
@@ -192,6 +464,7 @@ class Fleet {
       const int64_t one = predict(1);
       while (!q.arrivals.empty() && q.arrivals.front() + slo_ns < now + one) {
         if (q.arrivals.front() >= warmup_ns_) ++outcomes_[q.model].dropped;
+        Finish(q, false);
         q.arrivals.pop_front();
       }
       if (q.arrivals.empty()) continue;
@@ -200,13 +473,16 @@ class Fleet {
       const double mean = q.mean_ms[b], sd = q.std_ms[b];
       double ms = mean;
       if (sd > 0) ms = std::max(0.5 * mean, std::normal_distribution<double>(mean, sd)(rng_));
-      const int64_t done = now + static_cast<int64_t>(ms * f * kNsPerMs);
+      const int64_t run_ns = static_cast<int64_t>(ms * f * kNsPerMs);
+      const int64_t done = now + run_ns;
+      const int64_t oldest = q.arrivals.front();
       ModelOutcome& o = outcomes_[q.model];
       for (int i = 0; i < b; ++i) {
         const int64_t a = q.arrivals.front();
         q.arrivals.pop_front();
-        if (a < warmup_ns_) continue;
         const int64_t lat = done - a;
+        Finish(q, lat <= slo_ns);
+        if (a < warmup_ns_) continue;
         o.latency_ns.Record(lat);
         if (lat <= slo_ns)
           ++o.ok;
@@ -214,31 +490,74 @@ class Fleet {
           ++o.late;
       }
       ++batches_;
+      s.w_busy_ns += run_ns;
       s.next = (pos + 1) % s.queues.size();
       s.running = true;
       s.running_pressure = p.mem_intensity * s.sms / sc_.plan.gpu.sms;
       gpu_pressure_[s.gpu] += s.running_pressure;
-      events_.push({done, static_cast<uint32_t>(si), true});
+      events_.push({done, static_cast<uint32_t>(si), EventKind::kCompletion});
+      if (q.gslice)
+        SelfTune(si, q, (done - oldest) / kNsPerMs, ms * f, b,
+                 1000.0 * q.max_batch / (q.mean_ms[q.max_batch] * f), model.slo_ms, now);
       return;
     }
+    Retire(si);
+  }
+
+  // GSLICE: after each batch (its outcome is known at dispatch on the virtual clock).
+  void SelfTune(size_t si, Queue& q, double latency_ms, double infer_ms, int b,
+                double service_rps, double slo_ms, int64_t now) {
+    SliceState& s = slices_[si];
+    const auto advice = q.gslice->OnBatch(latency_ms, infer_ms, b, q.rate_rps, service_rps, slo_ms);
+    q.max_batch = std::min<int>(advice.max_batch, static_cast<int>(q.p99_ns.size()) - 1);
+    if (!advice.resize || s.pending.active) return;
+    const double S = sc_.plan.gpu.sms;
+    const double want = advice.share * S;
+    const double sms = std::min(want, s.sms + free_sms_[s.gpu]);
+    if (std::fabs(sms - s.sms) < 0.03 * S) return;
+    q.gslice->SetShare(sms / S);
+    Note(now, fmt::format("gslice {}: share {:.0f}% -> {:.0f}%{}", sc_.plan.models[q.model].name,
+                          100 * s.sms / S, 100 * sms / S,
+                          sms < want ? " (capped by the GPU's free share)" : ""));
+    StartResize(si, sms, 0, 0, now);
   }
 
   const SimScenario& sc_;
+  planner::Policy policy_;
   std::mt19937_64 rng_;
   std::map<std::string, size_t> index_;
   std::vector<ModelOutcome> outcomes_;
   std::vector<Router> routers_;
   std::vector<Queue> queues_;
-  std::vector<size_t> queue_slice_;
   std::vector<SliceState> slices_;
   std::vector<double> gpu_pressure_;  // sum over its running slices
+  std::vector<double> free_sms_;      // per GPU: not held or reserved by any slice
+  std::vector<int> gpu_slices_;       // per GPU: slices not gone
+  double gpu_capacity_ = 0;
   std::priority_queue<Event, std::vector<Event>, std::greater<Event>> events_;
-  int64_t warmup_ns_ = 0;
-  int64_t batches_ = 0;
+  std::unique_ptr<planner::Tuner> tuner_;
+  std::vector<WindowPoint> timeline_;
+  std::vector<std::string> actions_;
+  int64_t warmup_ns_ = 0, interval_ns_ = 0, delay_ns_ = 0;
+  int64_t batches_ = 0, resizes_ = 0, added_ = 0, removed_ = 0;
+  int64_t w_sent_ = 0;
+  double gpu_ns_ = 0;
   std::string bad_;
 };
 
 }  // namespace
+
+Status ValidateTune(const SimScenario::Tune& t, const std::string& where) {
+  const auto& o = t.options;
+  if (!(o.shrink_below < o.target_load && o.target_load < o.grow_above && o.grow_above <= 1))
+    return Status::InvalidArgument(
+        where + ": expected 0 < shrink_below < target_load < grow_above <= 1 (the gap between "
+                "the bands is the hysteresis), got " +
+        fmt::format("{} / {} / {}", o.shrink_below, o.target_load, o.grow_above));
+  if (!(o.attainment_floor > 0 && o.attainment_floor <= 1))
+    return Status::InvalidArgument(where + ".attainment_floor: expected a number in (0, 1]");
+  return Status::OK();
+}
 
 Result<SimResult> Simulate(const SimScenario& scenario, const Plan& plan) {
   if (scenario.arrivals.size() != scenario.plan.models.size())
@@ -246,9 +565,39 @@ Result<SimResult> Simulate(const SimScenario& scenario, const Plan& plan) {
   if (!(scenario.duration_s > scenario.warmup_s) || scenario.warmup_s < 0)
     return Status::InvalidArgument("simulate: expected 0 <= warmup_s < duration_s");
   if (!(scenario.load > 0)) return Status::InvalidArgument("simulate: load must be > 0");
+  if (!(scenario.tune.interval_s > 0))
+    return Status::InvalidArgument("simulate: tune.interval_s must be > 0");
+  TESSERA_RETURN_IF_ERROR(ValidateTune(scenario.tune, "simulate: tune"));
   Fleet fleet(scenario, plan);
   if (!fleet.bad().empty()) return Status::InvalidArgument("simulate: " + fleet.bad());
   return fleet.Run();
+}
+
+Status ParseTune(const nlohmann::json& j, const std::string& where, SimScenario::Tune* t) {
+  using json_fields::Bad;
+  using json_fields::GetInt;
+  using json_fields::GetNumber;
+  if (!j.is_object()) return Bad(where, "an object", j);
+  TESSERA_RETURN_IF_ERROR(json_fields::CheckKeys(
+      j, where,
+      {"enabled", "interval_s", "resize_delay_s", "grow_above", "target_load", "shrink_below",
+       "shrink_windows", "cooldown_windows", "attainment_floor"}));
+  t->enabled = true;
+  TESSERA_RETURN_IF_ERROR(json_fields::GetBool(j, "enabled", where, &t->enabled));
+  TESSERA_RETURN_IF_ERROR(GetNumber(j, "interval_s", where, &t->interval_s, 0));
+  TESSERA_RETURN_IF_ERROR(GetNumber(j, "resize_delay_s", where, &t->resize_delay_s, 0, true));
+  auto& o = t->options;
+  TESSERA_RETURN_IF_ERROR(GetNumber(j, "grow_above", where, &o.grow_above, 0));
+  TESSERA_RETURN_IF_ERROR(GetNumber(j, "target_load", where, &o.target_load, 0));
+  TESSERA_RETURN_IF_ERROR(GetNumber(j, "shrink_below", where, &o.shrink_below, 0));
+  TESSERA_RETURN_IF_ERROR(GetNumber(j, "attainment_floor", where, &o.attainment_floor, 0));
+  int64_t n = o.shrink_windows;
+  TESSERA_RETURN_IF_ERROR(GetInt(j, "shrink_windows", where, &n, 1));
+  o.shrink_windows = static_cast<int>(n);
+  n = o.cooldown_windows;
+  TESSERA_RETURN_IF_ERROR(GetInt(j, "cooldown_windows", where, &n, 0));
+  o.cooldown_windows = static_cast<int>(n);
+  return ValidateTune(*t, where);
 }
 
 Result<SimScenario> ParseSimScenario(const nlohmann::json& doc, const std::string& what,
@@ -257,11 +606,11 @@ Result<SimScenario> ParseSimScenario(const nlohmann::json& doc, const std::strin
   using json_fields::GetInt;
   using json_fields::GetNumber;
   if (!doc.is_object()) return Bad(what, "a JSON object", doc);
-  static const char* kSimKeys[] = {"duration_s", "warmup_s", "seed", "load"};
+  static const char* kSimKeys[] = {"duration_s", "warmup_s", "seed", "load", "tune"};
   static const char* kArrivalKeys[] = {"arrival",          "cv",
                                        "burst_ratio",      "burst_fraction",
                                        "burst_period_s",   "diurnal_amplitude",
-                                       "diurnal_period_s", "trace",
+                                       "diurnal_period_s", "diurnal_phase", "trace",
                                        "trace_loop"};
   SimScenario sc;
   TESSERA_RETURN_IF_ERROR(GetNumber(doc, "duration_s", what, &sc.duration_s, 0));
@@ -272,6 +621,7 @@ Result<SimScenario> ParseSimScenario(const nlohmann::json& doc, const std::strin
   sc.seed = static_cast<uint64_t>(seed);
   if (sc.warmup_s >= sc.duration_s)
     return Status::InvalidArgument(what + ".warmup_s: must be below duration_s");
+  if (doc.contains("tune")) TESSERA_RETURN_IF_ERROR(ParseTune(doc["tune"], what + ".tune", &sc.tune));
   // The rest is a plan input once the simulator's own fields are taken out.
   nlohmann::json plan_doc = doc;
   for (const char* k : kSimKeys) plan_doc.erase(k);

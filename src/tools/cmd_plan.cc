@@ -119,7 +119,7 @@ Runner SetupPlan(CLI::App& app) {
   AddSyntheticOptions(app, &o->synthetic, "Plan");
   app.add_option("--gpus", o->gpus, "GPUs available (overrides the input's gpu.count)")
       ->check(CLI::Range(1, 1000000));
-  app.add_option("-p,--policy", o->policy, "tessera, nexus, igniter, or all")
+  app.add_option("-p,--policy", o->policy, "tessera, nexus, igniter, gslice, or all")
       ->capture_default_str();
   app.add_option("--json", o->json_out, "Write the plan(s) as JSON, with machine, commit, date");
   app.add_flag("-v,--verbose", o->verbose, "List every slice, and keep them in --json");

@@ -4,6 +4,7 @@
 #include <fmt/core.h>
 
 #include <chrono>
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "tessera/sim/simulator.h"
@@ -25,6 +26,9 @@ struct Opts {
   double duration = -1, warmup = -1, load = -1;
   std::string policy = "tessera";
   double target = 0;  // > 0: search each policy's planning headroom for this attainment
+  bool tune = false;
+  double tune_interval = -1, resize_delay = -1;
+  bool show_actions = false;
   std::string json_out;
   bool quiet = false;
 };
@@ -59,12 +63,15 @@ int Run(const Opts& o) {
       return ExitWith(
           Status::InvalidArgument("--arrival: expected constant, poisson, gamma, bursty "
                                   "or diurnal"));
-    for (const auto& m : sc.plan.models) {
+    for (size_t i = 0; i < sc.plan.models.size(); ++i) {
+      const auto& m = sc.plan.models[i];
       bench::ArrivalSpec a;
       a.kind = *kind;
       a.rate = m.rate_rps;
       a.cv = 2;
       a.diurnal_period_s = 600;
+      // Models peak at different times (golden-ratio spaced phases): what a tuner can exploit.
+      a.diurnal_phase = std::fmod(0.618034 * static_cast<double>(i), 1.0);
       sc.arrivals.push_back(a);
     }
     sc.seed = o.synthetic.seed;
@@ -74,6 +81,9 @@ int Run(const Opts& o) {
   if (o.load > 0) sc.load = o.load;
   if (sc.warmup_s >= sc.duration_s)
     return ExitWith(Status::InvalidArgument("--warmup must be below --duration"));
+  if (o.tune) sc.tune.enabled = true;
+  if (o.tune_interval > 0) sc.tune.interval_s = o.tune_interval;
+  if (o.resize_delay >= 0) sc.tune.resize_delay_s = o.resize_delay;
   auto policies = ParsePolicies(o.policy);
   if (!policies.ok()) return ExitWith(policies.status());
   double rate = 0;
@@ -92,6 +102,15 @@ int Run(const Opts& o) {
               {"warmup_s", sc.warmup_s},
               {"load", sc.load},
               {"interference_alpha", sc.plan.interference.alpha()},
+              {"tuner", sc.tune.enabled ? json{{"interval_s", sc.tune.interval_s},
+                                               {"resize_delay_s", sc.tune.resize_delay_s},
+                                               {"grow_above", sc.tune.options.grow_above},
+                                               {"target_load", sc.tune.options.target_load},
+                                               {"shrink_below", sc.tune.options.shrink_below},
+                                               {"shrink_windows", sc.tune.options.shrink_windows},
+                                               {"cooldown_windows",
+                                                sc.tune.options.cooldown_windows}}
+                                        : json(nullptr)},
               {"policies", json::object()}};
   if (!o.quiet)
     fmt::print("{} models, {:.0f} req/s offered (load {:.2f} of planned), {:.0f} s simulated\n",
@@ -146,15 +165,35 @@ int Run(const Opts& o) {
     const Plan& plan = best.plan;
     const SimResult& res = best.res;
     const auto& t = res.total;
-    fmt::print("{:<8} {:>6} {:>10.3f}% {:>12.1f} {:>10} {:>10} {:>10.2f} {:>9.1f} {:>9.2f}{}\n",
-               PolicyName(p), plan.gpus_used(), 100 * t.attainment(), res.goodput_rps(), t.dropped,
+    // Tuned runs can grow past the plan: the GPUs used are the most held at once.
+    const int gpus = std::max(plan.gpus_used(), res.peak_gpus);
+    if (o.show_actions)
+      for (const auto& a : res.actions) fmt::print("  {} {}\n", PolicyName(p), a);
+    fmt::print("{:<8} {:>6} {:>10.3f}% {:>12.1f} {:>10} {:>10} {:>10.2f} {:>9.1f} {:>9.2f}{}{}\n",
+               PolicyName(p), gpus, 100 * t.attainment(), res.goodput_rps(), t.dropped,
                t.late, t.latency_ns.Percentile(99) / 1e6, best.plan_ms, res.wall_s,
                o.target > 0
                    ? fmt::format("  headroom {:.3f}{}", headroom, met ? "" : " (target never met)")
+                   : "",
+               res.resizes + res.replicas_added + res.replicas_removed > 0
+                   ? fmt::format("  mean {:.1f} GPUs, {} resizes, +{}/-{} replicas", res.mean_gpus,
+                                 res.resizes, res.replicas_added, res.replicas_removed)
                    : "");
     json models = json::array();
     for (const auto& m : res.models) models.push_back(Summary(m, res.simulated_s));
-    out["policies"][PolicyName(p)] = {{"gpus_used", plan.gpus_used()},
+    json timeline = json::array();
+    for (const auto& w : res.timeline)
+      timeline.push_back({w.t_s, w.sent, w.ok, w.finished, w.sms, w.gpus});
+    out["policies"][PolicyName(p)] = {{"gpus_used", gpus},
+                                      {"planned_gpus", plan.gpus_used()},
+                                      {"mean_gpus", res.mean_gpus},
+                                      {"resizes", res.resizes},
+                                      {"replicas_added", res.replicas_added},
+                                      {"replicas_removed", res.replicas_removed},
+                                      {"timeline_columns",
+                                       {"t_s", "sent", "ok", "finished", "sms", "gpus"}},
+                                      {"timeline", timeline},
+                                      {"actions", res.actions},
                                       {"unplaced", plan.unplaced.size()},
                                       {"planning_headroom", headroom},
                                       {"target_met", met},
@@ -184,12 +223,14 @@ Runner SetupSimulate(CLI::App& app) {
   app.footer(
       "A scenario is a plan input (see `tessera plan --help`) plus \"duration_s\", "
       "\"warmup_s\", \"seed\", \"load\" and per model the arrival fields of bench scenarios "
-      "(\"arrival\": poisson|constant|gamma|bursty|diurnal|trace, ...). Exit codes: 0 ok, 2 bad "
+      "(\"arrival\": poisson|constant|gamma|bursty|diurnal|trace, ...) and \"tune\": {...} for "
+      "the online tuner. Exit codes: 0 ok, 2 bad "
       "input, 3 file not found. See docs/PLANNER.md.");
   app.add_option("-s,--scenario", o->scenario, "Scenario file (JSON)");
   AddSyntheticOptions(app, &o->synthetic, "Simulate");
   app.add_option("--arrival", o->arrival,
-                 "Synthetic arrivals: poisson, constant, gamma (cv 2), bursty, diurnal (600 s)")
+                 "Synthetic arrivals: poisson, constant, gamma (cv 2), bursty, diurnal (600 s, "
+                 "amplitude 0.5, phases spread over the models)")
       ->capture_default_str();
   app.add_option("-d,--duration", o->duration, "Simulated seconds (default: scenario's, or 60)")
       ->check(CLI::PositiveNumber);
@@ -197,12 +238,23 @@ Runner SetupSimulate(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--load", o->load, "Offered load relative to the planned rates (default 1)")
       ->check(CLI::PositiveNumber);
-  app.add_option("-p,--policy", o->policy, "tessera, nexus, igniter, or all")
+  app.add_option("-p,--policy", o->policy, "tessera, nexus, igniter, gslice, or all")
       ->capture_default_str();
   app.add_option("--target", o->target,
                  "Search each policy's planning headroom (0.5-2.5x the rates) for the fewest GPUs "
                  "whose simulated SLO attainment reaches this (e.g. 0.999)")
       ->check(CLI::Range(0.0, 1.0));
+  app.add_flag("--tune", o->tune,
+               "Run Tessera's online tuner on tessera plans (live resizes and replicas as rates "
+               "move; GSLICE always self-tunes)");
+  app.add_option("--tune-interval", o->tune_interval,
+                 "Tuner observation window in seconds (default: scenario's, or 1)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--resize-delay", o->resize_delay,
+                 "Seconds from a resize decision to the new slice being ready (default: "
+                 "scenario's, or 0.2)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_flag("--actions", o->show_actions, "Print every tuner action with its reason");
   app.add_option("--json", o->json_out, "Write results (with machine, commit, date) here");
   app.add_flag("-q,--quiet", o->quiet, "Only the table");
   return [o] { return Run(*o); };

@@ -22,7 +22,7 @@ def test_example_plans_under_every_policy(tessera_bin, tmp_path):
     doc = json.loads(out.read_text())
     for key in ("date", "commit", "machine", "plans"):
         assert key in doc
-    assert set(doc["plans"]) == {"tessera", "nexus", "igniter"}
+    assert set(doc["plans"]) == {"tessera", "nexus", "igniter", "gslice"}
     for name, p in doc["plans"].items():
         assert p["invariants_hold"], name
         assert p["gpus_used"] >= 1 and p["plan_ms"] >= 0

@@ -22,7 +22,7 @@ def test_example_scenario_under_every_policy(tessera_bin, tmp_path):
     doc = json.loads(out.read_text())
     for key in ("date", "commit", "machine", "offered_rps", "policies"):
         assert key in doc
-    assert set(doc["policies"]) == {"tessera", "nexus", "igniter"}
+    assert set(doc["policies"]) == {"tessera", "nexus", "igniter", "gslice"}
     for name, p in doc["policies"].items():
         for key in ("gpus_used", "slo_attainment", "goodput_rps", "plan_ms", "sim_wall_s"):
             assert key in p, (name, key)
@@ -32,6 +32,29 @@ def test_example_scenario_under_every_policy(tessera_bin, tmp_path):
         # The offered load is ~16,850 req/s over 8 counted seconds.
         assert abs(p["sent"] - 16850 * 8) < 0.05 * 16850 * 8, name
     assert doc["policies"]["tessera"]["slo_attainment"] > 0.99
+
+
+def test_tuner_follows_phase_shifted_load(tessera_bin, tmp_path):
+    # Models peaking at different times: the plan for the mean rates misses at the peaks;
+    # with the tuner the same plan holds the SLO through live resizes, and says why.
+    scenario = ROOT / "bench" / "sim" / "diurnal-8.json"
+    fixed, tuned = tmp_path / "f.json", tmp_path / "t.json"
+    r = simulate("-s", scenario, "-d", "60", "--warmup", "5", "--json", fixed)
+    assert r.returncode == 0, r.stderr
+    r = simulate("-s", scenario, "-d", "60", "--warmup", "5", "--tune", "--actions", "--json",
+                 tuned)
+    assert r.returncode == 0, r.stderr
+    assert "rate near capacity" in r.stdout
+    f = json.loads(fixed.read_text())["policies"]["tessera"]
+    t = json.loads(tuned.read_text())
+    assert t["tuner"]["interval_s"] == 1
+    t = t["policies"]["tessera"]
+    assert f["slo_attainment"] < 0.95
+    assert t["slo_attainment"] > 0.999
+    assert t["resizes"] + t["replicas_added"] > 0 and t["actions"]
+    assert t["gpus_used"] >= t["planned_gpus"] and t["mean_gpus"] <= t["gpus_used"]
+    assert t["timeline_columns"][0] == "t_s" and len(t["timeline"]) == 60
+    assert sum(w[1] for w in t["timeline"]) >= t["sent"]
 
 
 def test_target_search_meets_the_target(tessera_bin, tmp_path):
@@ -56,6 +79,8 @@ def test_bad_scenarios_get_clear_errors(tessera_bin, tmp_path):
     assert r.returncode == 3
     r = simulate("--synthetic", 5, "--arrival", "trace")
     assert r.returncode == 2 and "--arrival" in r.stderr
+    r = simulate("-s", EXAMPLE, "-p", "slicey")
+    assert r.returncode == 2 and "gslice" in r.stderr
     r = simulate("-s", EXAMPLE, "-d", "5", "--warmup", "6")
     assert r.returncode == 2 and "--warmup must be below --duration" in r.stderr
 

@@ -9,6 +9,7 @@
 #include "tessera/planner/plan.h"
 #include "tessera/planner/profile.h"
 #include "tessera/planner/synthetic.h"
+#include "tessera/planner/tuner.h"
 
 namespace tessera::planner {
 namespace {
@@ -250,7 +251,7 @@ TEST(Plans, KeepInvariantsAndAreDeterministic) {
     for (const auto& w : SyntheticWorkload(150, 150 * 1500.0, seed, 132))
       in.models.push_back(
           {w.name, w.rate_rps, w.slo_ms, MakeSyntheticProfile(w.params, "H100", 132, 8)});
-    for (Policy p : {Policy::kTessera, Policy::kNexus, Policy::kIgniter}) {
+    for (Policy p : {Policy::kTessera, Policy::kNexus, Policy::kIgniter, Policy::kGslice}) {
       auto a = MakePlan(in, p), b = MakePlan(in, p);
       ASSERT_TRUE(a.ok());
       EXPECT_TRUE(CheckPlan(in, *a).ok()) << PolicyName(p) << ": " << CheckPlan(in, *a).message();
@@ -262,7 +263,7 @@ TEST(Plans, KeepInvariantsAndAreDeterministic) {
 
 TEST(Plans, UnplacedModelsSayWhy) {
   auto tight = OneModel(100, 0.5, LinearProfile("m"));
-  for (Policy p : {Policy::kTessera, Policy::kNexus, Policy::kIgniter}) {
+  for (Policy p : {Policy::kTessera, Policy::kNexus, Policy::kIgniter, Policy::kGslice}) {
     auto plan = MakePlan(tight, p);
     ASSERT_TRUE(plan.ok());
     ASSERT_EQ(plan->unplaced.size(), 1u) << PolicyName(p);
@@ -324,6 +325,196 @@ TEST(PlanInput, ErrorsNameTheField) {
   ASSERT_TRUE(in.ok()) << in.status().message();
   auto plan = MakePlan(*in, Policy::kTessera);
   EXPECT_NE(plan.status().message().find("profile is for a GPU with 132 SMs"), std::string::npos);
+}
+
+namespace tuner_test {
+
+// A fleet observation of one model's dedicated slices, all seeing `rate` in total (split evenly)
+// with every request answered within SLO.
+FleetObservation Observe(const std::vector<std::pair<int, double>>& slices, double rate,
+                         std::vector<double> free_sms) {
+  FleetObservation o;
+  for (size_t i = 0; i < slices.size(); ++i) {
+    SliceObservation s;
+    s.id = static_cast<int>(i);
+    s.gpu = slices[i].first;
+    s.sms = slices[i].second;
+    s.busy = 0.5;
+    const double r = rate / slices.size();
+    s.members.push_back({0, r, static_cast<int64_t>(r), static_cast<int64_t>(r), r});
+    o.slices.push_back(s);
+  }
+  o.free_sms = std::move(free_sms);
+  return o;
+}
+
+double Cap(const PlanInput& in, double sms) {
+  const detail::PoissonTable pt(in.options.tail_probability, 64);
+  const auto& m = in.models[0];
+  // The tuner sizes at the typical neighbourhood's inflation, as the planner does.
+  const double f = in.interference.Inflation(0.7 * m.profile.mem_intensity);
+  return detail::SliceCapacity(m.profile, sms, m.slo_ms, f, in.options.max_utilization, pt,
+                               nullptr);
+}
+
+}  // namespace tuner_test
+
+TEST(Tuner, SteadyRateWithinTheBandsDoesNothing) {
+  const auto in = OneModel(300, 20, LinearProfile("m"));
+  Tuner t(in);
+  const double c = tuner_test::Cap(in, 32);
+  for (int w = 0; w < 50; ++w)
+    EXPECT_TRUE(t.Step(tuner_test::Observe({{0, 32}}, 0.7 * c, {96, 128})).empty()) << w;
+}
+
+TEST(Tuner, GrowsInPlaceThenSettles) {
+  const auto in = OneModel(300, 20, LinearProfile("m"));
+  Tuner t(in);
+  const double c = tuner_test::Cap(in, 32);
+  auto acts = t.Step(tuner_test::Observe({{0, 32}}, 1.5 * c, {96, 128}));
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_EQ(acts[0].kind, TuneAction::Kind::kResize);
+  EXPECT_EQ(acts[0].slice, 0);
+  EXPECT_EQ(std::fmod(acts[0].sms, 8.0), 0.0);
+  EXPECT_GT(acts[0].sms, 32);
+  // Sized so the rate is at most target_load of the new capacity, and no bigger than needed.
+  EXPECT_GE(acts[0].weight * t.options().target_load, 1.5 * c);
+  EXPECT_LT(tuner_test::Cap(in, acts[0].sms - 8) * t.options().target_load, 1.5 * c);
+  EXPECT_NE(acts[0].why.find("rate near capacity"), std::string::npos) << acts[0].why;
+  // Applied: the same rate on the bigger slice is inside the bands; nothing more happens.
+  const double sms = acts[0].sms;
+  for (int w = 0; w < 30; ++w)
+    EXPECT_TRUE(t.Step(tuner_test::Observe({{0, sms}}, 1.5 * c, {128 - sms, 128})).empty()) << w;
+}
+
+TEST(Tuner, AddsAReplicaWhenItsGpuIsFull) {
+  const auto in = OneModel(300, 20, LinearProfile("m"));
+  Tuner t(in);
+  const double c = tuner_test::Cap(in, 32);
+  auto acts = t.Step(tuner_test::Observe({{0, 32}}, 1.5 * c, {0, 128}));
+  ASSERT_GE(acts.size(), 1u);
+  EXPECT_EQ(acts[0].kind, TuneAction::Kind::kAdd);
+  EXPECT_EQ(acts[0].gpu, 1);
+  EXPECT_GE(acts[0].weight + c, 1.5 * c / t.options().target_load * 0.999);
+  // The old slice is routed by capacity from now on, like the new one.
+  bool rerouted = false;
+  for (const auto& a : acts) rerouted |= a.kind == TuneAction::Kind::kRoute && a.slice == 0;
+  EXPECT_TRUE(rerouted);
+}
+
+TEST(Tuner, ShrinksOnlyAfterConsecutiveLowWindowsAndOscillationDoesNothing) {
+  const auto in = OneModel(300, 20, LinearProfile("m"));
+  Tuner t(in);
+  const double c = tuner_test::Cap(in, 64);
+  // A rate that swings between the bands every few windows never moves the slice.
+  for (int w = 0; w < 60; ++w) {
+    const double r = (w / 3) % 2 ? 0.95 * c : 0.55 * c;
+    EXPECT_TRUE(t.Step(tuner_test::Observe({{0, 64}}, r, {64})).empty()) << w;
+  }
+  // Low windows interrupted by a normal one: the count starts again.
+  for (int w = 0; w < 4; ++w) EXPECT_TRUE(t.Step(tuner_test::Observe({{0, 64}}, 0.2 * c, {64})).empty());
+  EXPECT_TRUE(t.Step(tuner_test::Observe({{0, 64}}, 0.9 * c, {64})).empty());
+  std::vector<TuneAction> acts;
+  int w = 0;
+  for (; w < 20 && acts.empty(); ++w) acts = t.Step(tuner_test::Observe({{0, 64}}, 0.2 * c, {64}));
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_GE(w, t.options().shrink_windows);
+  EXPECT_EQ(acts[0].kind, TuneAction::Kind::kResize);
+  EXPECT_LT(acts[0].sms, 64);
+  EXPECT_GE(acts[0].weight * t.options().target_load, 0.2 * c);
+}
+
+TEST(Tuner, ConsolidatesALightGpuMakeBeforeBreak) {
+  const auto in = OneModel(300, 20, LinearProfile("m"));
+  Tuner t(in);
+  const double c = tuner_test::Cap(in, 32);
+  // Two GPUs holding 32 of 128 SMs each: one is emptied onto the other.
+  auto acts = t.Step(tuner_test::Observe({{0, 32}, {1, 32}}, 1.2 * c, {96, 96}));
+  ASSERT_EQ(acts.size(), 2u);
+  EXPECT_EQ(acts[0].kind, TuneAction::Kind::kAdd);
+  EXPECT_EQ(acts[0].sms, 32);
+  EXPECT_EQ(acts[1].kind, TuneAction::Kind::kRemove);
+  EXPECT_NE(acts[0].gpu, static_cast<int>(acts[1].gpu));
+  EXPECT_NE(acts[0].why.find("consolidating"), std::string::npos) << acts[0].why;
+  // Nothing to gain on a GPU holding more than consolidate_below: no move.
+  Tuner t2(in);
+  EXPECT_TRUE(t2.Step(tuner_test::Observe({{0, 64}, {1, 64}}, 1.4 * tuner_test::Cap(in, 64),
+                                          {64, 64}))
+                  .empty());
+}
+
+TEST(Tuner, RemovesASpareReplicaAndMissedSloGrows) {
+  const auto in = OneModel(300, 20, LinearProfile("m"));
+  TunerOptions no_moves;
+  no_moves.consolidate_below = 0;
+  Tuner t(in, no_moves);
+  const double c = tuner_test::Cap(in, 32);
+  std::vector<TuneAction> acts;
+  for (int w = 0; w < 10 && acts.empty(); ++w)
+    acts = t.Step(tuner_test::Observe({{0, 32}, {1, 32}}, 0.3 * c, {96, 96}));
+  ASSERT_FALSE(acts.empty());
+  EXPECT_EQ(acts[0].kind, TuneAction::Kind::kRemove);
+  // Attainment under the floor grows the slice even at a rate inside the bands.
+  Tuner t2(in);
+  auto obs = tuner_test::Observe({{0, 32}}, 0.7 * c, {96});
+  obs.slices[0].members[0].finished = 1000;
+  obs.slices[0].members[0].within_slo = 900;
+  acts = t2.Step(obs);
+  ASSERT_FALSE(acts.empty());
+  EXPECT_EQ(acts[0].kind, TuneAction::Kind::kResize);
+  EXPECT_GT(acts[0].sms, 32);
+  EXPECT_NE(acts[0].why.find("SLO attainment"), std::string::npos);
+}
+
+TEST(Gslice, SelfTuningFollowsItsRules) {
+  // In the rate band, under SLO: p x (1 - headroom / SLO) = 0.5 x 0.2 = 0.10, after 5 in a row.
+  GsliceSelfTuner g(0.5, 8, 64);
+  for (int i = 0; i < 4; ++i) EXPECT_FALSE(g.OnBatch(2, 1, 1, 1000, 1000, 10).resize) << i;
+  auto a = g.OnBatch(2, 1, 1, 1000, 1000, 10);
+  EXPECT_TRUE(a.resize);
+  EXPECT_NEAR(a.share, 0.10, 1e-9);
+  // Arrivals 50% above service: p x 1.5, rounded to 5% steps.
+  GsliceSelfTuner up(0.5, 8, 64);
+  for (int i = 0; i < 4; ++i) EXPECT_FALSE(up.OnBatch(9, 1, 1, 1500, 1000, 10).resize);
+  EXPECT_NEAR(up.OnBatch(9, 1, 1, 1500, 1000, 10).share, 0.75, 1e-9);
+  // Different recommendations reset the count; changes under 3 points are ignored.
+  GsliceSelfTuner mixed(0.5, 8, 64);
+  for (int i = 0; i < 20; ++i)
+    EXPECT_FALSE(mixed.OnBatch(9, 1, 1, i % 2 ? 1500 : 1200, 1000, 10).resize) << i;
+  GsliceSelfTuner steady(0.5, 8, 64);
+  for (int i = 0; i < 20; ++i) EXPECT_FALSE(steady.OnBatch(9.9, 1, 1, 1050, 1000, 10).resize);
+  // Batch limit: over SLO by 2 ms at 1 ms per request cuts 2; 5 ms of headroom adds 5.
+  GsliceSelfTuner b(0.5, 8, 64);
+  EXPECT_EQ(b.OnBatch(12, 4, 4, 1000, 1000, 10).max_batch, 6);
+  EXPECT_EQ(b.OnBatch(5, 4, 4, 1000, 1000, 10).max_batch, 11);
+  EXPECT_EQ(b.OnBatch(9.5, 4, 4, 1000, 1000, 10).max_batch, 11);  // within the 10% band
+}
+
+TEST(Gslice, AdmitsAtTheKneeOrWhatTheRateNeeds) {
+  // LinearProfile's batch-1 latency 2 x 132 / s ms is within 10% of the whole GPU's only near
+  // 100%: the knee is 95%.
+  auto in = OneModel(100, 40, LinearProfile("m"));
+  auto plan = MakePlan(in, Policy::kGslice).value();
+  ASSERT_EQ(plan.gpus_used(), 1);
+  ASSERT_EQ(plan.gpus[0].slices.size(), 1u);
+  EXPECT_NEAR(plan.gpus[0].slices[0].sms, 0.95 * 132, 1e-9);
+  EXPECT_TRUE(CheckPlan(in, plan).ok());
+  // A flat profile (flat from 8 SMs; below the grid latency scales by work conservation) has
+  // its knee at 10%; two such models share one GPU.
+  std::vector<LatencyPoint> pts;
+  for (int s : {8, 16, 32, 64, 132})
+    for (int b = 1; b <= 64; b *= 2) pts.push_back({s, b, 0.1 * (1 + b), 0, 0.1 * (1 + b)});
+  auto flat = Profile::FromPoints("f", "test", 132, 1 << 20, 0.3, pts, "t").value();
+  PlanInput two;
+  two.gpu.count = 4;
+  two.models.push_back({"a", 50, 20, flat});
+  two.models.push_back({"b", 50, 20, flat});
+  two.models[1].profile.model = "b";
+  plan = MakePlan(two, Policy::kGslice).value();
+  ASSERT_EQ(plan.gpus_used(), 1);
+  EXPECT_EQ(plan.gpus[0].slices.size(), 2u);
+  EXPECT_NEAR(plan.gpus[0].slices[0].sms, 0.10 * 132, 1e-9);
+  EXPECT_TRUE(CheckPlan(two, plan).ok());
 }
 
 }  // namespace

@@ -184,6 +184,100 @@ TEST(SimScenario, ParsesArrivalsAndNamesBadFields) {
                 "speed": 2}]})")
                 .find("unknown field 'speed'"),
             std::string::npos);
+  const std::string m = R"("models": [{"name": "a", "rate": 1, "slo_ms": 5, "synthetic": "resnet18",
+                          "arrival": "diurnal", "diurnal_phase": 0.25}])";
+  auto tuned = ParseSimScenario(json::parse("{\"tune\": {\"interval_s\": 2}, " + m + "}"),
+                                "s.json", dir);
+  ASSERT_TRUE(tuned.ok()) << tuned.status().message();
+  EXPECT_TRUE(tuned->tune.enabled);
+  EXPECT_EQ(tuned->tune.interval_s, 2);
+  EXPECT_EQ(tuned->arrivals[0].diurnal_phase, 0.25);
+  EXPECT_NE(err("{\"tune\": {\"grow_above\": 0.5}, " + m + "}").find("hysteresis"),
+            std::string::npos);
+  EXPECT_NE(err("{\"tune\": {\"every\": 1}, " + m + "}").find("s.json.tune"), std::string::npos);
+  EXPECT_NE(err(R"({"models": [{"name": "a", "rate": 1, "slo_ms": 5, "synthetic": "resnet18",
+                "arrival": "diurnal", "diurnal_phase": 1.5}]})")
+                .find("diurnal_phase"),
+            std::string::npos);
+}
+
+// Twice the planned load on one slice with room around it: the static plan drops most of the
+// excess; the tuner grows the slice live (make-before-break) and holds the SLO.
+TEST(Simulator, TunerFollowsUnplannedLoad) {
+  auto sc = OneModel(2000, 20, bench::ArrivalSpec::Kind::kPoisson, Exact("m", 0.05));
+  sc.duration_s = 30;
+  sc.warmup_s = 2;
+  sc.load = 2.0;
+  auto plan = planner::MakePlan(sc.plan, Policy::kTessera).value();
+  ASSERT_EQ(plan.gpus_used(), 1);
+  auto fixed = Simulate(sc, plan).value();
+  ExpectConserved(fixed);
+  EXPECT_LT(fixed.total.attainment(), 0.9);
+  EXPECT_EQ(fixed.resizes, 0);
+  sc.tune.enabled = true;
+  auto tuned = Simulate(sc, plan).value();
+  ExpectConserved(tuned);
+  EXPECT_GT(tuned.total.attainment(), 0.99);
+  EXPECT_GE(tuned.resizes + tuned.replicas_added, 1);
+  EXPECT_FALSE(tuned.actions.empty());
+  EXPECT_EQ(tuned.timeline.size(), 30u);
+  // Back to the planned load, the tuner leaves a right-sized plan alone.
+  sc.load = 1.0;
+  auto calm = Simulate(sc, plan).value();
+  EXPECT_EQ(calm.resizes + calm.replicas_added + calm.replicas_removed, 0);
+  EXPECT_GT(calm.total.attainment(), 0.999);
+}
+
+// A replica added on another GPU takes traffic only once ready, and the slice it replaces
+// (consolidation) drains without losing a request.
+TEST(Simulator, TunerMovesSlicesWithoutLosingRequests) {
+  SimScenario sc;
+  sc.plan.gpu.count = 4;
+  for (const char* name : {"a", "b"}) {
+    sc.plan.models.push_back({name, 1000, 20, Exact(name, 0.05)});
+    bench::ArrivalSpec a;
+    a.kind = bench::ArrivalSpec::Kind::kConstant;
+    a.rate = 1000;
+    sc.arrivals.push_back(a);
+  }
+  sc.duration_s = 20;
+  sc.warmup_s = 0;
+  sc.tune.enabled = true;
+  sc.tune.resize_delay_s = 0.5;
+  // Hand-made plan: each model alone on its own GPU with a 16-SM slice.
+  planner::Plan plan;
+  plan.policy = Policy::kTessera;
+  plan.gpu = sc.plan.gpu;
+  for (int g = 0; g < 2; ++g) {
+    planner::GpuPlan gp;
+    gp.index = g;
+    planner::Slice s;
+    s.sms = 16;
+    s.members.push_back({sc.plan.models[g].name, 1000, 20, 8, 10});
+    gp.slices.push_back(s);
+    plan.gpus.push_back(gp);
+  }
+  auto r = Simulate(sc, plan).value();
+  ExpectConserved(r);
+  EXPECT_EQ(r.replicas_added, 1);
+  EXPECT_EQ(r.replicas_removed, 1);
+  EXPECT_EQ(r.peak_gpus, 2);
+  EXPECT_LT(r.mean_gpus, 1.99);
+  EXPECT_EQ(r.total.dropped, 0);
+  EXPECT_EQ(r.total.late, 0);
+  EXPECT_EQ(r.timeline.back().gpus, 1);
+}
+
+TEST(Simulator, GsliceSelfTunesAndConservesRequests) {
+  auto sc = OneModel(2000, 20, bench::ArrivalSpec::Kind::kPoisson, Exact("m", 0.05));
+  auto plan = planner::MakePlan(sc.plan, Policy::kGslice).value();
+  ASSERT_EQ(plan.policy, Policy::kGslice);
+  auto a = Simulate(sc, plan).value(), b = Simulate(sc, plan).value();
+  ExpectConserved(a);
+  EXPECT_GT(a.resizes, 0);
+  EXPECT_EQ(a.actions.front().rfind("0.", 0), 0u) << a.actions.front();
+  EXPECT_EQ(a.total.ok, b.total.ok);
+  EXPECT_EQ(a.resizes, b.resizes);
 }
 
 }  // namespace

@@ -24,9 +24,11 @@ struct ArrivalSpec {
   double burst_fraction = 0.2;
   double burst_period_s = 1.0;
   // kDiurnal: a Poisson process whose rate follows a day-like cycle,
-  // rate x (1 + diurnal_amplitude x sin(2 pi t / diurnal_period_s)); the mean rate is `rate`.
+  // rate x (1 + diurnal_amplitude x sin(2 pi (t / diurnal_period_s + diurnal_phase))); the
+  // mean rate is `rate`. Different phases make models peak at different times.
   double diurnal_amplitude = 0.5;
   double diurnal_period_s = 3600;
+  double diurnal_phase = 0;  // fraction of a period, [0, 1)
   // kTrace: arrival offsets in ns from the start, non-decreasing; replayed from the start again
   // when it runs out if trace_loop.
   std::vector<int64_t> trace_ns;

@@ -1,7 +1,7 @@
 // The planner: models (rate, SLO, profile) and GPUs in, slices per GPU out.
 //
 // `MakePlan` is a pure, deterministic function: the same input gives the same plan, byte for
-// byte once written as JSON. Three policies share the input, the profiles, the interference
+// byte once written as JSON. Four policies share the input, the profiles, the interference
 // model and the output form, so their plans compare directly:
 //   tessera  spatial slices in multiples of the GPU's SM granularity (green contexts); each
 //            model gets the smallest slice that carries its rate within SLO, replicas when one
@@ -12,6 +12,9 @@
 //   igniter  iGniter's greedy provisioning (TPDS'23): GPU share in 2.5% steps from an SLO/2
 //            budget, largest first onto the GPU that needs the least added share after raising
 //            neighbours against interference.
+//   gslice   GSLICE's admission (SoCC'20): each instance gets its knee share (5% steps) or
+//            more when its rate needs it, first fit; it then tunes shares and batches itself
+//            while it runs (tuner.h, GsliceSelfTuner), which the simulator applies.
 // See docs/PLANNER.md for the latency model each one assumes.
 #pragma once
 
@@ -58,9 +61,10 @@ struct PlanInput {
   PlanOptions options;
 };
 
-enum class Policy { kTessera, kNexus, kIgniter };
-Result<Policy> ParsePolicy(const std::string& name);  // "tessera" | "nexus" | "igniter"
-// ParsePolicy, or "all": the three in that order.
+enum class Policy { kTessera, kNexus, kIgniter, kGslice };
+// "tessera" | "nexus" | "igniter" | "gslice"
+Result<Policy> ParsePolicy(const std::string& name);
+// ParsePolicy, or "all": the four in that order.
 Result<std::vector<Policy>> ParsePolicies(const std::string& name);
 const char* PolicyName(Policy p);
 

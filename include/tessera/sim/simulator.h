@@ -9,6 +9,13 @@
 // plan's max batch) whose predicted latency still meets the earliest deadline. A slice shared by
 // several models serves them round-robin. Every policy's plan runs on this same runtime, so the
 // comparison is between plans. Single-threaded; deterministic for a seed.
+//
+// Online tuning (planner/tuner.h): with `tune.enabled`, Tessera's tuner observes every slice
+// once per `tune.interval_s` and its actions are applied as the server applies a live resize:
+// make-before-break, the new size ready `tune.resize_delay_s` later and taking over at the
+// slice's next batch boundary, grown SMs reserved from the moment of the decision, shrunk ones
+// freed at the flip. A GSLICE plan always runs GSLICE's self-tuning after every batch, with
+// the same resize delay (its standby process).
 #pragma once
 
 #include <cstdint>
@@ -18,6 +25,7 @@
 #include "tessera/bench/arrivals.h"
 #include "tessera/bench/histogram.h"
 #include "tessera/planner/plan.h"
+#include "tessera/planner/tuner.h"
 
 namespace tessera::sim {
 
@@ -30,6 +38,22 @@ struct SimScenario {
   // Offered load relative to the planned rates (1: as planned). The plan is made for the
   // nominal rates; the simulation sends load x those.
   double load = 1.0;
+  struct Tune {
+    bool enabled = false;       // run Tessera's online tuner on a tessera plan
+    double interval_s = 1.0;    // observation window (also the timeline's step)
+    double resize_delay_s = 0.2;  // decision to a ready new slice (contexts, graphs, warm-up)
+    planner::TunerOptions options;
+  } tune;
+};
+
+// One observation window of the whole fleet (the timeline; every `tune.interval_s`).
+struct WindowPoint {
+  double t_s = 0;         // end of the window
+  int64_t sent = 0;       // arrivals in the window
+  int64_t ok = 0;         // answered within SLO in the window
+  int64_t finished = 0;   // answered or dropped in the window
+  double sms = 0;         // SMs held (reserved included) at its end
+  int gpus = 0;           // GPUs holding a slice at its end
 };
 
 struct ModelOutcome {
@@ -50,6 +74,13 @@ struct SimResult {
   double wall_s = 0;       // real time the simulation took
   int64_t requests = 0;    // every arrival simulated, warm-up included
   int64_t batches = 0;
+  // Fleet size over the run (slices may grow, appear and go when tuning).
+  int peak_gpus = 0;
+  double mean_gpus = 0;   // time-averaged over the counted span
+  int64_t resizes = 0;    // live resizes applied (both directions)
+  int64_t replicas_added = 0, replicas_removed = 0;
+  std::vector<WindowPoint> timeline;
+  std::vector<std::string> actions;  // the tuner's actions with their reasons (first 1000)
   double goodput_rps() const { return simulated_s > 0 ? total.ok / simulated_s : 0; }
 };
 
@@ -58,10 +89,14 @@ struct SimResult {
 Result<SimResult> Simulate(const SimScenario& scenario, const planner::Plan& plan);
 
 // Scenario file: a plan input (planner/plan.h) plus "duration_s", "warmup_s", "seed", "load",
+// optionally "tune": {"enabled", "interval_s", "resize_delay_s", "grow_above", "target_load",
+// "shrink_below", "shrink_windows", "cooldown_windows", "attainment_floor"},
 // and per model the arrival fields of `tessera bench` scenarios ("arrival", "cv", "burst_*",
 // "diurnal_*", "trace"). Errors name the field.
 Result<SimScenario> ParseSimScenario(const nlohmann::json& doc, const std::string& what,
                                      const std::string& base_dir);
 Result<SimScenario> LoadSimScenario(const std::string& path);
+// The tuner's bands must leave a gap (shrink_below < target_load < grow_above <= 1).
+Status ValidateTune(const SimScenario::Tune& tune, const std::string& where);
 
 }  // namespace tessera::sim

@@ -1,0 +1,136 @@
+// Online tuning: what a running plan saw over the last window in, slice changes out.
+//
+// Two tuners, both pure logic (no clock, no I/O; the caller observes and applies):
+//   Tuner            Tessera's: once per window, per model, compares the observed rate with the
+//                    capacity of its slices at the inflation its GPU shows now. It grows a slice
+//                    in place (live resize, make-before-break) or adds a replica when the rate
+//                    passes `grow_above` of capacity or attainment falls below the floor, and
+//                    shrinks or removes one only after `shrink_windows` windows in a row below
+//                    `shrink_below`; new sizes aim at `target_load`. The gap between the bands
+//                    and a cool-down after every change are the hysteresis that keeps it from
+//                    oscillating. A model that outgrows a shared (duty-cycle) slice moves to a
+//                    dedicated one. New slices go best fit onto the GPUs in use, and a GPU left
+//                    holding little is emptied onto the others (consolidation), so the fleet
+//                    shrinks when the load does.
+//   GsliceSelfTuner  GSLICE's per-instance self-tuning (SoCC'20, see ../shared/BASELINES.md):
+//                    after every batch, a share recommendation from SLO overflow / headroom or
+//                    from the arrival vs service rate, applied after 5 identical ones in a row,
+//                    and an adaptive batch limit.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "tessera/planner/plan.h"
+
+namespace tessera::planner {
+
+// One model's traffic on one slice over the window.
+struct MemberObservation {
+  size_t model = 0;         // index into PlanInput::models
+  double arrival_rps = 0;   // requests routed to this slice, per second
+  int64_t finished = 0;     // requests that ended in the window: answered or dropped
+  int64_t within_slo = 0;   // of those, answered within the SLO
+  double routed_weight = 0; // the router's current weight for it (0: no longer routed)
+};
+
+struct SliceObservation {
+  int id = 0;  // the caller's handle, echoed in actions
+  int gpu = 0;
+  double sms = 0;
+  int max_batch = 0;  // dedicated slices: the batcher's limit
+  double busy = 0;    // share of the window spent computing
+  bool changing = false;  // a resize is in flight: no new action on it
+  std::vector<MemberObservation> members;
+};
+
+struct FleetObservation {
+  double window_s = 1;
+  std::vector<SliceObservation> slices;
+  // Per GPU (index 0..gpu.count-1): SMs that no slice holds or has reserved.
+  std::vector<double> free_sms;
+};
+
+struct TuneAction {
+  enum class Kind {
+    kResize,  // slice -> sms, max_batch, weight (make-before-break)
+    kAdd,     // a new dedicated slice for `model` on `gpu`: sms, max_batch, weight
+    kRemove,  // slice: stop routing to it once the model's new slices are ready, drain it,
+              // free its SMs
+    kRoute,   // slice, model: set the routing weight of that member (0: move off the slice)
+  };
+  Kind kind = Kind::kResize;
+  int slice = -1;
+  size_t model = 0;
+  int gpu = 0;
+  double sms = 0;
+  int max_batch = 0;
+  double weight = 0;  // routing weight: the slice's capacity for the model, req/s
+  std::string why;
+};
+
+struct TunerOptions {
+  double grow_above = 1.0;     // of capacity (which keeps max_utilization slack): grow past it
+  double target_load = 0.85;   // new sizes carry the rate at this share of their capacity
+  double shrink_below = 0.5;   // of capacity: shrink after shrink_windows windows below this
+  int shrink_windows = 5;
+  int cooldown_windows = 3;        // no action on a model for this many windows after one
+  double attainment_floor = 0.99;  // a window below this (with enough requests) means grow
+  int64_t min_requests = 50;       // fewer finished requests: attainment is not judged
+  // A GPU holding at most this share of its SMs is emptied onto the others when they can take
+  // its slices (0 turns consolidation off).
+  double consolidate_below = 0.4;
+};
+
+class Tuner {
+ public:
+  Tuner(const PlanInput& in, TunerOptions options = {});
+  // One window's observation in, the actions to apply now out. Deterministic.
+  std::vector<TuneAction> Step(const FleetObservation& obs);
+  const TunerOptions& options() const { return opt_; }
+
+ private:
+  struct ModelState {
+    double rate = -1;  // smoothed: follows a rise at once, a fall slowly
+    int low_windows = 0;
+    int cooldown = 0;
+  };
+  const PlanInput& in_;
+  TunerOptions opt_;
+  int usable_sms_ = 0;
+  double f_typical_ = 1;
+  std::vector<ModelState> state_;
+  int consolidate_wait_ = 0;
+};
+
+// GSLICE's self-tuning of one instance. Shares are fractions of the GPU (0.05..1).
+class GsliceSelfTuner {
+ public:
+  struct Advice {
+    bool resize = false;  // apply `share` now (5 identical recommendations in a row)
+    double share = 0;
+    int max_batch = 1;
+  };
+  GsliceSelfTuner(double share, int max_batch, int profile_max_batch);
+  // After a batch of `batch` requests whose oldest request waited and ran for `latency_ms`
+  // (inference alone: `infer_ms`), with requests arriving at `arrival_rps` and the instance
+  // able to serve `service_rps` (batches at its limit, back to back, at its current share).
+  Advice OnBatch(double latency_ms, double infer_ms, int batch, double arrival_rps,
+                 double service_rps, double slo_ms);
+  // The caller applied (or clamped) a resize.
+  void SetShare(double share) { share_ = share; }
+  double share() const { return share_; }
+  int max_batch() const { return max_batch_; }
+
+ private:
+  double share_;
+  int max_batch_;
+  int batch_cap_;
+  int streak_ = 0;  // consecutive identical recommendations
+  double last_target_ = 0;
+};
+
+}  // namespace tessera::planner

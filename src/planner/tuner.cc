@@ -1,0 +1,389 @@
+// Tessera's online tuner: see tuner.h. Capacities come from the planner's own arithmetic
+// (SliceCapacity: batch limit from 2 x p99 x f <= SLO, Poisson overflow, max utilisation) at the
+// inflation each GPU shows in the window, so a tuned slice satisfies what a planned one does.
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "sizing.h"
+#include "tessera/planner/tuner.h"
+
+namespace tessera::planner {
+
+using detail::Fmt;
+using detail::PoissonTable;
+using detail::SliceCapacity;
+
+Tuner::Tuner(const PlanInput& in, TunerOptions options)
+    : in_(in), opt_(options), state_(in.models.size()) {
+  const int g = in.gpu.granularity_sms;
+  usable_sms_ = in.gpu.sms / g * g;
+  double mean_intensity = 0;
+  for (const auto& m : in.models) mean_intensity += m.profile.mem_intensity;
+  mean_intensity /= std::max<size_t>(1, in.models.size());
+  f_typical_ = in.interference.Inflation(0.7 * mean_intensity);
+}
+
+std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
+  const GpuSpec& gpu = in_.gpu;
+  const int g = gpu.granularity_sms;
+  const double rho = in_.options.max_utilization;
+  int max_b = 1;
+  for (const auto& m : in_.models) max_b = std::max(max_b, m.profile.max_batch());
+  const PoissonTable pt(in_.options.tail_probability, max_b);
+
+  std::vector<double> free = obs.free_sms;
+  free.resize(gpu.count, 0);
+  std::vector<double> pressure(gpu.count, 0);
+  std::vector<int> slices_on(gpu.count, 0);
+  struct Ref {
+    const SliceObservation* slice;
+    const MemberObservation* member;
+  };
+  std::vector<std::vector<Ref>> dedicated(in_.models.size()), shared(in_.models.size());
+  for (const SliceObservation& s : obs.slices) {
+    if (s.gpu < 0 || s.gpu >= gpu.count) continue;
+    ++slices_on[s.gpu];
+    double intensity = 0;
+    for (const auto& m : s.members)
+      if (m.model < in_.models.size())
+        intensity = std::max(intensity, in_.models[m.model].profile.mem_intensity);
+    pressure[s.gpu] += SlicePressure(intensity, s.sms, gpu.sms, s.busy);
+    for (const auto& m : s.members) {
+      if (m.model >= in_.models.size() || m.routed_weight <= 0) continue;
+      (s.members.size() == 1 ? dedicated : shared)[m.model].push_back({&s, &m});
+    }
+  }
+  std::vector<double> observed(in_.models.size(), 0);
+  for (size_t mi = 0; mi < in_.models.size(); ++mi)
+    for (const auto* list : {&dedicated[mi], &shared[mi]})
+      for (const Ref& r : *list) observed[mi] += r.member->arrival_rps;
+  std::vector<bool> acted(in_.models.size(), false);
+  auto inflation_on = [&](int gi, double own) {
+    return std::max(f_typical_, in_.interference.Inflation(std::max(0.0, pressure[gi] - own)));
+  };
+  auto own_pressure = [&](const SliceObservation& s, size_t mi) {
+    return SlicePressure(in_.models[mi].profile.mem_intensity, s.sms, gpu.sms, s.busy);
+  };
+  auto cap = [&](size_t mi, double sms, double f, int* mb) {
+    const ModelDemand& m = in_.models[mi];
+    return SliceCapacity(m.profile, sms, m.slo_ms, f, rho, pt, mb);
+  };
+  // The smallest whole-granule size in (from, to] that carries `want`; `to` when none does,
+  // `from` when nothing is bigger.
+  auto size_for = [&](size_t mi, double from, double to, double f, double want) {
+    double best = from;
+    for (double s = (std::floor(from / g) + 1) * g; s <= to + 1e-9; s += g) {
+      best = s;
+      if (cap(mi, s, f, nullptr) >= want) break;
+    }
+    return best;
+  };
+  // Where a new slice for model mi goes: best fit among the GPUs in use (the fullest one
+  // where a slice carrying `want` fits), else the in-use GPU where the largest slice fits, else
+  // the first empty GPU; -1 when the fleet is full. *sms gets the slice's size there.
+  auto place = [&](size_t mi, double want, double* sms) {
+    int fit = -1, largest = -1;
+    double fit_sms = 0, largest_sms = 0, largest_cap = 0;
+    for (int gi = 0; gi < gpu.count; ++gi) {
+      if (slices_on[gi] == 0 || free[gi] < g) continue;
+      const double f = inflation_on(gi, 0);
+      const double to = std::min<double>(usable_sms_, std::floor(free[gi] / g) * g);
+      const double s = size_for(mi, 0, to, f, want);
+      const double c = cap(mi, s, f, nullptr);
+      if (c >= want && (fit < 0 || free[gi] < free[fit])) fit = gi, fit_sms = s;
+      if (c > largest_cap) largest = gi, largest_sms = s, largest_cap = c;
+    }
+    if (fit >= 0) return *sms = fit_sms, fit;
+    if (largest >= 0 && largest_cap >= 0.25 * want) return *sms = largest_sms, largest;
+    for (int gi = 0; gi < gpu.count; ++gi)
+      if (slices_on[gi] == 0 && free[gi] >= g) {
+        const double to = std::min<double>(usable_sms_, std::floor(free[gi] / g) * g);
+        *sms = size_for(mi, 0, to, inflation_on(gi, 0), want);
+        return gi;
+      }
+    if (largest >= 0) return *sms = largest_sms, largest;
+    return -1;
+  };
+
+  std::vector<TuneAction> out;
+  // Neighbours on GPU gi with capacity to spare (a single dedicated slice running below
+  // target_load) shrink now to give `wanted` SMs back; the SMs come free at their flips.
+  auto donate = [&](size_t mi, int gi, double wanted) {
+    double freed = 0;
+    for (const SliceObservation& o : obs.slices) {
+      if (freed >= wanted) break;
+      if (o.gpu != gi || o.changing || o.members.size() != 1 || o.members[0].routed_weight <= 0)
+        continue;
+      const size_t b = o.members[0].model;
+      if (b == mi || acted[b] || state_[b].cooldown > 0 || dedicated[b].size() != 1) continue;
+      // The smoothed rate when it is higher: a falling model keeps room for a while.
+      const double r =
+          std::max(o.members[0].arrival_rps, state_[b].rate >= 0 ? state_[b].rate : 0.0);
+      const double f = inflation_on(gi, own_pressure(o, b));
+      if (r >= opt_.target_load * cap(b, o.sms, f, nullptr)) continue;
+      double ns = o.sms;
+      for (double t = g; t < o.sms; t += g)
+        if (opt_.target_load * cap(b, t, f, nullptr) >= r) {
+          ns = t;
+          break;
+        }
+      if (ns >= o.sms) continue;
+      int mb = 0;
+      const double c = cap(b, ns, f, &mb);
+      if (mb == 0) continue;
+      out.push_back({TuneAction::Kind::kResize, o.id, b, gi, ns, mb, c,
+                     Fmt("%s gives %.0f SMs on GPU %d to %s (%.1f req/s fit %.0f SMs at %.0f%% "
+                         "load)",
+                         in_.models[b].name.c_str(), o.sms - ns, gi, in_.models[mi].name.c_str(),
+                         r, ns, 100 * r / c)});
+      freed += o.sms - ns;
+      acted[b] = true;
+      state_[b].cooldown = opt_.cooldown_windows;
+      state_[b].low_windows = 0;
+    }
+    return freed;
+  };
+  for (size_t mi = 0; mi < in_.models.size(); ++mi) {
+    const auto& ded = dedicated[mi];
+    const auto& shr = shared[mi];
+    if (ded.empty() && shr.empty()) continue;
+    ModelState& st = state_[mi];
+    const ModelDemand& model = in_.models[mi];
+    double rate = 0;
+    int64_t finished = 0, within = 0;
+    bool changing = false;
+    for (const auto* list : {&ded, &shr})
+      for (const Ref& r : *list) {
+        rate += r.member->arrival_rps;
+        finished += r.member->finished;
+        within += r.member->within_slo;
+        changing |= r.slice->changing;
+      }
+    // Rises are followed at once, falls slowly: shrinking late costs SMs, growing late costs SLO.
+    st.rate = (st.rate < 0 || rate > st.rate) ? rate : 0.7 * st.rate + 0.3 * rate;
+    if (st.cooldown > 0) {
+      --st.cooldown;
+      continue;
+    }
+    if (changing) continue;
+    const bool missed =
+        finished >= opt_.min_requests && within < opt_.attainment_floor * finished;
+    const double need = st.rate / opt_.target_load;
+    const size_t first_action = out.size();
+    bool wait_for_donors = false;
+
+    if (ded.empty()) {
+      // Only on shared slices: move out to a dedicated slice when its turn no longer suffices.
+      bool crowded = missed;
+      for (const Ref& r : shr) crowded |= r.slice->busy > opt_.grow_above;
+      if (!crowded) continue;
+      double s = 0;
+      const int gi = place(mi, need, &s);
+      if (gi < 0) continue;
+      const double f = inflation_on(gi, 0);
+      int mb = 0;
+      const double c = cap(mi, s, f, &mb);
+      if (mb == 0) continue;
+      out.push_back({TuneAction::Kind::kAdd, -1, mi, gi, s, mb, c,
+                     Fmt("%s outgrew its shared slice (%.1f req/s%s): a dedicated %.0f-SM slice "
+                         "on GPU %d carries %.1f req/s",
+                         model.name.c_str(), st.rate, missed ? ", SLO missed" : "", s, gi, c)});
+      free[gi] -= s;
+      ++slices_on[gi];
+      for (const Ref& r : shr)
+        out.push_back({TuneAction::Kind::kRoute, r.slice->id, mi, r.slice->gpu, 0, 0, 0,
+                       "moved to its dedicated slice"});
+      st.cooldown = opt_.cooldown_windows;
+      continue;
+    }
+
+    struct Cur {
+      const SliceObservation* s;
+      double f, cap;
+    };
+    std::vector<Cur> cur;
+    double total = 0;
+    for (const Ref& r : ded) {
+      const double f = inflation_on(r.slice->gpu, own_pressure(*r.slice, mi));
+      cur.push_back({r.slice, f, cap(mi, r.slice->sms, f, nullptr)});
+      total += cur.back().cap;
+    }
+    std::sort(cur.begin(), cur.end(), [](const Cur& a, const Cur& b) {
+      return a.s->sms != b.s->sms ? a.s->sms > b.s->sms : a.s->id < b.s->id;
+    });
+    std::vector<double> new_cap(cur.size());
+    for (size_t i = 0; i < cur.size(); ++i) new_cap[i] = cur[i].cap;
+
+    if (st.rate > opt_.grow_above * total || missed) {
+      st.low_windows = 0;
+      double want = need;
+      if (missed && st.rate <= opt_.grow_above * total) want = std::max(want, 1.25 * total);
+      double deficit = want - total;
+      const char* reason = missed ? "SLO attainment below the floor" : "rate near capacity";
+      for (size_t i = 0; i < cur.size() && deficit > 0; ++i) {
+        const SliceObservation& s = *cur[i].s;
+        const double to = std::min<double>(usable_sms_, std::floor((s.sms + free[s.gpu]) / g) * g);
+        const double ns = size_for(mi, s.sms, to, cur[i].f, cur[i].cap + deficit);
+        if (ns <= s.sms) continue;
+        int mb = 0;
+        new_cap[i] = cap(mi, ns, cur[i].f, &mb);
+        if (mb == 0) continue;
+        out.push_back({TuneAction::Kind::kResize, s.id, mi, s.gpu, ns, mb, new_cap[i],
+                       Fmt("%s: %s (%.1f of %.1f req/s): %.0f -> %.0f SMs, capacity %.1f req/s",
+                           model.name.c_str(), reason, st.rate, total, s.sms, ns, new_cap[i])});
+        free[s.gpu] -= ns - s.sms;
+        deficit -= new_cap[i] - cur[i].cap;
+      }
+      // Rather than a replica elsewhere: SMs from neighbours with room to spare on the GPU of
+      // the largest slice, grown into at the next window.
+      if (deficit > 0 && !acted[mi]) {
+        const SliceObservation& s0 = *cur[0].s;
+        const double full = size_for(mi, s0.sms, usable_sms_, cur[0].f, new_cap[0] + deficit);
+        double have = s0.sms + std::max(0.0, free[s0.gpu]);
+        for (const TuneAction& a : out)
+          if (a.slice == s0.id) have = a.sms + std::max(0.0, free[s0.gpu]);
+        const double wanted = full - have;
+        // Worth waiting for while the rate is within the slices' raw capacity (the plan's
+        // max_utilization slack) and the SLO holds.
+        const bool can_wait = !missed && st.rate < total / rho;
+        if (wanted > 0 && can_wait) {
+          const double freed = donate(mi, s0.gpu, wanted);
+          wait_for_donors = freed >= wanted ||
+                            (freed > 0 && cap(mi, full, cur[0].f, nullptr) < new_cap[0] + deficit);
+        }
+      }
+      while (deficit > 0 && !wait_for_donors) {
+        double s = 0;
+        const int gi = place(mi, deficit, &s);
+        if (gi < 0) break;
+        const double f = inflation_on(gi, 0);
+        int mb = 0;
+        const double c = cap(mi, s, f, &mb);
+        if (mb == 0 || c <= 0) break;
+        out.push_back({TuneAction::Kind::kAdd, -1, mi, gi, s, mb, c,
+                       Fmt("%s: %s (%.1f of %.1f req/s) and no room to grow in place: a "
+                           "replica of %.0f SMs on GPU %d, capacity %.1f req/s",
+                           model.name.c_str(), reason, st.rate, total, s, gi, c)});
+        free[gi] -= s;
+        ++slices_on[gi];
+        deficit -= c;
+      }
+    } else if (st.rate < opt_.shrink_below * total) {
+      if (++st.low_windows >= opt_.shrink_windows) {
+        st.low_windows = 0;
+        const size_t smallest = cur.size() - 1;
+        if (cur.size() > 1 && total - cur[smallest].cap >= need) {
+          const SliceObservation& s = *cur[smallest].s;
+          out.push_back({TuneAction::Kind::kRemove, s.id, mi, s.gpu, 0, 0, 0,
+                         Fmt("%s: %.1f req/s for %.1f windows on %.1f req/s of capacity: the "
+                             "other replicas carry it; %.0f SMs freed",
+                             model.name.c_str(), st.rate, 1.0 * opt_.shrink_windows, total,
+                             s.sms)});
+          new_cap[smallest] = 0;
+        } else {
+          // Shrink the largest slice to the smallest size that still carries the rest.
+          const SliceObservation& s = *cur[0].s;
+          const double want = need - (total - cur[0].cap);
+          double ns = s.sms;
+          for (double t = g; t < s.sms; t += g)
+            if (cap(mi, t, cur[0].f, nullptr) >= want) {
+              ns = t;
+              break;
+            }
+          if (ns < s.sms) {
+            int mb = 0;
+            new_cap[0] = cap(mi, ns, cur[0].f, &mb);
+            out.push_back({TuneAction::Kind::kResize, s.id, mi, s.gpu, ns, mb, new_cap[0],
+                           Fmt("%s: %.1f req/s on %.1f req/s of capacity for %d windows: %.0f "
+                               "-> %.0f SMs",
+                               model.name.c_str(), st.rate, total, opt_.shrink_windows, s.sms,
+                               ns)});
+          }
+        }
+      }
+    } else {
+      st.low_windows = 0;
+    }
+    if (out.size() > first_action) {
+      acted[mi] = true;
+      // Waiting for donors' SMs: look again at the next window.
+      st.cooldown = wait_for_donors ? 0 : opt_.cooldown_windows;
+      // Route by capacity from now on: the unchanged slices get their capacity as weight.
+      for (size_t i = 0; i < cur.size(); ++i) {
+        bool touched = false;
+        for (size_t k = first_action; k < out.size(); ++k)
+          touched |= out[k].slice == cur[i].s->id;
+        if (!touched)
+          out.push_back({TuneAction::Kind::kRoute, cur[i].s->id, mi, cur[i].s->gpu, 0, 0,
+                         cur[i].cap, "route by capacity"});
+      }
+    }
+  }
+  // Consolidation: a GPU holding little (at most consolidate_below of its SMs) whose slices
+  // all fit elsewhere is emptied, make-before-break: its slices are re-made on the fullest GPUs
+  // that take them, and the old ones drain once the new ones are ready.
+  if (consolidate_wait_ > 0) --consolidate_wait_;
+  std::vector<bool> touched(gpu.count, false);
+  for (const TuneAction& a : out) touched[a.gpu] = true;
+  int victim = -1;
+  for (int gi = 0; gi < gpu.count && consolidate_wait_ == 0; ++gi) {
+    if (slices_on[gi] == 0 || touched[gi]) continue;
+    const double held = usable_sms_ - free[gi];
+    if (held > opt_.consolidate_below * usable_sms_) continue;
+    if (victim < 0 || held < usable_sms_ - free[victim]) victim = gi;
+  }
+  if (victim >= 0) {
+    std::vector<const SliceObservation*> moving;
+    bool movable = true;
+    for (const SliceObservation& s : obs.slices) {
+      if (s.gpu != victim) continue;
+      const bool dedicated = s.members.size() == 1 && s.members[0].routed_weight > 0;
+      if (!dedicated || s.changing || state_[s.members[0].model].cooldown > 0) movable = false;
+      moving.push_back(&s);
+    }
+    std::sort(moving.begin(), moving.end(), [](const SliceObservation* a, const SliceObservation* b) {
+      return a->sms != b->sms ? a->sms > b->sms : a->id < b->id;
+    });
+    std::vector<double> room = free;
+    std::vector<TuneAction> moves;
+    for (const SliceObservation* s : moving) {
+      if (!movable) break;
+      int to = -1;
+      for (int gi = 0; gi < gpu.count; ++gi)
+        if (gi != victim && slices_on[gi] > 0 && room[gi] >= s->sms &&
+            (to < 0 || room[gi] < room[to]))
+          to = gi;
+      if (to < 0) {
+        movable = false;
+        break;
+      }
+      const size_t mi = s->members[0].model;
+      int mb = 0;
+      const double c = cap(mi, s->sms, inflation_on(to, 0), &mb);
+      if (mb == 0) {
+        movable = false;
+        break;
+      }
+      room[to] -= s->sms;
+      moves.push_back({TuneAction::Kind::kAdd, -1, mi, to, s->sms, mb, c,
+                       Fmt("consolidating: GPU %d holds %.0f of %d SMs; %s's %.0f-SM slice moves "
+                           "to GPU %d",
+                           victim, usable_sms_ - free[victim], usable_sms_,
+                           in_.models[mi].name.c_str(), s->sms, to)});
+    }
+    if (movable && !moves.empty()) {
+      for (const SliceObservation* s : moving) {
+        moves.push_back({TuneAction::Kind::kRemove, s->id, s->members[0].model, victim, 0, 0, 0,
+                         Fmt("consolidating: GPU %d emptied once the moved slices are ready",
+                             victim)});
+        state_[s->members[0].model].cooldown = opt_.cooldown_windows;
+      }
+      out.insert(out.end(), moves.begin(), moves.end());
+      consolidate_wait_ = opt_.cooldown_windows;
+    }
+  }
+  return out;
+}
+
+}  // namespace tessera::planner
