@@ -99,10 +99,10 @@ Plan PlanGslice(const PlanInput& in) {
     s.pressure = SlicePressure(m.profile.mem_intensity, s.sms, S, it.d.busy);
     s.memory_bytes = m.profile.memory_bytes;
     s.members.push_back({m.name, it.rate, m.slo_ms, it.d.max_batch, it.d.predicted_ms});
-    s.why = Fmt("%.0f%% of the GPU (MPS), batch limit %d: carries %.1f req/s of capacity %.1f, "
-                "worst case %.2f ms <= SLO %.1f ms without interference; self-tuned while it runs",
-                100 * it.share, it.d.max_batch, it.rate, it.d.cap_rps, it.d.predicted_ms,
-                m.slo_ms);
+    s.why =
+        Fmt("%.0f%% of the GPU (MPS), batch limit %d: carries %.1f req/s of capacity %.1f, "
+            "worst case %.2f ms <= SLO %.1f ms without interference; self-tuned while it runs",
+            100 * it.share, it.d.max_batch, it.rate, it.d.cap_rps, it.d.predicted_ms, m.slo_ms);
     used[gi] += it.share;
     gpus[gi].sms_used += s.sms;
     gpus[gi].memory_bytes += s.memory_bytes;

@@ -28,8 +28,7 @@ Result<Policy> ParsePolicy(const std::string& name) {
 
 Result<std::vector<Policy>> ParsePolicies(const std::string& name) {
   if (name == "all")
-    return std::vector<Policy>{Policy::kTessera, Policy::kNexus, Policy::kIgniter,
-                               Policy::kGslice};
+    return std::vector<Policy>{Policy::kTessera, Policy::kNexus, Policy::kIgniter, Policy::kGslice};
   auto p = ParsePolicy(name);
   if (!p.ok())
     return Status::InvalidArgument("unknown policy '" + name +

@@ -1,12 +1,13 @@
 // Tessera's online tuner: see tuner.h. Capacities come from the planner's own arithmetic
 // (SliceCapacity: batch limit from 2 x p99 x f <= SLO, Poisson overflow, max utilisation) at the
 // inflation each GPU shows in the window, so a tuned slice satisfies what a planned one does.
+#include "tessera/planner/tuner.h"
+
 #include <algorithm>
 #include <cmath>
 #include <numeric>
 
 #include "sizing.h"
-#include "tessera/planner/tuner.h"
 
 namespace tessera::planner {
 
@@ -135,8 +136,8 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
       out.push_back({TuneAction::Kind::kResize, o.id, b, gi, ns, mb, c,
                      Fmt("%s gives %.0f SMs on GPU %d to %s (%.1f req/s fit %.0f SMs at %.0f%% "
                          "load)",
-                         in_.models[b].name.c_str(), o.sms - ns, gi, in_.models[mi].name.c_str(),
-                         r, ns, 100 * r / c)});
+                         in_.models[b].name.c_str(), o.sms - ns, gi, in_.models[mi].name.c_str(), r,
+                         ns, 100 * r / c)});
       freed += o.sms - ns;
       acted[b] = true;
       state_[b].cooldown = opt_.cooldown_windows;
@@ -167,8 +168,7 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
       continue;
     }
     if (changing) continue;
-    const bool missed =
-        finished >= opt_.min_requests && within < opt_.attainment_floor * finished;
+    const bool missed = finished >= opt_.min_requests && within < opt_.attainment_floor * finished;
     const double need = st.rate / opt_.target_load;
     const size_t first_action = out.size();
     bool wait_for_donors = false;
@@ -253,6 +253,42 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
                             (freed > 0 && cap(mi, full, cur[0].f, nullptr) < new_cap[0] + deficit);
         }
       }
+      // A model on one slice that cannot grow where it is moves whole to a GPU with room for
+      // the size it needs (make-before-break) rather than spreading into small replicas.
+      if (deficit > 0 && !wait_for_donors && cur.size() == 1) {
+        const SliceObservation& s0 = *cur[0].s;
+        int to = -1;
+        double to_sms = 0, to_cap = 0;
+        int to_mb = 0;
+        for (int gi = 0; gi < gpu.count; ++gi) {
+          if (gi == s0.gpu || slices_on[gi] == 0 || free[gi] < g) continue;
+          const double f = inflation_on(gi, 0);
+          const double room = std::min<double>(usable_sms_, std::floor(free[gi] / g) * g);
+          const double ns = size_for(mi, 0, room, f, need);
+          int mb = 0;
+          const double c = cap(mi, ns, f, &mb);
+          if (mb == 0 || c < need || ns <= s0.sms) continue;
+          if (to < 0 || free[gi] < free[to]) to = gi, to_sms = ns, to_cap = c, to_mb = mb;
+        }
+        if (to >= 0) {
+          // Undo an in-place growth decided above: the slice moves instead.
+          std::erase_if(out, [&](const TuneAction& a) {
+            if (a.slice != s0.id || a.kind != TuneAction::Kind::kResize) return false;
+            free[s0.gpu] += a.sms - s0.sms;
+            return true;
+          });
+          out.push_back(
+              {TuneAction::Kind::kAdd, -1, mi, to, to_sms, to_mb, to_cap,
+               Fmt("%s: %s (%.1f of %.1f req/s) and no room on GPU %d: moves to a "
+                   "%.0f-SM slice on GPU %d, capacity %.1f req/s",
+                   model.name.c_str(), reason, st.rate, total, s0.gpu, to_sms, to, to_cap)});
+          out.push_back({TuneAction::Kind::kRemove, s0.id, mi, s0.gpu, 0, 0, 0,
+                         Fmt("%s: replaced by its slice on GPU %d once that is ready",
+                             model.name.c_str(), to)});
+          free[to] -= to_sms;
+          deficit = 0;
+        }
+      }
       while (deficit > 0 && !wait_for_donors) {
         double s = 0;
         const int gi = place(mi, deficit, &s);
@@ -275,11 +311,11 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
         const size_t smallest = cur.size() - 1;
         if (cur.size() > 1 && total - cur[smallest].cap >= need) {
           const SliceObservation& s = *cur[smallest].s;
-          out.push_back({TuneAction::Kind::kRemove, s.id, mi, s.gpu, 0, 0, 0,
-                         Fmt("%s: %.1f req/s for %.1f windows on %.1f req/s of capacity: the "
-                             "other replicas carry it; %.0f SMs freed",
-                             model.name.c_str(), st.rate, 1.0 * opt_.shrink_windows, total,
-                             s.sms)});
+          out.push_back(
+              {TuneAction::Kind::kRemove, s.id, mi, s.gpu, 0, 0, 0,
+               Fmt("%s: %.1f req/s for %.1f windows on %.1f req/s of capacity: the "
+                   "other replicas carry it; %.0f SMs freed",
+                   model.name.c_str(), st.rate, 1.0 * opt_.shrink_windows, total, s.sms)});
           new_cap[smallest] = 0;
         } else {
           // Shrink the largest slice to the smallest size that still carries the rest.
@@ -294,11 +330,11 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
           if (ns < s.sms) {
             int mb = 0;
             new_cap[0] = cap(mi, ns, cur[0].f, &mb);
-            out.push_back({TuneAction::Kind::kResize, s.id, mi, s.gpu, ns, mb, new_cap[0],
-                           Fmt("%s: %.1f req/s on %.1f req/s of capacity for %d windows: %.0f "
-                               "-> %.0f SMs",
-                               model.name.c_str(), st.rate, total, opt_.shrink_windows, s.sms,
-                               ns)});
+            out.push_back(
+                {TuneAction::Kind::kResize, s.id, mi, s.gpu, ns, mb, new_cap[0],
+                 Fmt("%s: %.1f req/s on %.1f req/s of capacity for %d windows: %.0f "
+                     "-> %.0f SMs",
+                     model.name.c_str(), st.rate, total, opt_.shrink_windows, s.sms, ns)});
           }
         }
       }
@@ -312,8 +348,7 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
       // Route by capacity from now on: the unchanged slices get their capacity as weight.
       for (size_t i = 0; i < cur.size(); ++i) {
         bool touched = false;
-        for (size_t k = first_action; k < out.size(); ++k)
-          touched |= out[k].slice == cur[i].s->id;
+        for (size_t k = first_action; k < out.size(); ++k) touched |= out[k].slice == cur[i].s->id;
         if (!touched)
           out.push_back({TuneAction::Kind::kRoute, cur[i].s->id, mi, cur[i].s->gpu, 0, 0,
                          cur[i].cap, "route by capacity"});
@@ -342,9 +377,10 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
       if (!dedicated || s.changing || state_[s.members[0].model].cooldown > 0) movable = false;
       moving.push_back(&s);
     }
-    std::sort(moving.begin(), moving.end(), [](const SliceObservation* a, const SliceObservation* b) {
-      return a->sms != b->sms ? a->sms > b->sms : a->id < b->id;
-    });
+    std::sort(moving.begin(), moving.end(),
+              [](const SliceObservation* a, const SliceObservation* b) {
+                return a->sms != b->sms ? a->sms > b->sms : a->id < b->id;
+              });
     std::vector<double> room = free;
     std::vector<TuneAction> moves;
     for (const SliceObservation* s : moving) {
@@ -374,9 +410,9 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
     }
     if (movable && !moves.empty()) {
       for (const SliceObservation* s : moving) {
-        moves.push_back({TuneAction::Kind::kRemove, s->id, s->members[0].model, victim, 0, 0, 0,
-                         Fmt("consolidating: GPU %d emptied once the moved slices are ready",
-                             victim)});
+        moves.push_back(
+            {TuneAction::Kind::kRemove, s->id, s->members[0].model, victim, 0, 0, 0,
+             Fmt("consolidating: GPU %d emptied once the moved slices are ready", victim)});
         state_[s->members[0].model].cooldown = opt_.cooldown_windows;
       }
       out.insert(out.end(), moves.begin(), moves.end());

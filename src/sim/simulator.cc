@@ -1,5 +1,7 @@
 #include "tessera/sim/simulator.h"
 
+#include <fmt/core.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -8,8 +10,6 @@
 #include <map>
 #include <queue>
 #include <random>
-
-#include <fmt/core.h>
 
 #include "tessera/bench/scenario.h"
 
@@ -55,9 +55,9 @@ struct SliceState {
   std::vector<size_t> queues;
   size_t next = 0;  // round-robin position among the members
   bool running = false;
-  double running_pressure = 0;  // its share of the GPU's bandwidth pressure while it runs
-  Pending pending;              // a resize (or creation) in flight
-  bool draining = false;        // removed: serves what it holds, then frees its SMs
+  double running_pressure = 0;     // its share of the GPU's bandwidth pressure while it runs
+  Pending pending;                 // a resize (or creation) in flight
+  bool draining = false;           // removed: serves what it holds, then frees its SMs
   bool remove_when_ready = false;  // removal waits for the model's new slices
   bool gone = false;
   int64_t w_busy_ns = 0;
@@ -219,7 +219,8 @@ class Fleet {
             if (!slices_[queues_[q].slice].running) Dispatch(queues_[q].slice, e.t);
           }
           const int64_t t = arrivals[m]->Next();
-          if (t >= 0 && t < end_ns) events_.push({t, static_cast<uint32_t>(m), EventKind::kArrival});
+          if (t >= 0 && t < end_ns)
+            events_.push({t, static_cast<uint32_t>(m), EventKind::kArrival});
           break;
         }
       }
@@ -397,8 +398,8 @@ class Fleet {
         w.finished += q.w_finished;
         q.rate_rps = q.w_arrived / window_s;
         so.max_batch = q.max_batch;
-        so.members.push_back({q.model, q.rate_rps, q.w_finished, q.w_within,
-                              routers_[q.model].WeightOf(qi)});
+        so.members.push_back(
+            {q.model, q.rate_rps, q.w_finished, q.w_within, routers_[q.model].WeightOf(qi)});
         q.w_arrived = q.w_finished = q.w_within = 0;
       }
       if (tuner_) obs.slices.push_back(std::move(so));
@@ -505,8 +506,8 @@ class Fleet {
   }
 
   // GSLICE: after each batch (its outcome is known at dispatch on the virtual clock).
-  void SelfTune(size_t si, Queue& q, double latency_ms, double infer_ms, int b,
-                double service_rps, double slo_ms, int64_t now) {
+  void SelfTune(size_t si, Queue& q, double latency_ms, double infer_ms, int b, double service_rps,
+                double slo_ms, int64_t now) {
     SliceState& s = slices_[si];
     const auto advice = q.gslice->OnBatch(latency_ms, infer_ms, b, q.rate_rps, service_rps, slo_ms);
     q.max_batch = std::min<int>(advice.max_batch, static_cast<int>(q.p99_ns.size()) - 1);
@@ -549,10 +550,12 @@ class Fleet {
 
 Status ValidateTune(const SimScenario::Tune& t, const std::string& where) {
   const auto& o = t.options;
-  if (!(o.shrink_below < o.target_load && o.target_load < o.grow_above && o.grow_above <= 1))
+  if (!(o.shrink_below > 0 && o.shrink_below < o.target_load && o.target_load < o.grow_above &&
+        o.grow_above <= 2))
     return Status::InvalidArgument(
-        where + ": expected 0 < shrink_below < target_load < grow_above <= 1 (the gap between "
-                "the bands is the hysteresis), got " +
+        where +
+        ": expected 0 < shrink_below < target_load < grow_above <= 1 (the gap between "
+        "the bands is the hysteresis), got " +
         fmt::format("{} / {} / {}", o.shrink_below, o.target_load, o.grow_above));
   if (!(o.attainment_floor > 0 && o.attainment_floor <= 1))
     return Status::InvalidArgument(where + ".attainment_floor: expected a number in (0, 1]");
@@ -607,10 +610,15 @@ Result<SimScenario> ParseSimScenario(const nlohmann::json& doc, const std::strin
   using json_fields::GetNumber;
   if (!doc.is_object()) return Bad(what, "a JSON object", doc);
   static const char* kSimKeys[] = {"duration_s", "warmup_s", "seed", "load", "tune"};
-  static const char* kArrivalKeys[] = {"arrival",          "cv",
-                                       "burst_ratio",      "burst_fraction",
-                                       "burst_period_s",   "diurnal_amplitude",
-                                       "diurnal_period_s", "diurnal_phase", "trace",
+  static const char* kArrivalKeys[] = {"arrival",
+                                       "cv",
+                                       "burst_ratio",
+                                       "burst_fraction",
+                                       "burst_period_s",
+                                       "diurnal_amplitude",
+                                       "diurnal_period_s",
+                                       "diurnal_phase",
+                                       "trace",
                                        "trace_loop"};
   SimScenario sc;
   TESSERA_RETURN_IF_ERROR(GetNumber(doc, "duration_s", what, &sc.duration_s, 0));
@@ -621,7 +629,8 @@ Result<SimScenario> ParseSimScenario(const nlohmann::json& doc, const std::strin
   sc.seed = static_cast<uint64_t>(seed);
   if (sc.warmup_s >= sc.duration_s)
     return Status::InvalidArgument(what + ".warmup_s: must be below duration_s");
-  if (doc.contains("tune")) TESSERA_RETURN_IF_ERROR(ParseTune(doc["tune"], what + ".tune", &sc.tune));
+  if (doc.contains("tune"))
+    TESSERA_RETURN_IF_ERROR(ParseTune(doc["tune"], what + ".tune", &sc.tune));
   // The rest is a plan input once the simulator's own fields are taken out.
   nlohmann::json plan_doc = doc;
   for (const char* k : kSimKeys) plan_doc.erase(k);

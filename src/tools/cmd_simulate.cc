@@ -88,30 +88,30 @@ int Run(const Opts& o) {
   if (!policies.ok()) return ExitWith(policies.status());
   double rate = 0;
   for (const auto& m : sc.plan.models) rate += m.rate_rps;
-  json out = {{"benchmark", "tessera-simulate"},
-              {"date", UtcNow()},
-              {"commit", Commit()},
-              {"machine", Machine()},
-              {"scenario", o.scenario.empty() ? json{{"synthetic_models", o.synthetic.models},
-                                                     {"seed", o.synthetic.seed},
-                                                     {"arrival", o.arrival}}
-                                              : json(o.scenario)},
-              {"models", sc.plan.models.size()},
-              {"offered_rps", rate * sc.load},
-              {"duration_s", sc.duration_s},
-              {"warmup_s", sc.warmup_s},
-              {"load", sc.load},
-              {"interference_alpha", sc.plan.interference.alpha()},
-              {"tuner", sc.tune.enabled ? json{{"interval_s", sc.tune.interval_s},
-                                               {"resize_delay_s", sc.tune.resize_delay_s},
-                                               {"grow_above", sc.tune.options.grow_above},
-                                               {"target_load", sc.tune.options.target_load},
-                                               {"shrink_below", sc.tune.options.shrink_below},
-                                               {"shrink_windows", sc.tune.options.shrink_windows},
-                                               {"cooldown_windows",
-                                                sc.tune.options.cooldown_windows}}
-                                        : json(nullptr)},
-              {"policies", json::object()}};
+  json out = {
+      {"benchmark", "tessera-simulate"},
+      {"date", UtcNow()},
+      {"commit", Commit()},
+      {"machine", Machine()},
+      {"scenario", o.scenario.empty() ? json{{"synthetic_models", o.synthetic.models},
+                                             {"seed", o.synthetic.seed},
+                                             {"arrival", o.arrival}}
+                                      : json(o.scenario)},
+      {"models", sc.plan.models.size()},
+      {"offered_rps", rate * sc.load},
+      {"duration_s", sc.duration_s},
+      {"warmup_s", sc.warmup_s},
+      {"load", sc.load},
+      {"interference_alpha", sc.plan.interference.alpha()},
+      {"tuner", sc.tune.enabled ? json{{"interval_s", sc.tune.interval_s},
+                                       {"resize_delay_s", sc.tune.resize_delay_s},
+                                       {"grow_above", sc.tune.options.grow_above},
+                                       {"target_load", sc.tune.options.target_load},
+                                       {"shrink_below", sc.tune.options.shrink_below},
+                                       {"shrink_windows", sc.tune.options.shrink_windows},
+                                       {"cooldown_windows", sc.tune.options.cooldown_windows}}
+                                : json(nullptr)},
+      {"policies", json::object()}};
   if (!o.quiet)
     fmt::print("{} models, {:.0f} req/s offered (load {:.2f} of planned), {:.0f} s simulated\n",
                sc.plan.models.size(), rate * sc.load, sc.load, sc.duration_s);
@@ -143,6 +143,9 @@ int Run(const Opts& o) {
     if (!first.ok()) return ExitWith(first.status());
     Outcome best = std::move(*first);
     auto meets = [&](const Outcome& oc) { return oc.res.total.attainment() >= o.target; };
+    auto gpus_of = [](const Outcome& oc) {
+      return std::max(oc.plan.gpus_used(), oc.res.peak_gpus);
+    };
     const bool met = o.target <= 0 || meets(best);
     if (o.target > 0 && met) {
       double lo = 0.5, hi = headroom;
@@ -152,11 +155,14 @@ int Run(const Opts& o) {
         if (!r.ok()) return ExitWith(r.status());
         if (!o.quiet)
           fmt::print(stderr, "  {} headroom {:.3f}: {} GPUs, attainment {:.3f}%\n", PolicyName(p),
-                     mid, r->plan.gpus_used(), 100 * r->res.total.attainment());
+                     mid, gpus_of(*r), 100 * r->res.total.attainment());
         if (meets(*r)) {
           hi = mid;
-          best = std::move(*r);
-          headroom = mid;
+          // The fewest GPUs held at once wins (a tuned run can grow past its plan).
+          if (gpus_of(*r) <= gpus_of(best)) {
+            best = std::move(*r);
+            headroom = mid;
+          }
         } else {
           lo = mid;
         }
@@ -170,8 +176,8 @@ int Run(const Opts& o) {
     if (o.show_actions)
       for (const auto& a : res.actions) fmt::print("  {} {}\n", PolicyName(p), a);
     fmt::print("{:<8} {:>6} {:>10.3f}% {:>12.1f} {:>10} {:>10} {:>10.2f} {:>9.1f} {:>9.2f}{}{}\n",
-               PolicyName(p), gpus, 100 * t.attainment(), res.goodput_rps(), t.dropped,
-               t.late, t.latency_ns.Percentile(99) / 1e6, best.plan_ms, res.wall_s,
+               PolicyName(p), gpus, 100 * t.attainment(), res.goodput_rps(), t.dropped, t.late,
+               t.latency_ns.Percentile(99) / 1e6, best.plan_ms, res.wall_s,
                o.target > 0
                    ? fmt::format("  headroom {:.3f}{}", headroom, met ? "" : " (target never met)")
                    : "",
@@ -184,32 +190,32 @@ int Run(const Opts& o) {
     json timeline = json::array();
     for (const auto& w : res.timeline)
       timeline.push_back({w.t_s, w.sent, w.ok, w.finished, w.sms, w.gpus});
-    out["policies"][PolicyName(p)] = {{"gpus_used", gpus},
-                                      {"planned_gpus", plan.gpus_used()},
-                                      {"mean_gpus", res.mean_gpus},
-                                      {"resizes", res.resizes},
-                                      {"replicas_added", res.replicas_added},
-                                      {"replicas_removed", res.replicas_removed},
-                                      {"timeline_columns",
-                                       {"t_s", "sent", "ok", "finished", "sms", "gpus"}},
-                                      {"timeline", timeline},
-                                      {"actions", res.actions},
-                                      {"unplaced", plan.unplaced.size()},
-                                      {"planning_headroom", headroom},
-                                      {"target_met", met},
-                                      {"slo_attainment", t.attainment()},
-                                      {"goodput_rps", res.goodput_rps()},
-                                      {"sent", t.sent},
-                                      {"ok", t.ok},
-                                      {"late", t.late},
-                                      {"dropped", t.dropped},
-                                      {"p50_ms", t.latency_ns.Percentile(50) / 1e6},
-                                      {"p99_ms", t.latency_ns.Percentile(99) / 1e6},
-                                      {"plan_ms", best.plan_ms},
-                                      {"sim_wall_s", res.wall_s},
-                                      {"requests_simulated", res.requests},
-                                      {"batches", res.batches},
-                                      {"models", models}};
+    out["policies"][PolicyName(p)] = {
+        {"gpus_used", gpus},
+        {"planned_gpus", plan.gpus_used()},
+        {"mean_gpus", res.mean_gpus},
+        {"resizes", res.resizes},
+        {"replicas_added", res.replicas_added},
+        {"replicas_removed", res.replicas_removed},
+        {"timeline_columns", {"t_s", "sent", "ok", "finished", "sms", "gpus"}},
+        {"timeline", timeline},
+        {"actions", res.actions},
+        {"unplaced", plan.unplaced.size()},
+        {"planning_headroom", headroom},
+        {"target_met", met},
+        {"slo_attainment", t.attainment()},
+        {"goodput_rps", res.goodput_rps()},
+        {"sent", t.sent},
+        {"ok", t.ok},
+        {"late", t.late},
+        {"dropped", t.dropped},
+        {"p50_ms", t.latency_ns.Percentile(50) / 1e6},
+        {"p99_ms", t.latency_ns.Percentile(99) / 1e6},
+        {"plan_ms", best.plan_ms},
+        {"sim_wall_s", res.wall_s},
+        {"requests_simulated", res.requests},
+        {"batches", res.batches},
+        {"models", models}};
   }
   if (o.target > 0) out["target_attainment"] = o.target;
   if (!o.json_out.empty()) return WriteJsonFile(o.json_out, out);

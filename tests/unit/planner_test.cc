@@ -412,7 +412,8 @@ TEST(Tuner, ShrinksOnlyAfterConsecutiveLowWindowsAndOscillationDoesNothing) {
     EXPECT_TRUE(t.Step(tuner_test::Observe({{0, 64}}, r, {64})).empty()) << w;
   }
   // Low windows interrupted by a normal one: the count starts again.
-  for (int w = 0; w < 4; ++w) EXPECT_TRUE(t.Step(tuner_test::Observe({{0, 64}}, 0.2 * c, {64})).empty());
+  for (int w = 0; w < 4; ++w)
+    EXPECT_TRUE(t.Step(tuner_test::Observe({{0, 64}}, 0.2 * c, {64})).empty());
   EXPECT_TRUE(t.Step(tuner_test::Observe({{0, 64}}, 0.9 * c, {64})).empty());
   std::vector<TuneAction> acts;
   int w = 0;
@@ -438,9 +439,9 @@ TEST(Tuner, ConsolidatesALightGpuMakeBeforeBreak) {
   EXPECT_NE(acts[0].why.find("consolidating"), std::string::npos) << acts[0].why;
   // Nothing to gain on a GPU holding more than consolidate_below: no move.
   Tuner t2(in);
-  EXPECT_TRUE(t2.Step(tuner_test::Observe({{0, 64}, {1, 64}}, 1.4 * tuner_test::Cap(in, 64),
-                                          {64, 64}))
-                  .empty());
+  EXPECT_TRUE(
+      t2.Step(tuner_test::Observe({{0, 64}, {1, 64}}, 1.4 * tuner_test::Cap(in, 64), {64, 64}))
+          .empty());
 }
 
 TEST(Tuner, RemovesASpareReplicaAndMissedSloGrows) {

@@ -186,8 +186,8 @@ TEST(SimScenario, ParsesArrivalsAndNamesBadFields) {
             std::string::npos);
   const std::string m = R"("models": [{"name": "a", "rate": 1, "slo_ms": 5, "synthetic": "resnet18",
                           "arrival": "diurnal", "diurnal_phase": 0.25}])";
-  auto tuned = ParseSimScenario(json::parse("{\"tune\": {\"interval_s\": 2}, " + m + "}"),
-                                "s.json", dir);
+  auto tuned =
+      ParseSimScenario(json::parse("{\"tune\": {\"interval_s\": 2}, " + m + "}"), "s.json", dir);
   ASSERT_TRUE(tuned.ok()) << tuned.status().message();
   EXPECT_TRUE(tuned->tune.enabled);
   EXPECT_EQ(tuned->tune.interval_s, 2);

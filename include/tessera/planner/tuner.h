@@ -30,19 +30,19 @@ namespace tessera::planner {
 
 // One model's traffic on one slice over the window.
 struct MemberObservation {
-  size_t model = 0;         // index into PlanInput::models
-  double arrival_rps = 0;   // requests routed to this slice, per second
-  int64_t finished = 0;     // requests that ended in the window: answered or dropped
-  int64_t within_slo = 0;   // of those, answered within the SLO
-  double routed_weight = 0; // the router's current weight for it (0: no longer routed)
+  size_t model = 0;          // index into PlanInput::models
+  double arrival_rps = 0;    // requests routed to this slice, per second
+  int64_t finished = 0;      // requests that ended in the window: answered or dropped
+  int64_t within_slo = 0;    // of those, answered within the SLO
+  double routed_weight = 0;  // the router's current weight for it (0: no longer routed)
 };
 
 struct SliceObservation {
   int id = 0;  // the caller's handle, echoed in actions
   int gpu = 0;
   double sms = 0;
-  int max_batch = 0;  // dedicated slices: the batcher's limit
-  double busy = 0;    // share of the window spent computing
+  int max_batch = 0;      // dedicated slices: the batcher's limit
+  double busy = 0;        // share of the window spent computing
   bool changing = false;  // a resize is in flight: no new action on it
   std::vector<MemberObservation> members;
 };
@@ -73,9 +73,9 @@ struct TuneAction {
 };
 
 struct TunerOptions {
-  double grow_above = 1.0;     // of capacity (which keeps max_utilization slack): grow past it
-  double target_load = 0.85;   // new sizes carry the rate at this share of their capacity
-  double shrink_below = 0.5;   // of capacity: shrink after shrink_windows windows below this
+  double grow_above = 1.0;    // of capacity (which keeps max_utilization slack): grow past it
+  double target_load = 0.85;  // new sizes carry the rate at this share of their capacity
+  double shrink_below = 0.5;  // of capacity: shrink after shrink_windows windows below this
   int shrink_windows = 5;
   int cooldown_windows = 3;        // no action on a model for this many windows after one
   double attainment_floor = 0.99;  // a window below this (with enough requests) means grow

@@ -39,8 +39,8 @@ struct SimScenario {
   // nominal rates; the simulation sends load x those.
   double load = 1.0;
   struct Tune {
-    bool enabled = false;       // run Tessera's online tuner on a tessera plan
-    double interval_s = 1.0;    // observation window (also the timeline's step)
+    bool enabled = false;         // run Tessera's online tuner on a tessera plan
+    double interval_s = 1.0;      // observation window (also the timeline's step)
     double resize_delay_s = 0.2;  // decision to a ready new slice (contexts, graphs, warm-up)
     planner::TunerOptions options;
   } tune;
@@ -48,12 +48,12 @@ struct SimScenario {
 
 // One observation window of the whole fleet (the timeline; every `tune.interval_s`).
 struct WindowPoint {
-  double t_s = 0;         // end of the window
-  int64_t sent = 0;       // arrivals in the window
-  int64_t ok = 0;         // answered within SLO in the window
-  int64_t finished = 0;   // answered or dropped in the window
-  double sms = 0;         // SMs held (reserved included) at its end
-  int gpus = 0;           // GPUs holding a slice at its end
+  double t_s = 0;        // end of the window
+  int64_t sent = 0;      // arrivals in the window
+  int64_t ok = 0;        // answered within SLO in the window
+  int64_t finished = 0;  // answered or dropped in the window
+  double sms = 0;        // SMs held (reserved included) at its end
+  int gpus = 0;          // GPUs holding a slice at its end
 };
 
 struct ModelOutcome {
@@ -76,8 +76,8 @@ struct SimResult {
   int64_t batches = 0;
   // Fleet size over the run (slices may grow, appear and go when tuning).
   int peak_gpus = 0;
-  double mean_gpus = 0;   // time-averaged over the counted span
-  int64_t resizes = 0;    // live resizes applied (both directions)
+  double mean_gpus = 0;  // time-averaged over the counted span
+  int64_t resizes = 0;   // live resizes applied (both directions)
   int64_t replicas_added = 0, replicas_removed = 0;
   std::vector<WindowPoint> timeline;
   std::vector<std::string> actions;  // the tuner's actions with their reasons (first 1000)
