@@ -169,7 +169,7 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
     }
     if (changing) continue;
     const bool missed = finished >= opt_.min_requests && within < opt_.attainment_floor * finished;
-    const double need = st.rate / opt_.target_load;
+    double need = st.rate / opt_.target_load;
     const size_t first_action = out.size();
     bool wait_for_donors = false;
 
@@ -209,16 +209,28 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
       cur.push_back({r.slice, f, cap(mi, r.slice->sms, f, nullptr)});
       total += cur.back().cap;
     }
+    // The planner's capacity is cautious by design; the windows show what the model really
+    // carries. A window that held the SLO at a load above capacity raises the model's trust in
+    // it (up to max_trust); a missed one lowers it below the load it missed at.
+    if (opt_.max_trust > 1 && finished >= opt_.min_requests && total > 0) {
+      const double ratio = rate / total;
+      if (within < opt_.trust_attainment * finished)
+        st.trust = std::max(1.0, std::min(st.trust, ratio) - 0.1);
+      else if (ratio > 0.95 * st.trust)
+        st.trust = std::min(opt_.max_trust, st.trust + 0.02);
+    }
+    // Growth waits until the rate passes the trusted capacity; sizes stay the planner's.
+    const double eff = st.rate / st.trust;
     std::sort(cur.begin(), cur.end(), [](const Cur& a, const Cur& b) {
       return a.s->sms != b.s->sms ? a.s->sms > b.s->sms : a.s->id < b.s->id;
     });
     std::vector<double> new_cap(cur.size());
     for (size_t i = 0; i < cur.size(); ++i) new_cap[i] = cur[i].cap;
 
-    if (st.rate > opt_.grow_above * total || missed) {
+    if (eff > opt_.grow_above * total || missed) {
       st.low_windows = 0;
       double want = need;
-      if (missed && st.rate <= opt_.grow_above * total) want = std::max(want, 1.25 * total);
+      if (missed && eff <= opt_.grow_above * total) want = std::max(want, 1.25 * total);
       double deficit = want - total;
       const char* reason = missed ? "SLO attainment below the floor" : "rate near capacity";
       for (size_t i = 0; i < cur.size() && deficit > 0; ++i) {

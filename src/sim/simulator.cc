@@ -584,7 +584,7 @@ Status ParseTune(const nlohmann::json& j, const std::string& where, SimScenario:
   TESSERA_RETURN_IF_ERROR(json_fields::CheckKeys(
       j, where,
       {"enabled", "interval_s", "resize_delay_s", "grow_above", "target_load", "shrink_below",
-       "shrink_windows", "cooldown_windows", "attainment_floor"}));
+       "shrink_windows", "cooldown_windows", "attainment_floor", "max_trust"}));
   t->enabled = true;
   TESSERA_RETURN_IF_ERROR(json_fields::GetBool(j, "enabled", where, &t->enabled));
   TESSERA_RETURN_IF_ERROR(GetNumber(j, "interval_s", where, &t->interval_s, 0));
@@ -594,6 +594,7 @@ Status ParseTune(const nlohmann::json& j, const std::string& where, SimScenario:
   TESSERA_RETURN_IF_ERROR(GetNumber(j, "target_load", where, &o.target_load, 0));
   TESSERA_RETURN_IF_ERROR(GetNumber(j, "shrink_below", where, &o.shrink_below, 0));
   TESSERA_RETURN_IF_ERROR(GetNumber(j, "attainment_floor", where, &o.attainment_floor, 0));
+  TESSERA_RETURN_IF_ERROR(GetNumber(j, "max_trust", where, &o.max_trust, 1, true));
   int64_t n = o.shrink_windows;
   TESSERA_RETURN_IF_ERROR(GetInt(j, "shrink_windows", where, &n, 1));
   o.shrink_windows = static_cast<int>(n);

@@ -29,6 +29,7 @@ struct Opts {
   bool tune = false;
   double tune_interval = -1, resize_delay = -1;
   bool show_actions = false;
+  double max_trust = 0;
   std::string json_out;
   bool quiet = false;
 };
@@ -84,6 +85,7 @@ int Run(const Opts& o) {
   if (o.tune) sc.tune.enabled = true;
   if (o.tune_interval > 0) sc.tune.interval_s = o.tune_interval;
   if (o.resize_delay >= 0) sc.tune.resize_delay_s = o.resize_delay;
+  if (o.max_trust >= 1) sc.tune.options.max_trust = o.max_trust;
   auto policies = ParsePolicies(o.policy);
   if (!policies.ok()) return ExitWith(policies.status());
   double rate = 0;
@@ -109,7 +111,8 @@ int Run(const Opts& o) {
                                        {"target_load", sc.tune.options.target_load},
                                        {"shrink_below", sc.tune.options.shrink_below},
                                        {"shrink_windows", sc.tune.options.shrink_windows},
-                                       {"cooldown_windows", sc.tune.options.cooldown_windows}}
+                                       {"cooldown_windows", sc.tune.options.cooldown_windows},
+                                       {"max_trust", sc.tune.options.max_trust}}
                                 : json(nullptr)},
       {"policies", json::object()}};
   if (!o.quiet)
@@ -260,6 +263,10 @@ Runner SetupSimulate(CLI::App& app) {
                  "Seconds from a resize decision to the new slice being ready (default: "
                  "scenario's, or 0.2)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--max-trust", o->max_trust,
+                 "Let the tuner learn to load a model up to this multiple of the planner's "
+                 "capacity while the SLO holds (default: scenario's, or 1 = off)")
+      ->check(CLI::Range(1.0, 2.0));
   app.add_flag("--actions", o->show_actions, "Print every tuner action with its reason");
   app.add_option("--json", o->json_out, "Write results (with machine, commit, date) here");
   app.add_flag("-q,--quiet", o->quiet, "Only the table");

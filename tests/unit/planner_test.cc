@@ -520,3 +520,34 @@ TEST(Gslice, AdmitsAtTheKneeOrWhatTheRateNeeds) {
 
 }  // namespace
 }  // namespace tessera::planner
+
+namespace tessera::planner {
+namespace {
+
+TEST(Tuner, LearnedTrustDelaysGrowthUntilTheSloSlips) {
+  const auto in = OneModel(300, 20, LinearProfile("m"));
+  const double c = tuner_test::Cap(in, 32);
+  // Default (no trust): 1.05x capacity grows at once.
+  Tuner plain(in);
+  EXPECT_FALSE(plain.Step(tuner_test::Observe({{0, 32}}, 1.05 * c, {96})).empty());
+  // With trust: windows that hold the SLO just under capacity build it up...
+  TunerOptions o;
+  o.max_trust = 1.3;
+  Tuner t(in, o);
+  for (int w = 0; w < 10; ++w)
+    ASSERT_TRUE(t.Step(tuner_test::Observe({{0, 32}}, 0.99 * c, {96})).empty()) << w;
+  // ...so 1.05x is carried as long as the SLO holds...
+  for (int w = 0; w < 5; ++w)
+    EXPECT_TRUE(t.Step(tuner_test::Observe({{0, 32}}, 1.05 * c, {96})).empty()) << w;
+  // ...and a window that slips takes the trust back: the slice grows.
+  auto obs = tuner_test::Observe({{0, 32}}, 1.05 * c, {96});
+  obs.slices[0].members[0].finished = 1000;
+  obs.slices[0].members[0].within_slo = 995;
+  auto acts = t.Step(obs);
+  ASSERT_FALSE(acts.empty());
+  EXPECT_EQ(acts[0].kind, TuneAction::Kind::kResize);
+  EXPECT_GT(acts[0].sms, 32);
+}
+
+}  // namespace
+}  // namespace tessera::planner

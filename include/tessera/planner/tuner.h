@@ -83,6 +83,13 @@ struct TunerOptions {
   // A GPU holding at most this share of its SMs is emptied onto the others when they can take
   // its slices (0 turns consolidation off).
   double consolidate_below = 0.4;
+  // Online correction of the planner's capacity (off by default, 1): a model whose windows
+  // hold trust_attainment near its trusted capacity gains 0.02 of trust per window, up to
+  // max_trust, and growth waits until the rate passes capacity x trust; a window below
+  // trust_attainment takes 0.1 off. Measured (docs/PLANNER.md): 1.3 saves a GPU when models
+  // peak at different times and misses 99.9% when they all rise together.
+  double max_trust = 1.0;
+  double trust_attainment = 0.999;
 };
 
 class Tuner {
@@ -95,6 +102,7 @@ class Tuner {
  private:
   struct ModelState {
     double rate = -1;  // smoothed: follows a rise at once, a fall slowly
+    double trust = 1;  // learned multiplier on the planner's capacity
     int low_windows = 0;
     int cooldown = 0;
   };

@@ -90,7 +90,7 @@ Result<SimResult> Simulate(const SimScenario& scenario, const planner::Plan& pla
 
 // Scenario file: a plan input (planner/plan.h) plus "duration_s", "warmup_s", "seed", "load",
 // optionally "tune": {"enabled", "interval_s", "resize_delay_s", "grow_above", "target_load",
-// "shrink_below", "shrink_windows", "cooldown_windows", "attainment_floor"},
+// "shrink_below", "shrink_windows", "cooldown_windows", "attainment_floor", "max_trust"},
 // and per model the arrival fields of `tessera bench` scenarios ("arrival", "cv", "burst_*",
 // "diurnal_*", "trace"). Errors name the field.
 Result<SimScenario> ParseSimScenario(const nlohmann::json& doc, const std::string& what,
