@@ -43,10 +43,11 @@ def main():
             t = row["tessera"]["gpus_used"]
             row["tessera_over_nexus"] = round(t / row["nexus"]["gpus_used"], 3)
             row["tessera_over_igniter"] = round(t / row["igniter"]["gpus_used"], 3)
+            row["tessera_over_gslice"] = round(t / row["gslice"]["gpus_used"], 3)
             runs.append(row)
             print(f"{models:5d} models seed {seed}: " + ", ".join(
                 f"{n} {row[n]['gpus_used']} GPUs in {row[n]['plan_ms']:.0f} ms"
-                for n in ("tessera", "nexus", "igniter")))
+                for n in ("tessera", "nexus", "igniter", "gslice")))
     result = {"benchmark": "plan-scale", "date": doc["date"], "commit": doc["commit"],
               "machine": doc["machine"], "pinned_to_one_core": bool(pin),
               "note": "GPU counts are planned, not simulated; attainment is not checked here",

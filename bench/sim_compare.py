@@ -46,7 +46,7 @@ def main():
                                                "slo_attainment", "goodput_rps", "plan_ms",
                                                "sim_wall_s")}
             t = row["tessera"]["gpus_used"]
-            for other in ("nexus", "igniter"):
+            for other in ("nexus", "igniter", "gslice"):
                 # A ratio only between plans that both reached the target.
                 both = row["tessera"]["target_met"] and row[other]["target_met"]
                 row[f"tessera_over_{other}"] = (round(t / row[other]["gpus_used"], 3)
@@ -54,7 +54,7 @@ def main():
             cases.append(row)
             print(f"{models} models {arrival} seed {seed}: " + ", ".join(
                 f"{n} {row[n]['gpus_used']} GPUs (h {row[n]['planning_headroom']:.2f}, "
-                f"{100 * row[n]['slo_attainment']:.2f}%)" for n in ("tessera", "nexus", "igniter")),
+                f"{100 * row[n]['slo_attainment']:.2f}%)" for n in ("tessera", "nexus", "igniter", "gslice")),
                 flush=True)
     result = {"benchmark": "sim-compare", "date": doc["date"], "commit": doc["commit"],
               "machine": doc["machine"], "target_attainment": args.target,

@@ -60,7 +60,8 @@ Plan PlanTessera(const PlanInput& in) {
   plan.gpu = gpu;
   plan.models.resize(in.models.size());
   std::vector<Item> items;
-  std::vector<size_t> share;  // models that may share a slice
+  std::vector<size_t> share;      // models that may share a slice
+  std::map<size_t, int> own_sms;  // for those: the size of their own (dedicated) slice
 
   auto dedicated_item = [&](size_t mi, int sms, double rate) {
     const ModelDemand& m = in.models[mi];
@@ -123,8 +124,9 @@ Plan PlanTessera(const PlanInput& in) {
         }
     }
     const int slices = best.count + (best.residual_sms ? 1 : 0);
-    if (slices == 1 && best.sms == g && m.rate_rps / cap[g] < in.options.share_below_utilization) {
+    if (slices == 1 && m.rate_rps / cap[best.sms] < in.options.share_below_utilization) {
       share.push_back(mi);
+      own_sms[mi] = best.sms;
       continue;
     }
     const double per = best.residual_sms ? cap[best.sms] : m.rate_rps / best.count;
@@ -142,101 +144,142 @@ Plan PlanTessera(const PlanInput& in) {
                   static_cast<long long>(best.cost), m.rate_rps, best.sms, cap[best.sms]);
   }
 
-  // Low-rate models share slices of one granule, taking turns (duty cycles), tight SLOs first.
+  // Low-rate models share a slice round-robin, as the runtime serves a shared slice: one batch
+  // of each member with work in turn. Batches are sized so that what arrives during one round
+  // fits the next batch (Poisson overflow <= tail_probability), which also gives each member its
+  // rate. Member i's worst case is its own batch in flight, then one round: (p99_i(b_i) +
+  // sum_j p99_j(b_j)) x f <= SLO_i; the slice is at most rho busy. Tight SLOs first; each model
+  // joins the open group (its slice at least the model's own size) it fills most.
   std::sort(share.begin(), share.end(), [&](size_t a, size_t b) {
     const auto &x = in.models[a], &y = in.models[b];
     return x.slo_ms != y.slo_ms ? x.slo_ms < y.slo_ms : x.name < y.name;
   });
+  struct Round {
+    bool feasible = false;
+    std::vector<int> batches;
+    double round_ms = 0, busy = 0, f_max = kInf;
+  };
+  auto round_robin = [&](int sms, const std::vector<size_t>& models) {
+    Round r;
+    r.batches.assign(models.size(), 1);
+    // The batches and the round they fill depend on each other: iterate to the fixed point.
+    for (int iter = 0; iter < 20; ++iter) {
+      r.round_ms = 0;
+      for (size_t i = 0; i < models.size(); ++i)
+        r.round_ms += in.models[models[i]].profile.MeanMs(r.batches[i], sms) * f0;
+      bool changed = false;
+      for (size_t i = 0; i < models.size(); ++i) {
+        const ModelDemand& m = in.models[models[i]];
+        const double lambda = m.rate_rps * r.round_ms / 1000.0;
+        int b = r.batches[i];
+        while (b <= m.profile.max_batch() && pt.LambdaMax(b) < lambda) ++b;
+        if (b > m.profile.max_batch()) return r;
+        changed |= b != r.batches[i];
+        r.batches[i] = b;
+      }
+      if (!changed) break;
+      if (iter == 19) return r;
+    }
+    double sum_p99 = 0;
+    for (size_t i = 0; i < models.size(); ++i) {
+      const ModelDemand& m = in.models[models[i]];
+      sum_p99 += m.profile.P99Ms(r.batches[i], sms);
+      r.busy += m.rate_rps * m.profile.MeanMs(r.batches[i], sms) * f0 / (1000.0 * r.batches[i]);
+    }
+    if (r.busy > rho) return r;
+    r.f_max = rho * f0 / r.busy;
+    for (size_t i = 0; i < models.size(); ++i) {
+      const ModelDemand& m = in.models[models[i]];
+      const double worst = m.profile.P99Ms(r.batches[i], sms) + sum_p99;
+      if (worst * f0 > m.slo_ms) return r;
+      r.f_max = std::min(r.f_max, m.slo_ms / worst);
+    }
+    r.feasible = true;
+    return r;
+  };
   struct Group {
+    int sms = 0;
     std::vector<size_t> models;
-    std::vector<DutyMember> members;
-    std::vector<double> own_d;
-    DutyPlan duty;
+    Round round;
   };
   std::vector<Group> groups;
-  // Scratch for trial merges, reused so that trying a group allocates nothing.
-  std::vector<size_t> ms;
-  std::vector<DutyMember> mem;
-  std::vector<double> ds;
-  const LatencyFn lat = [&](size_t i, int b) { return in.models[ms[i]].profile.P99Ms(b, g) * f0; };
+  std::vector<size_t> open;  // groups still taking members (the search stays bounded)
+  constexpr size_t kOpenGroups = 48;
+  std::vector<size_t> trial;
   for (size_t mi : share) {
-    const ModelDemand& m = in.models[mi];
-    DutyMember dm{m.rate_rps, m.slo_ms, m.profile.max_batch()};
-    int b1 = 0;
-    double d1 = 0;
-    ms.assign(1, mi);
-    if (!SessionAlone(dm, 0, lat, &b1, &d1)) {
-      plan.models[mi].planned_rps = dedicated_item(mi, g, m.rate_rps);
-      plan.models[mi].slices = 1;
-      plan.models[mi].why = Fmt("one slice of %d SMs (too tight to share a cycle)", g);
-      continue;
-    }
+    const int own = own_sms[mi];
     int best = -1;
-    DutyPlan best_plan;
-    for (size_t gi = 0; gi < groups.size(); ++gi) {
+    Round best_round;
+    for (size_t gi : open) {
       const Group& gr = groups[gi];
-      ms.assign(gr.models.begin(), gr.models.end());
-      ms.push_back(mi);
-      mem.assign(gr.members.begin(), gr.members.end());
-      mem.push_back(dm);
-      ds.assign(gr.own_d.begin(), gr.own_d.end());
-      ds.push_back(d1);
-      DutyPlan dp = MergeSessions(mem, ds, lat, rho, &pt);
-      if (dp.feasible && (best < 0 || dp.occupancy > best_plan.occupancy)) {
+      if (gr.sms < own) continue;
+      trial.assign(gr.models.begin(), gr.models.end());
+      trial.push_back(mi);
+      Round r = round_robin(gr.sms, trial);
+      if (r.feasible && (best < 0 || r.busy > best_round.busy)) {
         best = static_cast<int>(gi);
-        best_plan = std::move(dp);
+        best_round = std::move(r);
       }
     }
     if (best < 0) {
-      groups.push_back({});
-      best = static_cast<int>(groups.size()) - 1;
-      ms.assign(1, mi);
-      best_plan = MergeSessions({dm}, {d1}, lat, rho, &pt);
+      Round r = round_robin(own, {mi});
+      if (!r.feasible) {
+        plan.models[mi].planned_rps = dedicated_item(mi, own, in.models[mi].rate_rps);
+        plan.models[mi].slices = 1;
+        plan.models[mi].why = Fmt("one slice of %d SMs", own);
+        continue;
+      }
+      groups.push_back({own, {mi}, std::move(r)});
+      open.push_back(groups.size() - 1);
+      if (open.size() > kOpenGroups) open.erase(open.begin());
+      continue;
     }
     Group& gr = groups[best];
     gr.models.push_back(mi);
-    gr.members.push_back(dm);
-    gr.own_d.push_back(d1);
-    gr.duty = best_plan;
+    gr.round = std::move(best_round);
+    if (gr.round.busy > 0.8 * rho) std::erase(open, static_cast<size_t>(best));
   }
   for (const Group& gr : groups) {
-    if (gr.models.size() == 1 || !gr.duty.feasible) {
-      for (size_t mi : gr.models) {
-        plan.models[mi].planned_rps = dedicated_item(mi, g, in.models[mi].rate_rps);
-        plan.models[mi].slices = 1;
-        plan.models[mi].why = Fmt("one slice of %d SMs (nothing to share a cycle with)", g);
-      }
+    if (gr.models.size() == 1) {
+      const size_t mi = gr.models[0];
+      plan.models[mi].planned_rps = dedicated_item(mi, gr.sms, in.models[mi].rate_rps);
+      plan.models[mi].slices = 1;
+      plan.models[mi].why = Fmt("one slice of %d SMs (nothing to share it with)", gr.sms);
       continue;
     }
-    Item it;
-    it.slice.sms = g;
-    it.slice.duty_cycle_ms = gr.duty.d_ms;
+    const int sms = gr.sms;
+    const Round& r = gr.round;
     double sum_p99 = 0;
-    it.f_max = kInf;
+    for (size_t i = 0; i < gr.models.size(); ++i)
+      sum_p99 += in.models[gr.models[i]].profile.P99Ms(r.batches[i], sms);
+    Item it;
+    it.slice.sms = sms;
+    it.slice.duty_cycle_ms = r.round_ms;
+    it.f_max = r.f_max;
     std::string names;
     for (size_t i = 0; i < gr.models.size(); ++i) {
       const ModelDemand& m = in.models[gr.models[i]];
-      const int b = gr.duty.batches[i];
-      const double p99 = m.profile.P99Ms(b, g);
-      const double busy = m.profile.MeanMs(b, g) * f0 / gr.duty.d_ms;
-      sum_p99 += p99;
+      const int b = r.batches[i];
+      const double busy = m.rate_rps * m.profile.MeanMs(b, sms) * f0 / (1000.0 * b);
       it.slice.busy += busy;
-      it.slice.pressure += SlicePressure(m.profile.mem_intensity, g, gpu.sms, busy);
+      it.slice.pressure += SlicePressure(m.profile.mem_intensity, sms, gpu.sms, busy);
       it.slice.memory_bytes += m.profile.memory_bytes;
-      it.slice.members.push_back({m.name, m.rate_rps, m.slo_ms, b, gr.duty.d_ms + p99 * f0});
-      it.f_max = std::min(it.f_max, (m.slo_ms - gr.duty.d_ms) / p99);
+      it.slice.members.push_back(
+          {m.name, m.rate_rps, m.slo_ms, b, (m.profile.P99Ms(b, sms) + sum_p99) * f0});
       it.models.push_back(gr.models[i]);
       it.batches.push_back(b);
       names += (names.empty() ? "" : ", ") + m.name + Fmt(" (batch %d)", b);
       ModelPlan& mp = plan.models[gr.models[i]];
       mp.slices = 1;
-      mp.planned_rps = b * 1000.0 / gr.duty.d_ms;
-      mp.why = Fmt("shares a %d-SM slice with %zu other models (it alone would use %.0f%% of one)",
-                   g, gr.models.size() - 1, 100 * busy);
+      mp.planned_rps = b * 1000.0 / r.round_ms;
+      mp.why =
+          Fmt("shares a %d-SM slice round-robin with %zu other models (it alone would keep "
+              "it %.0f%% busy)",
+              sms, gr.models.size() - 1, 100 * busy);
     }
-    it.f_max = std::min(it.f_max, rho * gr.duty.d_ms / sum_p99);
-    it.slice.why = Fmt("%zu low-rate models take turns in a %.2f ms cycle (occupancy %.0f%%): ",
-                       gr.models.size(), gr.duty.d_ms, 100 * gr.duty.occupancy) +
+    it.slice.why = Fmt("%zu low-rate models take turns, one batch each per round of %.2f ms "
+                       "(busy %.0f%%): ",
+                       gr.models.size(), r.round_ms, 100 * r.busy) +
                    names;
     items.push_back(std::move(it));
   }
@@ -295,11 +338,15 @@ Plan PlanTessera(const PlanInput& in) {
       Item& it = items[ii];
       Slice s = it.slice;
       s.inflation = in.interference.Inflation(bins[bi].pressure - s.pressure);
+      // Shared slices: own batch in flight plus one round of everyone's.
+      double round_p99 = 0;
+      for (size_t k = 0; k < it.batches.size(); ++k)
+        round_p99 += in.models[it.models[k]].profile.P99Ms(it.batches[k], s.sms);
       for (size_t k = 0; k < s.members.size(); ++k) {
         const ModelDemand& m = in.models[it.models[k]];
         SliceMember& sm = s.members[k];
         if (s.duty_cycle_ms > 0) {
-          sm.predicted_ms = s.duty_cycle_ms + m.profile.P99Ms(it.batches[k], s.sms) * s.inflation;
+          sm.predicted_ms = (m.profile.P99Ms(it.batches[k], s.sms) + round_p99) * s.inflation;
         } else {
           const Dedicated d =
               SizeDedicated(m.profile, s.sms, sm.rate_rps, m.slo_ms, s.inflation, rho, pt);
