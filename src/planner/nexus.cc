@@ -83,6 +83,32 @@ Plan PlanNexus(const PlanInput& in) {
       plan.unplaced.push_back({m.name, "residual rate cannot meet its SLO"});
       continue;
     }
+    // A session must also fit its own cycle (occupancy l(b) / d <= 1): where the largest batch
+    // within the SLO runs longer than the cycle it leaves, take the largest batch that fits.
+    while (se.batch > 0 && ell(m.profile, se.batch) > se.d_ms) {
+      --se.batch;
+      if (se.batch > 0)
+        se.d_ms = std::min(m.slo_ms - ell(m.profile, se.batch), se.batch * 1000.0 / rest);
+    }
+    if (se.batch == 0) {
+      // No cycle fits the residual: it gets a GPU of its own at the saturated batch (which
+      // carries more than the residual, since the residual is below one GPU's rate).
+      Slice s;
+      s.sms = S;
+      s.duty_cycle_ms = l_sat;
+      s.busy = rest / cap;
+      s.memory_bytes = m.profile.memory_bytes;
+      s.members.push_back({m.name, rest, m.slo_ms, b_sat, 2 * l_sat});
+      s.why = Fmt("residual %.1f req/s fits no shared duty cycle: a GPU of its own at batch %d",
+                  rest, b_sat);
+      if (!add_gpu(std::move(s))) {
+        plan.unplaced.push_back({m.name, Fmt("needs more than the %d GPUs given", gpu.count)});
+        continue;
+      }
+      mp.slices += 1;
+      mp.planned_rps += cap;
+      continue;
+    }
     se.occupancy = ell(m.profile, se.batch) / se.d_ms;
     sessions.push_back(se);
     mp.why += Fmt(" and a residual session of %.1f req/s", rest);
@@ -130,9 +156,13 @@ Plan PlanNexus(const PlanInput& in) {
             {in.models[se.model].name, Fmt("needs more than the %d GPUs given", gpu.count)});
         continue;
       }
+      pick_plan = merged({&se});
+      if (!pick_plan.feasible) {  // cannot happen after the check above; never index past it
+        plan.unplaced.push_back({in.models[se.model].name, "residual session fits no cycle"});
+        continue;
+      }
       bins.push_back({});
       pick = static_cast<int>(bins.size()) - 1;
-      pick_plan = merged({&se});
     }
     bins[pick].members.push_back(&se);
     bins[pick].duty = pick_plan;

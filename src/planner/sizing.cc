@@ -139,12 +139,13 @@ DutyPlan MergeSessions(const std::vector<DutyMember>& members, const std::vector
       while (b <= m.max_batch && PoissonTable::Tail(lambda, b) > pt->eps()) ++b;
     if (b > m.max_batch) return out;
     const double l = lat(i, b);
-    if (out.d_ms + l > m.slo_ms) return out;
+    // d = SLO - l(b) for a lone session: equality must survive rounding.
+    if (out.d_ms + l > m.slo_ms * (1 + 1e-12)) return out;
     out.batches.push_back(b);
     sum += l;
   }
   out.occupancy = sum / out.d_ms;
-  out.feasible = sum <= rho * out.d_ms;
+  out.feasible = sum <= rho * out.d_ms * (1 + 1e-12);
   return out;
 }
 

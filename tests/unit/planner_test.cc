@@ -551,3 +551,29 @@ TEST(Tuner, LearnedTrustDelaysGrowthUntilTheSloSlips) {
 
 }  // namespace
 }  // namespace tessera::planner
+
+namespace tessera::planner {
+namespace {
+
+// Regression: a lone Nexus session whose cycle is exactly SLO - l(b) failed its own merge by
+// one rounding step and its batches were read past the end (a crash in the headroom search).
+TEST(Nexus, EveryResidualSessionIsPlacedAcrossHeadrooms) {
+  PlanInput base;
+  base.gpu.count = 1000;
+  for (const auto& w : SyntheticWorkload(100, 1.5e5, 3, 132))
+    base.models.push_back(
+        {w.name, w.rate_rps, w.slo_ms, MakeSyntheticProfile(w.params, "H100", 132, 8)});
+  // The headrooms `tessera simulate --target` tries: 0.5 + k / 64 up to 2.5.
+  for (int k = 0; k <= 128; ++k) {
+    const double h = 0.5 + k / 64.0;
+    PlanInput in = base;
+    for (auto& m : in.models) m.rate_rps *= h;
+    auto plan = MakePlan(in, Policy::kNexus);
+    ASSERT_TRUE(plan.ok());
+    EXPECT_TRUE(plan->unplaced.empty()) << h << ": " << plan->unplaced[0].reason;
+    EXPECT_TRUE(CheckPlan(in, *plan).ok()) << h << ": " << CheckPlan(in, *plan).message();
+  }
+}
+
+}  // namespace
+}  // namespace tessera::planner
