@@ -33,17 +33,20 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
   for (const auto& m : in_.models) max_b = std::max(max_b, m.profile.max_batch());
   const PoissonTable pt(in_.options.tail_probability, max_b);
 
+  // The GPUs the caller offers (at most gpu.count): a fleet of a million allowed GPUs is not
+  // scanned a million times a window.
   std::vector<double> free = obs.free_sms;
-  free.resize(gpu.count, 0);
-  std::vector<double> pressure(gpu.count, 0);
-  std::vector<int> slices_on(gpu.count, 0);
+  free.resize(std::min<size_t>(free.size(), static_cast<size_t>(gpu.count)));
+  const int ngpu = static_cast<int>(free.size());
+  std::vector<double> pressure(ngpu, 0);
+  std::vector<int> slices_on(ngpu, 0);
   struct Ref {
     const SliceObservation* slice;
     const MemberObservation* member;
   };
   std::vector<std::vector<Ref>> dedicated(in_.models.size()), shared(in_.models.size());
   for (const SliceObservation& s : obs.slices) {
-    if (s.gpu < 0 || s.gpu >= gpu.count) continue;
+    if (s.gpu < 0 || s.gpu >= ngpu) continue;
     ++slices_on[s.gpu];
     double intensity = 0;
     for (const auto& m : s.members)
@@ -86,7 +89,7 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
   auto place = [&](size_t mi, double want, double* sms) {
     int fit = -1, largest = -1;
     double fit_sms = 0, largest_sms = 0, largest_cap = 0;
-    for (int gi = 0; gi < gpu.count; ++gi) {
+    for (int gi = 0; gi < ngpu; ++gi) {
       if (slices_on[gi] == 0 || free[gi] < g) continue;
       const double f = inflation_on(gi, 0);
       const double to = std::min<double>(usable_sms_, std::floor(free[gi] / g) * g);
@@ -97,7 +100,7 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
     }
     if (fit >= 0) return *sms = fit_sms, fit;
     if (largest >= 0 && largest_cap >= 0.25 * want) return *sms = largest_sms, largest;
-    for (int gi = 0; gi < gpu.count; ++gi)
+    for (int gi = 0; gi < ngpu; ++gi)
       if (slices_on[gi] == 0 && free[gi] >= g) {
         const double to = std::min<double>(usable_sms_, std::floor(free[gi] / g) * g);
         *sms = size_for(mi, 0, to, inflation_on(gi, 0), want);
@@ -272,7 +275,7 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
         int to = -1;
         double to_sms = 0, to_cap = 0;
         int to_mb = 0;
-        for (int gi = 0; gi < gpu.count; ++gi) {
+        for (int gi = 0; gi < ngpu; ++gi) {
           if (gi == s0.gpu || slices_on[gi] == 0 || free[gi] < g) continue;
           const double f = inflation_on(gi, 0);
           const double room = std::min<double>(usable_sms_, std::floor(free[gi] / g) * g);
@@ -371,10 +374,10 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
   // all fit elsewhere is emptied, make-before-break: its slices are re-made on the fullest GPUs
   // that take them, and the old ones drain once the new ones are ready.
   if (consolidate_wait_ > 0) --consolidate_wait_;
-  std::vector<bool> touched(gpu.count, false);
+  std::vector<bool> touched(ngpu, false);
   for (const TuneAction& a : out) touched[a.gpu] = true;
   int victim = -1;
-  for (int gi = 0; gi < gpu.count && consolidate_wait_ == 0; ++gi) {
+  for (int gi = 0; gi < ngpu && consolidate_wait_ == 0; ++gi) {
     if (slices_on[gi] == 0 || touched[gi]) continue;
     const double held = usable_sms_ - free[gi];
     if (held > opt_.consolidate_below * usable_sms_) continue;
@@ -398,7 +401,7 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
     for (const SliceObservation* s : moving) {
       if (!movable) break;
       int to = -1;
-      for (int gi = 0; gi < gpu.count; ++gi)
+      for (int gi = 0; gi < ngpu; ++gi)
         if (gi != victim && slices_on[gi] > 0 && room[gi] >= s->sms &&
             (to < 0 || room[gi] < room[to]))
           to = gi;

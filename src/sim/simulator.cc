@@ -3,6 +3,7 @@
 #include <fmt/core.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <deque>
@@ -10,6 +11,7 @@
 #include <map>
 #include <queue>
 #include <random>
+#include <thread>
 
 #include "tessera/bench/scenario.h"
 
@@ -97,6 +99,47 @@ struct Router {
   }
 };
 
+// Walker's alias method: O(1) draws of an index with probability weight[i] / sum.
+class Alias {
+ public:
+  explicit Alias(const std::vector<double>& weight)
+      : prob_(weight.size(), 1), alias_(weight.size()) {
+    for (double w : weight) total_ += w;
+    const size_t n = weight.size();
+    if (n == 0 || total_ <= 0) return;
+    std::vector<double> scaled(n);
+    std::vector<size_t> small, large;
+    for (size_t i = 0; i < n; ++i) {
+      alias_[i] = i;
+      scaled[i] = weight[i] * n / total_;
+      (scaled[i] < 1 ? small : large).push_back(i);
+    }
+    while (!small.empty() && !large.empty()) {
+      const size_t s = small.back(), l = large.back();
+      small.pop_back();
+      prob_[s] = scaled[s];
+      alias_[s] = l;
+      scaled[l] -= 1 - scaled[s];
+      if (scaled[l] < 1) {
+        large.pop_back();
+        small.push_back(l);
+      }
+    }
+    // What is left is 1 up to rounding.
+  }
+  double total() const { return total_; }
+  size_t Pick(std::mt19937_64& rng) const {
+    const double u = std::uniform_real_distribution<double>(0, prob_.size())(rng);
+    const size_t i = std::min(static_cast<size_t>(u), prob_.size() - 1);
+    return u - i < prob_[i] ? i : alias_[i];
+  }
+
+ private:
+  std::vector<double> prob_;
+  std::vector<size_t> alias_;
+  double total_ = 0;
+};
+
 enum class EventKind : uint8_t { kCompletion = 0, kReady = 1, kControl = 2, kArrival = 3 };
 
 struct Event {
@@ -124,7 +167,14 @@ class Fleet {
       outcomes_[i].latency_ns = bench::Histogram(kHistogramBits);
       index_[models[i].name] = i;
     }
-    const int ngpu = std::max<int>(gpu.count, static_cast<int>(plan.gpus.size()));
+    // GPUs the run may use: the plan's; with a tuner also spares to grow into (at most twice
+    // the plan plus 16, within gpu.count: synthetic inputs allow a million).
+    const int planned = static_cast<int>(plan.gpus.size());
+    const bool grows = sc.tune.enabled && policy_ == planner::Policy::kTessera;
+    const int ngpu =
+        grows
+            ? std::max(planned, static_cast<int>(std::min<int64_t>(gpu.count, 2ll * planned + 16)))
+            : planned;
     gpu_capacity_ = policy_ == planner::Policy::kTessera
                         ? gpu.sms / gpu.granularity_sms * gpu.granularity_sms
                         : gpu.sms;
@@ -157,18 +207,41 @@ class Fleet {
     warmup_ns_ = static_cast<int64_t>(sc_.warmup_s * 1e9);
     interval_ns_ = std::max<int64_t>(1000, static_cast<int64_t>(sc_.tune.interval_s * 1e9));
     delay_ns_ = static_cast<int64_t>(std::max(0.0, sc_.tune.resize_delay_s) * 1e9);
-    std::vector<std::unique_ptr<bench::ArrivalProcess>> arrivals;
+    // Poisson models share one merged stream: the superposition of independent Poisson
+    // processes is Poisson at the summed rate, each arrival of model i with probability r_i / R
+    // (Walker's alias table). One stream instead of one heap entry per model keeps the event
+    // heap to completions. Other arrival kinds keep their own processes.
+    std::vector<std::unique_ptr<bench::ArrivalProcess>> arrivals(sc_.arrivals.size());
+    std::vector<double> poisson_rate;
+    std::vector<uint32_t> poisson_model;
     for (size_t m = 0; m < sc_.arrivals.size(); ++m) {
       bench::ArrivalSpec spec = sc_.arrivals[m];
+      if (spec.kind == bench::ArrivalSpec::Kind::kPoisson) {
+        poisson_rate.push_back(spec.rate * sc_.load);
+        poisson_model.push_back(static_cast<uint32_t>(m));
+        continue;
+      }
       double scale = sc_.load;
       if (spec.kind != bench::ArrivalSpec::Kind::kTrace) {
         spec.rate *= sc_.load;
         scale = 1;
       }
-      arrivals.push_back(bench::MakeArrivals(spec, sc_.seed * 1000003 + m, scale));
-      const int64_t t = arrivals.back()->Next();
+      arrivals[m] = bench::MakeArrivals(spec, sc_.seed * 1000003 + m, scale);
+      const int64_t t = arrivals[m]->Next();
       if (t >= 0 && t < end_ns) events_.push({t, static_cast<uint32_t>(m), EventKind::kArrival});
     }
+    const Alias alias(poisson_rate);
+    std::mt19937_64 merged_rng(sc_.seed * 0x9e3779b97f4a7c15ull + 17);
+    std::exponential_distribution<double> merged_gap(alias.total() > 0 ? alias.total() / 1e9 : 1);
+    double merged_t = 0;
+    int64_t merged_next = INT64_MAX;
+    auto draw_merged = [&] {
+      if (alias.total() <= 0) return;
+      merged_t += merged_gap(merged_rng);
+      merged_next =
+          merged_t < static_cast<double>(end_ns) ? static_cast<int64_t>(merged_t) : INT64_MAX;
+    };
+    draw_merged();
     if (interval_ns_ < end_ns) events_.push({interval_ns_, 0, EventKind::kControl});
     SimResult res;
     int64_t last_change = 0;
@@ -182,9 +255,17 @@ class Fleet {
       used_now = GpusInUse();
       res.peak_gpus = std::max(res.peak_gpus, used_now);
     };
-    while (!events_.empty()) {
-      const Event e = events_.top();
-      events_.pop();
+    while (!events_.empty() || merged_next != INT64_MAX) {
+      Event e;
+      if (merged_next != INT64_MAX &&
+          (events_.empty() || merged_next < events_.top().t ||
+           (merged_next == events_.top().t && events_.top().kind == EventKind::kArrival))) {
+        e = {merged_next, poisson_model[alias.Pick(merged_rng)], EventKind::kArrival};
+        draw_merged();
+      } else {
+        e = events_.top();
+        events_.pop();
+      }
       switch (e.kind) {
         case EventKind::kCompletion: {
           SliceState& s = slices_[e.id];
@@ -218,9 +299,11 @@ class Fleet {
             ++queues_[q].w_arrived;
             if (!slices_[queues_[q].slice].running) Dispatch(queues_[q].slice, e.t);
           }
-          const int64_t t = arrivals[m]->Next();
-          if (t >= 0 && t < end_ns)
-            events_.push({t, static_cast<uint32_t>(m), EventKind::kArrival});
+          if (arrivals[m]) {
+            const int64_t t = arrivals[m]->Next();
+            if (t >= 0 && t < end_ns)
+              events_.push({t, static_cast<uint32_t>(m), EventKind::kArrival});
+          }
           break;
         }
       }
@@ -254,7 +337,7 @@ class Fleet {
     st.gpu = gpu;
     st.sms = sms;
     free_sms_[gpu] -= sms;
-    ++gpu_slices_[gpu];
+    if (gpu_slices_[gpu]++ == 0) ++gpus_in_use_;
     slices_.push_back(std::move(st));
     return slices_.size() - 1;
   }
@@ -294,11 +377,7 @@ class Fleet {
     }
   }
 
-  int GpusInUse() const {
-    int n = 0;
-    for (int c : gpu_slices_) n += c > 0;
-    return n;
-  }
+  int GpusInUse() const { return gpus_in_use_; }
 
   // A resize or creation whose new slice is ready takes over (at a batch boundary: the caller
   // makes sure the slice is idle). True when it flipped.
@@ -355,7 +434,7 @@ class Fleet {
     s.gone = true;
     free_sms_[s.gpu] += s.sms + (s.pending.active ? std::max(0.0, s.pending.sms - s.sms) : 0);
     s.pending.active = false;
-    --gpu_slices_[s.gpu];
+    if (--gpu_slices_[s.gpu] == 0) --gpus_in_use_;
     ++removed_;
     return true;
   }
@@ -380,7 +459,7 @@ class Fleet {
     w_sent_ = 0;
     planner::FleetObservation obs;
     obs.window_s = window_s;
-    obs.free_sms = free_sms_;
+    if (tuner_) obs.free_sms = free_sms_;
     for (size_t si = 0; si < slices_.size(); ++si) {
       SliceState& s = slices_[si];
       if (s.gone) continue;
@@ -534,6 +613,7 @@ class Fleet {
   std::vector<double> gpu_pressure_;  // sum over its running slices
   std::vector<double> free_sms_;      // per GPU: not held or reserved by any slice
   std::vector<int> gpu_slices_;       // per GPU: slices not gone
+  int gpus_in_use_ = 0;               // GPUs with a slice
   double gpu_capacity_ = 0;
   std::priority_queue<Event, std::vector<Event>, std::greater<Event>> events_;
   std::unique_ptr<planner::Tuner> tuner_;
@@ -562,6 +642,113 @@ Status ValidateTune(const SimScenario::Tune& t, const std::string& where) {
   return Status::OK();
 }
 
+namespace {
+
+// A group of GPUs that no model spans beyond: its own scenario (its models) and plan.
+struct Part {
+  SimScenario scenario;
+  Plan plan;
+  std::vector<size_t> models;  // indices into the full scenario's models
+};
+
+// GPUs linked by the models they share (union-find). Without a tuner nothing else couples
+// them, so each group can be simulated on its own. Models with no slice go with the first group.
+Result<std::vector<Part>> Partition(const SimScenario& sc, const Plan& plan) {
+  const size_t ng = plan.gpus.size();
+  std::vector<size_t> parent(ng);
+  for (size_t i = 0; i < ng; ++i) parent[i] = i;
+  auto find = [&](size_t x) {
+    while (parent[x] != x) x = parent[x] = parent[parent[x]];
+    return x;
+  };
+  std::map<std::string, size_t> index, first_gpu;
+  for (size_t i = 0; i < sc.plan.models.size(); ++i) index[sc.plan.models[i].name] = i;
+  for (size_t g = 0; g < ng; ++g)
+    for (const auto& s : plan.gpus[g].slices)
+      for (const auto& m : s.members) {
+        if (!index.count(m.model))
+          return Status::InvalidArgument("simulate: the plan names model '" + m.model +
+                                         "', which the scenario lacks");
+        auto [it, fresh] = first_gpu.emplace(m.model, g);
+        if (!fresh) parent[find(g)] = find(it->second);
+      }
+  std::map<size_t, size_t> part_of_root;
+  std::vector<Part> parts;
+  std::vector<int> model_part(sc.plan.models.size(), -1);
+  for (size_t g = 0; g < ng; ++g) {
+    const size_t root = find(g);
+    auto [it, fresh] = part_of_root.emplace(root, parts.size());
+    if (fresh) parts.emplace_back();
+    Part& p = parts[it->second];
+    planner::GpuPlan gp = plan.gpus[g];
+    gp.index = static_cast<int>(p.plan.gpus.size());
+    for (const auto& s : gp.slices)
+      for (const auto& m : s.members) model_part[index[m.model]] = static_cast<int>(it->second);
+    p.plan.gpus.push_back(std::move(gp));
+  }
+  if (parts.empty()) return parts;
+  for (size_t i = 0; i < sc.plan.models.size(); ++i) {
+    Part& p = parts[model_part[i] < 0 ? 0 : model_part[i]];
+    p.models.push_back(i);
+  }
+  for (size_t k = 0; k < parts.size(); ++k) {
+    Part& p = parts[k];
+    p.plan.policy = plan.policy;
+    p.plan.gpu = plan.gpu;
+    p.scenario = sc;
+    p.scenario.plan.models.clear();
+    p.scenario.arrivals.clear();
+    for (size_t i : p.models) {
+      p.scenario.plan.models.push_back(sc.plan.models[i]);
+      p.scenario.arrivals.push_back(sc.arrivals[i]);
+    }
+    // Independent streams per group; the same for a seed whatever the thread count.
+    p.scenario.seed = sc.seed * 7919 + k + 1;
+  }
+  std::stable_sort(parts.begin(), parts.end(), [](const Part& a, const Part& b) {
+    return a.plan.gpus.size() > b.plan.gpus.size();
+  });
+  return parts;
+}
+
+SimResult Merge(const SimScenario& sc, const std::vector<Part>& parts,
+                std::vector<SimResult> results, double wall_s) {
+  SimResult out;
+  out.models.resize(sc.plan.models.size());
+  out.total.name = "total";
+  out.total.latency_ns = bench::Histogram(kHistogramBits);
+  for (size_t k = 0; k < parts.size(); ++k) {
+    SimResult& r = results[k];
+    for (size_t j = 0; j < parts[k].models.size(); ++j)
+      out.models[parts[k].models[j]] = std::move(r.models[j]);
+    out.total.sent += r.total.sent;
+    out.total.ok += r.total.ok;
+    out.total.late += r.total.late;
+    out.total.dropped += r.total.dropped;
+    out.total.latency_ns.Merge(r.total.latency_ns);
+    out.simulated_s = r.simulated_s;
+    out.requests += r.requests;
+    out.batches += r.batches;
+    out.peak_gpus += r.peak_gpus;
+    out.mean_gpus += r.mean_gpus;
+    if (out.timeline.empty()) {
+      out.timeline = r.timeline;
+    } else {
+      for (size_t w = 0; w < out.timeline.size() && w < r.timeline.size(); ++w) {
+        out.timeline[w].sent += r.timeline[w].sent;
+        out.timeline[w].ok += r.timeline[w].ok;
+        out.timeline[w].finished += r.timeline[w].finished;
+        out.timeline[w].sms += r.timeline[w].sms;
+        out.timeline[w].gpus += r.timeline[w].gpus;
+      }
+    }
+  }
+  out.wall_s = wall_s;
+  return out;
+}
+
+}  // namespace
+
 Result<SimResult> Simulate(const SimScenario& scenario, const Plan& plan) {
   if (scenario.arrivals.size() != scenario.plan.models.size())
     return Status::InvalidArgument("simulate: one arrival process per model is needed");
@@ -571,9 +758,42 @@ Result<SimResult> Simulate(const SimScenario& scenario, const Plan& plan) {
   if (!(scenario.tune.interval_s > 0))
     return Status::InvalidArgument("simulate: tune.interval_s must be > 0");
   TESSERA_RETURN_IF_ERROR(ValidateTune(scenario.tune, "simulate: tune"));
-  Fleet fleet(scenario, plan);
-  if (!fleet.bad().empty()) return Status::InvalidArgument("simulate: " + fleet.bad());
-  return fleet.Run();
+  const bool tuned = (scenario.tune.enabled && plan.policy == planner::Policy::kTessera) ||
+                     plan.policy == planner::Policy::kGslice;
+  std::vector<Part> parts;
+  if (!tuned) {
+    TESSERA_ASSIGN_OR_RETURN(parts, Partition(scenario, plan));
+  }
+  if (parts.size() <= 1) {
+    Fleet fleet(scenario, plan);
+    if (!fleet.bad().empty()) return Status::InvalidArgument("simulate: " + fleet.bad());
+    return fleet.Run();
+  }
+  // Independent groups of GPUs, largest first, on the machine's threads.
+  const auto wall0 = std::chrono::steady_clock::now();
+  std::vector<SimResult> results(parts.size());
+  std::vector<std::string> errors(parts.size());
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i; (i = next.fetch_add(1)) < parts.size();) {
+      Fleet fleet(parts[i].scenario, parts[i].plan);
+      if (!fleet.bad().empty()) {
+        errors[i] = fleet.bad();
+        continue;
+      }
+      results[i] = fleet.Run();
+    }
+  };
+  const unsigned n = std::clamp<unsigned>(std::thread::hardware_concurrency(), 1,
+                                          static_cast<unsigned>(parts.size()));
+  std::vector<std::thread> threads;
+  for (unsigned t = 1; t < n; ++t) threads.emplace_back(work);
+  work();
+  for (auto& t : threads) t.join();
+  for (const auto& e : errors)
+    if (!e.empty()) return Status::InvalidArgument("simulate: " + e);
+  return Merge(scenario, parts, std::move(results),
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count());
 }
 
 Status ParseTune(const nlohmann::json& j, const std::string& where, SimScenario::Tune* t) {
