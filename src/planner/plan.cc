@@ -203,13 +203,15 @@ Result<PlanInput> ParsePlanInput(const json& doc, const std::string& what,
     const std::string at = what + ".models[" + std::to_string(i) + "]";
     const json& m = models[i];
     if (!m.is_object()) return Bad(at, "an object", m);
-    TESSERA_RETURN_IF_ERROR(CheckKeys(m, at, {"name", "rate", "slo_ms", "profile", "synthetic"}));
+    TESSERA_RETURN_IF_ERROR(
+        CheckKeys(m, at, {"name", "rate", "slo_ms", "profile", "synthetic", "arrival_cv"}));
     for (const char* k : {"name", "rate", "slo_ms"}) TESSERA_RETURN_IF_ERROR(Require(m, k, at));
     ModelDemand d;
     TESSERA_RETURN_IF_ERROR(GetString(m, "name", at, &d.name));
     if (d.name.empty()) return Status::InvalidArgument(at + ".name: must not be empty");
     TESSERA_RETURN_IF_ERROR(GetNumber(m, "rate", at, &d.rate_rps, 0));
     TESSERA_RETURN_IF_ERROR(GetNumber(m, "slo_ms", at, &d.slo_ms, 0));
+    TESSERA_RETURN_IF_ERROR(GetNumber(m, "arrival_cv", at, &d.arrival_cv, 0, true));
     if (m.contains("profile") == m.contains("synthetic"))
       return Status::InvalidArgument(at +
                                      ": give exactly one of 'profile' (an object or a "

@@ -16,7 +16,8 @@ std::string Fmt(const char* fmt, ...) {
   return buf;
 }
 
-PoissonTable::PoissonTable(double eps, int max_b) : eps_(eps), lam_(max_b + 1, 0) {
+PoissonTable::PoissonTable(double eps, int max_b, double cv)
+    : eps_(eps), cv_(std::max(1.0, cv)), lam_(cv_ > 1 ? 0 : max_b + 1, 0) {
   // Beyond the table a normal approximation: lambda + z sqrt(lambda) = n + 1/2.
   double lo = 0, hi = 10;
   for (int it = 0; it < 60; ++it) {
@@ -24,7 +25,7 @@ PoissonTable::PoissonTable(double eps, int max_b) : eps_(eps), lam_(max_b + 1, 0
     (0.5 * std::erfc(mid / std::sqrt(2.0)) > eps ? lo : hi) = mid;
   }
   z_ = hi;
-  for (int b = 0; b <= max_b; ++b) {
+  for (int b = 0; b < static_cast<int>(lam_.size()); ++b) {
     double l = 0, h = b + 10 * std::sqrt(b + 1.0) + 10;
     for (int it = 0; it < 60; ++it) {
       const double mid = (l + h) / 2;
@@ -36,8 +37,16 @@ PoissonTable::PoissonTable(double eps, int max_b) : eps_(eps), lam_(max_b + 1, 0
 
 double PoissonTable::LambdaMax(int n) const {
   if (n < static_cast<int>(lam_.size())) return lam_[n];
-  const double r = (-z_ + std::sqrt(z_ * z_ + 4 * (n + 0.5))) / 2;
+  const double zc = z_ * cv_;
+  const double r = (-zc + std::sqrt(zc * zc + 4 * (n + 0.5))) / 2;
   return r * r;
+}
+
+const PoissonTable& PoissonTables::For(double cv) {
+  for (const auto& [c, t] : tables_)
+    if (c == cv) return t;
+  tables_.emplace_back(cv, PoissonTable(eps_, max_b_, cv));
+  return tables_.back().second;
 }
 
 double PoissonTable::Tail(double lambda, int b) {

@@ -1,6 +1,7 @@
 // Shared latency arithmetic of the planner policies (private to src/planner).
 #pragma once
 
+#include <deque>
 #include <functional>
 #include <string>
 #include <vector>
@@ -13,9 +14,12 @@ namespace tessera::planner::detail {
 // arrivals per batch time that still fit the next batch except with probability eps. Requests
 // beyond the next batch wait a batch longer, so this is what keeps the 2 x p99 bound honest
 // under random arrivals.
+// With cv > 1 (bursty arrivals: gaps with that coefficient of variation) the counts are taken as
+// over-dispersed, variance lambda x cv^2 (a renewal process over many gaps), and LambdaMax uses
+// the normal approximation lambda + z cv sqrt(lambda) <= n + 1/2 throughout.
 class PoissonTable {
  public:
-  PoissonTable(double eps, int max_b);
+  PoissonTable(double eps, int max_b, double cv = 1);
   double eps() const { return eps_; }
   double LambdaMax(int n) const;
   // P(N > b) for N ~ Poisson(lambda).
@@ -24,7 +28,21 @@ class PoissonTable {
  private:
   double eps_;
   double z_ = 0;  // the normal quantile of 1 - eps
+  double cv_ = 1;
   std::vector<double> lam_;
+};
+
+// One table per distinct arrival cv among the models, built on first use.
+class PoissonTables {
+ public:
+  PoissonTables(double eps, int max_b) : eps_(eps), max_b_(max_b) {}
+  const PoissonTable& For(double cv);
+  const PoissonTable& For(const ModelDemand& m) { return For(m.arrival_cv); }
+
+ private:
+  double eps_;
+  int max_b_;
+  std::deque<std::pair<double, PoissonTable>> tables_;  // references stay valid
 };
 
 // The best Carry over the profiled batches up to the largest batch B with 2 p99(B) f <= SLO

@@ -52,7 +52,8 @@ Plan PlanTessera(const PlanInput& in) {
   const double f0 = in.interference.Inflation(0.7 * mean_intensity);
   int max_b = 1;
   for (const auto& m : in.models) max_b = std::max(max_b, m.profile.max_batch());
-  const PoissonTable pt(in.options.tail_probability, max_b);
+  // Batches are sized for each model's arrival burstiness (Poisson when cv = 1).
+  PoissonTables tables(in.options.tail_probability, max_b);
   auto slack = [&](double f_max) { return alpha > 0 ? (f_max - 1) / alpha : kInf; };
 
   Plan plan;
@@ -65,7 +66,7 @@ Plan PlanTessera(const PlanInput& in) {
 
   auto dedicated_item = [&](size_t mi, int sms, double rate) {
     const ModelDemand& m = in.models[mi];
-    const Dedicated d = SizeDedicated(m.profile, sms, rate, m.slo_ms, f0, rho, pt);
+    const Dedicated d = SizeDedicated(m.profile, sms, rate, m.slo_ms, f0, rho, tables.For(m));
     Item it;
     it.slice.sms = sms;
     it.slice.busy = d.busy;
@@ -78,7 +79,7 @@ Plan PlanTessera(const PlanInput& in) {
         "%.2f ms <= SLO %.1f ms",
         sms, 100.0 * sms / gpu.sms, d.max_batch, rate, 100 * rate / d.cap_rps, d.cap_rps,
         d.used_batch, 100 * in.options.tail_probability, d.predicted_ms, m.slo_ms);
-    it.f_max = MaxInflation(m.profile, sms, rate, m.slo_ms, rho, pt);
+    it.f_max = MaxInflation(m.profile, sms, rate, m.slo_ms, rho, tables.For(m));
     it.models.push_back(mi);
     items.push_back(std::move(it));
     return d.cap_rps;
@@ -90,7 +91,7 @@ Plan PlanTessera(const PlanInput& in) {
     mp.model = m.name;
     std::map<int, double> cap;  // slice SMs -> capacity in req/s
     for (int s = g; s <= usable; s += g) {
-      const double c = SliceCapacity(m.profile, s, m.slo_ms, f0, rho, pt, nullptr);
+      const double c = SliceCapacity(m.profile, s, m.slo_ms, f0, rho, tables.For(m), nullptr);
       if (c > 0) cap[s] = c;
     }
     if (cap.empty()) {
@@ -172,6 +173,7 @@ Plan PlanTessera(const PlanInput& in) {
         const ModelDemand& m = in.models[models[i]];
         const double lambda = m.rate_rps * r.round_ms / 1000.0;
         int b = r.batches[i];
+        const PoissonTable& pt = tables.For(m);
         while (b <= m.profile.max_batch() && pt.LambdaMax(b) < lambda) ++b;
         if (b > m.profile.max_batch()) return r;
         changed |= b != r.batches[i];
@@ -348,8 +350,8 @@ Plan PlanTessera(const PlanInput& in) {
         if (s.duty_cycle_ms > 0) {
           sm.predicted_ms = (m.profile.P99Ms(it.batches[k], s.sms) + round_p99) * s.inflation;
         } else {
-          const Dedicated d =
-              SizeDedicated(m.profile, s.sms, sm.rate_rps, m.slo_ms, s.inflation, rho, pt);
+          const Dedicated d = SizeDedicated(m.profile, s.sms, sm.rate_rps, m.slo_ms, s.inflation,
+                                            rho, tables.For(m));
           sm.predicted_ms = d.used_batch ? d.predicted_ms : kInf;
         }
       }

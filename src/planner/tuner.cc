@@ -12,7 +12,6 @@
 namespace tessera::planner {
 
 using detail::Fmt;
-using detail::PoissonTable;
 using detail::SliceCapacity;
 
 Tuner::Tuner(const PlanInput& in, TunerOptions options)
@@ -31,7 +30,7 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
   const double rho = in_.options.max_utilization;
   int max_b = 1;
   for (const auto& m : in_.models) max_b = std::max(max_b, m.profile.max_batch());
-  const PoissonTable pt(in_.options.tail_probability, max_b);
+  detail::PoissonTables tables(in_.options.tail_probability, max_b);
 
   // The GPUs the caller offers (at most gpu.count): a fleet of a million allowed GPUs is not
   // scanned a million times a window.
@@ -71,7 +70,7 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
   };
   auto cap = [&](size_t mi, double sms, double f, int* mb) {
     const ModelDemand& m = in_.models[mi];
-    return SliceCapacity(m.profile, sms, m.slo_ms, f, rho, pt, mb);
+    return SliceCapacity(m.profile, sms, m.slo_ms, f, rho, tables.For(m), mb);
   };
   // The smallest whole-granule size in (from, to] that carries `want`; `to` when none does,
   // `from` when nothing is bigger.

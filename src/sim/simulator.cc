@@ -885,6 +885,11 @@ Result<SimScenario> ParseSimScenario(const nlohmann::json& doc, const std::strin
   TESSERA_ASSIGN_OR_RETURN(sc.plan, planner::ParsePlanInput(plan_doc, what, base_dir));
   if (sc.arrivals.size() != sc.plan.models.size())
     return Status::InvalidArgument(what + ".models: every model needs an object");
+  // The planner sizes for the burstiness the scenario declares (unless the model says).
+  for (size_t i = 0; i < sc.arrivals.size(); ++i)
+    if (sc.arrivals[i].kind == bench::ArrivalSpec::Kind::kGamma &&
+        !plan_doc["models"][i].contains("arrival_cv"))
+      sc.plan.models[i].arrival_cv = sc.arrivals[i].cv;
   return sc;
 }
 

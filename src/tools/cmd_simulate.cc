@@ -73,6 +73,7 @@ int Run(const Opts& o) {
       a.diurnal_period_s = 600;
       // Models peak at different times (golden-ratio spaced phases): what a tuner can exploit.
       a.diurnal_phase = std::fmod(0.618034 * static_cast<double>(i), 1.0);
+      if (a.kind == bench::ArrivalSpec::Kind::kGamma) sc.plan.models[i].arrival_cv = a.cv;
       sc.arrivals.push_back(a);
     }
     sc.seed = o.synthetic.seed;

@@ -577,3 +577,37 @@ TEST(Nexus, EveryResidualSessionIsPlacedAcrossHeadrooms) {
 
 }  // namespace
 }  // namespace tessera::planner
+
+namespace tessera::planner {
+namespace {
+
+TEST(Sizing, BurstyArrivalsGetSmallerLoadsPerBatch) {
+  const detail::PoissonTable poisson(0.1, 64), bursty(0.1, 64, 2.0);
+  for (int n : {1, 4, 16, 64, 200}) {
+    EXPECT_LT(bursty.LambdaMax(n), poisson.LambdaMax(n)) << n;
+    // lambda + z cv sqrt(lambda) = n + 1/2, z = 1.2816 for eps 0.1.
+    const double l = bursty.LambdaMax(n);
+    EXPECT_NEAR(l + 1.28155 * 2 * std::sqrt(l), n + 0.5, 1e-3) << n;
+  }
+  // cv <= 1 is Poisson.
+  EXPECT_EQ(detail::PoissonTable(0.1, 64, 0.5).LambdaMax(8), poisson.LambdaMax(8));
+  // The planner gives a bursty model more capacity for the same rate.
+  auto in = OneModel(3000, 20, LinearProfile("m"));
+  auto calm = MakePlan(in, Policy::kTessera).value();
+  in.models[0].arrival_cv = 3;
+  auto bursty_plan = MakePlan(in, Policy::kTessera).value();
+  EXPECT_TRUE(CheckPlan(in, bursty_plan).ok());
+  double calm_sms = 0, bursty_sms = 0;
+  for (const auto& g : calm.gpus) calm_sms += g.sms_used;
+  for (const auto& g : bursty_plan.gpus) bursty_sms += g.sms_used;
+  EXPECT_GT(bursty_sms, calm_sms);
+  // The field in plan inputs.
+  auto parsed = ParsePlanInput(json::parse(R"({"models": [{"name": "a", "rate": 10, "slo_ms": 20,
+      "synthetic": "resnet18", "arrival_cv": 2.5}]})"),
+                               "p.json", ".");
+  ASSERT_TRUE(parsed.ok()) << parsed.status().message();
+  EXPECT_EQ(parsed->models[0].arrival_cv, 2.5);
+}
+
+}  // namespace
+}  // namespace tessera::planner

@@ -193,6 +193,12 @@ TEST(SimScenario, ParsesArrivalsAndNamesBadFields) {
   EXPECT_TRUE(tuned->tune.enabled);
   EXPECT_EQ(tuned->tune.interval_s, 2);
   EXPECT_EQ(tuned->arrivals[0].diurnal_phase, 0.25);
+  // Gamma arrivals tell the planner their burstiness.
+  auto gamma = ParseSimScenario(json::parse(R"({"models": [{"name": "a", "rate": 1, "slo_ms": 5,
+      "synthetic": "resnet18", "arrival": "gamma", "cv": 2.5}]})"),
+                                "s.json", dir);
+  ASSERT_TRUE(gamma.ok()) << gamma.status().message();
+  EXPECT_EQ(gamma->plan.models[0].arrival_cv, 2.5);
   EXPECT_NE(err("{\"tune\": {\"grow_above\": 0.5}, " + m + "}").find("hysteresis"),
             std::string::npos);
   EXPECT_NE(err("{\"tune\": {\"every\": 1}, " + m + "}").find("s.json.tune"), std::string::npos);

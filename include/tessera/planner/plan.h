@@ -42,6 +42,9 @@ struct ModelDemand {
   double rate_rps = 0;
   double slo_ms = 0;
   Profile profile;
+  // Burstiness of its arrivals: the coefficient of variation of the gaps (1: Poisson). Tessera
+  // sizes batches for the over-dispersed counts; the baselines ignore it, as published.
+  double arrival_cv = 1;
 };
 
 struct PlanOptions {
