@@ -113,7 +113,8 @@ Runner SetupPlan(CLI::App& app) {
   app.footer(
       "Input file: {\"gpu\": {\"kind\", \"count\", \"sms\", \"granularity_sms\", "
       "\"memory_gib\"}, \"interference\": {\"alpha\"}, \"models\": [{\"name\", \"rate\", "
-      "\"slo_ms\", \"profile\": FILE | {...} | \"synthetic\": FAMILY}]}. Exit codes: 0 ok, 1 a "
+      "\"slo_ms\", \"profile\": FILE | {...} | \"synthetic\": FAMILY, optional \"arrival_cv\" "
+      "(burstiness, 1 = Poisson)}]}. Exit codes: 0 ok, 1 a "
       "plan broke an invariant, 2 bad input, 3 file not found. See docs/PLANNER.md.");
   app.add_option("-i,--input", o->input, "Plan input (JSON)");
   AddSyntheticOptions(app, &o->synthetic, "Plan");
