@@ -6,12 +6,13 @@ The issue's bar: a plan for 1000 GPUs / 5000 model-SLO pairs in under 1 s on one
 counts here are *planned* counts; whether each plan holds its SLOs at >= 99.9% attainment is for
 the simulator to show (see docs/PLANNER.md)."""
 import argparse
-import datetime
 import json
 import pathlib
 import shutil
 import subprocess
 import tempfile
+
+import results_file
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -52,10 +53,7 @@ def main():
               "machine": doc["machine"], "pinned_to_one_core": bool(pin),
               "note": "GPU counts are planned, not simulated; attainment is not checked here",
               "runs": runs}
-    out = pathlib.Path(args.out or ROOT / "bench" / "results" /
-                       f"{datetime.date.today().isoformat()}-plan-scale.json")
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    results_file.write("plan-scale", result, args.out)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,12 @@ whose simulated attainment reaches the target. Writes bench/results/<date>-sim-c
 Workloads are synthetic (docs/PLANNER.md): their profiles are assumptions with H100-like
 numbers, not measurements, so these are planner-versus-planner results on one model of a GPU."""
 import argparse
-import datetime
 import json
 import pathlib
 import subprocess
 import tempfile
+
+import results_file
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -60,10 +61,7 @@ def main():
               "machine": doc["machine"], "target_attainment": args.target,
               "note": "synthetic H100-like profiles; simulated, not measured on a GPU",
               "cases": cases}
-    out = pathlib.Path(args.out or ROOT / "bench" / "results" /
-                       f"{datetime.date.today().isoformat()}-sim-compare.json")
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    results_file.write("sim-compare", result, args.out)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,12 @@ Cases:
                 tuned, no headroom search (what an operator gets when the forecast is wrong).
 Profiles are synthetic (docs/PLANNER.md), so these are simulated results, not GPU measurements."""
 import argparse
-import datetime
 import json
 import pathlib
 import subprocess
 import tempfile
+
+import results_file
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -92,9 +93,7 @@ def main():
                    "tessera")
     for k in ("date", "commit", "machine"):
         doc[k] = first[k]
-    out = args.out or ROOT / "bench" / "results" / f"{doc['date'][:10]}-sim-tune.json"
-    pathlib.Path(out).write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"wrote {out}")
+    results_file.write("sim-tune", doc, args.out)
 
 
 if __name__ == "__main__":

@@ -86,8 +86,7 @@ Result<Plan> MakePlan(const PlanInput& in, Policy policy) {
 
 Status CheckPlan(const PlanInput& in, const Plan& plan) {
   const GpuSpec& g = in.gpu;
-  const double cap_sms =
-      plan.policy == Policy::kTessera ? g.sms / g.granularity_sms * g.granularity_sms : g.sms;
+  const double cap_sms = UsableSms(g, plan.policy);
   if (plan.gpus_used() > g.count)
     return Status::Internal(
         detail::Fmt("plan uses %d GPUs, only %d given", plan.gpus_used(), g.count));

@@ -41,7 +41,7 @@ struct Choice {
 Plan PlanTessera(const PlanInput& in) {
   const GpuSpec& gpu = in.gpu;
   const int g = gpu.granularity_sms;
-  const int usable = gpu.sms / g * g;
+  const int usable = UsableSms(gpu, Policy::kTessera);
   const double rho = in.options.max_utilization;
   const double alpha = in.interference.alpha();
   // Slices are sized for a typical neighbourhood (the GPU around them 70% busy with models of
@@ -61,8 +61,8 @@ Plan PlanTessera(const PlanInput& in) {
   plan.gpu = gpu;
   plan.models.resize(in.models.size());
   std::vector<Item> items;
-  std::vector<size_t> share;      // models that may share a slice
-  std::map<size_t, int> own_sms;  // for those: the size of their own (dedicated) slice
+  std::vector<size_t> share;                      // models that may share a slice
+  std::vector<int> own_sms(in.models.size(), 0);  // for those: their own slice's size
 
   auto dedicated_item = [&](size_t mi, int sms, double rate) {
     const ModelDemand& m = in.models[mi];

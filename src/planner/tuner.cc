@@ -14,23 +14,25 @@ namespace tessera::planner {
 using detail::Fmt;
 using detail::SliceCapacity;
 
+Tuner::~Tuner() = default;
+
 Tuner::Tuner(const PlanInput& in, TunerOptions options)
     : in_(in), opt_(options), state_(in.models.size()) {
-  const int g = in.gpu.granularity_sms;
-  usable_sms_ = in.gpu.sms / g * g;
+  usable_sms_ = UsableSms(in.gpu, Policy::kTessera);
   double mean_intensity = 0;
   for (const auto& m : in.models) mean_intensity += m.profile.mem_intensity;
   mean_intensity /= std::max<size_t>(1, in.models.size());
   f_typical_ = in.interference.Inflation(0.7 * mean_intensity);
+  int max_b = 1;
+  for (const auto& m : in.models) max_b = std::max(max_b, m.profile.max_batch());
+  tables_ = std::make_unique<detail::PoissonTables>(in.options.tail_probability, max_b);
 }
 
 std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
   const GpuSpec& gpu = in_.gpu;
   const int g = gpu.granularity_sms;
   const double rho = in_.options.max_utilization;
-  int max_b = 1;
-  for (const auto& m : in_.models) max_b = std::max(max_b, m.profile.max_batch());
-  detail::PoissonTables tables(in_.options.tail_probability, max_b);
+  detail::PoissonTables& tables = *tables_;
 
   // The GPUs the caller offers (at most gpu.count): a fleet of a million allowed GPUs is not
   // scanned a million times a window.

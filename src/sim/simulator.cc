@@ -175,9 +175,7 @@ class Fleet {
         grows
             ? std::max(planned, static_cast<int>(std::min<int64_t>(gpu.count, 2ll * planned + 16)))
             : planned;
-    gpu_capacity_ = policy_ == planner::Policy::kTessera
-                        ? gpu.sms / gpu.granularity_sms * gpu.granularity_sms
-                        : gpu.sms;
+    gpu_capacity_ = planner::UsableSms(gpu, policy_);
     gpu_pressure_.assign(ngpu, 0);
     free_sms_.assign(ngpu, gpu_capacity_);
     gpu_slices_.assign(ngpu, 0);

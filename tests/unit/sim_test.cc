@@ -41,6 +41,21 @@ SimScenario OneModel(double rate, double slo, bench::ArrivalSpec::Kind kind, Pro
   return sc;
 }
 
+// Several models of the Exact profile (scale 0.05), each at `rate` with SLO 20 ms, on 8 GPUs.
+SimScenario Models(std::initializer_list<const char*> names, double rate,
+                   bench::ArrivalSpec::Kind kind) {
+  SimScenario sc;
+  sc.plan.gpu.count = 8;
+  for (const char* name : names) {
+    sc.plan.models.push_back({name, rate, 20, Exact(name, 0.05)});
+    bench::ArrivalSpec a;
+    a.kind = kind;
+    a.rate = rate;
+    sc.arrivals.push_back(a);
+  }
+  return sc;
+}
+
 void ExpectConserved(const SimResult& r) {
   for (const auto& m : r.models) {
     EXPECT_EQ(m.sent, m.ok + m.late + m.dropped) << m.name;
@@ -192,6 +207,15 @@ TEST(SimScenario, ParsesArrivalsAndNamesBadFields) {
   ASSERT_TRUE(tuned.ok()) << tuned.status().message();
   EXPECT_TRUE(tuned->tune.enabled);
   EXPECT_EQ(tuned->tune.interval_s, 2);
+  EXPECT_EQ(tuned->tune.options.max_trust, 1.0);  // off unless asked
+  auto trusting = ParseSimScenario(
+      json::parse("{\"tune\": {\"max_trust\": 1.3, \"enabled\": false}, " + m + "}"), "s.json",
+      dir);
+  ASSERT_TRUE(trusting.ok()) << trusting.status().message();
+  EXPECT_EQ(trusting->tune.options.max_trust, 1.3);
+  EXPECT_FALSE(trusting->tune.enabled);
+  EXPECT_NE(err("{\"tune\": {\"max_trust\": 0.5}, " + m + "}").find("s.json.tune.max_trust"),
+            std::string::npos);
   EXPECT_EQ(tuned->arrivals[0].diurnal_phase, 0.25);
   // Gamma arrivals tell the planner their burstiness.
   auto gamma = ParseSimScenario(json::parse(R"({"models": [{"name": "a", "rate": 1, "slo_ms": 5,
@@ -238,15 +262,7 @@ TEST(Simulator, TunerFollowsUnplannedLoad) {
 // A replica added on another GPU takes traffic only once ready, and the slice it replaces
 // (consolidation) drains without losing a request.
 TEST(Simulator, TunerMovesSlicesWithoutLosingRequests) {
-  SimScenario sc;
-  sc.plan.gpu.count = 4;
-  for (const char* name : {"a", "b"}) {
-    sc.plan.models.push_back({name, 1000, 20, Exact(name, 0.05)});
-    bench::ArrivalSpec a;
-    a.kind = bench::ArrivalSpec::Kind::kConstant;
-    a.rate = 1000;
-    sc.arrivals.push_back(a);
-  }
+  auto sc = Models({"a", "b"}, 1000, bench::ArrivalSpec::Kind::kConstant);
   sc.duration_s = 20;
   sc.warmup_s = 0;
   sc.tune.enabled = true;
@@ -277,15 +293,7 @@ TEST(Simulator, TunerMovesSlicesWithoutLosingRequests) {
 
 // GPUs that share no model are simulated apart (in parallel) and merged back in model order.
 TEST(Simulator, IndependentGpuGroupsMergeBackInOrder) {
-  SimScenario sc;
-  sc.plan.gpu.count = 8;
-  for (const char* name : {"a", "b", "c"}) {
-    sc.plan.models.push_back({name, 800, 20, Exact(name, 0.05)});
-    bench::ArrivalSpec a;
-    a.kind = bench::ArrivalSpec::Kind::kPoisson;
-    a.rate = 800;
-    sc.arrivals.push_back(a);
-  }
+  auto sc = Models({"a", "b", "c"}, 800, bench::ArrivalSpec::Kind::kPoisson);
   sc.duration_s = 10;
   sc.warmup_s = 1;
   // a alone on GPU 0; b on GPUs 1 and 2 (two replicas); c alone on GPU 3.

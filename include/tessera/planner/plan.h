@@ -71,6 +71,12 @@ Result<Policy> ParsePolicy(const std::string& name);
 Result<std::vector<Policy>> ParsePolicies(const std::string& name);
 const char* PolicyName(Policy p);
 
+// SMs a GPU offers to slices under a policy: whole green-context granules for tessera (132 SMs
+// leave 128 on Hopper), every SM for the share-based and time-sharing baselines.
+inline int UsableSms(const GpuSpec& g, Policy p) {
+  return p == Policy::kTessera ? g.sms / g.granularity_sms * g.granularity_sms : g.sms;
+}
+
 // One model's part of a slice.
 struct SliceMember {
   std::string model;

@@ -20,13 +20,16 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "tessera/planner/plan.h"
 
 namespace tessera::planner {
+namespace detail {
+class PoissonTables;
+}
 
 // One model's traffic on one slice over the window.
 struct MemberObservation {
@@ -95,6 +98,7 @@ struct TunerOptions {
 class Tuner {
  public:
   Tuner(const PlanInput& in, TunerOptions options = {});
+  ~Tuner();
   // One window's observation in, the actions to apply now out. Deterministic.
   std::vector<TuneAction> Step(const FleetObservation& obs);
   const TunerOptions& options() const { return opt_; }
@@ -112,6 +116,7 @@ class Tuner {
   double f_typical_ = 1;
   std::vector<ModelState> state_;
   int consolidate_wait_ = 0;
+  std::unique_ptr<detail::PoissonTables> tables_;  // built once, not every window
 };
 
 // GSLICE's self-tuning of one instance. Shares are fractions of the GPU (0.05..1).
