@@ -6,13 +6,16 @@
    A rate is kept when every request is answered, the median request left the generator within
    1 ms of its due time and was answered within --keep-p50-ms (no backlog builds up: the
    generator keeps its schedule). p99s are recorded too; on a shared VM they are noisy.
-2. Cross-check: a single-model constant-rate run on a real `tessera serve` (tiny_mlp), measured
-   by `tessera bench` and by perf_analyzer (--request-rate-range, constant distribution) in the
-   same session; their p50s should agree within 10%.
+2. Cross-check: single-model constant-rate runs on a real `tessera serve`, measured by
+   `tessera bench` and by perf_analyzer (--request-rate-range, constant distribution) in
+   alternating rounds; the medians of their p50s should agree within 10%. mobilenet_v2 (the
+   server's work dominates) is the check; tiny_mlp (the clients' own overhead dominates) is
+   recorded beside it.
 
 Results: bench/results/<date>-loadgen.json with machine, commit and date.
 
-  .venv/bin/python bench/loadgen_check.py [--rates 10000,20000,30000] [--check-rate 200]
+  .venv/bin/python bench/loadgen_check.py [--rates 10000,20000,30000] [--check mobilenet_v2:20]
+                                          [--check-rounds 4] [--skip-capacity]
 """
 import argparse
 import csv
@@ -92,15 +95,17 @@ def capacity(rates, seconds, keep_p50_ms):
     return out
 
 
-def perf_analyzer_p50_us(pa, url, proto, rate, seconds):
+def perf_analyzer_p50_us(pa, model, url, proto, rate, seconds, cpu=None):
     with tempfile.TemporaryDirectory() as d:
         f = pathlib.Path(d) / "pa.csv"
-        p = subprocess.run([pa, "-m", "tiny_mlp", "-u", url, "-i", proto,
-                            "--request-rate-range", f"{rate}:{rate}:1",
-                            "--request-distribution", "constant",
-                            "--measurement-interval", str(int(seconds * 1000)),
-                            "--stability-percentage", "100", "--max-trials", "3",
-                            "-f", str(f)], capture_output=True, text=True, timeout=600)
+        cmd = [pa, "-m", model, "-u", url, "-i", proto,
+               "--request-rate-range", f"{rate}:{rate}:1",
+               "--request-distribution", "constant",
+               "--measurement-interval", str(int(seconds * 1000)),
+               "--stability-percentage", "100", "--max-trials", "3", "-f", str(f)]
+        if cpu is not None and shutil.which("taskset"):
+            cmd = ["taskset", "-c", str(cpu)] + cmd
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         if p.returncode != 0:
             # On a noisy VM perf_analyzer sometimes cannot stabilise; the caller records that.
             tail = (p.stdout + p.stderr).strip().splitlines()[-1:]
@@ -110,48 +115,76 @@ def perf_analyzer_p50_us(pa, url, proto, rate, seconds):
         return float(row["p50 latency"]), float(row["p99 latency"])
 
 
-def cross_check(rate, seconds):
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def cross_check(checks, rounds, seconds):
+    """Each (model, rate) on its own `tessera serve`, per protocol: `rounds` alternating pairs
+    of perf_analyzer and `tessera bench` runs (the order flips every round so the machine's
+    drift falls on both), compared by the median of the per-run p50s.
+
+    On two or more cores the server (one compute thread) is pinned to the last core and both
+    clients to the first, so neither client competes with the server for a core."""
     pa = ROOT / ".venv" / "bin" / "perf_analyzer"
     pa = str(pa) if pa.exists() else shutil.which("perf_analyzer")
     if not pa:
         return {"skipped": "perf_analyzer not installed (scripts/setup --test-tools)"}
-    with tempfile.TemporaryDirectory() as d:
-        subprocess.run([str(TESSERA), "zoo", "--out", d, "--models", "tiny_mlp"], check=True,
-                       stdout=subprocess.DEVNULL)
-        server = TesseraServer(d)
-        try:
-            out = {"model": "tiny_mlp", "rate": rate, "seconds": seconds, "protocols": {}}
-            for proto, url in (("http", server.http), ("grpc", server.grpc)):
-                # Same order both times: perf_analyzer first, then tessera bench, then again
-                # perf_analyzer, to see the drift of the shared machine itself.
-                # tessera bench measures from the due time, so a late timer wake-up counts
-                # against it; it runs once sleeping only and once spinning the last 100 µs.
-                pa1 = perf_analyzer_p50_us(pa, url, proto, rate, seconds)
-                ms = [run_bench(["-m", "tiny_mlp", "--rate", rate, "--arrival", "constant", "-d",
-                                 seconds, "--warmup", 1, "-i", proto, "-u", url, "--spin-us", spin])
-                      for spin in (0, 100)]
-                pa2 = perf_analyzer_p50_us(pa, url, proto, rate, seconds)
-                if pa1 is None or pa2 is None:
-                    out["protocols"][proto] = {
-                        "perf_analyzer_failed": "no stable measurement",
-                        "tessera_bench_p50_us": [m["p50_ms"] * 1000 for m in ms]}
-                    continue
-                pa_p50 = (pa1[0] + pa2[0]) / 2
-                res = {"perf_analyzer_p50_us": [pa1[0], pa2[0]],
-                       "perf_analyzer_p99_us": [pa1[1], pa2[1]]}
-                for spin, m in zip((0, 100), ms):
-                    ours = m["p50_ms"] * 1000
-                    res[f"spin{spin}"] = {"tessera_bench_p50_us": ours,
-                                          "tessera_bench_p99_us": m["p99_ms"] * 1000,
-                                          "send_lag_p50_us": m["send_lag_p50_ms"] * 1000,
-                                          "ratio_p50": ours / pa_p50}
-                    print(f"  {proto:5} {rate} req/s: tessera bench (spin {spin} us) p50 "
-                          f"{ours:.1f} us (send lag p50 {m['send_lag_p50_ms'] * 1000:.1f} us), "
-                          f"perf_analyzer p50 {pa1[0]:.1f} / {pa2[0]:.1f} us -> ratio "
-                          f"{ours / pa_p50:.3f}", flush=True)
-                out["protocols"][proto] = res
-        finally:
-            server.stop()
+    cores = os.cpu_count() or 1
+    pin = cores > 1 and shutil.which("taskset") is not None
+    client_cpu, server_cpu = (0, cores - 1) if pin else (None, None)
+    out = {"rounds": rounds, "seconds": seconds, "client_cpu": client_cpu,
+           "server_cpu": server_cpu, "server_threads_per_instance": 1, "models": {}}
+    for model, rate in checks:
+        with tempfile.TemporaryDirectory() as d:
+            subprocess.run([str(TESSERA), "zoo", "--out", d, "--models", model], check=True,
+                           stdout=subprocess.DEVNULL)
+            server = TesseraServer(d, "--threads-per-instance", 1)
+            try:
+                if pin:
+                    subprocess.run(["taskset", "-a", "-p", "-c", str(server_cpu),
+                                    str(server.proc.pid)], check=True, stdout=subprocess.DEVNULL)
+                res_model = {"rate": rate, "protocols": {}}
+                for proto, url in (("http", server.http), ("grpc", server.grpc)):
+                    pa_runs, tb_runs, failed = [], [], 0
+
+                    def tb():
+                        m = run_bench(["-m", model, "--rate", rate, "--arrival", "constant",
+                                       "-d", seconds, "--warmup", 1, "-i", proto, "-u", url],
+                                      cpu=client_cpu)
+                        tb_runs.append({"p50_us": m["p50_ms"] * 1000,
+                                        "p99_us": m["p99_ms"] * 1000,
+                                        "send_lag_p50_us": m["send_lag_p50_ms"] * 1000})
+
+                    def pa_run():
+                        nonlocal failed
+                        r = perf_analyzer_p50_us(pa, model, url, proto, rate, seconds, client_cpu)
+                        if r is None:
+                            failed += 1
+                        else:
+                            pa_runs.append({"p50_us": r[0], "p99_us": r[1]})
+
+                    for i in range(rounds):
+                        for step in ((pa_run, tb) if i % 2 == 0 else (tb, pa_run)):
+                            step()
+                    res = {"perf_analyzer": pa_runs, "tessera_bench": tb_runs,
+                           "perf_analyzer_unstable_runs": failed}
+                    if pa_runs and tb_runs:
+                        ours = median([r["p50_us"] for r in tb_runs])
+                        theirs = median([r["p50_us"] for r in pa_runs])
+                        res.update({"tessera_bench_p50_us": ours, "perf_analyzer_p50_us": theirs,
+                                    "ratio_p50": ours / theirs,
+                                    "within_10pct": abs(ours / theirs - 1) <= 0.10})
+                        print(f"  {model:13} {proto:5} {rate} req/s: tessera bench p50 "
+                              f"{ours:.1f} us, perf_analyzer p50 {theirs:.1f} us (medians of "
+                              f"{len(tb_runs)} / {len(pa_runs)} runs) -> ratio "
+                              f"{ours / theirs:.3f}", flush=True)
+                    res_model["protocols"][proto] = res
+                out["models"][model] = res_model
+            finally:
+                server.stop()
     return out
 
 
@@ -170,14 +203,20 @@ def main():
     ap.add_argument("--rates", default="5000,10000,15000,20000,25000,30000")
     ap.add_argument("--seconds", type=float, default=4)
     ap.add_argument("--keep-p50-ms", type=float, default=2)
-    ap.add_argument("--check-rate", type=int, default=200)
-    ap.add_argument("--check-seconds", type=float, default=10)
+    ap.add_argument("--check", default="mobilenet_v2:20,tiny_mlp:200",
+                    help="model:rate pairs for the perf_analyzer cross-check")
+    ap.add_argument("--check-rounds", type=int, default=4)
+    ap.add_argument("--check-seconds", type=float, default=6)
+    ap.add_argument("--skip-capacity", action="store_true")
     ap.add_argument("--out")
     a = ap.parse_args()
-    print("capacity of tessera bench on one core against tessera sink:")
-    cap = capacity([int(r) for r in a.rates.split(",")], a.seconds, a.keep_p50_ms)
+    cap = None
+    if not a.skip_capacity:
+        print("capacity of tessera bench on one core against tessera sink:")
+        cap = capacity([int(r) for r in a.rates.split(",")], a.seconds, a.keep_p50_ms)
     print("cross-check with perf_analyzer on tessera serve:")
-    cc = cross_check(a.check_rate, a.check_seconds)
+    checks = [(m, int(r)) for m, r in (c.split(":") for c in a.check.split(","))]
+    cc = cross_check(checks, a.check_rounds, a.check_seconds)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
     date = datetime.datetime.now(datetime.timezone.utc)
