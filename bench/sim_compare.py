@@ -29,6 +29,9 @@ def main():
     ap.add_argument("--tessera", default=str(ROOT / "build" / "bin" / "tessera"))
     ap.add_argument("--target", type=float, default=0.999)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--batch-buckets", choices=("every", "pow2"), default="every",
+                    help="pow2: batches padded to power-of-two executables, as the CPU server "
+                         "does today (results go to <date>-sim-compare-pow2.json)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     cases = []
@@ -39,7 +42,7 @@ def main():
             doc = run(args.tessera, ["--synthetic", str(models), "--total-rate", str(rate),
                                      "--arrival", arrival, "--seed", str(seed), "-d",
                                      str(duration), "--warmup", "2", "--target",
-                                     str(args.target)])
+                                     str(args.target), "--batch-buckets", args.batch_buckets])
             row = {"models": models, "total_rate_rps": rate, "arrival": arrival, "seed": seed,
                    "duration_s": duration}
             for name, p in doc["policies"].items():
@@ -59,9 +62,11 @@ def main():
                 flush=True)
     result = {"benchmark": "sim-compare", "date": doc["date"], "commit": doc["commit"],
               "machine": doc["machine"], "target_attainment": args.target,
+              "batch_buckets": args.batch_buckets,
               "note": "synthetic H100-like profiles; simulated, not measured on a GPU",
               "cases": cases}
-    results_file.write("sim-compare", result, args.out)
+    name = "sim-compare" + ("-pow2" if args.batch_buckets == "pow2" else "")
+    results_file.write(name, result, args.out)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,17 @@
 #!/usr/bin/env python3
 """Simulator fidelity on this machine: one model (bert_small) served by `tessera serve` on the CPU
 engine under Poisson load from `tessera bench`, against `tessera simulate` of the same scenario.
-The simulation runs twice, with two profiles of the model (a slice = all cores):
-  engine  `tessera profile`: the executable alone, nothing else running;
-  served  end-to-end latency of lone requests of each batch size through the server, measured by
-          `tessera bench` at a low rate (server overhead and the client's CPU included).
+
+On two or more cores the server (one compute thread) is pinned to the last core and the load
+generator to the first, so the two do not fight over a core (the simulator has no model of
+that). A slice is then one core. The simulation runs twice:
+  engine      the profile of `tessera profile` (the executable alone, on the server's core);
+  calibrated  the engine profile corrected by lone requests of b rows sent through the
+              server just before each load level (their median end-to-end latency, b = 1, 2,
+              4, 8), fitted as median(b) = transit + k x engine mean(b): k (the server's
+              compute slowed by its own I/O threads on the same core) scales every batch time
+              and transit (the network, the client, the fixed work per request) becomes the
+              scenario's "transit_ms".
 Reports p50, p99 and goodput from the server and both simulations, and their ratios. Writes
 bench/results/<date>-sim-fidelity.json.
 
@@ -14,6 +21,7 @@ import datetime
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,88 +30,137 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "python"))
 from server_util import TESSERA, TesseraServer, write_zoo  # noqa: E402
 
-SLO_MS = 200
+MODEL = "bert_small"
+BATCHES = (1, 2, 4, 8)
+
+
+def pinned(cmd, cpu):
+    return (["taskset", "-c", str(cpu)] if cpu is not None else []) + cmd
+
+
+def bench(url, cpu, *args):
+    with tempfile.TemporaryDirectory() as d:
+        out = pathlib.Path(d) / "b.json"
+        subprocess.run(pinned([str(TESSERA), "bench", "-q", "-m", MODEL, "-u", url,
+                               *map(str, args), "--json", str(out)], cpu),
+                       check=True, capture_output=True, text=True)
+        return json.loads(out.read_text())["run"]["models"][0]
+
+
+def fit_line(xs, ys):
+    """Least squares y = a + r x, both clamped at >= 0."""
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    r = max(0.0, sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx) if sxx else 0.0
+    return max(0.0, my - r * mx), r
+
+
+def simulate(tmp, profile, rate, slo_ms, seconds, transit_ms):
+    scen = tmp / "s.json"
+    scen.write_text(json.dumps({
+        "gpu": {"kind": "cpu", "count": 1, "sms": 1, "granularity_sms": 1, "memory_gib": 4},
+        "interference": {"alpha": 0}, "duration_s": seconds + 3, "warmup_s": 3,
+        "batch_buckets": "pow2",  # the CPU server pads batches to power-of-two executables
+        "models": [{"name": MODEL, "rate": rate, "slo_ms": slo_ms, "profile": profile,
+                    "transit_ms": transit_ms}]}))
+    out = tmp / "sim.json"
+    subprocess.run([str(TESSERA), "simulate", "-s", str(scen), "-q", "--json", str(out)],
+                   check=True, capture_output=True, text=True)
+    return json.loads(out.read_text())["policies"]["tessera"]["models"][0]
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rates", default="30,60,90", help="req/s to compare at")
+    ap.add_argument("--loads", default="0.3,0.6,0.85",
+                    help="offered loads as fractions of the profile's capacity at batch 8")
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    cores = os.cpu_count()
+    cores = os.cpu_count() or 1
+    pin = cores > 1 and shutil.which("taskset") is not None
+    client_cpu, server_cpu = (0, cores - 1) if pin else (None, None)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
-        repo = write_zoo(tmp / "repo", "bert_small")
-        cfg = repo / "bert_small" / "config.pbtxt"
+        repo = write_zoo(tmp / "repo", MODEL)
+        print(f"profiling {MODEL} on one core ...", flush=True)
+        prof = tmp / "engine.json"
+        subprocess.run(pinned([str(TESSERA), "profile", "--model-repository", str(repo), "-m",
+                               MODEL, "--batches", *map(str, BATCHES), "--slices", "1",
+                               "-n", "30", "--warmup", "5", "-q", "-o", str(prof)], server_cpu),
+                       check=True)
+        engine = json.loads(prof.read_text())
+        engine["gpu_sms"] = 1  # the slice is the one core the server has
+        prof.write_text(json.dumps(engine))
+        mean = {p["batch"]: p["mean_ms"] for p in engine["points"]}
+        p99 = {p["batch"]: p["p99_ms"] for p in engine["points"]}
+        slo_ms = round(max(200.0, 2.5 * p99[BATCHES[-1]]))
+        capacity = 1000.0 * BATCHES[-1] / mean[BATCHES[-1]]
+        cfg = repo / MODEL / "config.pbtxt"
         cfg.write_text(cfg.read_text() +
-                       f'parameters {{ key: "slo_ms" value {{ string_value: "{SLO_MS}" }} }}\n')
-        prof = tmp / "bert_small.json"
-        subprocess.run([str(TESSERA), "profile", "--model-repository", str(repo), "-m",
-                        "bert_small", "--batches", "1,2,4,8", "--slices", str(cores), "-n", "30",
-                        "--warmup", "5", "-q", "-o", str(prof)], check=True)
-        server = TesseraServer(repo)
+                       f'parameters {{ key: "slo_ms" value {{ string_value: "{slo_ms}" }} }}\n')
+        server = TesseraServer(repo, "--threads-per-instance", 1)
         rows = []
         try:
-            # The served profile: lone requests of each batch size (rate low enough that they
-            # rarely overlap), end to end.
-            points = []
-            for b in (1, 2, 4, 8):
-                out = tmp / "p.json"
-                subprocess.run([str(TESSERA), "bench", "-q", "-m", "bert_small", "--batch", str(b),
-                                "--rate", str(max(2.0, 16.0 / b)), "--arrival", "constant",
-                                "-d", "10", "--warmup", "1", "-u", server.grpc, "--slo-ms",
-                                "10000", "--json", str(out)],
-                               check=True, capture_output=True, text=True)
-                m = json.loads(out.read_text())["run"]["models"][0]
-                mean, p99 = m["mean_ms"], max(m["p99_ms"], m["mean_ms"])
-                points.append({"sms": cores, "batch": b, "mean_ms": mean,
-                               "std_ms": (p99 - mean) / 2.326, "p99_ms": p99})
-            served = tmp / "served.json"
-            served.write_text(json.dumps({"model": "bert_small", "gpu": "cpu-served",
-                                          "gpu_sms": cores, "memory_bytes": 0,
-                                          "mem_intensity": 0.3, "points": points}))
-            for rate in [float(r) for r in args.rates.split(",")]:
-                out = tmp / "b.json"
-                subprocess.run([str(TESSERA), "bench", "-q", "-m", "bert_small", "--rate",
-                                str(rate), "--slo-ms", str(SLO_MS), "-d", str(args.seconds),
-                                "--warmup", "3", "-u", server.grpc, "--json", str(out)],
-                               check=True, capture_output=True, text=True)
-                meas = json.loads(out.read_text())["run"]["models"][0]
-                row = {"rate_rps": rate}
-                for label, profile in (("engine", prof), ("served", served)):
-                    scen = tmp / "s.json"
-                    scen.write_text(json.dumps({
-                        "gpu": {"kind": "cpu", "count": 1, "sms": cores,
-                                "granularity_sms": cores, "memory_gib": 4},
-                        "interference": {"alpha": 0}, "duration_s": args.seconds + 3,
-                        "warmup_s": 3,
-                        "models": [{"name": "bert_small", "rate": rate, "slo_ms": SLO_MS,
-                                    "profile": str(profile)}]}))
-                    sim_out = tmp / "sim.json"
-                    subprocess.run([str(TESSERA), "simulate", "-s", str(scen), "-q", "--json",
-                                    str(sim_out)], check=True, capture_output=True, text=True)
-                    sim = json.loads(sim_out.read_text())["policies"]["tessera"]["models"][0]
+            if pin:
+                subprocess.run(["taskset", "-a", "-p", "-c", str(server_cpu),
+                                str(server.proc.pid)], check=True, stdout=subprocess.DEVNULL)
+
+            def calibrate():
+                # Lone requests of b rows (rare enough that they do not overlap), end to end.
+                lone = {}
+                for b in BATCHES:
+                    m = bench(server.grpc, client_cpu, "--batch", b, "--rate",
+                              max(2.0, 200.0 / (mean[b] + 20)), "--arrival", "constant",
+                              "-d", 8, "--warmup", 1, "--slo-ms", 10000)
+                    lone[b] = m["p50_ms"]
+                transit, k = fit_line([mean[b] for b in BATCHES], [lone[b] for b in BATCHES])
+                print(f"lone requests: median end-to-end = {transit:.3f} ms + {k:.3f} x engine "
+                      f"mean", flush=True)
+                prof = dict(engine, gpu="cpu-calibrated", points=[
+                    dict(p, mean_ms=p["mean_ms"] * k, p99_ms=p["p99_ms"] * k,
+                         std_ms=p["std_ms"] * k) for p in engine["points"]])
+                path = tmp / "calibrated.json"
+                path.write_text(json.dumps(prof))
+                return {"lone_p50_ms": lone, "transit_ms": transit, "k": k}, path
+
+            for load in [float(x) for x in args.loads.split(",")]:
+                rate = round(load * capacity, 1)
+                fit, cal = calibrate()
+                transit_ms = fit["transit_ms"]
+                meas = bench(server.grpc, client_cpu, "--rate", rate, "--slo-ms", slo_ms,
+                             "-d", args.seconds, "--warmup", 3)
+                row = {"load": load, "rate_rps": rate, "calibration": fit}
+                for label, profile, transit in (("engine", prof, 0.0),
+                                                ("calibrated", cal, transit_ms)):
+                    sim = simulate(tmp, str(profile), rate, slo_ms, args.seconds, transit)
                     row[label] = {}
                     for k in ("p50_ms", "p99_ms", "goodput_rps"):
+                        ratio = round(sim[k] / meas[k], 3) if meas[k] else None
                         row[label][k] = {"measured": meas[k], "simulated": sim[k],
-                                         "ratio": round(sim[k] / meas[k], 3) if meas[k] else None}
-                    print(f"{rate:6.0f} req/s, {label} profile: " + ", ".join(
-                        f"{k} measured {row[label][k]['measured']:.2f} simulated "
-                        f"{row[label][k]['simulated']:.2f} (x{row[label][k]['ratio']})"
-                        for k in ("p50_ms", "p99_ms", "goodput_rps")), flush=True)
+                                         "ratio": ratio,
+                                         "within_10pct": ratio is not None and
+                                         abs(ratio - 1) <= 0.1}
+                    print(f"{rate:6.1f} req/s ({load:.0%} of capacity), {label:10} profile: " +
+                          ", ".join(f"{k} measured {row[label][k]['measured']:.2f} simulated "
+                                    f"{row[label][k]['simulated']:.2f} (x{row[label][k]['ratio']})"
+                                    for k in ("p50_ms", "p99_ms", "goodput_rps")), flush=True)
                 rows.append(row)
         finally:
             server.stop()
-        profile = {"engine": json.loads(prof.read_text()),
-                   "served": json.loads(served.read_text())}
     date = datetime.date.today().isoformat()
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
+    cpu = "unknown"
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
     result = {"benchmark": "sim-fidelity", "date": date, "commit": commit,
-              "machine": {"cores": cores, "cpu": open("/proc/cpuinfo").read().split(
-                  "model name")[1].split("\n")[0].strip(": ")},
-              "model": "bert_small", "slo_ms": SLO_MS, "profile": profile, "runs": rows}
+              "machine": {"cores": cores, "cpu": cpu},
+              "model": MODEL, "slo_ms": slo_ms, "server_cpu": server_cpu,
+              "client_cpu": client_cpu, "server_threads_per_instance": 1,
+              "capacity_rps": capacity, "engine_profile": engine, "runs": rows}
     out = pathlib.Path(args.out or ROOT / "bench" / "results" / f"{date}-sim-fidelity.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")

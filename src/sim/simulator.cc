@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <chrono>
 #include <cmath>
 #include <deque>
@@ -161,7 +162,11 @@ class Fleet {
     const auto& gpu = sc.plan.gpu;
     outcomes_.resize(models.size());
     routers_.resize(models.size());
+    transit_ns_.assign(models.size(), 0);
+    pow2_ = sc.batch_buckets == SimScenario::Buckets::kPow2;
     for (size_t i = 0; i < models.size(); ++i) {
+      if (i < sc.transit_ms.size())
+        transit_ns_[i] = static_cast<int64_t>(sc.transit_ms[i] * kNsPerMs);
       outcomes_[i].name = models[i].name;
       outcomes_[i].slo_ms = models[i].slo_ms;
       outcomes_[i].latency_ns = bench::Histogram(kHistogramBits);
@@ -537,7 +542,14 @@ class Fleet {
       const auto& model = sc_.plan.models[q.model];
       const Profile& p = model.profile;
       const int64_t slo_ns = static_cast<int64_t>(model.slo_ms * kNsPerMs);
-      auto predict = [&](int b) { return static_cast<int64_t>(q.p99_ns[b] * f); };
+      // With power-of-two buckets a batch of b rows runs padded on the smallest bucket that
+      // holds it (powers of two below the max batch, and the max batch) and costs that bucket.
+      auto bucket = [&](int b) {
+        if (!pow2_) return b;
+        return std::min<int>(static_cast<int>(std::bit_ceil(static_cast<unsigned>(b))),
+                             std::max(b, q.max_batch));
+      };
+      auto predict = [&](int b) { return static_cast<int64_t>(q.p99_ns[bucket(b)] * f); };
       // Drop before dispatch what can no longer make its deadline.
       const int64_t one = predict(1);
       while (!q.arrivals.empty() && q.arrivals.front() + slo_ns < now + one) {
@@ -548,7 +560,7 @@ class Fleet {
       if (q.arrivals.empty()) continue;
       int b = static_cast<int>(std::min<size_t>(q.arrivals.size(), q.max_batch));
       while (b > 1 && now + predict(b) > q.arrivals.front() + slo_ns) --b;
-      const double mean = q.mean_ms[b], sd = q.std_ms[b];
+      const double mean = q.mean_ms[bucket(b)], sd = q.std_ms[bucket(b)];
       double ms = mean;
       if (sd > 0) ms = std::max(0.5 * mean, std::normal_distribution<double>(mean, sd)(rng_));
       const int64_t run_ns = static_cast<int64_t>(ms * f * kNsPerMs);
@@ -558,7 +570,7 @@ class Fleet {
       for (int i = 0; i < b; ++i) {
         const int64_t a = q.arrivals.front();
         q.arrivals.pop_front();
-        const int64_t lat = done - a;
+        const int64_t lat = done - a + transit_ns_[q.model];
         Finish(q, lat <= slo_ns);
         if (a < warmup_ns_) continue;
         o.latency_ns.Record(lat);
@@ -605,6 +617,8 @@ class Fleet {
   std::mt19937_64 rng_;
   std::map<std::string, size_t> index_;
   std::vector<ModelOutcome> outcomes_;
+  std::vector<int64_t> transit_ns_;  // per model: added to each answered request's latency
+  bool pow2_ = false;                // batches padded to power-of-two buckets
   std::vector<Router> routers_;
   std::vector<Queue> queues_;
   std::vector<SliceState> slices_;
@@ -696,9 +710,11 @@ Result<std::vector<Part>> Partition(const SimScenario& sc, const Plan& plan) {
     p.scenario = sc;
     p.scenario.plan.models.clear();
     p.scenario.arrivals.clear();
+    p.scenario.transit_ms.clear();
     for (size_t i : p.models) {
       p.scenario.plan.models.push_back(sc.plan.models[i]);
       p.scenario.arrivals.push_back(sc.arrivals[i]);
+      p.scenario.transit_ms.push_back(i < sc.transit_ms.size() ? sc.transit_ms[i] : 0);
     }
     // Independent streams per group; the same for a seed whatever the thread count.
     p.scenario.seed = sc.seed * 7919 + k + 1;
@@ -828,7 +844,8 @@ Result<SimScenario> ParseSimScenario(const nlohmann::json& doc, const std::strin
   using json_fields::GetInt;
   using json_fields::GetNumber;
   if (!doc.is_object()) return Bad(what, "a JSON object", doc);
-  static const char* kSimKeys[] = {"duration_s", "warmup_s", "seed", "load", "tune"};
+  static const char* kSimKeys[] = {"duration_s", "warmup_s", "seed",
+                                   "load",       "tune",     "batch_buckets"};
   static const char* kArrivalKeys[] = {"arrival",
                                        "cv",
                                        "burst_ratio",
@@ -850,6 +867,15 @@ Result<SimScenario> ParseSimScenario(const nlohmann::json& doc, const std::strin
     return Status::InvalidArgument(what + ".warmup_s: must be below duration_s");
   if (doc.contains("tune"))
     TESSERA_RETURN_IF_ERROR(ParseTune(doc["tune"], what + ".tune", &sc.tune));
+  if (doc.contains("batch_buckets")) {
+    const auto& b = doc["batch_buckets"];
+    if (b == "every")
+      sc.batch_buckets = SimScenario::Buckets::kEvery;
+    else if (b == "pow2")
+      sc.batch_buckets = SimScenario::Buckets::kPow2;
+    else
+      return Bad(what + ".batch_buckets", "\"every\" or \"pow2\"", b);
+  }
   // The rest is a plan input once the simulator's own fields are taken out.
   nlohmann::json plan_doc = doc;
   for (const char* k : kSimKeys) plan_doc.erase(k);
@@ -864,9 +890,13 @@ Result<SimScenario> ParseSimScenario(const nlohmann::json& doc, const std::strin
             a[k] = models[i][k];
             models[i].erase(k);
           }
+        const std::string at = what + ".models[" + std::to_string(i) + "]";
+        double transit = 0;
+        TESSERA_RETURN_IF_ERROR(GetNumber(models[i], "transit_ms", at, &transit, 0, true));
+        models[i].erase("transit_ms");
+        sc.transit_ms.push_back(transit);
         const bool trace = a.contains("arrival") && a["arrival"] == "trace";
         if (!trace && models[i].contains("rate")) a["rate"] = models[i]["rate"];
-        const std::string at = what + ".models[" + std::to_string(i) + "]";
         bench::ArrivalSpec spec;
         TESSERA_RETURN_IF_ERROR(bench::ParseArrival(a, at, base_dir, &spec, nullptr));
         if (trace) {

@@ -30,6 +30,7 @@ struct Opts {
   double tune_interval = -1, resize_delay = -1;
   bool show_actions = false;
   double max_trust = 0;
+  std::string batch_buckets;  // empty: the scenario's
   std::string json_out;
   bool quiet = false;
 };
@@ -87,6 +88,9 @@ int Run(const Opts& o) {
   if (o.tune_interval > 0) sc.tune.interval_s = o.tune_interval;
   if (o.resize_delay >= 0) sc.tune.resize_delay_s = o.resize_delay;
   if (o.max_trust >= 1) sc.tune.options.max_trust = o.max_trust;
+  if (!o.batch_buckets.empty())
+    sc.batch_buckets =
+        o.batch_buckets == "pow2" ? SimScenario::Buckets::kPow2 : SimScenario::Buckets::kEvery;
   auto policies = ParsePolicies(o.policy);
   if (!policies.ok()) return ExitWith(policies.status());
   double rate = 0;
@@ -106,6 +110,7 @@ int Run(const Opts& o) {
       {"warmup_s", sc.warmup_s},
       {"load", sc.load},
       {"interference_alpha", sc.plan.interference.alpha()},
+      {"batch_buckets", sc.batch_buckets == SimScenario::Buckets::kPow2 ? "pow2" : "every"},
       {"tuner", sc.tune.enabled ? json{{"interval_s", sc.tune.interval_s},
                                        {"resize_delay_s", sc.tune.resize_delay_s},
                                        {"grow_above", sc.tune.options.grow_above},
@@ -232,10 +237,11 @@ Runner SetupSimulate(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   app.footer(
       "A scenario is a plan input (see `tessera plan --help`) plus \"duration_s\", "
-      "\"warmup_s\", \"seed\", \"load\" and per model the arrival fields of bench scenarios "
-      "(\"arrival\": poisson|constant|gamma|bursty|diurnal|trace, ...) and \"tune\": {...} for "
-      "the online tuner. Exit codes: 0 ok, 2 bad "
-      "input, 3 file not found. See docs/PLANNER.md.");
+      "\"warmup_s\", \"seed\", \"load\", \"batch_buckets\" (every|pow2: padded as the CPU "
+      "server pads), per model the arrival fields of bench scenarios "
+      "(\"arrival\": poisson|constant|gamma|bursty|diurnal|trace, ...) and \"transit_ms\", and "
+      "\"tune\": {...} for the online tuner. Exit codes: 0 ok, 2 bad input, 3 file not found. "
+      "See docs/PLANNER.md.");
   app.add_option("-s,--scenario", o->scenario, "Scenario file (JSON)");
   AddSyntheticOptions(app, &o->synthetic, "Simulate");
   app.add_option("--arrival", o->arrival,
@@ -268,6 +274,10 @@ Runner SetupSimulate(CLI::App& app) {
                  "Let the tuner learn to load a model up to this multiple of the planner's "
                  "capacity while the SLO holds (default: scenario's, or 1 = off)")
       ->check(CLI::Range(1.0, 2.0));
+  app.add_option("--batch-buckets", o->batch_buckets,
+                 "every: a batch costs its own size (an executable per size); pow2: padded to "
+                 "power-of-two executables as the CPU server does (default: scenario's, or every)")
+      ->check(CLI::IsMember({"every", "pow2"}));
   app.add_flag("--actions", o->show_actions, "Print every tuner action with its reason");
   app.add_option("--json", o->json_out, "Write results (with machine, commit, date) here");
   app.add_flag("-q,--quiet", o->quiet, "Only the table");

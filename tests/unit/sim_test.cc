@@ -81,6 +81,49 @@ TEST(Simulator, LoneRequestsTakeExactlyTheirBatchTime) {
   EXPECT_EQ(r.batches, 500);  // warm-up requests run too
 }
 
+TEST(Simulator, TransitAddsToEveryLatencyAndCountsAgainstTheSlo) {
+  // The LoneRequests case with 3 ms of transit: every latency grows by exactly 3 ms; with the
+  // SLO just above the batch time the same requests run, but all of them arrive late.
+  auto sc = OneModel(50, 100, bench::ArrivalSpec::Kind::kConstant, Exact("m", 0.1));
+  auto plan = planner::MakePlan(sc.plan, Policy::kTessera).value();
+  const double batch_ns = 0.2 * 132 / plan.gpus[0].slices[0].sms * 1e6;
+  sc.transit_ms = {3.0};
+  auto r = Simulate(sc, plan).value();
+  ExpectConserved(r);
+  EXPECT_EQ(r.models[0].ok, r.models[0].sent);
+  EXPECT_NEAR(r.models[0].latency_ns.Percentile(50), batch_ns + 3e6, (batch_ns + 3e6) * 0.002);
+  sc.plan.models[0].slo_ms = batch_ns / 1e6 + 1;  // met on the slice, missed by the client
+  r = Simulate(sc, plan).value();
+  ExpectConserved(r);
+  EXPECT_EQ(r.models[0].ok, 0);
+  EXPECT_EQ(r.models[0].dropped, 0);  // the batcher does not see transit
+  EXPECT_EQ(r.models[0].late, r.models[0].sent);
+}
+
+TEST(Simulator, Pow2BucketsPadBatchesAsTheCpuServerDoes) {
+  // Four requests 0.1 ms apart: the first runs alone (batch 1: 2c), the other three then run
+  // together on the batch-4 executable (5c, not the 4c of a batch of 3), c = 0.1 x 132 / s ms.
+  auto sc = OneModel(50, 100, bench::ArrivalSpec::Kind::kConstant, Exact("m", 0.1));
+  auto plan = planner::MakePlan(sc.plan, Policy::kTessera).value();
+  ASSERT_GE(plan.gpus[0].slices[0].members[0].max_batch, 4);
+  const double c_ns = 0.1 * 132 / plan.gpus[0].slices[0].sms * 1e6;
+  sc.arrivals[0].kind = bench::ArrivalSpec::Kind::kTrace;
+  sc.arrivals[0].trace_ns = {0, 100'000, 200'000, 300'000};
+  sc.arrivals[0].trace_loop = false;
+  sc.warmup_s = 0;
+  sc.batch_buckets = SimScenario::Buckets::kPow2;
+  auto r = Simulate(sc, plan).value();
+  ExpectConserved(r);
+  ASSERT_EQ(r.models[0].ok, 4);
+  EXPECT_EQ(r.batches, 2);
+  EXPECT_NEAR(r.models[0].latency_ns.max(), 7 * c_ns - 100'000, 7 * c_ns * 0.002);
+  // With an executable per batch size the three cost a batch of 3 (4c).
+  sc.batch_buckets = SimScenario::Buckets::kEvery;
+  r = Simulate(sc, plan).value();
+  EXPECT_EQ(r.batches, 2);
+  EXPECT_NEAR(r.models[0].latency_ns.max(), 6 * c_ns - 100'000, 6 * c_ns * 0.002);
+}
+
 TEST(Simulator, OverloadDropsBeforeDispatchAndNeverAnswersLate) {
   auto sc = OneModel(200, 20, bench::ArrivalSpec::Kind::kPoisson, Exact("m"));
   auto plan = planner::MakePlan(sc.plan, Policy::kTessera).value();
@@ -194,6 +237,20 @@ TEST(SimScenario, ParsesArrivalsAndNamesBadFields) {
                 "cv": 2}]})")
                 .find("s.json.models[0].cv: only used with arrival \"gamma\""),
             std::string::npos);
+  EXPECT_NE(err(R"({"models": [{"name": "a", "rate": 1, "slo_ms": 5, "synthetic": "resnet18",
+                "transit_ms": -1}]})")
+                .find("s.json.models[0].transit_ms: expected a number >= 0"),
+            std::string::npos);
+  EXPECT_NE(err(R"({"batch_buckets": "odd", "models": []})")
+                .find("s.json.batch_buckets: expected \"every\" or \"pow2\""),
+            std::string::npos);
+  auto transit =
+      ParseSimScenario(json::parse(R"({"batch_buckets": "pow2", "models": [{"name": "a", "rate": 1,
+      "slo_ms": 5, "synthetic": "resnet18", "transit_ms": 0.5}]})"),
+                       "s.json", dir);
+  ASSERT_TRUE(transit.ok()) << transit.status().message();
+  EXPECT_EQ(transit->transit_ms, std::vector<double>{0.5});
+  EXPECT_EQ(transit->batch_buckets, SimScenario::Buckets::kPow2);
   EXPECT_NE(err(R"({"duration_s": 5, "warmup_s": 5, "models": []})").find("warmup_s"),
             std::string::npos);
   EXPECT_NE(err(R"({"models": [{"name": "a", "rate": 1, "slo_ms": 5, "synthetic": "resnet18",

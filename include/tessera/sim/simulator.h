@@ -6,9 +6,12 @@
 //
 // The batching rule is the runtime's (runtime/model_queue.h): when a slice is free it drops the
 // requests that can no longer make their deadline, then runs the largest batch (up to the
-// plan's max batch) whose predicted latency still meets the earliest deadline. A slice shared by
-// several models serves them round-robin. Every policy's plan runs on this same runtime, so the
-// comparison is between plans. Single-threaded; deterministic for a seed.
+// plan's max batch) whose predicted latency still meets the earliest deadline. A batch runs on
+// an executable per batch size by default (CUDA graphs captured per size); with
+// `batch_buckets = kPow2` it is padded, as the CPU server pads it, to the smallest bucket that
+// holds it (powers of two below the max batch, and the max batch) and charged that bucket's
+// time. A slice shared by several models serves them round-robin. Every policy's plan runs on this
+// same runtime, so the comparison is between plans. Single-threaded; deterministic for a seed.
 //
 // Online tuning (planner/tuner.h): with `tune.enabled`, Tessera's tuner observes every slice
 // once per `tune.interval_s` and its actions are applied as the server applies a live resize:
@@ -32,6 +35,14 @@ namespace tessera::sim {
 struct SimScenario {
   planner::PlanInput plan;                   // GPUs, interference, models (rate, SLO, profile)
   std::vector<bench::ArrivalSpec> arrivals;  // one per plan.models, its rate = the model's rate
+  // Per model (empty: all 0): a fixed delay, in ms, added to every answered request's latency
+  // outside the slice: the network, the client and the server's work around the queue. It
+  // counts against the SLO as a client sees it; the batching rule (the server's) does not see
+  // it. Calibrated from measurements by bench/sim_fidelity.py.
+  std::vector<double> transit_ms;
+  // Executables a batch can run on: one per batch size, or powers of two below the max batch
+  // plus the max batch (what `tessera serve` compiles today; a batch of 5 then costs 8).
+  enum class Buckets { kEvery, kPow2 } batch_buckets = Buckets::kEvery;
   double duration_s = 60;
   double warmup_s = 5;  // arrivals before this are served but not counted
   uint64_t seed = 1;
@@ -92,7 +103,8 @@ Result<SimResult> Simulate(const SimScenario& scenario, const planner::Plan& pla
 // optionally "tune": {"enabled", "interval_s", "resize_delay_s", "grow_above", "target_load",
 // "shrink_below", "shrink_windows", "cooldown_windows", "attainment_floor", "max_trust"},
 // and per model the arrival fields of `tessera bench` scenarios ("arrival", "cv", "burst_*",
-// "diurnal_*", "trace"). Errors name the field.
+// "diurnal_*", "trace") and "transit_ms"; "batch_buckets": "every" | "pow2". Errors name the
+// field.
 Result<SimScenario> ParseSimScenario(const nlohmann::json& doc, const std::string& what,
                                      const std::string& base_dir);
 Result<SimScenario> LoadSimScenario(const std::string& path);
