@@ -7,10 +7,8 @@
 #include <bit>
 #include <chrono>
 #include <cmath>
-#include <deque>
 #include <filesystem>
 #include <map>
-#include <queue>
 #include <random>
 #include <thread>
 
@@ -27,13 +25,42 @@ constexpr double kNsPerMs = 1e6;
 // of them stay out of each other's way in the cache.
 constexpr int kHistogramBits = 8;
 
+// A FIFO of arrival times on a power-of-two ring that grows by doubling: fewer branches and no
+// block allocations per push and pop than std::deque (both happen once per simulated request).
+class TimeRing {
+ public:
+  bool empty() const { return size_ == 0; }
+  size_t size() const { return size_; }
+  int64_t front() const { return buf_[head_]; }
+  void pop_front() {
+    head_ = (head_ + 1) & mask_;
+    --size_;
+  }
+  void push_back(int64_t t) {
+    if (size_ == buf_.size()) Grow();
+    buf_[(head_ + size_) & mask_] = t;
+    ++size_;
+  }
+
+ private:
+  void Grow() {
+    std::vector<int64_t> bigger(std::max<size_t>(16, 2 * buf_.size()));
+    for (size_t i = 0; i < size_; ++i) bigger[i] = buf_[(head_ + i) & mask_];
+    buf_ = std::move(bigger);
+    head_ = 0;
+    mask_ = buf_.size() - 1;
+  }
+  std::vector<int64_t> buf_;
+  size_t head_ = 0, size_ = 0, mask_ = 0;
+};
+
 // One model's queue on one slice: arrival times (ns), oldest first. One SLO per model, so the
 // earliest deadline is always the front.
 struct Queue {
   size_t model;
   size_t slice;
   int max_batch;
-  std::deque<int64_t> arrivals;
+  TimeRing arrivals;
   // The profile at the slice's current size, by batch (index b, 1..profile max), in ns / ms:
   // looked up on every dispatch, so computed once per size.
   std::vector<int64_t> p99_ns;
@@ -64,6 +91,8 @@ struct SliceState {
   bool remove_when_ready = false;  // removal waits for the model's new slices
   bool gone = false;
   int64_t w_busy_ns = 0;
+  std::vector<size_t> lazy;     // member queues whose model draws its own arrivals
+  int64_t wake_at = INT64_MAX;  // the pending kWake event, if any
 };
 
 // Smooth weighted round-robin over a model's slices, in proportion to their weights (the
@@ -100,6 +129,42 @@ struct Router {
   }
 };
 
+// xoshiro256** (Blackman and Vigna): a few cycles per 64-bit draw where the Mersenne twister's
+// state refills showed in profiles; seeded through splitmix64. A UniformRandomBitGenerator.
+class Rng {
+ public:
+  using result_type = uint64_t;
+  explicit Rng(uint64_t seed) {
+    for (auto& w : s_) {
+      seed += 0x9e3779b97f4a7c15ull;
+      uint64_t z = seed;
+      z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+      z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+      w = z ^ (z >> 31);
+    }
+  }
+  static constexpr uint64_t min() { return 0; }
+  static constexpr uint64_t max() { return UINT64_MAX; }
+  uint64_t operator()() {
+    const uint64_t out = std::rotl(s_[1] * 5, 7) * 9;
+    const uint64_t t = s_[1] << 17;
+    s_[2] ^= s_[0];
+    s_[3] ^= s_[1];
+    s_[1] ^= s_[2];
+    s_[0] ^= s_[3];
+    s_[2] ^= t;
+    s_[3] = std::rotl(s_[3], 45);
+    return out;
+  }
+  // Uniform in [0, 1), 53 bits.
+  double Uniform() { return static_cast<double>((*this)() >> 11) * 0x1.0p-53; }
+  // Exponential with mean 1 (inversion; the argument of the log is in (0, 1]).
+  double Exp() { return -std::log(static_cast<double>(((*this)() >> 11) + 1) * 0x1.0p-53); }
+
+ private:
+  uint64_t s_[4];
+};
+
 // Walker's alias method: O(1) draws of an index with probability weight[i] / sum.
 class Alias {
  public:
@@ -129,8 +194,8 @@ class Alias {
     // What is left is 1 up to rounding.
   }
   double total() const { return total_; }
-  size_t Pick(std::mt19937_64& rng) const {
-    const double u = std::uniform_real_distribution<double>(0, prob_.size())(rng);
+  size_t Pick(Rng& rng) const {
+    const double u = rng.Uniform() * static_cast<double>(prob_.size());
     const size_t i = std::min(static_cast<size_t>(u), prob_.size() - 1);
     return u - i < prob_[i] ? i : alias_[i];
   }
@@ -141,7 +206,15 @@ class Alias {
   double total_ = 0;
 };
 
-enum class EventKind : uint8_t { kCompletion = 0, kReady = 1, kControl = 2, kArrival = 3 };
+// At one instant: completions, then flips, control, arrivals, and last the wake-ups of idle
+// slices whose members draw their own arrivals (see Fleet::Pull).
+enum class EventKind : uint8_t {
+  kCompletion = 0,
+  kReady = 1,
+  kControl = 2,
+  kArrival = 3,
+  kWake = 4
+};
 
 struct Event {
   int64_t t;
@@ -149,15 +222,73 @@ struct Event {
   EventKind kind;
   bool operator>(const Event& o) const {
     if (t != o.t) return t > o.t;
-    if (kind != o.kind) return kind > o.kind;  // completions, then flips, control, arrivals
+    if (kind != o.kind) return kind > o.kind;
     return id > o.id;
   }
+};
+
+// A binary min-heap of events that lets the event being handled stay on top until the handler
+// is done: most handlers push exactly one event (a slice's next completion or wake-up), which
+// then replaces the top with one sift-down instead of a pop and a push.
+class EventHeap {
+ public:
+  bool empty() const { return h_.size() == (stale_ ? 1u : 0u); }
+  const Event& top() const { return h_[0]; }
+  // Takes the top event; it leaves the heap at the next push or at Done().
+  Event Take() {
+    stale_ = true;
+    return h_[0];
+  }
+  void Done() {
+    if (!stale_) return;
+    stale_ = false;
+    const Event last = h_.back();
+    h_.pop_back();
+    if (!h_.empty()) SiftDown(last);
+  }
+  void push(const Event& e) {
+    if (stale_) {
+      stale_ = false;
+      SiftDown(e);
+      return;
+    }
+    size_t i = h_.size();
+    h_.push_back(e);
+    while (i > 0) {
+      const size_t up = (i - 1) / 2;
+      if (!(h_[up] > e)) break;
+      h_[i] = h_[up];
+      i = up;
+    }
+    h_[i] = e;
+  }
+
+ private:
+  // Puts e at the root and moves it down to its place.
+  void SiftDown(const Event& e) {
+    const size_t n = h_.size();
+    size_t i = 0;
+    for (;;) {
+      size_t c = 2 * i + 1;
+      if (c >= n) break;
+      if (c + 1 < n && h_[c] > h_[c + 1]) ++c;
+      if (!(e > h_[c])) break;
+      h_[i] = h_[c];
+      i = c;
+    }
+    h_[i] = e;
+  }
+  std::vector<Event> h_;
+  bool stale_ = false;
 };
 
 class Fleet {
  public:
   Fleet(const SimScenario& sc, const Plan& plan)
-      : sc_(sc), policy_(plan.policy), rng_(sc.seed ^ 0x5151'7e55ull) {
+      : sc_(sc),
+        policy_(plan.policy),
+        rng_(sc.seed ^ 0x5151'7e55ull),
+        lazy_rng_(sc.seed * 0x2545'f491'4f6c'dd1dull + 3) {
     const auto& models = sc.plan.models;
     const auto& gpu = sc.plan.gpu;
     outcomes_.resize(models.size());
@@ -207,6 +338,7 @@ class Fleet {
   SimResult Run() {
     const auto wall0 = std::chrono::steady_clock::now();
     const int64_t end_ns = static_cast<int64_t>(sc_.duration_s * 1e9);
+    end_ns_ = end_ns;
     warmup_ns_ = static_cast<int64_t>(sc_.warmup_s * 1e9);
     interval_ns_ = std::max<int64_t>(1000, static_cast<int64_t>(sc_.tune.interval_s * 1e9));
     delay_ns_ = static_cast<int64_t>(std::max(0.0, sc_.tune.resize_delay_s) * 1e9);
@@ -214,11 +346,27 @@ class Fleet {
     // processes is Poisson at the summed rate, each arrival of model i with probability r_i / R
     // (Walker's alias table). One stream instead of one heap entry per model keeps the event
     // heap to completions. Other arrival kinds keep their own processes.
+    //
+    // Lazy arrivals: without a tuner or self-tuning, nothing moves a model with one slice, so
+    // a Poisson model with one slice draws its own arrivals only when its slice looks at its
+    // queue (at a completion, at a wake-up when idle, at a window's end): per request an
+    // exponential draw and a push, with no event, no alias draw and no routing.
     std::vector<std::unique_ptr<bench::ArrivalProcess>> arrivals(sc_.arrivals.size());
     std::vector<double> poisson_rate;
     std::vector<uint32_t> poisson_model;
+    const bool lazy_ok = !tuner_ && policy_ != planner::Policy::kGslice;
+    lazy_next_.assign(sc_.arrivals.size(), -1);
+    lazy_gap_ns_.assign(sc_.arrivals.size(), 0);
     for (size_t m = 0; m < sc_.arrivals.size(); ++m) {
       bench::ArrivalSpec spec = sc_.arrivals[m];
+      if (spec.kind == bench::ArrivalSpec::Kind::kPoisson && lazy_ok &&
+          routers_[m].queues.size() == 1 && spec.rate * sc_.load > 0) {
+        const size_t qi = routers_[m].queues[0];
+        lazy_gap_ns_[m] = 1e9 / (spec.rate * sc_.load);
+        lazy_next_[m] = lazy_rng_.Exp() * lazy_gap_ns_[m];
+        slices_[queues_[qi].slice].lazy.push_back(qi);
+        continue;
+      }
       if (spec.kind == bench::ArrivalSpec::Kind::kPoisson) {
         poisson_rate.push_back(spec.rate * sc_.load);
         poisson_model.push_back(static_cast<uint32_t>(m));
@@ -234,17 +382,18 @@ class Fleet {
       if (t >= 0 && t < end_ns) events_.push({t, static_cast<uint32_t>(m), EventKind::kArrival});
     }
     const Alias alias(poisson_rate);
-    std::mt19937_64 merged_rng(sc_.seed * 0x9e3779b97f4a7c15ull + 17);
-    std::exponential_distribution<double> merged_gap(alias.total() > 0 ? alias.total() / 1e9 : 1);
+    Rng merged_rng(sc_.seed * 0x9e3779b97f4a7c15ull + 17);
+    const double merged_mean_gap_ns = alias.total() > 0 ? 1e9 / alias.total() : 1;
     double merged_t = 0;
     int64_t merged_next = INT64_MAX;
     auto draw_merged = [&] {
       if (alias.total() <= 0) return;
-      merged_t += merged_gap(merged_rng);
+      merged_t += merged_rng.Exp() * merged_mean_gap_ns;
       merged_next =
           merged_t < static_cast<double>(end_ns) ? static_cast<int64_t>(merged_t) : INT64_MAX;
     };
     draw_merged();
+    for (size_t si = 0; si < slices_.size(); ++si) ScheduleWake(si);
     if (interval_ns_ < end_ns) events_.push({interval_ns_, 0, EventKind::kControl});
     SimResult res;
     int64_t last_change = 0;
@@ -262,18 +411,18 @@ class Fleet {
       Event e;
       if (merged_next != INT64_MAX &&
           (events_.empty() || merged_next < events_.top().t ||
-           (merged_next == events_.top().t && events_.top().kind == EventKind::kArrival))) {
+           (merged_next == events_.top().t && events_.top().kind >= EventKind::kArrival))) {
         e = {merged_next, poisson_model[alias.Pick(merged_rng)], EventKind::kArrival};
         draw_merged();
       } else {
-        e = events_.top();
-        events_.pop();
+        e = events_.Take();
       }
       switch (e.kind) {
         case EventKind::kCompletion: {
           SliceState& s = slices_[e.id];
           s.running = false;
           gpu_pressure_[s.gpu] -= s.running_pressure;
+          Pull(e.id, e.t, false);
           if (Flip(e.id, e.t) || Retire(e.id)) account(e.t);
           Dispatch(e.id, e.t);
           break;
@@ -282,7 +431,18 @@ class Fleet {
           if (!slices_[e.id].running && Flip(e.id, e.t)) account(e.t);
           Dispatch(e.id, e.t);
           break;
+        case EventKind::kWake: {
+          SliceState& s = slices_[e.id];
+          if (s.wake_at != e.t) break;  // superseded
+          s.wake_at = INT64_MAX;
+          if (s.running) break;  // its completion pulls
+          Pull(e.id, e.t, true);
+          Dispatch(e.id, e.t);
+          break;
+        }
         case EventKind::kControl:
+          // The window counts every arrival before its end.
+          for (size_t si = 0; si < slices_.size(); ++si) Pull(si, e.t, false);
           Control(e.t);
           account(e.t);
           if (e.t + interval_ns_ <= end_ns)
@@ -310,8 +470,10 @@ class Fleet {
           break;
         }
       }
+      events_.Done();
     }
     account(end_ns);
+    res.requests += lazy_requests_;
     res.batches = batches_;
     res.simulated_s = std::max(0.0, sc_.duration_s - sc_.warmup_s);
     res.mean_gpus = res.simulated_s > 0 ? gpu_ns_ / (res.simulated_s * 1e9) : 0;
@@ -335,6 +497,40 @@ class Fleet {
   }
 
  private:
+  // Takes the lazy members' arrivals before `upto` (or at it, when `inclusive`) into their
+  // queues, counted as the arrival path counts them.
+  void Pull(size_t si, int64_t upto, bool inclusive) {
+    for (size_t qi : slices_[si].lazy) {
+      Queue& q = queues_[qi];
+      double& next = lazy_next_[q.model];
+      ModelOutcome& o = outcomes_[q.model];
+      const double gap = lazy_gap_ns_[q.model];
+      for (;;) {
+        const auto t = static_cast<int64_t>(next);
+        if (t >= end_ns_ || t > upto || (t == upto && !inclusive)) break;
+        ++lazy_requests_;
+        if (t >= warmup_ns_) ++o.sent;
+        ++w_sent_;
+        q.arrivals.push_back(t);
+        ++q.w_arrived;
+        next += lazy_rng_.Exp() * gap;
+      }
+    }
+  }
+
+  // An idle slice with lazy members wakes at their next arrival.
+  void ScheduleWake(size_t si) {
+    SliceState& s = slices_[si];
+    if (s.lazy.empty() || s.running) return;
+    double next = INFINITY;
+    for (size_t qi : s.lazy) next = std::min(next, lazy_next_[queues_[qi].model]);
+    if (!(next < static_cast<double>(end_ns_))) return;
+    const auto t = static_cast<int64_t>(next);
+    if (t >= s.wake_at) return;  // an earlier wake-up is pending
+    s.wake_at = t;
+    events_.push({t, static_cast<uint32_t>(si), EventKind::kWake});
+  }
+
   size_t NewSlice(int gpu, double sms) {
     SliceState st{};
     st.gpu = gpu;
@@ -535,8 +731,8 @@ class Fleet {
     SliceState& s = slices_[si];
     if (s.sms <= 0 || s.gone) return;
     const double f = Inflation(s);
-    for (size_t k = 0; k < s.queues.size(); ++k) {
-      const size_t pos = (s.next + k) % s.queues.size();
+    const size_t n = s.queues.size();
+    for (size_t k = 0, pos = s.next; k < n; ++k, pos = pos + 1 == n ? 0 : pos + 1) {
       Queue& q = queues_[s.queues[pos]];
       if (q.arrivals.empty()) continue;
       const auto& model = sc_.plan.models[q.model];
@@ -562,7 +758,7 @@ class Fleet {
       while (b > 1 && now + predict(b) > q.arrivals.front() + slo_ns) --b;
       const double mean = q.mean_ms[bucket(b)], sd = q.std_ms[bucket(b)];
       double ms = mean;
-      if (sd > 0) ms = std::max(0.5 * mean, std::normal_distribution<double>(mean, sd)(rng_));
+      if (sd > 0) ms = std::max(0.5 * mean, mean + sd * unit_normal_(rng_));
       const int64_t run_ns = static_cast<int64_t>(ms * f * kNsPerMs);
       const int64_t done = now + run_ns;
       const int64_t oldest = q.arrivals.front();
@@ -581,7 +777,7 @@ class Fleet {
       }
       ++batches_;
       s.w_busy_ns += run_ns;
-      s.next = (pos + 1) % s.queues.size();
+      s.next = pos + 1 == n ? 0 : pos + 1;
       s.running = true;
       s.running_pressure = p.mem_intensity * s.sms / sc_.plan.gpu.sms;
       gpu_pressure_[s.gpu] += s.running_pressure;
@@ -592,6 +788,7 @@ class Fleet {
       return;
     }
     Retire(si);
+    ScheduleWake(si);
   }
 
   // GSLICE: after each batch (its outcome is known at dispatch on the virtual clock).
@@ -614,11 +811,17 @@ class Fleet {
 
   const SimScenario& sc_;
   planner::Policy policy_;
-  std::mt19937_64 rng_;
+  Rng rng_;
+  std::normal_distribution<double> unit_normal_{0.0, 1.0};  // keeps its spare draw
   std::map<std::string, size_t> index_;
   std::vector<ModelOutcome> outcomes_;
   std::vector<int64_t> transit_ns_;  // per model: added to each answered request's latency
-  bool pow2_ = false;                // batches padded to power-of-two buckets
+  // Lazy arrivals (per model; next < 0: not lazy): the next arrival and the mean gap (ns).
+  std::vector<double> lazy_next_, lazy_gap_ns_;
+  Rng lazy_rng_{0};
+  int64_t lazy_requests_ = 0;
+  int64_t end_ns_ = 0;
+  bool pow2_ = false;  // batches padded to power-of-two buckets
   std::vector<Router> routers_;
   std::vector<Queue> queues_;
   std::vector<SliceState> slices_;
@@ -627,7 +830,7 @@ class Fleet {
   std::vector<int> gpu_slices_;       // per GPU: slices not gone
   int gpus_in_use_ = 0;               // GPUs with a slice
   double gpu_capacity_ = 0;
-  std::priority_queue<Event, std::vector<Event>, std::greater<Event>> events_;
+  EventHeap events_;
   std::unique_ptr<planner::Tuner> tuner_;
   std::vector<WindowPoint> timeline_;
   std::vector<std::string> actions_;

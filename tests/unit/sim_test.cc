@@ -81,6 +81,27 @@ TEST(Simulator, LoneRequestsTakeExactlyTheirBatchTime) {
   EXPECT_EQ(r.batches, 500);  // warm-up requests run too
 }
 
+TEST(Simulator, LazyPoissonArrivalsAreCountedAndServedOnTime) {
+  // A Poisson model on one slice draws its own arrivals when its slice looks (no tuner): the
+  // counts match the rate, every window of the timeline sees its arrivals, and a lone request
+  // (5 req/s against a 0.2 ms batch) starts the moment it arrives.
+  auto sc = OneModel(5, 100, bench::ArrivalSpec::Kind::kPoisson, Exact("m", 0.1));
+  sc.duration_s = 400;
+  sc.warmup_s = 0;
+  auto plan = planner::MakePlan(sc.plan, Policy::kTessera).value();
+  const double want_ns = 0.2 * 132 / plan.gpus[0].slices[0].sms * 1e6;
+  auto r = Simulate(sc, plan).value();
+  ExpectConserved(r);
+  EXPECT_NEAR(r.models[0].sent, 2000, 4 * std::sqrt(2000.0));
+  EXPECT_EQ(r.models[0].ok, r.models[0].sent);
+  EXPECT_NEAR(r.models[0].latency_ns.Percentile(50), want_ns, want_ns * 0.002);
+  int64_t windows = 0;
+  for (const auto& w : r.timeline) windows += w.sent;
+  // Every window but the last (which ends at the run's end and is not observed) is counted.
+  EXPECT_GE(windows, r.models[0].sent - 30);
+  EXPECT_LE(windows, r.models[0].sent);
+}
+
 TEST(Simulator, TransitAddsToEveryLatencyAndCountsAgainstTheSlo) {
   // The LoneRequests case with 3 ms of transit: every latency grows by exactly 3 ms; with the
   // SLO just above the batch time the same requests run, but all of them arrive late.
