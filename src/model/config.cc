@@ -314,6 +314,25 @@ std::optional<double> ModelConfig::SloMs() const {
   }
 }
 
+std::optional<ModelConfig::Slice> ModelConfig::SliceRequest() const {
+  auto number = [&](const char* key) -> std::optional<double> {
+    auto it = parameters.find(key);
+    if (it == parameters.end()) return std::nullopt;
+    try {
+      size_t used = 0;
+      const double v = std::stod(it->second, &used);
+      if (used != it->second.size() || !(v > 0) || !std::isfinite(v)) return std::nullopt;
+      return v;
+    } catch (...) {
+      return std::nullopt;
+    }
+  };
+  if (auto sms = number("slice_sms"); sms && *sms == std::floor(*sms) && *sms <= 1e6)
+    return Slice{static_cast<int>(*sms), 0};
+  if (auto pct = number("slice_percent"); pct && *pct <= 100) return Slice{0, *pct};
+  return std::nullopt;
+}
+
 int ModelConfig::InstanceCount() const {
   int n = 0;
   for (const auto& g : instance_groups) n += g.count;
@@ -376,6 +395,17 @@ Status ValidateModelConfig(const ModelConfig& c) {
   if (c.parameters.count("slo_ms") && !c.SloMs())
     return Status::InvalidArgument(where + "parameter slo_ms is '" + c.parameters.at("slo_ms") +
                                    "'; expected a positive number of milliseconds");
+  const bool by_sms = c.parameters.count("slice_sms") > 0;
+  const bool by_pct = c.parameters.count("slice_percent") > 0;
+  if (by_sms && by_pct)
+    return Status::InvalidArgument(where +
+                                   "parameters slice_sms and slice_percent are both set; "
+                                   "expected at most one");
+  if ((by_sms || by_pct) && !c.SliceRequest())
+    return Status::InvalidArgument(
+        where + "parameter " + (by_sms ? "slice_sms" : "slice_percent") + " is '" +
+        c.parameters.at(by_sms ? "slice_sms" : "slice_percent") + "'; expected " +
+        (by_sms ? "a positive whole number of SMs" : "a percentage of the GPU's SMs in (0, 100]"));
   for (const auto& w : c.warmup)
     if (c.max_batch_size > 0 && w.batch_size > c.max_batch_size)
       return Status::InvalidArgument(where + "model_warmup '" + w.name + "' batch_size " +

@@ -87,6 +87,14 @@ struct ModelConfig {
 
   // Tessera's settings from `parameters`, validated by ValidateModelConfig.
   std::optional<double> SloMs() const;
+  // The GPU slice a model instance asks for: parameter "slice_sms" (SMs) or "slice_percent"
+  // (of the GPU's SMs, 0-100]; at most one. Resolved against a GPU's granularity at load
+  // (runtime/slices.h). nullopt when neither is set or the value is not a positive number.
+  struct Slice {
+    int sms = 0;         // > 0 when given in SMs
+    double percent = 0;  // > 0 when given as a percentage
+  };
+  std::optional<Slice> SliceRequest() const;
   int InstanceCount() const;  // summed over instance groups; 1 when none
 };
 
