@@ -12,17 +12,6 @@ Histogram::Histogram(int sub_bucket_bits, int64_t max_value)
   counts_.assign(IndexOf(max_value_) + 1, 0);
 }
 
-size_t Histogram::IndexOf(int64_t value) const {
-  const uint64_t v = static_cast<uint64_t>(std::max<int64_t>(value, 0));
-  const uint64_t exact = uint64_t{1} << (bits_ + 1);
-  if (v < exact) return static_cast<size_t>(v);
-  const int msb = 63 - std::countl_zero(v);
-  const int shift = msb - bits_;    // >= 1
-  const uint64_t top = v >> shift;  // in [2^bits, 2^(bits+1))
-  return static_cast<size_t>(exact + (static_cast<uint64_t>(shift) - 1) * (uint64_t{1} << bits_) +
-                             (top - (uint64_t{1} << bits_)));
-}
-
 int64_t Histogram::HighestInBucket(size_t index) const {
   const uint64_t exact = uint64_t{1} << (bits_ + 1);
   if (index < exact) return static_cast<int64_t>(index);
@@ -31,24 +20,6 @@ int64_t Histogram::HighestInBucket(size_t index) const {
   const int shift = static_cast<int>(rest / half) + 1;
   const uint64_t top = half + rest % half;
   return static_cast<int64_t>(((top + 1) << shift) - 1);
-}
-
-void Histogram::Record(int64_t value, int64_t count) {
-  if (count <= 0) return;
-  if (value < 0) value = 0;
-  if (value > max_value_) {
-    value = max_value_;
-    saturated_ += count;
-  }
-  counts_[IndexOf(value)] += count;
-  if (count_ == 0) {
-    min_ = max_ = value;
-  } else {
-    min_ = std::min(min_, value);
-    max_ = std::max(max_, value);
-  }
-  count_ += count;
-  sum_ += static_cast<double>(value) * static_cast<double>(count);
 }
 
 void Histogram::Merge(const Histogram& other) {

@@ -9,10 +9,10 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
-#include <random>
 #include <thread>
 
 #include "tessera/bench/scenario.h"
+#include "tessera/sim/random.h"
 
 namespace tessera::sim {
 namespace {
@@ -96,30 +96,41 @@ struct SliceState {
 };
 
 // Smooth weighted round-robin over a model's slices, in proportion to their weights (the
-// plan's rates, or capacities once the tuner has acted). Zero-weight entries get nothing.
+// plan's rates, or capacities once the tuner has acted). Zero-weight entries get nothing. The
+// order is worked out when the weights change, for a period of kPeriod picks that then repeats
+// (shares exact to within entries / kPeriod), so a pick costs O(1) however many slices.
 struct Router {
+  static constexpr size_t kPeriod = 4096;
   std::vector<size_t> queues;
-  std::vector<double> weight, current;
-  double total = 0;
+  std::vector<double> weight;
+  std::vector<uint32_t> order;  // indices into queues; empty when no entry has weight
+  size_t pos = 0;
   // Returns SIZE_MAX when no entry has weight.
   size_t Pick() {
     if (queues.size() == 1) return weight[0] > 0 ? queues[0] : SIZE_MAX;
-    size_t best = SIZE_MAX;
-    for (size_t i = 0; i < queues.size(); ++i) {
-      if (weight[i] <= 0) continue;
-      current[i] += weight[i];
-      if (best == SIZE_MAX || current[i] > current[best]) best = i;
-    }
-    if (best == SIZE_MAX) return SIZE_MAX;
-    current[best] -= total;
-    return queues[best];
+    if (order.empty()) return SIZE_MAX;
+    return queues[order[pos++ & (kPeriod - 1)]];
   }
   void Set(size_t queue, double w) {
-    total = 0;
+    double total = 0;
     for (size_t i = 0; i < queues.size(); ++i) {
       if (queues[i] == queue) weight[i] = w;
-      current[i] = 0;
       total += weight[i];
+    }
+    order.clear();
+    pos = 0;
+    if (queues.size() < 2 || total <= 0) return;
+    std::vector<double> current(queues.size(), 0);
+    order.resize(kPeriod);
+    for (size_t k = 0; k < kPeriod; ++k) {
+      size_t best = SIZE_MAX;
+      for (size_t i = 0; i < queues.size(); ++i) {
+        if (weight[i] <= 0) continue;
+        current[i] += weight[i];
+        if (best == SIZE_MAX || current[i] > current[best]) best = i;
+      }
+      current[best] -= total;
+      order[k] = static_cast<uint32_t>(best);
     }
   }
   double WeightOf(size_t queue) const {
@@ -127,42 +138,6 @@ struct Router {
       if (queues[i] == queue) return weight[i];
     return 0;
   }
-};
-
-// xoshiro256** (Blackman and Vigna): a few cycles per 64-bit draw where the Mersenne twister's
-// state refills showed in profiles; seeded through splitmix64. A UniformRandomBitGenerator.
-class Rng {
- public:
-  using result_type = uint64_t;
-  explicit Rng(uint64_t seed) {
-    for (auto& w : s_) {
-      seed += 0x9e3779b97f4a7c15ull;
-      uint64_t z = seed;
-      z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-      z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-      w = z ^ (z >> 31);
-    }
-  }
-  static constexpr uint64_t min() { return 0; }
-  static constexpr uint64_t max() { return UINT64_MAX; }
-  uint64_t operator()() {
-    const uint64_t out = std::rotl(s_[1] * 5, 7) * 9;
-    const uint64_t t = s_[1] << 17;
-    s_[2] ^= s_[0];
-    s_[3] ^= s_[1];
-    s_[1] ^= s_[2];
-    s_[0] ^= s_[3];
-    s_[2] ^= t;
-    s_[3] = std::rotl(s_[3], 45);
-    return out;
-  }
-  // Uniform in [0, 1), 53 bits.
-  double Uniform() { return static_cast<double>((*this)() >> 11) * 0x1.0p-53; }
-  // Exponential with mean 1 (inversion; the argument of the log is in (0, 1]).
-  double Exp() { return -std::log(static_cast<double>(((*this)() >> 11) + 1) * 0x1.0p-53); }
-
- private:
-  uint64_t s_[4];
 };
 
 // Walker's alias method: O(1) draws of an index with probability weight[i] / sum.
@@ -423,7 +398,7 @@ class Fleet {
           s.running = false;
           gpu_pressure_[s.gpu] -= s.running_pressure;
           Pull(e.id, e.t, false);
-          if (Flip(e.id, e.t) || Retire(e.id)) account(e.t);
+          if ((s.pending.active && Flip(e.id, e.t)) || (s.draining && Retire(e.id))) account(e.t);
           Dispatch(e.id, e.t);
           break;
         }
@@ -500,21 +475,22 @@ class Fleet {
   // Takes the lazy members' arrivals before `upto` (or at it, when `inclusive`) into their
   // queues, counted as the arrival path counts them.
   void Pull(size_t si, int64_t upto, bool inclusive) {
+    const int64_t last = std::min(inclusive ? upto : upto - 1, end_ns_ - 1);
     for (size_t qi : slices_[si].lazy) {
       Queue& q = queues_[qi];
       double& next = lazy_next_[q.model];
-      ModelOutcome& o = outcomes_[q.model];
       const double gap = lazy_gap_ns_[q.model];
-      for (;;) {
-        const auto t = static_cast<int64_t>(next);
-        if (t >= end_ns_ || t > upto || (t == upto && !inclusive)) break;
-        ++lazy_requests_;
-        if (t >= warmup_ns_) ++o.sent;
-        ++w_sent_;
+      int64_t n = 0, counted = 0;
+      for (auto t = static_cast<int64_t>(next); t <= last; t = static_cast<int64_t>(next)) {
         q.arrivals.push_back(t);
-        ++q.w_arrived;
+        ++n;
+        counted += t >= warmup_ns_;
         next += lazy_rng_.Exp() * gap;
       }
+      lazy_requests_ += n;
+      w_sent_ += n;
+      q.w_arrived += n;
+      outcomes_[q.model].sent += counted;
     }
   }
 
@@ -554,7 +530,6 @@ class Fleet {
     Router& r = routers_[model];
     r.queues.push_back(qi);
     r.weight.push_back(0);
-    r.current.push_back(0);
     r.Set(qi, weight);
     return qi;
   }
@@ -758,23 +733,27 @@ class Fleet {
       while (b > 1 && now + predict(b) > q.arrivals.front() + slo_ns) --b;
       const double mean = q.mean_ms[bucket(b)], sd = q.std_ms[bucket(b)];
       double ms = mean;
-      if (sd > 0) ms = std::max(0.5 * mean, mean + sd * unit_normal_(rng_));
+      if (sd > 0) ms = std::max(0.5 * mean, mean + sd * rng_.Normal());
       const int64_t run_ns = static_cast<int64_t>(ms * f * kNsPerMs);
       const int64_t done = now + run_ns;
       const int64_t oldest = q.arrivals.front();
       ModelOutcome& o = outcomes_[q.model];
+      const int64_t end = done + transit_ns_[q.model];
+      int64_t within = 0, ok = 0, late = 0;
       for (int i = 0; i < b; ++i) {
         const int64_t a = q.arrivals.front();
         q.arrivals.pop_front();
-        const int64_t lat = done - a + transit_ns_[q.model];
-        Finish(q, lat <= slo_ns);
+        const int64_t lat = end - a;
+        within += lat <= slo_ns;
         if (a < warmup_ns_) continue;
         o.latency_ns.Record(lat);
-        if (lat <= slo_ns)
-          ++o.ok;
-        else
-          ++o.late;
+        ok += lat <= slo_ns;
+        late += lat > slo_ns;
       }
+      q.w_finished += b;
+      q.w_within += within;
+      o.ok += ok;
+      o.late += late;
       ++batches_;
       s.w_busy_ns += run_ns;
       s.next = pos + 1 == n ? 0 : pos + 1;
@@ -812,7 +791,6 @@ class Fleet {
   const SimScenario& sc_;
   planner::Policy policy_;
   Rng rng_;
-  std::normal_distribution<double> unit_normal_{0.0, 1.0};  // keeps its spare draw
   std::map<std::string, size_t> index_;
   std::vector<ModelOutcome> outcomes_;
   std::vector<int64_t> transit_ns_;  // per model: added to each answered request's latency

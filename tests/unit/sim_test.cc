@@ -3,10 +3,12 @@
 // shared slices, determinism, and scenario-file errors.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 
 #include "tessera/planner/synthetic.h"
+#include "tessera/sim/random.h"
 #include "tessera/sim/simulator.h"
 
 namespace tessera::sim {
@@ -61,6 +63,53 @@ void ExpectConserved(const SimResult& r) {
     EXPECT_EQ(m.sent, m.ok + m.late + m.dropped) << m.name;
     EXPECT_EQ(m.latency_ns.count(), m.ok + m.late) << m.name;
   }
+}
+
+// Kolmogorov-Smirnov distance of sorted samples from a CDF.
+template <typename Cdf>
+double KsDistance(std::vector<double> xs, Cdf cdf) {
+  std::sort(xs.begin(), xs.end());
+  double d = 0;
+  const double n = static_cast<double>(xs.size());
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const double f = cdf(xs[i]);
+    d = std::max({d, f - i / n, (i + 1) / n - f});
+  }
+  return d;
+}
+
+TEST(SimRandom, ZigguratDrawsHaveTheRightDistributions) {
+  // 10^6 draws each: KS distance below 1.63 / sqrt(n) (the 1% critical value), moments, and
+  // the tails beyond the base layers (which take the slow paths) at their exact rates.
+  constexpr int n = 1'000'000;
+  Rng rng(42);
+  std::vector<double> e(n), z(n);
+  double es = 0, es2 = 0, zs = 0, zs2 = 0;
+  int e_tail = 0, z_tail = 0;
+  for (int i = 0; i < n; ++i) {
+    e[i] = rng.Exp();
+    z[i] = rng.Normal();
+    ASSERT_GE(e[i], 0);
+    es += e[i];
+    es2 += e[i] * e[i];
+    zs += z[i];
+    zs2 += z[i] * z[i];
+    e_tail += e[i] > 8;               // beyond r = 7.70: exp(-8) = 3.35e-4
+    z_tail += std::fabs(z[i]) > 3.5;  // beyond r = 3.44: 4.65e-4
+  }
+  EXPECT_NEAR(es / n, 1, 0.005);
+  EXPECT_NEAR(es2 / n - (es / n) * (es / n), 1, 0.01);
+  EXPECT_NEAR(zs / n, 0, 0.005);
+  EXPECT_NEAR(zs2 / n, 1, 0.01);
+  const double crit = 1.63 / std::sqrt(n);
+  EXPECT_LT(KsDistance(e, [](double x) { return 1 - std::exp(-x); }), crit);
+  EXPECT_LT(KsDistance(z, [](double x) { return 0.5 * std::erfc(-x / std::sqrt(2.0)); }), crit);
+  EXPECT_NEAR(e_tail, n * std::exp(-8.0), 5 * std::sqrt(n * std::exp(-8.0)));
+  const double p_z = std::erfc(3.5 / std::sqrt(2.0));
+  EXPECT_NEAR(z_tail, n * p_z, 5 * std::sqrt(n * p_z));
+  // Same seed, same stream.
+  Rng a(7), b(7);
+  for (int i = 0; i < 100; ++i) ASSERT_EQ(a(), b());
 }
 
 TEST(Simulator, LoneRequestsTakeExactlyTheirBatchTime) {

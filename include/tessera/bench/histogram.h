@@ -4,6 +4,8 @@
 // records nanoseconds). Not thread-safe; give each thread its own and Merge.
 #pragma once
 
+#include <algorithm>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <utility>
@@ -48,5 +50,35 @@ class Histogram {
   int64_t count_ = 0, min_ = 0, max_ = 0, saturated_ = 0;
   double sum_ = 0;
 };
+
+// Inline: the simulator records one value per simulated request.
+inline size_t Histogram::IndexOf(int64_t value) const {
+  const uint64_t v = static_cast<uint64_t>(std::max<int64_t>(value, 0));
+  const uint64_t exact = uint64_t{1} << (bits_ + 1);
+  if (v < exact) return static_cast<size_t>(v);
+  const int msb = 63 - std::countl_zero(v);
+  const int shift = msb - bits_;    // >= 1
+  const uint64_t top = v >> shift;  // in [2^bits, 2^(bits+1))
+  return static_cast<size_t>(exact + (static_cast<uint64_t>(shift) - 1) * (uint64_t{1} << bits_) +
+                             (top - (uint64_t{1} << bits_)));
+}
+
+inline void Histogram::Record(int64_t value, int64_t count) {
+  if (count <= 0) return;
+  if (value < 0) value = 0;
+  if (value > max_value_) {
+    value = max_value_;
+    saturated_ += count;
+  }
+  counts_[IndexOf(value)] += count;
+  if (count_ == 0) {
+    min_ = max_ = value;
+  } else {
+    min_ = std::min(min_, value);
+    max_ = std::max(max_, value);
+  }
+  count_ += count;
+  sum_ += static_cast<double>(value) * static_cast<double>(count);
+}
 
 }  // namespace tessera::bench
