@@ -64,6 +64,8 @@ struct Queue {
   // The profile at the slice's current size, by batch (index b, 1..profile max), in ns / ms:
   // looked up on every dispatch, so computed once per size.
   std::vector<int64_t> p99_ns;
+  int64_t slo_ns = 0;   // the model's SLO
+  double pressure = 0;  // its share of the GPU's bandwidth pressure while it runs
   std::vector<double> mean_ms, std_ms;
   // This window's counts, for the tuners.
   int64_t w_arrived = 0, w_finished = 0, w_within = 0;
@@ -540,6 +542,8 @@ class Fleet {
     const double sms = slices_[q.slice].sms;
     const Profile& p = sc_.plan.models[q.model].profile;
     const int top = std::max(p.max_batch(), q.max_batch);
+    q.slo_ns = static_cast<int64_t>(sc_.plan.models[q.model].slo_ms * kNsPerMs);
+    q.pressure = p.mem_intensity * sms / sc_.plan.gpu.sms;
     q.p99_ns.assign(1, 0);
     q.mean_ms.assign(1, 0);
     q.std_ms.assign(1, 0);
@@ -710,9 +714,7 @@ class Fleet {
     for (size_t k = 0, pos = s.next; k < n; ++k, pos = pos + 1 == n ? 0 : pos + 1) {
       Queue& q = queues_[s.queues[pos]];
       if (q.arrivals.empty()) continue;
-      const auto& model = sc_.plan.models[q.model];
-      const Profile& p = model.profile;
-      const int64_t slo_ns = static_cast<int64_t>(model.slo_ms * kNsPerMs);
+      const int64_t slo_ns = q.slo_ns;
       // With power-of-two buckets a batch of b rows runs padded on the smallest bucket that
       // holds it (powers of two below the max batch, and the max batch) and costs that bucket.
       auto bucket = [&](int b) {
@@ -758,12 +760,13 @@ class Fleet {
       s.w_busy_ns += run_ns;
       s.next = pos + 1 == n ? 0 : pos + 1;
       s.running = true;
-      s.running_pressure = p.mem_intensity * s.sms / sc_.plan.gpu.sms;
+      s.running_pressure = q.pressure;
       gpu_pressure_[s.gpu] += s.running_pressure;
       events_.push({done, static_cast<uint32_t>(si), EventKind::kCompletion});
       if (q.gslice)
         SelfTune(si, q, (done - oldest) / kNsPerMs, ms * f, b,
-                 1000.0 * q.max_batch / (q.mean_ms[q.max_batch] * f), model.slo_ms, now);
+                 1000.0 * q.max_batch / (q.mean_ms[q.max_batch] * f),
+                 sc_.plan.models[q.model].slo_ms, now);
       return;
     }
     Retire(si);
@@ -900,9 +903,14 @@ Result<std::vector<Part>> Partition(const SimScenario& sc, const Plan& plan) {
     // Independent streams per group; the same for a seed whatever the thread count.
     p.scenario.seed = sc.seed * 7919 + k + 1;
   }
-  std::stable_sort(parts.begin(), parts.end(), [](const Part& a, const Part& b) {
-    return a.plan.gpus.size() > b.plan.gpus.size();
-  });
+  // Heaviest first (the work is about the requests), so the threads finish together.
+  auto load = [](const Part& p) {
+    double r = 0;
+    for (const auto& m : p.scenario.plan.models) r += m.rate_rps;
+    return r;
+  };
+  std::stable_sort(parts.begin(), parts.end(),
+                   [&](const Part& a, const Part& b) { return load(a) > load(b); });
   return parts;
 }
 
