@@ -1,5 +1,7 @@
 #include "runtime/served_model.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <future>
 #include <limits>
@@ -41,6 +43,12 @@ Status ServedModel::Start() {
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const int threads =
       opts_.threads_per_instance > 0 ? opts_.threads_per_instance : std::max(1, cores / n);
+  if (config_.SliceRequest())
+    spdlog::warn(
+        "model '{}': parameter {} sets a GPU slice; this CPU instance ignores it and runs {} "
+        "compute thread(s) (--threads-per-instance)",
+        config_.name, config_.parameters.count("slice_sms") ? "slice_sms" : "slice_percent",
+        threads);
   std::vector<std::future<Status>> warm;
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -296,3 +296,25 @@ def test_a_model_that_fails_to_load_is_reported_and_others_serve(tessera_bin, tm
         assert infer(s)[0] == 200
     finally:
         s.stop()
+
+
+def test_slice_parameters_are_checked_at_load_and_ignored_on_cpu(tessera_bin, tmp_path):
+    repo = make_repo(tessera_bin, tmp_path / "repo", "tiny_mlp,bert_small")
+    for model, value in (("tiny_mlp", "slice_sms"), ("bert_small", "slice_percent")):
+        cfg = repo / model / "config.pbtxt"
+        v = "32" if model == "tiny_mlp" else "250"
+        cfg.write_text(cfg.read_text() +
+                       f'parameters {{ key: "{value}" value {{ string_value: "{v}" }} }}\n')
+    s = TesseraServer(repo)
+    try:
+        http = th.InferenceServerClient(s.http)
+        index = {m["name"]: m for m in http.get_model_repository_index()}
+        assert index["bert_small"]["state"] == "UNAVAILABLE"
+        assert "slice_percent is '250'" in index["bert_small"]["reason"]
+        assert "(0, 100]" in index["bert_small"]["reason"]
+        # A valid slice loads; the CPU instance says it ignores it, and serves.
+        assert index["tiny_mlp"]["state"] == "READY"
+        assert "parameter slice_sms sets a GPU slice" in s.output()
+        assert infer(s)[0] == 200
+    finally:
+        s.stop()
