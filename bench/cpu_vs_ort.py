@@ -12,10 +12,11 @@ import datetime
 import json
 import os
 import pathlib
-import platform
 import subprocess
 import sys
 import tempfile
+
+import results_file  # noqa: E402  (bench/, the script's own folder)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TESSERA = ROOT / "build" / "bin" / "tessera"
@@ -57,18 +58,9 @@ def stats(lat):
             "p99_ms": s[min(len(s) - 1, int(0.99 * (len(s) - 1) + 0.5))]}
 
 
-def machine():
-    cpu = "unknown"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+def ort_version():
     import onnxruntime
-    return {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(),
-            "onnxruntime": onnxruntime.__version__}
+    return onnxruntime.__version__
 
 
 def main():
@@ -127,11 +119,11 @@ def main():
             rows.append(row)
             print(f" p50 {ts['p50_ms']:.2f} vs {os_['p50_ms']:.2f} ms "
                   f"(x{row['latency_ratio_p50']:.2f}), RSS {t_rss >> 20} vs {o_rss >> 20} MiB", flush=True)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
+    commit = results_file.commit()
     date = datetime.datetime.now(datetime.timezone.utc)
     result = {"benchmark": "cpu-vs-ort", "date": date.isoformat(timespec="seconds"),
-              "commit": commit, "machine": machine(), "threads": a.threads,
+              "commit": commit, "machine": results_file.machine(onnxruntime=ort_version()),
+              "threads": a.threads,
               "warmup": a.warmup, "iterations": a.iterations, "rounds": a.rounds,
               "command": " ".join([pathlib.Path(sys.argv[0]).name] + sys.argv[1:]), "results": rows}
     out = pathlib.Path(a.out or ROOT / "bench" / "results" / f"{date:%Y-%m-%d}-cpu-vs-ort.json")

@@ -23,12 +23,13 @@ import datetime
 import json
 import os
 import pathlib
-import platform
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+
+import results_file  # noqa: E402  (bench/, the script's own folder)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "python"))
@@ -188,15 +189,6 @@ def cross_check(checks, rounds, seconds):
     return out
 
 
-def machine():
-    cpu = "unknown"
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release()}
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -217,11 +209,10 @@ def main():
     print("cross-check with perf_analyzer on tessera serve:")
     checks = [(m, int(r)) for m, r in (c.split(":") for c in a.check.split(","))]
     cc = cross_check(checks, a.check_rounds, a.check_seconds)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
+    commit = results_file.commit()
     date = datetime.datetime.now(datetime.timezone.utc)
     result = {"benchmark": "loadgen-check", "date": date.isoformat(timespec="seconds"),
-              "commit": commit, "machine": machine(), "capacity": cap, "cross_check": cc}
+              "commit": commit, "machine": results_file.machine(), "capacity": cap, "cross_check": cc}
     out = pathlib.Path(a.out or ROOT / "bench" / "results" / f"{date:%Y-%m-%d}-loadgen.json")
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")

@@ -14,9 +14,7 @@ import argparse
 import datetime
 import http.client
 import json
-import os
 import pathlib
-import platform
 import re
 import subprocess
 import sys
@@ -25,6 +23,8 @@ import time
 
 import grpc
 import numpy as np
+
+import results_file  # noqa: E402  (bench/, the script's own folder)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "python"))
@@ -124,12 +124,6 @@ def perf_analyzer(url, protocol, concurrency, seconds):
                                             map(int, srv.groups()))) if srv else None}
 
 
-def machine():
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
-                if l.startswith("model name")), "unknown")
-    return {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release()}
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -165,13 +159,12 @@ def main():
                           f"server {t['server_breakdown_us']}", flush=True)
         finally:
             server.stop()
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
+    commit = results_file.commit()
     date = datetime.datetime.now(datetime.timezone.utc)
     out = pathlib.Path(a.out or ROOT / "bench" / "results" / f"{date:%Y-%m-%d}-server-overhead.json")
     out.write_text(json.dumps({
         "benchmark": "server-overhead", "date": date.isoformat(timespec="seconds"),
-        "commit": commit, "machine": machine(), "model": "tiny_mlp (16 -> 64 -> 16, FP32)",
+        "commit": commit, "machine": results_file.machine(), "model": "tiny_mlp (16 -> 64 -> 16, FP32)",
         "command": " ".join([pathlib.Path(sys.argv[0]).name] + sys.argv[1:]),
         "target": "server overhead p50 <= 50 us",
         "sequential": results, "perf_analyzer": throughput}, indent=1) + "\n")

@@ -26,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 
+import results_file  # noqa: E402  (bench/, the script's own folder)
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "python"))
 from server_util import TESSERA, TesseraServer, write_zoo  # noqa: E402
@@ -148,22 +150,13 @@ def main():
                 rows.append(row)
         finally:
             server.stop()
-    date = datetime.date.today().isoformat()
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    cpu = "unknown"
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    result = {"benchmark": "sim-fidelity", "date": date, "commit": commit,
-              "machine": {"cores": cores, "cpu": cpu},
+    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    result = {"benchmark": "sim-fidelity", "date": date, "commit": results_file.commit(),
+              "machine": results_file.machine(),
               "model": MODEL, "slo_ms": slo_ms, "server_cpu": server_cpu,
               "client_cpu": client_cpu, "server_threads_per_instance": 1,
               "capacity_rps": capacity, "engine_profile": engine, "runs": rows}
-    out = pathlib.Path(args.out or ROOT / "bench" / "results" / f"{date}-sim-fidelity.json")
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    results_file.write("sim-fidelity", result, args.out)
 
 
 if __name__ == "__main__":

@@ -301,35 +301,31 @@ Result<std::vector<int64_t>> VersionPolicy::Select(const std::vector<int64_t>& a
   return have;
 }
 
-std::optional<double> ModelConfig::SloMs() const {
-  auto it = parameters.find("slo_ms");
+namespace {
+// A parameter holding a finite number > 0; nullopt when absent or anything else.
+std::optional<double> PositiveParameter(const std::map<std::string, std::string>& parameters,
+                                        const char* key) {
+  auto it = parameters.find(key);
   if (it == parameters.end()) return std::nullopt;
   try {
     size_t used = 0;
-    double v = std::stod(it->second, &used);
+    const double v = std::stod(it->second, &used);
     if (used != it->second.size() || !(v > 0) || !std::isfinite(v)) return std::nullopt;
     return v;
   } catch (...) {
     return std::nullopt;
   }
 }
+}  // namespace
+
+std::optional<double> ModelConfig::SloMs() const { return PositiveParameter(parameters, "slo_ms"); }
 
 std::optional<ModelConfig::Slice> ModelConfig::SliceRequest() const {
-  auto number = [&](const char* key) -> std::optional<double> {
-    auto it = parameters.find(key);
-    if (it == parameters.end()) return std::nullopt;
-    try {
-      size_t used = 0;
-      const double v = std::stod(it->second, &used);
-      if (used != it->second.size() || !(v > 0) || !std::isfinite(v)) return std::nullopt;
-      return v;
-    } catch (...) {
-      return std::nullopt;
-    }
-  };
-  if (auto sms = number("slice_sms"); sms && *sms == std::floor(*sms) && *sms <= 1e6)
+  if (auto sms = PositiveParameter(parameters, "slice_sms");
+      sms && *sms == std::floor(*sms) && *sms <= 1e6)
     return Slice{static_cast<int>(*sms), 0};
-  if (auto pct = number("slice_percent"); pct && *pct <= 100) return Slice{0, *pct};
+  if (auto pct = PositiveParameter(parameters, "slice_percent"); pct && *pct <= 100)
+    return Slice{0, *pct};
   return std::nullopt;
 }
 

@@ -112,6 +112,20 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
   };
 
   std::vector<TuneAction> out;
+  // Adds a dedicated slice for model mi sized for `want` req/s where `place` puts it, with the
+  // reason why(sms, gpu, capacity), and books its SMs; returns its capacity, 0 if none fits.
+  auto add_slice = [&](size_t mi, double want, auto why) {
+    double s = 0;
+    const int gi = place(mi, want, &s);
+    if (gi < 0) return 0.0;
+    int mb = 0;
+    const double c = cap(mi, s, inflation_on(gi, 0), &mb);
+    if (mb == 0 || c <= 0) return 0.0;
+    out.push_back({TuneAction::Kind::kAdd, -1, mi, gi, s, mb, c, why(s, gi, c)});
+    free[gi] -= s;
+    ++slices_on[gi];
+    return c;
+  };
   // Neighbours on GPU gi with capacity to spare (a single dedicated slice running below
   // target_load) shrink now to give `wanted` SMs back; the SMs come free at their flips.
   auto donate = [&](size_t mi, int gi, double wanted) {
@@ -182,19 +196,13 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
       bool crowded = missed;
       for (const Ref& r : shr) crowded |= r.slice->busy > opt_.grow_above;
       if (!crowded) continue;
-      double s = 0;
-      const int gi = place(mi, need, &s);
-      if (gi < 0) continue;
-      const double f = inflation_on(gi, 0);
-      int mb = 0;
-      const double c = cap(mi, s, f, &mb);
-      if (mb == 0) continue;
-      out.push_back({TuneAction::Kind::kAdd, -1, mi, gi, s, mb, c,
-                     Fmt("%s outgrew its shared slice (%.1f req/s%s): a dedicated %.0f-SM slice "
-                         "on GPU %d carries %.1f req/s",
-                         model.name.c_str(), st.rate, missed ? ", SLO missed" : "", s, gi, c)});
-      free[gi] -= s;
-      ++slices_on[gi];
+      const double c = add_slice(mi, need, [&](double s, int gi, double c) {
+        return Fmt(
+            "%s outgrew its shared slice (%.1f req/s%s): a dedicated %.0f-SM slice on GPU %d "
+            "carries %.1f req/s",
+            model.name.c_str(), st.rate, missed ? ", SLO missed" : "", s, gi, c);
+      });
+      if (c <= 0) continue;
       for (const Ref& r : shr)
         out.push_back({TuneAction::Kind::kRoute, r.slice->id, mi, r.slice->gpu, 0, 0, 0,
                        "moved to its dedicated slice"});
@@ -306,19 +314,13 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
         }
       }
       while (deficit > 0 && !wait_for_donors) {
-        double s = 0;
-        const int gi = place(mi, deficit, &s);
-        if (gi < 0) break;
-        const double f = inflation_on(gi, 0);
-        int mb = 0;
-        const double c = cap(mi, s, f, &mb);
-        if (mb == 0 || c <= 0) break;
-        out.push_back({TuneAction::Kind::kAdd, -1, mi, gi, s, mb, c,
-                       Fmt("%s: %s (%.1f of %.1f req/s) and no room to grow in place: a "
-                           "replica of %.0f SMs on GPU %d, capacity %.1f req/s",
-                           model.name.c_str(), reason, st.rate, total, s, gi, c)});
-        free[gi] -= s;
-        ++slices_on[gi];
+        const double c = add_slice(mi, deficit, [&](double s, int gi, double c) {
+          return Fmt(
+              "%s: %s (%.1f of %.1f req/s) and no room to grow in place: a replica of %.0f SMs "
+              "on GPU %d, capacity %.1f req/s",
+              model.name.c_str(), reason, st.rate, total, s, gi, c);
+        });
+        if (c <= 0) break;
         deficit -= c;
       }
     } else if (st.rate < opt_.shrink_below * total) {

@@ -49,10 +49,21 @@ SliceTable::SliceTable(GpuLayout gpu, SliceProvider* provider)
     : gpu_(std::move(gpu)), provider_(provider), holder_(gpu_.groups(), 0) {}
 
 SliceTable::~SliceTable() {
-  for (auto& [id, s] : slices_) {
-    provider_->Destroy(s.place);
-    if (s.state != SliceInfo::State::kServing) provider_->Destroy(s.other_place);
-  }
+  for (auto& [id, s] : slices_) DestroyPlaces(s);
+}
+
+void SliceTable::DestroyPlaces(const SliceInfo& s) {
+  provider_->Destroy(s.place);
+  if (s.state != SliceInfo::State::kServing) provider_->Destroy(s.other_place);
+}
+
+void SliceTable::DropOther(SliceInfo* s) {
+  provider_->Destroy(s->other_place);
+  for (int g : s->other_groups)
+    if (std::find(s->groups.begin(), s->groups.end(), g) == s->groups.end()) holder_[g] = 0;
+  s->other_groups.clear();
+  s->other_place = 0;
+  s->state = SliceInfo::State::kServing;
 }
 
 int SliceTable::free_groups() const {
@@ -101,8 +112,7 @@ Result<SliceId> SliceTable::Add(const std::string& owner, int groups) {
 
 Status SliceTable::Remove(SliceId id) {
   TESSERA_ASSIGN_OR_RETURN(SliceInfo * s, Find(id, "remove"));
-  provider_->Destroy(s->place);
-  if (s->state != SliceInfo::State::kServing) provider_->Destroy(s->other_place);
+  DestroyPlaces(*s);
   for (auto& h : holder_)
     if (h == id) h = 0;
   slices_.erase(id);
@@ -162,12 +172,7 @@ Status SliceTable::FinishResize(SliceId id) {
   if (s->state != SliceInfo::State::kDraining)
     return Status::FailedPrecondition(
         fmt::format("finish resize of '{}': no old slice is draining", s->owner));
-  provider_->Destroy(s->other_place);
-  for (int g : s->other_groups)
-    if (std::find(s->groups.begin(), s->groups.end(), g) == s->groups.end()) holder_[g] = 0;
-  s->other_groups.clear();
-  s->other_place = 0;
-  s->state = SliceInfo::State::kServing;
+  DropOther(s);  // the old place, now other, has drained
   return Status::OK();
 }
 
@@ -177,12 +182,7 @@ Status SliceTable::AbortResize(SliceId id) {
     return Status::FailedPrecondition(fmt::format(
         "abort resize of '{}': nothing to abort (only a resize that has not gone live can be)",
         s->owner));
-  provider_->Destroy(s->other_place);
-  for (int g : s->other_groups)
-    if (std::find(s->groups.begin(), s->groups.end(), g) == s->groups.end()) holder_[g] = 0;
-  s->other_groups.clear();
-  s->other_place = 0;
-  s->state = SliceInfo::State::kServing;
+  DropOther(s);  // the new place that never went live
   return Status::OK();
 }
 

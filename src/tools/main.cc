@@ -57,7 +57,13 @@ int main(int argc, char** argv) {
 #endif
     return 0;
   });
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version end here with 0; any bad option or value is bad input: exit 2, as
+    // every subcommand's own input checks do (CLI11's own codes would be 100+).
+    return app.exit(e) == 0 ? 0 : 2;
+  }
   for (auto& [sub, run] : cmds)
     if (sub->parsed()) return run();
   return 1;

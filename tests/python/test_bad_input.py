@@ -133,7 +133,11 @@ def test_cli_usage_errors():
     proc = subprocess.run([str(TESSERA), "infer"], capture_output=True, text=True)
     assert proc.returncode == 2 and "--model" in proc.stderr
     proc = subprocess.run([str(TESSERA), "frobnicate"], capture_output=True, text=True)
-    assert proc.returncode != 0
+    assert proc.returncode == 2
+    # An option value the parser refuses is a usage error too (exit 2, not CLI11's 100+).
+    proc = subprocess.run([str(TESSERA), "bench", "--grpc-threads", "0"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and "--grpc-threads" in proc.stderr
     proc = subprocess.run([str(TESSERA), "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "zoo" in proc.stdout and "infer" in proc.stdout
 

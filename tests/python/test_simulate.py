@@ -83,6 +83,23 @@ def test_bad_scenarios_get_clear_errors(tessera_bin, tmp_path):
     assert r.returncode == 2 and "gslice" in r.stderr
     r = simulate("-s", EXAMPLE, "-d", "5", "--warmup", "6")
     assert r.returncode == 2 and "--warmup must be below --duration" in r.stderr
+    r = simulate("-s", EXAMPLE, "--batch-buckets", "odd")
+    assert r.returncode == 2 and "--batch-buckets" in r.stderr
+
+
+def test_pow2_buckets_pad_batches_and_are_recorded(tessera_bin, tmp_path):
+    # Padding a batch to the next power of two costs time: the same plan and arrivals give
+    # a higher p99 with pow2 executables than with one per batch size.
+    p99 = {}
+    for buckets in ("every", "pow2"):
+        out = tmp_path / f"{buckets}.json"
+        r = simulate("-s", EXAMPLE, "-d", "10", "--warmup", "2", "--batch-buckets", buckets,
+                     "--json", out)
+        assert r.returncode == 0, r.stderr
+        doc = json.loads(out.read_text())
+        assert doc["batch_buckets"] == buckets
+        p99[buckets] = doc["policies"]["tessera"]["p99_ms"]
+    assert p99["pow2"] > p99["every"]
 
 
 def test_plot_sim_draws_a_simulate_result(tessera_bin, tmp_path):

@@ -95,6 +95,10 @@ class SliceTable {
 
  private:
   Result<SliceInfo*> Find(SliceId id, const char* what);
+  void DestroyPlaces(const SliceInfo& s);
+  // Destroys the slice's other place (new before a flip, old after one), frees the groups only
+  // it held and leaves the slice serving.
+  void DropOther(SliceInfo* s);
   std::string Holders() const;
   GpuLayout gpu_;
   SliceProvider* provider_;
