@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "engine/ops/dispatch.h"
+#include "engine/ops/nn.h"
 #include "engine/ops/ops.h"
 
 namespace tessera::ops {
@@ -85,10 +86,7 @@ std::vector<int64_t> ContiguousStrides(const Shape& s) {
   return st;
 }
 
-struct SliceSpec {
-  Shape out;
-  std::vector<int64_t> start, step;
-};
+}  // namespace
 
 Result<SliceSpec> ComputeSlice(const Node& n, const Metas& in) {
   const Shape& s = in[0]->shape;
@@ -159,8 +157,6 @@ Result<std::vector<int64_t>> SplitSizes(const Node& n, const Metas& in, size_t o
                                    std::to_string(axis) + " of " + ShapeToString(s));
   return sizes;
 }
-
-}  // namespace
 
 void RegisterMovement() {
   RegisterAlias("Identity",

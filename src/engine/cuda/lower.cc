@@ -1,0 +1,1023 @@
+// Lowering of a prepared graph to the CUDA backend's Program (program.h). Everything here is
+// host arithmetic: shapes, strides, GEMM and convolution parameters, and the arena plan.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <unordered_map>
+
+#include "engine/cuda/program.h"
+#include "engine/ops/nn.h"
+
+namespace tessera::cuda {
+
+int EwArity(Ew op) {
+  if (op == Ew::kWhere || op == Ew::kMulAdd) return 3;
+  if (op >= Ew::kAdd) return 2;
+  return 1;
+}
+
+const char* EwName(Ew op) {
+  static const char* const kNames[] = {"Relu",
+                                       "LeakyRelu",
+                                       "Sigmoid",
+                                       "Tanh",
+                                       "Erf",
+                                       "Gelu",
+                                       "GeluTanh",
+                                       "Sqrt",
+                                       "Exp",
+                                       "Log",
+                                       "Reciprocal",
+                                       "Floor",
+                                       "Ceil",
+                                       "Softplus",
+                                       "HardSwish",
+                                       "HardSigmoid",
+                                       "Elu",
+                                       "Clip",
+                                       "Swish",
+                                       "Neg",
+                                       "Abs",
+                                       "Cast",
+                                       "Not",
+                                       "Add",
+                                       "Sub",
+                                       "Mul",
+                                       "Div",
+                                       "Pow",
+                                       "Min",
+                                       "Max",
+                                       "Mod",
+                                       "Fmod",
+                                       "Equal",
+                                       "Less",
+                                       "Greater",
+                                       "LessOrEqual",
+                                       "GreaterOrEqual",
+                                       "And",
+                                       "Or",
+                                       "Xor",
+                                       "Where",
+                                       "MulAdd"};
+  return kNames[static_cast<int>(op)];
+}
+
+void MergeDims(std::vector<int64_t>* shape, const std::vector<std::vector<int64_t>*>& strides) {
+  std::vector<int64_t> s;
+  std::vector<std::vector<int64_t>> st(strides.size());
+  for (size_t d = 0; d < shape->size(); ++d) {
+    if ((*shape)[d] == 1) continue;
+    bool merge = !s.empty();
+    for (size_t k = 0; merge && k < strides.size(); ++k)
+      merge = st[k].back() == (*strides[k])[d] * (*shape)[d];
+    if (merge) {
+      s.back() *= (*shape)[d];
+      for (size_t k = 0; k < strides.size(); ++k) st[k].back() = (*strides[k])[d];
+      continue;
+    }
+    s.push_back((*shape)[d]);
+    for (size_t k = 0; k < strides.size(); ++k) st[k].push_back((*strides[k])[d]);
+  }
+  if (s.empty()) {
+    s.push_back(1);
+    for (auto& v : st) v.push_back(1);
+  }
+  *shape = s;
+  for (size_t k = 0; k < strides.size(); ++k) *strides[k] = st[k];
+}
+
+namespace {
+
+using ops::ValueMeta;
+
+std::vector<int64_t> Contiguous(const Shape& s) {
+  std::vector<int64_t> st(s.size(), 1);
+  for (size_t i = s.size(); i-- > 1;) st[i - 1] = st[i] * s[i];
+  return st;
+}
+
+// Strides of `in` (right-aligned) walked over `out`: 0 where it broadcasts.
+std::vector<int64_t> BroadcastStrides(const Shape& in, const Shape& out) {
+  std::vector<int64_t> st(out.size(), 0);
+  const auto c = Contiguous(in);
+  const size_t shift = out.size() - in.size();
+  for (size_t i = 0; i < in.size(); ++i)
+    if (in[i] != 1) st[i + shift] = c[i];
+  return st;
+}
+
+bool IsFloatType(DataType t) { return t == DataType::kFloat32; }
+bool IsLoweredType(DataType t) {
+  return t == DataType::kFloat32 || t == DataType::kInt64 || t == DataType::kInt32 ||
+         t == DataType::kBool || t == DataType::kUInt8 || t == DataType::kInt8;
+}
+
+struct UnaryInfo {
+  Ew op;
+  bool float_only;
+};
+const std::unordered_map<std::string, UnaryInfo>& UnaryOps() {
+  static const std::unordered_map<std::string, UnaryInfo> m = {
+      {"Relu", {Ew::kRelu, true}},
+      {"LeakyRelu", {Ew::kLeakyRelu, true}},
+      {"Sigmoid", {Ew::kSigmoid, true}},
+      {"Tanh", {Ew::kTanh, true}},
+      {"Erf", {Ew::kErf, true}},
+      {"Gelu", {Ew::kGelu, true}},
+      {"Sqrt", {Ew::kSqrt, true}},
+      {"Exp", {Ew::kExp, true}},
+      {"Log", {Ew::kLog, true}},
+      {"Reciprocal", {Ew::kReciprocal, true}},
+      {"Floor", {Ew::kFloor, true}},
+      {"Ceil", {Ew::kCeil, true}},
+      {"Softplus", {Ew::kSoftplus, true}},
+      {"HardSwish", {Ew::kHardSwish, true}},
+      {"HardSigmoid", {Ew::kHardSigmoid, true}},
+      {"Elu", {Ew::kElu, true}},
+      {"Clip", {Ew::kClip, true}},
+      {"Neg", {Ew::kNeg, false}},
+      {"Abs", {Ew::kAbs, false}},
+      {"Cast", {Ew::kCast, false}},
+      {"Not", {Ew::kNot, false}}};
+  return m;
+}
+const std::unordered_map<std::string, Ew>& BinaryOps() {
+  static const std::unordered_map<std::string, Ew> m = {{"Add", Ew::kAdd},
+                                                        {"Sub", Ew::kSub},
+                                                        {"Mul", Ew::kMul},
+                                                        {"Div", Ew::kDiv},
+                                                        {"Pow", Ew::kPow},
+                                                        {"Min", Ew::kMin},
+                                                        {"Max", Ew::kMax},
+                                                        {"Mod", Ew::kMod},
+                                                        {"Equal", Ew::kEqual},
+                                                        {"Less", Ew::kLess},
+                                                        {"Greater", Ew::kGreater},
+                                                        {"LessOrEqual", Ew::kLessOrEqual},
+                                                        {"GreaterOrEqual", Ew::kGreaterOrEqual},
+                                                        {"And", Ew::kAnd},
+                                                        {"Or", Ew::kOr},
+                                                        {"Xor", Ew::kXor}};
+  return m;
+}
+
+Result<Act> ActOf(const Node& n, float* a, float* b) {
+  const std::string act = n.GetString("tessera.act", "");
+  *a = n.GetFloat("tessera.alpha", 0);
+  *b = n.GetFloat("tessera.beta", 0);
+  if (act.empty()) return Act::kNone;
+  if (act == "Relu") return Act::kRelu;
+  if (act == "LeakyRelu") return Act::kLeakyRelu;
+  if (act == "Clip") return Act::kClip;
+  if (act == "Sigmoid") return Act::kSigmoid;
+  if (act == "Tanh") return Act::kTanh;
+  if (act == "HardSigmoid") return Act::kHardSigmoid;
+  if (act == "HardSwish") return Act::kHardSwish;
+  if (act == "Swish") return Act::kSwish;
+  if (act == "Gelu") return Act::kGelu;
+  return Status::Unimplemented(n.Describe() + ": fused activation '" + act +
+                               "' is not supported by the CUDA backend");
+}
+
+class Lowerer {
+ public:
+  explicit Lowerer(PreparedGraph p) : p_(std::move(p)) {
+    for (auto& [name, t] : p_.graph.initializers) p_.meta[name].constant = &t;
+  }
+
+  Result<Program> Run() {
+    DescribeIo(p_, &prog_.info);
+    for (const auto& n : p_.graph.nodes) {
+      Status st = LowerNode(n);
+      if (!st.ok()) return st;
+    }
+    return Finish();
+  }
+
+ private:
+  // ---- values ----
+  const ValueMeta& Meta(const std::string& v) const { return p_.meta.at(v); }
+  bool IsConst(const std::string& v) const { return p_.graph.initializers.count(v) != 0; }
+  const Tensor& ConstOf(const std::string& v) const { return p_.graph.initializers.at(v); }
+
+  int Id(const std::string& v) {
+    auto [it, fresh] = ids_.try_emplace(v, static_cast<int>(values_.size()));
+    if (fresh) {
+      const auto& m = Meta(v);
+      values_.push_back({v, NumElements(m.shape) * static_cast<int64_t>(DataTypeSize(m.dtype)),
+                         static_cast<int>(values_.size())});
+    }
+    return it->second;
+  }
+  int Root(int id) const {
+    while (values_[id].root != id) id = values_[id].root;
+    return id;
+  }
+  int Scratch(int64_t bytes) {
+    const int id = static_cast<int>(values_.size());
+    values_.push_back({"scratch:" + std::to_string(id), bytes, id});
+    return id;
+  }
+  Ref ConstRef(const Tensor& t) {
+    auto it = const_index_.find(t.raw());
+    if (it == const_index_.end()) {
+      it = const_index_.emplace(t.raw(), static_cast<int32_t>(prog_.constants.size())).first;
+      prog_.constants.push_back(t);
+    }
+    Ref r;
+    r.konst = it->second;
+    r.offset = 0;
+    return r;
+  }
+  Ref NewConst(Tensor t) {
+    prog_.constants.push_back(std::move(t));
+    Ref r;
+    r.konst = static_cast<int32_t>(prog_.constants.size() - 1);
+    r.offset = 0;
+    return r;
+  }
+  Ref ArenaRef(int id, int64_t byte_offset = 0) {
+    Ref r;
+    r.value = id;
+    r.offset = byte_offset;
+    return r;
+  }
+  // An operand: its constant, or its arena value.
+  Ref Of(const std::string& v, int64_t byte_offset = 0) {
+    if (IsConst(v)) {
+      Ref r = ConstRef(ConstOf(v));
+      r.offset = byte_offset;
+      return r;
+    }
+    return ArenaRef(Id(v), byte_offset);
+  }
+  Ref Opt(const Node& n, size_t i) {
+    return i < n.inputs.size() && !n.inputs[i].empty() ? Of(n.inputs[i]) : Ref{};
+  }
+
+  void Emit(const Node& n, Instr instr) { prog_.steps.push_back({n.op, n.name, std::move(instr)}); }
+
+  // ---- instruction builders ----
+  Status EmitEw(const Node& n, Ew op, const std::vector<std::string>& ins, const std::string& out,
+                float a = 0, float b = 0) {
+    const auto& om = Meta(out);
+    EwInstr e;
+    e.op = op;
+    e.arity = static_cast<int>(ins.size());
+    e.out_type = om.dtype;
+    e.a = a;
+    e.b = b;
+    if (!IsLoweredType(om.dtype))
+      return Status::Unimplemented(n.Describe() + ": the CUDA backend has no " +
+                                   DataTypeName(om.dtype) + " element-wise kernels");
+    std::vector<int64_t> shape = om.shape;
+    std::vector<std::vector<int64_t>> st(ins.size());
+    for (size_t k = 0; k < ins.size(); ++k) {
+      const auto& im = Meta(ins[k]);
+      if (!IsLoweredType(im.dtype))
+        return Status::Unimplemented(n.Describe() + ": the CUDA backend has no " +
+                                     DataTypeName(im.dtype) + " element-wise kernels");
+      e.in_type[k] = im.dtype;
+      st[k] = BroadcastStrides(im.shape, om.shape);
+      e.in[k] = Of(ins[k]);
+    }
+    if (ins.size() > 1 && op != Ew::kWhere && op != Ew::kMulAdd && op != Ew::kPow &&
+        e.in_type[0] != e.in_type[1])
+      return Status::InvalidArgument(n.Describe() + ": input types differ");
+    // The output walks contiguously: it is one more operand for the merge.
+    std::vector<int64_t> out_st = Contiguous(om.shape);
+    std::vector<std::vector<int64_t>*> all{&out_st};
+    for (auto& v : st) all.push_back(&v);
+    MergeDims(&shape, all);
+    if (shape.size() > static_cast<size_t>(kMaxRank))
+      return Status::Unimplemented(n.Describe() + ": broadcast over more than " +
+                                   std::to_string(kMaxRank) + " dims");
+    e.rank = static_cast<int>(shape.size());
+    for (int d = 0; d < e.rank; ++d) {
+      e.shape[d] = shape[d];
+      for (size_t k = 0; k < ins.size(); ++k) e.strides[k][d] = st[k][d];
+    }
+    e.count = NumElements(om.shape);
+    e.out = Of(out);
+    Emit(n, e);
+    return Status::OK();
+  }
+
+  // A strided copy of `shape` elements: in / out strides in elements, refs already offset.
+  Status EmitCopy(const Node& n, int elem, std::vector<int64_t> shape, std::vector<int64_t> in_st,
+                  std::vector<int64_t> out_st, Ref in, Ref out) {
+    CopyInstr c;
+    c.elem = elem;
+    c.count = NumElements(shape);
+    if (c.count == 0) return Status::OK();
+    MergeDims(&shape, {&in_st, &out_st});
+    if (shape.size() > static_cast<size_t>(kMaxRank))
+      return Status::Unimplemented(n.Describe() + ": a copy over more than " +
+                                   std::to_string(kMaxRank) + " dims");
+    c.rank = static_cast<int>(shape.size());
+    for (int d = 0; d < c.rank; ++d) {
+      c.shape[d] = shape[d];
+      c.in_strides[d] = in_st[d];
+      c.out_strides[d] = out_st[d];
+    }
+    c.in = in;
+    c.out = out;
+    Emit(n, c);
+    return Status::OK();
+  }
+
+  void EmitFill(const Node& n, int elem, int64_t count, uint64_t bits, Ref out) {
+    FillInstr f;
+    f.elem = elem;
+    f.count = count;
+    f.bits = bits;
+    f.out = out;
+    Emit(n, f);
+  }
+
+  // ---- ops ----
+  Status LowerNode(const Node& n) {
+    const std::string& op = n.op;
+    for (const auto& o : n.outputs)
+      if (!o.empty() && !p_.meta.count(o))
+        return Status::Internal(n.Describe() + ": output '" + o + "' has no inferred type");
+    if (op == "Reshape" || op == "Flatten" || op == "Squeeze" || op == "Unsqueeze" ||
+        op == "Identity" || op == "Dropout")
+      return Alias(n);
+    if (auto it = UnaryOps().find(op); it != UnaryOps().end()) return Unary(n, it->second);
+    if (auto it = BinaryOps().find(op); it != BinaryOps().end()) {
+      Ew e = it->second;
+      if (op == "Mod" && n.GetInt("fmod", 0)) e = Ew::kFmod;
+      return EmitEw(n, e, {n.inputs[0], n.inputs[1]}, n.outputs[0]);
+    }
+    if (op == "Where")
+      return EmitEw(n, Ew::kWhere, {n.inputs[0], n.inputs[1], n.inputs[2]}, n.outputs[0]);
+    if (op == "MatMul" || op == "Gemm") return Gemm(n);
+    if (op == "Conv") return Conv(n);
+    if (op == "MaxPool" || op == "AveragePool") return Pool(n);
+    if (op == "GlobalAveragePool" || op == "GlobalMaxPool") return GlobalPool(n);
+    if (op == "BatchNormalization") return BatchNorm(n);
+    if (op == "Softmax" || op == "LogSoftmax") return Softmax(n);
+    if (op == "LayerNormalization") return LayerNorm(n);
+    if (op == "ReduceMean" || op == "ReduceSum" || op == "ReduceMax" || op == "ReduceMin")
+      return Reduce(n);
+    if (op == "Transpose") return Transpose(n);
+    if (op == "Slice") return Slice(n);
+    if (op == "Concat") return Concat(n);
+    if (op == "Split") return Split(n);
+    if (op == "Expand") return Expand(n);
+    if (op == "Tile") return Tile(n);
+    if (op == "Pad") return Pad(n);
+    if (op == "Gather") return Gather(n);
+    return Status::Unimplemented(n.Describe() + ": op '" + op +
+                                 "' is not implemented by the CUDA backend (with these inputs it "
+                                 "is not folded at compile time either)");
+  }
+
+  Status Alias(const Node& n) {
+    const std::string &x = n.inputs[0], &y = n.outputs[0];
+    if (IsConst(x)) {  // a constant reshaped at run time: give it the output's name
+      p_.graph.initializers[y] = ConstOf(x).Reshaped(Meta(y).shape);
+      p_.meta[y].constant = &p_.graph.initializers[y];
+      return Status::OK();
+    }
+    const int xi = Id(x), yi = Id(y);
+    values_[yi].root = Root(xi);
+    return Status::OK();
+  }
+
+  Status Unary(const Node& n, UnaryInfo u) {
+    const auto& xm = Meta(n.inputs[0]);
+    if (u.float_only && !IsFloatType(xm.dtype))
+      return Status::Unimplemented(n.Describe() + ": the CUDA backend runs it on FP32 only, got " +
+                                   DataTypeName(xm.dtype));
+    float a = 0, b = 0;
+    Ew op = u.op;
+    if (n.op == "LeakyRelu") a = n.GetFloat("alpha", 0.01f);
+    if (n.op == "Elu") a = n.GetFloat("alpha", 1.0f);
+    if (n.op == "HardSigmoid") {
+      a = n.GetFloat("alpha", 0.2f);
+      b = n.GetFloat("beta", 0.5f);
+    }
+    if (n.op == "Gelu" && n.GetString("approximate", "none") == "tanh") op = Ew::kGeluTanh;
+    if (n.op == "Clip") {
+      a = n.GetFloat("min", -INFINITY);
+      b = n.GetFloat("max", INFINITY);
+      for (size_t i = 1; i < 3; ++i) {
+        if (i >= n.inputs.size() || n.inputs[i].empty()) continue;
+        if (!IsConst(n.inputs[i]))
+          return Status::Unimplemented(n.Describe() +
+                                       ": Clip bounds must be compile-time constants");
+        (i == 1 ? a : b) = static_cast<float>(ConstOf(n.inputs[i]).GetAsDouble(0));
+      }
+    }
+    return EmitEw(n, op, {n.inputs[0]}, n.outputs[0], a, b);
+  }
+
+  Status Gemm(const Node& n) {
+    const bool is_gemm = n.op == "Gemm";
+    const auto& am = Meta(n.inputs[0]);
+    const auto& bm = Meta(n.inputs[1]);
+    const auto& ym = Meta(n.outputs[0]);
+    if (!IsFloatType(am.dtype) || !IsFloatType(bm.dtype))
+      return Status::Unimplemented(n.Describe() + ": the CUDA backend multiplies FP32 only");
+    GemmInstr g;
+    float act_a = 0, act_b = 0;
+    TESSERA_ASSIGN_OR_RETURN(g.act, ActOf(n, &act_a, &act_b));
+    g.act_a = act_a;
+    g.act_b = act_b;
+    g.a = Of(n.inputs[0]);
+    g.b = Of(n.inputs[1]);
+    g.d = Of(n.outputs[0]);
+    if (is_gemm) {
+      if (am.shape.size() != 2 || bm.shape.size() != 2)
+        return Status::InvalidArgument(n.Describe() + ": Gemm needs 2-D A and B");
+      g.ta = n.GetInt("transA", 0) != 0;
+      g.tb = n.GetInt("transB", 0) != 0;
+      g.m = ym.shape[0];
+      g.n = ym.shape[1];
+      g.k = g.ta ? am.shape[0] : am.shape[1];
+      g.lda = am.shape[1];
+      g.ldb = bm.shape[1];
+      g.ldc = g.n;
+      g.alpha = n.GetFloat("alpha", 1.0f);
+      const float beta = n.GetFloat("beta", 1.0f);
+      const std::string cn = n.Input(2);
+      if (!cn.empty() && beta != 0) {
+        const auto& cm = Meta(cn);
+        const bool row_bias = NumElements(cm.shape) == g.n &&
+                              (cm.shape.size() == 1 || (cm.shape.size() == 2 && cm.shape[0] == 1));
+        if (IsConst(cn) && row_bias && IsFloatType(cm.dtype)) {
+          Tensor bias = ConstOf(cn).Reshaped({g.n});
+          if (beta != 1.0f) {
+            bias = bias.Clone();
+            for (int64_t i = 0; i < g.n; ++i) bias.data<float>()[i] *= beta;
+            g.bias = NewConst(bias);
+          } else {
+            g.bias = ConstRef(bias);
+          }
+        } else {
+          // C broadcast into D first, then accumulated with beta (D = alpha AB + beta D).
+          TESSERA_RETURN_IF_ERROR(EmitCopy(n, 4, ym.shape, BroadcastStrides(cm.shape, ym.shape),
+                                           Contiguous(ym.shape), Of(cn), g.d));
+          g.c = g.d;
+          g.beta = beta;
+        }
+      }
+      Emit(n, g);
+      return Status::OK();
+    }
+    // MatMul (numpy semantics) with the fuse pass's extras: input 2 a bias over N, input 3 a
+    // residual of the output's shape, tessera.scale on the product.
+    Shape a = am.shape, b = bm.shape;
+    if (a.size() == 1) a.insert(a.begin(), 1);
+    if (b.size() == 1) b.push_back(1);
+    const int64_t m = a[a.size() - 2], k = a.back(), nn = b.back();
+    if (b[b.size() - 2] != k)
+      return Status::InvalidArgument(n.Describe() + ": inner dims differ: " +
+                                     ShapeToString(am.shape) + " x " + ShapeToString(bm.shape));
+    g.m = m;
+    g.n = nn;
+    g.k = k;
+    g.lda = k;
+    g.ldb = nn;
+    g.ldc = nn;
+    g.alpha = n.GetFloat("tessera.scale", 1.0f);
+    const Shape abatch(a.begin(), a.end() - 2), bbatch(b.begin(), b.end() - 2);
+    TESSERA_ASSIGN_OR_RETURN(Shape obatch, ops::BroadcastShapes(abatch, bbatch));
+    const int64_t na = NumElements(abatch), nb = NumElements(bbatch), no = NumElements(obatch);
+    if (nb == 1) {  // weights shared by every row: one tall product
+      g.m = m * na;
+      g.batch = 1;
+    } else if (na == 1) {
+      g.batch = no;
+      g.sa = 0;
+      g.sb = k * nn;
+      g.sc = m * nn;
+    } else if (na == no && nb == no && abatch.size() == bbatch.size()) {
+      g.batch = no;
+      g.sa = m * k;
+      g.sb = k * nn;
+      g.sc = m * nn;
+    } else {
+      // Partial broadcast of the batch dims: expand both operands to the output's batch first.
+      auto expand = [&](const std::string& v, const Shape& s, int64_t rows, int64_t cols,
+                        Ref* ref) -> Status {
+        Shape full = obatch;
+        full.push_back(rows);
+        full.push_back(cols);
+        Shape src(s.begin(), s.end() - 2);
+        src.push_back(rows);
+        src.push_back(cols);
+        const int id = Scratch(NumElements(full) * 4);
+        *ref = ArenaRef(id);
+        return EmitCopy(n, 4, full, BroadcastStrides(src, full), Contiguous(full), Of(v), *ref);
+      };
+      TESSERA_RETURN_IF_ERROR(expand(n.inputs[0], a, m, k, &g.a));
+      TESSERA_RETURN_IF_ERROR(expand(n.inputs[1], b, k, nn, &g.b));
+      g.batch = no;
+      g.sa = m * k;
+      g.sb = k * nn;
+      g.sc = m * nn;
+    }
+    const std::string bias = n.Input(2), res = n.Input(3);
+    if (!bias.empty()) {
+      if (!IsConst(bias) || NumElements(Meta(bias).shape) != nn)
+        return Status::Unimplemented(n.Describe() + ": a fused bias must be a constant of " +
+                                     std::to_string(nn) + " values");
+      g.bias = ConstRef(ConstOf(bias));
+    }
+    if (!res.empty()) {
+      if (Meta(res).shape != ym.shape)
+        return Status::Unimplemented(n.Describe() +
+                                     ": a fused residual must have the output's "
+                                     "shape");
+      g.c = Of(res);
+      g.beta = 1.0f;
+    }
+    Emit(n, g);
+    return Status::OK();
+  }
+
+  Status Conv(const Node& n) {
+    const auto& xm = Meta(n.inputs[0]);
+    const auto& wm = Meta(n.inputs[1]);
+    if (!IsFloatType(xm.dtype) || !IsFloatType(wm.dtype))
+      return Status::Unimplemented(n.Describe() + ": the CUDA backend convolves FP32 only");
+    if (xm.shape.size() != 3 && xm.shape.size() != 4)
+      return Status::Unimplemented(n.Describe() +
+                                   ": only 1-D and 2-D convolutions run on the "
+                                   "CUDA backend, got input " +
+                                   ShapeToString(xm.shape));
+    TESSERA_ASSIGN_OR_RETURN(auto g, ops::ComputeWindow(n, xm.shape, wm.shape));
+    const bool one_d = xm.shape.size() == 3;
+    auto dim = [&](const std::vector<int64_t>& v, int i, int64_t dflt) {
+      return one_d ? (i == 0 ? dflt : v[0]) : v[i];
+    };
+    ConvInstr c;
+    c.n = xm.shape[0];
+    c.c = xm.shape[1];
+    c.h = one_d ? 1 : xm.shape[2];
+    c.w = xm.shape.back();
+    c.k = wm.shape[0];
+    c.r = one_d ? 1 : wm.shape[2];
+    c.s = wm.shape.back();
+    c.groups = n.GetInt("group", 1);
+    if (c.groups <= 0 || c.c % c.groups || c.k % c.groups || wm.shape[1] * c.groups != c.c)
+      return Status::InvalidArgument(n.Describe() + ": channels do not match groups");
+    c.oh = one_d ? 1 : g.out[2];
+    c.ow = g.out.back();
+    c.stride_h = dim(g.strides, 0, 1);
+    c.stride_w = dim(g.strides, 1, 1);
+    c.dil_h = dim(g.dilations, 0, 1);
+    c.dil_w = dim(g.dilations, 1, 1);
+    const int64_t pt = dim(g.pad_begin, 0, 0), pl = dim(g.pad_begin, 1, 0);
+    const int64_t pb = dim(g.pad_end, 0, 0), pr = dim(g.pad_end, 1, 0);
+    float act_a = 0, act_b = 0;
+    TESSERA_ASSIGN_OR_RETURN(c.act, ActOf(n, &act_a, &act_b));
+    c.act_a = act_a;
+    c.act_b = act_b;
+    c.weight = Of(n.inputs[1]);
+    c.bias = Opt(n, 2);
+    c.residual = Opt(n, 3);
+    c.y = Of(n.outputs[0]);
+    // The library convolutions take one pad per side pair; pad explicitly when they differ
+    // (SAME_UPPER with an even kernel, for instance).
+    const int64_t eh = (c.r - 1) * c.dil_h + 1, ew = (c.s - 1) * c.dil_w + 1;
+    const bool exact_h = (c.h + 2 * pt - eh) / c.stride_h + 1 == c.oh;
+    const bool exact_w = (c.w + 2 * pl - ew) / c.stride_w + 1 == c.ow;
+    if ((pt == pb || exact_h) && (pl == pr || exact_w)) {
+      c.pad_h = pt;
+      c.pad_w = pl;
+      c.x = Of(n.inputs[0]);
+    } else {
+      const int64_t ph = c.h + pt + pb, pw = c.w + pl + pr;
+      const Shape padded{c.n, c.c, ph, pw};
+      const int id = Scratch(NumElements(padded) * 4);
+      EmitFill(n, 4, NumElements(padded), 0, ArenaRef(id));
+      const auto pst = Contiguous(padded);
+      TESSERA_RETURN_IF_ERROR(EmitCopy(n, 4, {c.n, c.c, c.h, c.w}, Contiguous({c.n, c.c, c.h, c.w}),
+                                       pst, Of(n.inputs[0]), ArenaRef(id, (pt * pst[2] + pl) * 4)));
+      c.h = ph;
+      c.w = pw;
+      c.pad_h = c.pad_w = 0;
+      c.x = ArenaRef(id);
+    }
+    Emit(n, c);
+    return Status::OK();
+  }
+
+  Status Pool(const Node& n) {
+    const auto& xm = Meta(n.inputs[0]);
+    if (!IsFloatType(xm.dtype) || (xm.shape.size() != 3 && xm.shape.size() != 4))
+      return Status::Unimplemented(n.Describe() + ": the CUDA backend pools 1-D / 2-D FP32 only");
+    if (n.outputs.size() > 1 && !n.outputs[1].empty())
+      return Status::Unimplemented(n.Describe() + ": MaxPool's Indices output");
+    TESSERA_ASSIGN_OR_RETURN(auto g, ops::ComputeWindow(n, xm.shape, {}));
+    const bool one_d = xm.shape.size() == 3;
+    auto dim = [&](const std::vector<int64_t>& v, int i, int64_t dflt) {
+      return one_d ? (i == 0 ? dflt : v[0]) : v[i];
+    };
+    PoolInstr p;
+    p.max = n.op == "MaxPool";
+    p.count_include_pad = n.GetInt("count_include_pad", 0) != 0;
+    p.planes = xm.shape[0] * xm.shape[1];
+    p.h = one_d ? 1 : xm.shape[2];
+    p.w = xm.shape.back();
+    p.oh = one_d ? 1 : g.out[2];
+    p.ow = g.out.back();
+    p.kh = dim(g.kernel, 0, 1);
+    p.kw = dim(g.kernel, 1, 1);
+    p.stride_h = dim(g.strides, 0, 1);
+    p.stride_w = dim(g.strides, 1, 1);
+    p.dil_h = dim(g.dilations, 0, 1);
+    p.dil_w = dim(g.dilations, 1, 1);
+    p.pad_t = dim(g.pad_begin, 0, 0);
+    p.pad_l = dim(g.pad_begin, 1, 0);
+    // ONNX counts pads as written, not the end pad that ceil mode grows (ComputeWindow's).
+    const auto pads = n.GetInts("pads", std::vector<int64_t>(2 * g.kernel.size(), 0));
+    const bool explicit_pads = n.GetString("auto_pad", "NOTSET") == "NOTSET";
+    p.pad_b = one_d ? 0 : (explicit_pads ? pads[2] : g.pad_end[0]);
+    p.pad_r = explicit_pads ? pads.back() : g.pad_end.back();
+    p.x = Of(n.inputs[0]);
+    p.y = Of(n.outputs[0]);
+    Emit(n, p);
+    return Status::OK();
+  }
+
+  Status GlobalPool(const Node& n) {
+    const auto& xm = Meta(n.inputs[0]);
+    if (!IsFloatType(xm.dtype) || xm.shape.size() < 3)
+      return Status::Unimplemented(n.Describe() + ": FP32 N x C x spatial input expected");
+    ReduceInstr r;
+    r.kind = n.op == "GlobalMaxPool" ? ReduceInstr::Kind::kMax : ReduceInstr::Kind::kMean;
+    r.outer = xm.shape[0] * xm.shape[1];
+    r.len = NumElements(xm.shape) / std::max<int64_t>(r.outer, 1);
+    r.inner = 1;
+    r.in = Of(n.inputs[0]);
+    r.out = Of(n.outputs[0]);
+    Emit(n, r);
+    return Status::OK();
+  }
+
+  Status BatchNorm(const Node& n) {
+    const auto& xm = Meta(n.inputs[0]);
+    if (!IsFloatType(xm.dtype) || xm.shape.size() < 2)
+      return Status::Unimplemented(n.Describe() + ": FP32 N x C x ... input expected");
+    for (size_t i = 1; i < 5; ++i)
+      if (!IsConst(n.Input(i)))
+        return Status::Unimplemented(n.Describe() + ": statistics must be constants");
+    const int64_t c = xm.shape[1];
+    const float eps = n.GetFloat("epsilon", 1e-5f);
+    Shape cs{c};
+    for (size_t i = 2; i < xm.shape.size(); ++i) cs.push_back(1);
+    Tensor scale = Tensor::Allocate(DataType::kFloat32, cs);
+    Tensor shift = Tensor::Allocate(DataType::kFloat32, cs);
+    const Tensor &g = ConstOf(n.Input(1)), &b = ConstOf(n.Input(2)), &mu = ConstOf(n.Input(3)),
+                 &var = ConstOf(n.Input(4));
+    for (int64_t i = 0; i < c; ++i) {
+      const float s =
+          static_cast<float>(g.GetAsDouble(i) / std::sqrt(var.GetAsDouble(i) + double{eps}));
+      scale.data<float>()[i] = s;
+      shift.data<float>()[i] = static_cast<float>(b.GetAsDouble(i) - mu.GetAsDouble(i) * s);
+    }
+    const std::string sn = n.name + ".gpu_bn_scale", tn = n.name + ".gpu_bn_shift";
+    for (auto [name, t] : {std::pair{sn, scale}, std::pair{tn, shift}}) {
+      p_.graph.initializers[name] = t;
+      p_.meta[name] = {DataType::kFloat32, cs, &p_.graph.initializers[name]};
+    }
+    return EmitEw(n, Ew::kMulAdd, {n.inputs[0], sn, tn}, n.outputs[0]);
+  }
+
+  Status Softmax(const Node& n) {
+    const auto& xm = Meta(n.inputs[0]);
+    if (!IsFloatType(xm.dtype)) return Status::Unimplemented(n.Describe() + ": FP32 only");
+    const auto& s = xm.shape;
+    const int64_t r = static_cast<int64_t>(s.size());
+    const int64_t axis = ops::NormalizeAxis(n.GetInt("axis", -1), r);
+    SoftmaxInstr sm;
+    sm.log = n.op == "LogSoftmax";
+    sm.outer = 1;
+    for (int64_t i = 0; i < axis; ++i) sm.outer *= s[i];
+    if (n.GetInt("tessera.opset", 13) < 13) {  // coerced to 2-D at `axis`
+      sm.len = NumElements(s) / std::max<int64_t>(sm.outer, 1);
+      sm.inner = 1;
+    } else {
+      sm.len = s[axis];
+      sm.inner = NumElements(s) / std::max<int64_t>(sm.outer * sm.len, 1);
+    }
+    sm.in = Of(n.inputs[0]);
+    sm.out = Of(n.outputs[0]);
+    Emit(n, sm);
+    return Status::OK();
+  }
+
+  Status LayerNorm(const Node& n) {
+    const auto& xm = Meta(n.inputs[0]);
+    if (!IsFloatType(xm.dtype)) return Status::Unimplemented(n.Describe() + ": FP32 only");
+    for (size_t i = 1; i < n.outputs.size(); ++i)
+      if (!n.outputs[i].empty())
+        return Status::Unimplemented(n.Describe() + ": Mean / InvStdDev outputs");
+    const int64_t r = static_cast<int64_t>(xm.shape.size());
+    const int64_t axis = ops::NormalizeAxis(n.GetInt("axis", -1), r);
+    LayerNormInstr l;
+    l.cols = 1;
+    for (int64_t i = axis; i < r; ++i) l.cols *= xm.shape[i];
+    l.rows = NumElements(xm.shape) / std::max<int64_t>(l.cols, 1);
+    l.eps = n.GetFloat("epsilon", 1e-5f);
+    l.in = Of(n.inputs[0]);
+    l.scale = Of(n.inputs[1]);
+    l.bias = Opt(n, 2);
+    l.out = Of(n.outputs[0]);
+    Emit(n, l);
+    return Status::OK();
+  }
+
+  Status Reduce(const Node& n) {
+    const auto& xm = Meta(n.inputs[0]);
+    if (!IsFloatType(xm.dtype)) return Status::Unimplemented(n.Describe() + ": FP32 only");
+    const int64_t r = static_cast<int64_t>(xm.shape.size());
+    std::vector<int64_t> axes;
+    if (n.Has("axes")) {
+      axes = n.GetInts("axes");
+    } else if (!n.Input(1).empty()) {
+      if (!IsConst(n.Input(1)))
+        return Status::Unimplemented(n.Describe() + ": axes must be compile-time constants");
+      const Tensor& t = ConstOf(n.Input(1));
+      for (int64_t i = 0; i < t.numel(); ++i) axes.push_back(t.GetAsInt64(i));
+    }
+    if (axes.empty() && !n.GetInt("noop_with_empty_axes", 0))
+      for (int64_t i = 0; i < r; ++i) axes.push_back(i);
+    for (auto& a : axes) a = ops::NormalizeAxis(a, r);
+    std::sort(axes.begin(), axes.end());
+    axes.erase(std::unique(axes.begin(), axes.end()), axes.end());
+    // Reduced dims of extent 1 change nothing; the rest must be adjacent.
+    std::vector<int64_t> real;
+    for (auto a : axes)
+      if (xm.shape[a] != 1) real.push_back(a);
+    ReduceInstr ri;
+    ri.kind = n.op == "ReduceMean"  ? ReduceInstr::Kind::kMean
+              : n.op == "ReduceSum" ? ReduceInstr::Kind::kSum
+              : n.op == "ReduceMax" ? ReduceInstr::Kind::kMax
+                                    : ReduceInstr::Kind::kMin;
+    ri.in = Of(n.inputs[0]);
+    ri.out = Of(n.outputs[0]);
+    if (real.empty()) {  // nothing reduced: a copy (the reduction of one element)
+      ri.outer = NumElements(xm.shape);
+      Emit(n, ri);
+      return Status::OK();
+    }
+    for (size_t i = 1; i < real.size(); ++i)
+      for (int64_t d = real[i - 1] + 1; d < real[i]; ++d)
+        if (xm.shape[d] != 1)
+          return Status::Unimplemented(n.Describe() +
+                                       ": the CUDA backend reduces adjacent axes only");
+    ri.outer = ri.len = ri.inner = 1;
+    for (int64_t d = 0; d < real.front(); ++d) ri.outer *= xm.shape[d];
+    for (int64_t d = real.front(); d <= real.back(); ++d) ri.len *= xm.shape[d];
+    for (int64_t d = real.back() + 1; d < r; ++d) ri.inner *= xm.shape[d];
+    Emit(n, ri);
+    return Status::OK();
+  }
+
+  Status Transpose(const Node& n) {
+    const auto& xm = Meta(n.inputs[0]);
+    const size_t r = xm.shape.size();
+    std::vector<int64_t> perm = n.GetInts("perm");
+    if (perm.empty())
+      for (size_t i = 0; i < r; ++i) perm.push_back(static_cast<int64_t>(r - 1 - i));
+    const auto xs = Contiguous(xm.shape);
+    const Shape& ys = Meta(n.outputs[0]).shape;
+    std::vector<int64_t> in_st(r);
+    for (size_t i = 0; i < r; ++i) in_st[i] = xs[perm[i]];
+    return EmitCopy(n, static_cast<int>(DataTypeSize(xm.dtype)), ys, in_st, Contiguous(ys),
+                    Of(n.inputs[0]), Of(n.outputs[0]));
+  }
+
+  Status Slice(const Node& n) {
+    std::vector<const ValueMeta*> in;
+    for (const auto& v : n.inputs) in.push_back(v.empty() ? nullptr : &Meta(v));
+    TESSERA_ASSIGN_OR_RETURN(auto sp, ops::ComputeSlice(n, in));
+    const auto& xm = Meta(n.inputs[0]);
+    const auto xs = Contiguous(xm.shape);
+    const int64_t es = static_cast<int64_t>(DataTypeSize(xm.dtype));
+    int64_t base = 0;
+    std::vector<int64_t> in_st(xs.size());
+    for (size_t i = 0; i < xs.size(); ++i) {
+      base += sp.start[i] * xs[i];
+      in_st[i] = xs[i] * sp.step[i];
+    }
+    return EmitCopy(n, static_cast<int>(es), sp.out, in_st, Contiguous(sp.out),
+                    Of(n.inputs[0], base * es), Of(n.outputs[0]));
+  }
+
+  Status Concat(const Node& n) {
+    const auto& ym = Meta(n.outputs[0]);
+    const int64_t r = static_cast<int64_t>(ym.shape.size());
+    const int64_t axis = ops::NormalizeAxis(n.GetInt("axis", 0), r);
+    const auto ys = Contiguous(ym.shape);
+    const int64_t es = static_cast<int64_t>(DataTypeSize(ym.dtype));
+    int64_t at = 0;
+    for (const auto& v : n.inputs) {
+      const Shape& s = Meta(v).shape;
+      TESSERA_RETURN_IF_ERROR(EmitCopy(n, static_cast<int>(es), s, Contiguous(s), ys, Of(v),
+                                       Of(n.outputs[0], at * ys[axis] * es)));
+      at += s[axis];
+    }
+    return Status::OK();
+  }
+
+  Status Split(const Node& n) {
+    std::vector<const ValueMeta*> in;
+    for (const auto& v : n.inputs) in.push_back(v.empty() ? nullptr : &Meta(v));
+    TESSERA_ASSIGN_OR_RETURN(auto sizes, ops::SplitSizes(n, in, n.outputs.size()));
+    const auto& xm = Meta(n.inputs[0]);
+    const int64_t r = static_cast<int64_t>(xm.shape.size());
+    const int64_t axis = ops::NormalizeAxis(n.GetInt("axis", 0), r);
+    const auto xs = Contiguous(xm.shape);
+    const int64_t es = static_cast<int64_t>(DataTypeSize(xm.dtype));
+    int64_t at = 0;
+    for (size_t i = 0; i < n.outputs.size(); ++i) {
+      if (!n.outputs[i].empty()) {
+        const Shape& s = Meta(n.outputs[i]).shape;
+        TESSERA_RETURN_IF_ERROR(EmitCopy(n, static_cast<int>(es), s, xs, Contiguous(s),
+                                         Of(n.inputs[0], at * xs[axis] * es), Of(n.outputs[i])));
+      }
+      at += sizes[i];
+    }
+    return Status::OK();
+  }
+
+  Status Expand(const Node& n) {
+    const auto& xm = Meta(n.inputs[0]);
+    const Shape& ys = Meta(n.outputs[0]).shape;
+    return EmitCopy(n, static_cast<int>(DataTypeSize(xm.dtype)), ys, BroadcastStrides(xm.shape, ys),
+                    Contiguous(ys), Of(n.inputs[0]), Of(n.outputs[0]));
+  }
+
+  Status Tile(const Node& n) {
+    const auto& xm = Meta(n.inputs[0]);
+    const Shape& ys = Meta(n.outputs[0]).shape;
+    const size_t r = xm.shape.size();
+    const auto xs = Contiguous(xm.shape), os = Contiguous(ys);
+    // out viewed as (repeat_i, dim_i) pairs: the repeat walks the input with stride 0.
+    std::vector<int64_t> shape, in_st, out_st;
+    for (size_t i = 0; i < r; ++i) {
+      const int64_t reps = xm.shape[i] ? ys[i] / xm.shape[i] : 0;
+      shape.insert(shape.end(), {reps, xm.shape[i]});
+      in_st.insert(in_st.end(), {0, xs[i]});
+      out_st.insert(out_st.end(), {xm.shape[i] * os[i], os[i]});
+    }
+    return EmitCopy(n, static_cast<int>(DataTypeSize(xm.dtype)), shape, in_st, out_st,
+                    Of(n.inputs[0]), Of(n.outputs[0]));
+  }
+
+  Status Pad(const Node& n) {
+    if (n.GetString("mode", "constant") != "constant")
+      return Status::Unimplemented(n.Describe() +
+                                   ": the CUDA backend pads with a constant only, "
+                                   "not mode '" +
+                                   n.GetString("mode", "") + "'");
+    const auto& xm = Meta(n.inputs[0]);
+    const Shape& ys = Meta(n.outputs[0]).shape;
+    std::vector<int64_t> pads = n.GetInts("pads");
+    if (pads.empty()) {
+      if (!IsConst(n.Input(1)))
+        return Status::Unimplemented(n.Describe() + ": pads must be compile-time constants");
+      const Tensor& t = ConstOf(n.Input(1));
+      for (int64_t i = 0; i < t.numel(); ++i) pads.push_back(t.GetAsInt64(i));
+    }
+    const size_t r = xm.shape.size(), es = DataTypeSize(xm.dtype);
+    uint64_t bits = 0;
+    if (!n.Input(2).empty()) {
+      if (!IsConst(n.Input(2)))
+        return Status::Unimplemented(n.Describe() + ": the pad value must be a constant");
+      const Tensor& t = ConstOf(n.Input(2));
+      if (t.numel()) std::memcpy(&bits, t.raw(), std::min(es, sizeof(bits)));
+    } else if (n.Has("value") && xm.dtype == DataType::kFloat32) {
+      const float v = n.GetFloat("value", 0);
+      std::memcpy(&bits, &v, 4);
+    }
+    EmitFill(n, static_cast<int>(es), NumElements(ys), bits, Of(n.outputs[0]));
+    const auto xs = Contiguous(xm.shape), os = Contiguous(ys);
+    Shape copy(r);
+    int64_t in_off = 0, out_off = 0;
+    for (size_t i = 0; i < r; ++i) {
+      const int64_t b = pads[i], e = pads[i + r];
+      const int64_t crop_b = std::max<int64_t>(-b, 0), crop_e = std::max<int64_t>(-e, 0);
+      copy[i] = std::max<int64_t>(0, xm.shape[i] - crop_b - crop_e);
+      in_off += crop_b * xs[i];
+      out_off += std::max<int64_t>(b, 0) * os[i];
+    }
+    const int64_t esz = static_cast<int64_t>(es);
+    return EmitCopy(n, static_cast<int>(es), copy, xs, os, Of(n.inputs[0], in_off * esz),
+                    Of(n.outputs[0], out_off * esz));
+  }
+
+  Status Gather(const Node& n) {
+    const auto& dm = Meta(n.inputs[0]);
+    const auto& im = Meta(n.inputs[1]);
+    if (im.dtype != DataType::kInt64 && im.dtype != DataType::kInt32)
+      return Status::InvalidArgument(n.Describe() + ": indices must be INT64 or INT32, got " +
+                                     DataTypeName(im.dtype));
+    const int64_t r = static_cast<int64_t>(dm.shape.size());
+    const int64_t axis = ops::NormalizeAxis(n.GetInt("axis", 0), r);
+    GatherInstr g;
+    g.elem = static_cast<int>(DataTypeSize(dm.dtype));
+    g.index_type = im.dtype;
+    g.outer = 1;
+    for (int64_t i = 0; i < axis; ++i) g.outer *= dm.shape[i];
+    g.axis_dim = dm.shape[axis];
+    g.inner = NumElements(dm.shape) / std::max<int64_t>(g.outer * g.axis_dim, 1);
+    g.count = NumElements(im.shape);
+    g.data = Of(n.inputs[0]);
+    g.index = Of(n.inputs[1]);
+    g.out = Of(n.outputs[0]);
+    Emit(n, g);
+    return Status::OK();
+  }
+
+  // ---- arena plan ----
+  Result<Program> Finish() {
+    const int n_steps = static_cast<int>(prog_.steps.size());
+    // Graph outputs that are constants (the whole path folded) or aliases of constants.
+    std::vector<int> first(values_.size(), n_steps + 1), last(values_.size(), -2);
+    auto touch = [&](int id, int t) {
+      const int r = Root(id);
+      first[r] = std::min(first[r], t);
+      last[r] = std::max(last[r], t);
+    };
+    for (const auto& in : p_.graph.inputs) touch(Id(in.name), -1);
+    for (int i = 0; i < n_steps; ++i)
+      ForEachRef(prog_.steps[i].instr, [&](Ref& r) {
+        if (r.value >= 0) touch(r.value, i);
+      });
+    for (const auto& o : p_.graph.outputs)
+      if (!IsConst(o.name)) touch(Id(o.name), n_steps);
+    std::vector<passes::BufferRequest> reqs;
+    for (size_t id = 0; id < values_.size(); ++id)
+      if (Root(static_cast<int>(id)) == static_cast<int>(id) && last[id] >= -1)
+        reqs.push_back(
+            {values_[id].name, static_cast<size_t>(values_[id].bytes), first[id], last[id]});
+    passes::MemoryPlan plan = passes::PlanMemory(reqs, 256);
+    // The error word sits first; the planned values follow it.
+    constexpr int64_t kHeader = 256;
+    prog_.error_offset = 0;
+    prog_.arena_bytes = plan.arena_bytes + kHeader;
+    prog_.naive_bytes = plan.naive_bytes;
+    std::unordered_map<std::string, int64_t> base;
+    for (const auto& [name, off] : plan.offsets) base[name] = static_cast<int64_t>(off) + kHeader;
+    auto resolve = [&](Ref& r) -> Status {
+      if (r.value < 0) return Status::OK();
+      auto it = base.find(values_[Root(r.value)].name);
+      if (it == base.end())
+        return Status::Internal("CUDA lowering: value '" + values_[r.value].name +
+                                "' has no place in the arena");
+      r.offset += it->second;
+      return Status::OK();
+    };
+    for (auto& s : prog_.steps) {
+      Status st;
+      ForEachRef(s.instr, [&](Ref& r) {
+        if (st.ok()) st = resolve(r);
+      });
+      TESSERA_RETURN_IF_ERROR(st);
+    }
+    for (const auto& in : prog_.info.inputs) {
+      IoSlot slot{in, ArenaRef(Id(in.name)), NumElements(in.shape) * DataTypeSize(in.dtype)};
+      TESSERA_RETURN_IF_ERROR(resolve(slot.ref));
+      prog_.inputs.push_back(slot);
+    }
+    for (const auto& out : prog_.info.outputs) {
+      IoSlot slot{out, Of(out.name), NumElements(out.shape) * DataTypeSize(out.dtype)};
+      TESSERA_RETURN_IF_ERROR(resolve(slot.ref));
+      prog_.outputs.push_back(slot);
+    }
+    prog_.info.activation_bytes = prog_.arena_bytes;
+    prog_.info.activation_bytes_no_reuse = prog_.naive_bytes;
+    size_t wb = 0;
+    for (const auto& t : prog_.constants) wb += t.nbytes();
+    prog_.info.weight_bytes = wb;
+    return std::move(prog_);
+  }
+
+  struct Value {
+    std::string name;
+    int64_t bytes;
+    int root;
+  };
+  PreparedGraph p_;
+  Program prog_;
+  std::vector<Value> values_;
+  std::unordered_map<std::string, int> ids_;
+  std::unordered_map<const void*, int32_t> const_index_;
+};
+
+}  // namespace
+
+Result<Program> LowerToProgram(PreparedGraph prepared) {
+  Lowerer l(std::move(prepared));
+  return l.Run();
+}
+
+}  // namespace tessera::cuda

@@ -1,0 +1,367 @@
+// Scalar math of the CUDA backend's element-wise instructions and epilogues, shared by the GPU
+// kernels (compiled by nvcc) and the host interpreter (reference.cc), so that the CPU-side tests
+// of a Program exercise the same formulas the device runs.
+#pragma once
+
+#include <math.h>
+#include <stdint.h>
+
+#include "engine/cuda/program.h"
+
+#ifdef __CUDACC__
+#define TESSERA_HD __host__ __device__ inline
+#else
+#define TESSERA_HD inline
+#endif
+
+namespace tessera::cuda {
+
+TESSERA_HD float GeluErfF(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
+TESSERA_HD float GeluTanhF(float x) {
+  return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+}
+TESSERA_HD float SigmoidF(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+TESSERA_HD float ApplyAct(Act act, float x, float a, float b) {
+  switch (act) {
+    case Act::kNone:
+      return x;
+    case Act::kRelu:
+      return x > 0 ? x : 0.0f;
+    case Act::kLeakyRelu:
+      return x >= 0 ? x : a * x;
+    case Act::kClip:
+      return fminf(b, fmaxf(a, x));
+    case Act::kSigmoid:
+      return SigmoidF(x);
+    case Act::kTanh:
+      return tanhf(x);
+    case Act::kHardSigmoid:
+      return fminf(1.0f, fmaxf(0.0f, a * x + b));
+    case Act::kHardSwish:
+      return x * fminf(1.0f, fmaxf(0.0f, x / 6.0f + 0.5f));
+    case Act::kSwish:
+      return x * SigmoidF(x);
+    case Act::kGelu:
+      return GeluErfF(x);
+  }
+  return x;
+}
+
+// Float-domain element-wise op (inputs converted to float). Comparisons and logic return 0 / 1.
+TESSERA_HD float EwFloat(Ew op, float x, float y, float z, float a, float b) {
+  switch (op) {
+    case Ew::kRelu:
+      return x > 0 ? x : 0.0f;
+    case Ew::kLeakyRelu:
+      return x >= 0 ? x : a * x;
+    case Ew::kSigmoid:
+      return SigmoidF(x);
+    case Ew::kTanh:
+      return tanhf(x);
+    case Ew::kErf:
+      return erff(x);
+    case Ew::kGelu:
+      return GeluErfF(x);
+    case Ew::kGeluTanh:
+      return GeluTanhF(x);
+    case Ew::kSqrt:
+      return sqrtf(x);
+    case Ew::kExp:
+      return expf(x);
+    case Ew::kLog:
+      return logf(x);
+    case Ew::kReciprocal:
+      return 1.0f / x;
+    case Ew::kFloor:
+      return floorf(x);
+    case Ew::kCeil:
+      return ceilf(x);
+    case Ew::kSoftplus:
+      return log1pf(expf(x));
+    case Ew::kHardSwish:
+      return x * fminf(1.0f, fmaxf(0.0f, x / 6.0f + 0.5f));
+    case Ew::kHardSigmoid:
+      return fminf(1.0f, fmaxf(0.0f, a * x + b));
+    case Ew::kElu:
+      return x >= 0 ? x : a * (expf(x) - 1.0f);
+    case Ew::kClip:
+      return fminf(b, fmaxf(a, x));
+    case Ew::kSwish:
+      return x * SigmoidF(x);
+    case Ew::kNeg:
+      return -x;
+    case Ew::kAbs:
+      return fabsf(x);
+    case Ew::kCast:
+      return x;
+    case Ew::kNot:
+      return x == 0 ? 1.0f : 0.0f;
+    case Ew::kAdd:
+      return x + y;
+    case Ew::kSub:
+      return x - y;
+    case Ew::kMul:
+      return x * y;
+    case Ew::kDiv:
+      return x / y;
+    case Ew::kPow:
+      return powf(x, y);
+    case Ew::kMin:
+      return x < y ? x : y;
+    case Ew::kMax:
+      return x > y ? x : y;
+    case Ew::kMod: {  // the result takes the divisor's sign
+      float r = fmodf(x, y);
+      return (r != 0 && ((r < 0) != (y < 0))) ? r + y : r;
+    }
+    case Ew::kFmod:
+      return fmodf(x, y);
+    case Ew::kEqual:
+      return x == y;
+    case Ew::kLess:
+      return x < y;
+    case Ew::kGreater:
+      return x > y;
+    case Ew::kLessOrEqual:
+      return x <= y;
+    case Ew::kGreaterOrEqual:
+      return x >= y;
+    case Ew::kAnd:
+      return (x != 0) && (y != 0);
+    case Ew::kOr:
+      return (x != 0) || (y != 0);
+    case Ew::kXor:
+      return (x != 0) != (y != 0);
+    case Ew::kWhere:
+      return x != 0 ? y : z;
+    case Ew::kMulAdd:
+      return x * y + z;
+  }
+  return x;
+}
+
+// Integer-domain element-wise op (integer and bool inputs as int64), with ONNX's integer rules:
+// division by zero gives 0, Mod takes the divisor's sign, Fmod truncates.
+TESSERA_HD int64_t EwInt(Ew op, int64_t x, int64_t y, int64_t z) {
+  switch (op) {
+    case Ew::kNeg:
+      return -x;
+    case Ew::kAbs:
+      return x < 0 ? -x : x;
+    case Ew::kCast:
+      return x;
+    case Ew::kNot:
+      return x == 0;
+    case Ew::kAdd:
+      return x + y;
+    case Ew::kSub:
+      return x - y;
+    case Ew::kMul:
+      return x * y;
+    case Ew::kDiv:
+      return y == 0 ? 0 : x / y;
+    case Ew::kPow: {
+      if (y < 0) return x == 1 ? 1 : (x == -1 ? ((y & 1) ? -1 : 1) : 0);
+      int64_t r = 1;
+      for (int64_t i = 0; i < y && i < 64; ++i) r *= x;
+      return r;
+    }
+    case Ew::kMin:
+      return x < y ? x : y;
+    case Ew::kMax:
+      return x > y ? x : y;
+    case Ew::kMod: {
+      if (y == 0) return 0;
+      int64_t r = x % y;
+      return (r != 0 && ((r < 0) != (y < 0))) ? r + y : r;
+    }
+    case Ew::kFmod:
+      return y == 0 ? 0 : x % y;
+    case Ew::kEqual:
+      return x == y;
+    case Ew::kLess:
+      return x < y;
+    case Ew::kGreater:
+      return x > y;
+    case Ew::kLessOrEqual:
+      return x <= y;
+    case Ew::kGreaterOrEqual:
+      return x >= y;
+    case Ew::kAnd:
+      return (x != 0) && (y != 0);
+    case Ew::kOr:
+      return (x != 0) || (y != 0);
+    case Ew::kXor:
+      return (x != 0) != (y != 0);
+    case Ew::kWhere:
+      return x != 0 ? y : z;
+    case Ew::kMulAdd:
+      return x * y + z;
+    default:
+      return x;  // float-only ops never reach the integer domain (the lowering checks)
+  }
+}
+
+// True when the op computes in the float domain for these input types.
+TESSERA_HD bool EwUsesFloat(Ew op, DataType first_value_type) {
+  if (op == Ew::kWhere) return false;  // selects bytes' values as they are (see EwWhereType)
+  return first_value_type == DataType::kFloat32 || first_value_type == DataType::kFloat64 ||
+         first_value_type == DataType::kFloat16 || first_value_type == DataType::kBFloat16;
+}
+
+// Loads element i of a buffer of type t as float / int64 (the types the lowering accepts:
+// FP32, INT64, INT32, BOOL, UINT8, INT8).
+TESSERA_HD float LoadF(const void* p, DataType t, int64_t i) {
+  switch (t) {
+    case DataType::kFloat32:
+      return static_cast<const float*>(p)[i];
+    case DataType::kInt64:
+      return static_cast<float>(static_cast<const int64_t*>(p)[i]);
+    case DataType::kInt32:
+      return static_cast<float>(static_cast<const int32_t*>(p)[i]);
+    case DataType::kInt8:
+      return static_cast<float>(static_cast<const int8_t*>(p)[i]);
+    default:  // BOOL, UINT8
+      return static_cast<float>(static_cast<const uint8_t*>(p)[i]);
+  }
+}
+TESSERA_HD int64_t LoadI(const void* p, DataType t, int64_t i) {
+  switch (t) {
+    case DataType::kFloat32:
+      return static_cast<int64_t>(static_cast<const float*>(p)[i]);
+    case DataType::kInt64:
+      return static_cast<const int64_t*>(p)[i];
+    case DataType::kInt32:
+      return static_cast<const int32_t*>(p)[i];
+    case DataType::kInt8:
+      return static_cast<const int8_t*>(p)[i];
+    default:
+      return static_cast<const uint8_t*>(p)[i];
+  }
+}
+TESSERA_HD void StoreF(void* p, DataType t, int64_t i, float v) {
+  switch (t) {
+    case DataType::kFloat32:
+      static_cast<float*>(p)[i] = v;
+      break;
+    case DataType::kInt64:
+      static_cast<int64_t*>(p)[i] = static_cast<int64_t>(v);
+      break;
+    case DataType::kInt32:
+      static_cast<int32_t*>(p)[i] = static_cast<int32_t>(v);
+      break;
+    case DataType::kInt8:
+      static_cast<int8_t*>(p)[i] = static_cast<int8_t>(v);
+      break;
+    case DataType::kBool:
+      static_cast<uint8_t*>(p)[i] = v != 0;
+      break;
+    default:
+      static_cast<uint8_t*>(p)[i] = static_cast<uint8_t>(v);
+  }
+}
+TESSERA_HD void StoreI(void* p, DataType t, int64_t i, int64_t v) {
+  switch (t) {
+    case DataType::kFloat32:
+      static_cast<float*>(p)[i] = static_cast<float>(v);
+      break;
+    case DataType::kInt64:
+      static_cast<int64_t*>(p)[i] = v;
+      break;
+    case DataType::kInt32:
+      static_cast<int32_t*>(p)[i] = static_cast<int32_t>(v);
+      break;
+    case DataType::kInt8:
+      static_cast<int8_t*>(p)[i] = static_cast<int8_t>(v);
+      break;
+    case DataType::kBool:
+      static_cast<uint8_t*>(p)[i] = v != 0;
+      break;
+    default:
+      static_cast<uint8_t*>(p)[i] = static_cast<uint8_t>(v);
+  }
+}
+
+// Element i of an element-wise instruction: walks the output index into each input's offset.
+// Shared by the GPU kernel (one thread per element) and the host interpreter.
+TESSERA_HD void EwElement(const EwInstr& e, const void* const* in, void* out, int64_t i) {
+  int64_t off[3] = {0, 0, 0};
+  int64_t rem = i;
+  for (int d = e.rank - 1; d >= 0; --d) {
+    const int64_t idx = rem % e.shape[d];
+    rem /= e.shape[d];
+    for (int k = 0; k < e.arity; ++k) off[k] += idx * e.strides[k][d];
+  }
+  if (e.op == Ew::kWhere) {
+    const bool c = LoadI(in[0], e.in_type[0], off[0]) != 0;
+    const int src = c ? 1 : 2;
+    if (EwUsesFloat(Ew::kCast, e.in_type[src]))
+      StoreF(out, e.out_type, i, LoadF(in[src], e.in_type[src], off[src]));
+    else
+      StoreI(out, e.out_type, i, LoadI(in[src], e.in_type[src], off[src]));
+    return;
+  }
+  if (EwUsesFloat(e.op, e.in_type[0])) {
+    const float x = LoadF(in[0], e.in_type[0], off[0]);
+    const float y = e.arity > 1 ? LoadF(in[1], e.in_type[1], off[1]) : 0.0f;
+    const float z = e.arity > 2 ? LoadF(in[2], e.in_type[2], off[2]) : 0.0f;
+    StoreF(out, e.out_type, i, EwFloat(e.op, x, y, z, e.a, e.b));
+  } else {
+    const int64_t x = LoadI(in[0], e.in_type[0], off[0]);
+    const int64_t y = e.arity > 1 ? LoadI(in[1], e.in_type[1], off[1]) : 0;
+    const int64_t z = e.arity > 2 ? LoadI(in[2], e.in_type[2], off[2]) : 0;
+    StoreI(out, e.out_type, i, EwInt(e.op, x, y, z));
+  }
+}
+
+// Offsets of element i of a copy: {input, output} in elements.
+TESSERA_HD void CopyOffsets(const CopyInstr& c, int64_t i, int64_t* in_off, int64_t* out_off) {
+  int64_t a = 0, b = 0, rem = i;
+  for (int d = c.rank - 1; d >= 0; --d) {
+    const int64_t idx = rem % c.shape[d];
+    rem /= c.shape[d];
+    a += idx * c.in_strides[d];
+    b += idx * c.out_strides[d];
+  }
+  *in_off = a;
+  *out_off = b;
+}
+
+// Output element (plane, oy, ox) of a pooling instruction.
+TESSERA_HD float PoolElement(const PoolInstr& p, const float* x, int64_t plane, int64_t oy,
+                             int64_t ox) {
+  const float* xp = x + plane * p.h * p.w;
+  float acc = p.max ? -INFINITY : 0.0f;
+  int64_t n = 0;
+  for (int64_t ky = 0; ky < p.kh; ++ky) {
+    const int64_t iy = oy * p.stride_h - p.pad_t + ky * p.dil_h;
+    for (int64_t kx = 0; kx < p.kw; ++kx) {
+      const int64_t ix = ox * p.stride_w - p.pad_l + kx * p.dil_w;
+      if (iy < 0 || iy >= p.h || ix < 0 || ix >= p.w) continue;
+      const float v = xp[iy * p.w + ix];
+      if (p.max)
+        acc = v > acc ? v : acc;
+      else
+        acc += v;
+      ++n;
+    }
+  }
+  if (p.max) return acc;
+  if (p.count_include_pad) {
+    // Window positions inside the padded extent [-pad_t, h + pad_b) x [-pad_l, w + pad_r).
+    int64_t cnt = 0;
+    for (int64_t ky = 0; ky < p.kh; ++ky) {
+      const int64_t iy = oy * p.stride_h - p.pad_t + ky * p.dil_h;
+      if (iy < -p.pad_t || iy >= p.h + p.pad_b) continue;
+      for (int64_t kx = 0; kx < p.kw; ++kx) {
+        const int64_t ix = ox * p.stride_w - p.pad_l + kx * p.dil_w;
+        if (ix >= -p.pad_l && ix < p.w + p.pad_r) ++cnt;
+      }
+    }
+    n = cnt;
+  }
+  return n > 0 ? acc / static_cast<float>(n) : 0.0f;
+}
+
+}  // namespace tessera::cuda

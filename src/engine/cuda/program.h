@@ -1,0 +1,277 @@
+// The CUDA backend's compile-time half, in plain C++ so that it builds and is tested on machines
+// without a GPU: a prepared graph is lowered to a Program, a flat list of device instructions
+// (element-wise, strided copy, reductions, GEMM, convolution, ...) over one activation arena
+// whose layout is planned here. The GPU side (cuda_engine.cu) only binds the arena and the
+// constants to device memory and launches one kernel or library call per instruction; the host
+// interpreter (reference.h) runs the same Program with the same scalar math (math.h), which is
+// how the lowering (index and stride arithmetic, GEMM mapping, memory plan) is checked against
+// the CPU engine on every machine.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <type_traits>
+#include <variant>
+#include <vector>
+
+#include "engine/prepare.h"
+
+namespace tessera::cuda {
+
+constexpr int kMaxRank = 8;
+
+// Where an operand's bytes live: a constant (index into Program::constants, plus a byte offset)
+// or the arena (byte offset). Invalid refs stand for omitted optional operands.
+struct Ref {
+  int32_t konst = -1;
+  int32_t value = -1;  // lowering only: the arena value the offset is relative to
+  int64_t offset = -1;
+  bool valid() const { return konst >= 0 || offset >= 0; }
+  bool is_const() const { return konst >= 0; }
+};
+
+// Element-wise operations. Unary ones read in[0]; a and b are their parameters (LeakyRelu and
+// Elu slope; HardSigmoid alpha / beta; Clip min / max).
+enum class Ew : uint8_t {
+  // unary, float
+  kRelu,
+  kLeakyRelu,
+  kSigmoid,
+  kTanh,
+  kErf,
+  kGelu,
+  kGeluTanh,
+  kSqrt,
+  kExp,
+  kLog,
+  kReciprocal,
+  kFloor,
+  kCeil,
+  kSoftplus,
+  kHardSwish,
+  kHardSigmoid,
+  kElu,
+  kClip,
+  kSwish,
+  // unary, any numeric type
+  kNeg,
+  kAbs,
+  kCast,
+  kNot,
+  // binary (a broadcast against b)
+  kAdd,
+  kSub,
+  kMul,
+  kDiv,
+  kPow,
+  kMin,
+  kMax,
+  kMod,
+  kFmod,
+  kEqual,
+  kLess,
+  kGreater,
+  kLessOrEqual,
+  kGreaterOrEqual,
+  kAnd,
+  kOr,
+  kXor,
+  // ternary
+  kWhere,   // in[0] (bool) ? in[1] : in[2]
+  kMulAdd,  // in[0] * in[1] + in[2] (unfused BatchNormalization)
+};
+int EwArity(Ew op);
+const char* EwName(Ew op);
+
+// Activations applied in GEMM / convolution epilogues (the fuse pass's tessera.act).
+enum class Act : uint8_t {
+  kNone,
+  kRelu,
+  kLeakyRelu,
+  kClip,
+  kSigmoid,
+  kTanh,
+  kHardSigmoid,
+  kHardSwish,
+  kSwish,
+  kGelu
+};
+
+struct EwInstr {
+  Ew op = Ew::kAdd;
+  int arity = 1;
+  DataType out_type = DataType::kFloat32;
+  DataType in_type[3] = {DataType::kFloat32, DataType::kFloat32, DataType::kFloat32};
+  int rank = 1;                       // after merging dims that every operand walks contiguously
+  int64_t shape[kMaxRank] = {};       // output shape
+  int64_t strides[3][kMaxRank] = {};  // per input, in elements; 0 where the input broadcasts
+  int64_t count = 0;                  // output elements
+  float a = 0, b = 0;
+  Ref in[3], out;
+};
+
+// out[idx] = in[sum(idx_d * in_strides[d])], walking `shape` with out_strides (elements of
+// `elem` bytes). Transpose, Slice, Concat, Split, Expand, Tile, Pad's interior.
+struct CopyInstr {
+  int elem = 4;
+  int rank = 1;
+  int64_t shape[kMaxRank] = {};
+  int64_t in_strides[kMaxRank] = {};
+  int64_t out_strides[kMaxRank] = {};
+  int64_t count = 0;
+  Ref in, out;
+};
+
+// `count` elements of `elem` bytes set to the low `elem` bytes of `bits`.
+struct FillInstr {
+  int elem = 4;
+  int64_t count = 0;
+  uint64_t bits = 0;
+  Ref out;
+};
+
+// x viewed as [outer, len, inner]; y[o, i] = reduce over len. GlobalAveragePool, Reduce*.
+struct ReduceInstr {
+  enum class Kind : uint8_t { kSum, kMean, kMax, kMin } kind = Kind::kSum;
+  int64_t outer = 1, len = 1, inner = 1;
+  Ref in, out;
+};
+
+struct SoftmaxInstr {
+  bool log = false;
+  int64_t outer = 1, len = 1, inner = 1;
+  Ref in, out;
+};
+
+// Rows of `cols` floats normalized to zero mean / unit variance, then * scale[c] (+ bias[c]).
+struct LayerNormInstr {
+  int64_t rows = 1, cols = 1;
+  float eps = 1e-5f;
+  Ref in, scale, bias, out;
+};
+
+// data viewed as [outer, axis_dim, inner]; out[o, j, i] = data[o, idx[j], i] for `count`
+// indices (negative ones count from the end). An index out of range sets the arena's error word.
+struct GatherInstr {
+  int elem = 4;
+  DataType index_type = DataType::kInt64;
+  int64_t outer = 1, axis_dim = 1, inner = 1, count = 1;
+  Ref data, index, out;
+};
+
+// Row-major, per batch entry b: D[b] = act(alpha * op(A[b]) x op(B[b]) + beta * C[b] + bias),
+// op = transpose when ta / tb. A is m x k (k x m when ta), B is k x n (n x k when tb); lda / ldb
+// / ldc are row strides; sa / sb / sc batch strides in elements (0: shared by every entry). C is
+// optional (beta ignored without it) and has D's layout; bias has n elements.
+struct GemmInstr {
+  bool ta = false, tb = false;
+  int64_t m = 1, n = 1, k = 1, lda = 1, ldb = 1, ldc = 1;
+  int64_t batch = 1, sa = 0, sb = 0, sc = 0;
+  float alpha = 1, beta = 0;
+  Act act = Act::kNone;
+  float act_a = 0, act_b = 0;
+  Ref a, b, c, bias, d;
+};
+
+// 2-D convolution, NCHW / KCRS (1-D convolutions come as H = 1), symmetric zero padding (the
+// lowering pads explicitly otherwise): y = act(conv(x, w) + bias[k] + residual).
+struct ConvInstr {
+  int64_t n = 1, c = 1, h = 1, w = 1, k = 1, r = 1, s = 1, oh = 1, ow = 1;
+  int64_t pad_h = 0, pad_w = 0, stride_h = 1, stride_w = 1, dil_h = 1, dil_w = 1, groups = 1;
+  Act act = Act::kNone;
+  float act_a = 0, act_b = 0;
+  Ref x, weight, bias, residual, y;
+};
+
+// Max / average pooling over planes (N x C) of h x w; pad_t / pad_l are the leading pads (the
+// trailing ones only matter for count_include_pad, through pad_b / pad_r).
+struct PoolInstr {
+  bool max = true, count_include_pad = false;
+  int64_t planes = 1, h = 1, w = 1, oh = 1, ow = 1, kh = 1, kw = 1;
+  int64_t stride_h = 1, stride_w = 1, dil_h = 1, dil_w = 1;
+  int64_t pad_t = 0, pad_l = 0, pad_b = 0, pad_r = 0;
+  Ref x, y;
+};
+
+using Instr = std::variant<EwInstr, CopyInstr, FillInstr, ReduceInstr, SoftmaxInstr, LayerNormInstr,
+                           GatherInstr, GemmInstr, ConvInstr, PoolInstr>;
+
+struct Step {
+  std::string label;  // the ONNX op it came from (for profiles and errors)
+  std::string node;   // the node's name
+  Instr instr;
+};
+
+// A graph input or output: its bytes in the arena (or, for an output the graph computes at
+// compile time, a constant).
+struct IoSlot {
+  TensorSpec spec;
+  Ref ref;
+  size_t bytes = 0;
+};
+
+struct Program {
+  std::vector<Step> steps;
+  std::vector<Tensor> constants;  // host copies; the engine uploads each once
+  std::vector<IoSlot> inputs, outputs;
+  size_t arena_bytes = 0;    // includes the error word
+  size_t naive_bytes = 0;    // what the activations would take without reuse
+  int64_t error_offset = 0;  // an int32 set non-zero by a kernel that meets bad data
+  ExecutableInfo info;
+};
+
+// Lowers a prepared graph. Unimplemented names the op and node the CUDA backend cannot run.
+Result<Program> LowerToProgram(PreparedGraph prepared);
+
+// Merges adjacent dims that every operand walks contiguously (strides[k][d] ==
+// strides[k][d + 1] * shape[d + 1] for all k) and drops dims of extent 1; used by the lowering
+// for element-wise and copy instructions, exposed for its tests. A walk of no dims becomes one
+// dim of extent 1.
+void MergeDims(std::vector<int64_t>* shape, const std::vector<std::vector<int64_t>*>& strides);
+
+// Calls fn(Ref&) for every operand of an instruction (inputs and outputs).
+template <typename Fn>
+void ForEachRef(Instr& instr, Fn&& fn) {
+  std::visit(
+      [&](auto& x) {
+        using T = std::decay_t<decltype(x)>;
+        if constexpr (std::is_same_v<T, EwInstr>) {
+          for (int k = 0; k < x.arity; ++k) fn(x.in[k]);
+          fn(x.out);
+        } else if constexpr (std::is_same_v<T, CopyInstr> || std::is_same_v<T, ReduceInstr> ||
+                             std::is_same_v<T, SoftmaxInstr>) {
+          fn(x.in);
+          fn(x.out);
+        } else if constexpr (std::is_same_v<T, FillInstr>) {
+          fn(x.out);
+        } else if constexpr (std::is_same_v<T, LayerNormInstr>) {
+          fn(x.in);
+          fn(x.scale);
+          fn(x.bias);
+          fn(x.out);
+        } else if constexpr (std::is_same_v<T, GatherInstr>) {
+          fn(x.data);
+          fn(x.index);
+          fn(x.out);
+        } else if constexpr (std::is_same_v<T, GemmInstr>) {
+          fn(x.a);
+          fn(x.b);
+          fn(x.c);
+          fn(x.bias);
+          fn(x.d);
+        } else if constexpr (std::is_same_v<T, ConvInstr>) {
+          fn(x.x);
+          fn(x.weight);
+          fn(x.bias);
+          fn(x.residual);
+          fn(x.y);
+        } else {
+          static_assert(std::is_same_v<T, PoolInstr>);
+          fn(x.x);
+          fn(x.y);
+        }
+      },
+      instr);
+}
+
+}  // namespace tessera::cuda

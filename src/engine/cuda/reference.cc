@@ -1,0 +1,216 @@
+#include "engine/cuda/reference.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "engine/cuda/math.h"
+
+namespace tessera::cuda {
+namespace {
+
+class HostRunner {
+ public:
+  HostRunner(const Program& p, uint8_t* arena) : p_(p), arena_(arena) {}
+
+  const void* In(const Ref& r) const {
+    if (r.is_const()) return static_cast<const uint8_t*>(p_.constants[r.konst].raw()) + r.offset;
+    return arena_ + r.offset;
+  }
+  void* Out(const Ref& r) const { return arena_ + r.offset; }
+  const float* F(const Ref& r) const {
+    return r.valid() ? static_cast<const float*>(In(r)) : nullptr;
+  }
+  void Fail() const { *reinterpret_cast<int32_t*>(arena_ + p_.error_offset) = 1; }
+
+  void operator()(const EwInstr& e) const {
+    const void* in[3] = {nullptr, nullptr, nullptr};
+    for (int k = 0; k < e.arity; ++k) in[k] = In(e.in[k]);
+    void* out = Out(e.out);
+    for (int64_t i = 0; i < e.count; ++i) EwElement(e, in, out, i);
+  }
+  void operator()(const CopyInstr& c) const {
+    const uint8_t* in = static_cast<const uint8_t*>(In(c.in));
+    uint8_t* out = static_cast<uint8_t*>(Out(c.out));
+    for (int64_t i = 0; i < c.count; ++i) {
+      int64_t a, b;
+      CopyOffsets(c, i, &a, &b);
+      std::memcpy(out + b * c.elem, in + a * c.elem, c.elem);
+    }
+  }
+  void operator()(const FillInstr& f) const {
+    uint8_t* out = static_cast<uint8_t*>(Out(f.out));
+    for (int64_t i = 0; i < f.count; ++i) std::memcpy(out + i * f.elem, &f.bits, f.elem);
+  }
+  void operator()(const ReduceInstr& r) const {
+    const float* x = F(r.in);
+    float* y = static_cast<float*>(Out(r.out));
+    for (int64_t o = 0; o < r.outer; ++o)
+      for (int64_t i = 0; i < r.inner; ++i) {
+        const float* xs = x + o * r.len * r.inner + i;
+        float acc = r.kind == ReduceInstr::Kind::kMax   ? -INFINITY
+                    : r.kind == ReduceInstr::Kind::kMin ? INFINITY
+                                                        : 0.0f;
+        for (int64_t k = 0; k < r.len; ++k) {
+          const float v = xs[k * r.inner];
+          if (r.kind == ReduceInstr::Kind::kMax)
+            acc = std::max(acc, v);
+          else if (r.kind == ReduceInstr::Kind::kMin)
+            acc = std::min(acc, v);
+          else
+            acc += v;
+        }
+        if (r.kind == ReduceInstr::Kind::kMean) acc /= static_cast<float>(r.len);
+        y[o * r.inner + i] = acc;
+      }
+  }
+  void operator()(const SoftmaxInstr& s) const {
+    const float* x = F(s.in);
+    float* y = static_cast<float*>(Out(s.out));
+    for (int64_t o = 0; o < s.outer; ++o)
+      for (int64_t i = 0; i < s.inner; ++i) {
+        const float* xs = x + o * s.len * s.inner + i;
+        float* ys = y + o * s.len * s.inner + i;
+        float mx = -INFINITY, sum = 0;
+        for (int64_t k = 0; k < s.len; ++k) mx = std::max(mx, xs[k * s.inner]);
+        for (int64_t k = 0; k < s.len; ++k) sum += expf(xs[k * s.inner] - mx);
+        for (int64_t k = 0; k < s.len; ++k)
+          ys[k * s.inner] =
+              s.log ? xs[k * s.inner] - mx - logf(sum) : expf(xs[k * s.inner] - mx) / sum;
+      }
+  }
+  void operator()(const LayerNormInstr& l) const {
+    const float* x = F(l.in);
+    const float* g = F(l.scale);
+    const float* b = F(l.bias);
+    float* y = static_cast<float*>(Out(l.out));
+    for (int64_t r = 0; r < l.rows; ++r) {
+      const float* xr = x + r * l.cols;
+      double mean = 0, var = 0;
+      for (int64_t c = 0; c < l.cols; ++c) mean += xr[c];
+      mean /= static_cast<double>(l.cols);
+      for (int64_t c = 0; c < l.cols; ++c) var += (xr[c] - mean) * (xr[c] - mean);
+      var /= static_cast<double>(l.cols);
+      const float inv = static_cast<float>(1.0 / std::sqrt(var + l.eps));
+      for (int64_t c = 0; c < l.cols; ++c) {
+        const float v = (xr[c] - static_cast<float>(mean)) * inv * g[c];
+        y[r * l.cols + c] = b ? v + b[c] : v;
+      }
+    }
+  }
+  void operator()(const GatherInstr& g) const {
+    const uint8_t* data = static_cast<const uint8_t*>(In(g.data));
+    const void* idx = In(g.index);
+    uint8_t* out = static_cast<uint8_t*>(Out(g.out));
+    const int64_t row = g.inner * g.elem;
+    for (int64_t o = 0; o < g.outer; ++o)
+      for (int64_t j = 0; j < g.count; ++j) {
+        int64_t k = LoadI(idx, g.index_type, j);
+        if (k < 0) k += g.axis_dim;
+        uint8_t* dst = out + (o * g.count + j) * row;
+        if (k < 0 || k >= g.axis_dim) {
+          Fail();
+          std::memset(dst, 0, row);
+          continue;
+        }
+        std::memcpy(dst, data + (o * g.axis_dim + k) * row, row);
+      }
+  }
+  void operator()(const GemmInstr& g) const {
+    const float* a = F(g.a);
+    const float* b = F(g.b);
+    const float* c = F(g.c);
+    const float* bias = F(g.bias);
+    float* d = static_cast<float*>(Out(g.d));
+    std::vector<float> row(static_cast<size_t>(g.n));
+    for (int64_t q = 0; q < g.batch; ++q) {
+      const float* aq = a + q * g.sa;
+      const float* bq = b + q * g.sb;
+      for (int64_t i = 0; i < g.m; ++i) {
+        std::fill(row.begin(), row.end(), 0.0f);
+        for (int64_t kk = 0; kk < g.k; ++kk) {
+          const float av = g.ta ? aq[kk * g.lda + i] : aq[i * g.lda + kk];
+          for (int64_t j = 0; j < g.n; ++j)
+            row[j] += av * (g.tb ? bq[j * g.ldb + kk] : bq[kk * g.ldb + j]);
+        }
+        for (int64_t j = 0; j < g.n; ++j) {
+          float v = g.alpha * row[j];
+          if (c) v += g.beta * c[q * g.sc + i * g.ldc + j];
+          if (bias) v += bias[j];
+          d[q * g.sc + i * g.ldc + j] = ApplyAct(g.act, v, g.act_a, g.act_b);
+        }
+      }
+    }
+  }
+  void operator()(const ConvInstr& c) const {
+    const float* x = F(c.x);
+    const float* w = F(c.weight);
+    const float* bias = F(c.bias);
+    const float* res = F(c.residual);
+    float* y = static_cast<float*>(Out(c.y));
+    const int64_t cg = c.c / c.groups, kg = c.k / c.groups;
+    for (int64_t n = 0; n < c.n; ++n)
+      for (int64_t k = 0; k < c.k; ++k) {
+        const int64_t grp = k / kg;
+        for (int64_t oy = 0; oy < c.oh; ++oy)
+          for (int64_t ox = 0; ox < c.ow; ++ox) {
+            float acc = 0;
+            for (int64_t ci = 0; ci < cg; ++ci) {
+              const float* xp = x + (n * c.c + grp * cg + ci) * c.h * c.w;
+              const float* wp = w + (k * cg + ci) * c.r * c.s;
+              for (int64_t ky = 0; ky < c.r; ++ky) {
+                const int64_t iy = oy * c.stride_h - c.pad_h + ky * c.dil_h;
+                if (iy < 0 || iy >= c.h) continue;
+                for (int64_t kx = 0; kx < c.s; ++kx) {
+                  const int64_t ix = ox * c.stride_w - c.pad_w + kx * c.dil_w;
+                  if (ix >= 0 && ix < c.w) acc += xp[iy * c.w + ix] * wp[ky * c.s + kx];
+                }
+              }
+            }
+            const int64_t yi = ((n * c.k + k) * c.oh + oy) * c.ow + ox;
+            if (bias) acc += bias[k];
+            if (res) acc += res[yi];
+            y[yi] = ApplyAct(c.act, acc, c.act_a, c.act_b);
+          }
+      }
+  }
+  void operator()(const PoolInstr& p) const {
+    const float* x = F(p.x);
+    float* y = static_cast<float*>(Out(p.y));
+    for (int64_t pl = 0; pl < p.planes; ++pl)
+      for (int64_t oy = 0; oy < p.oh; ++oy)
+        for (int64_t ox = 0; ox < p.ow; ++ox)
+          y[(pl * p.oh + oy) * p.ow + ox] = PoolElement(p, x, pl, oy, ox);
+  }
+
+ private:
+  const Program& p_;
+  uint8_t* arena_;
+};
+
+}  // namespace
+
+Status RunOnHost(const Program& program, const std::vector<Tensor>& inputs,
+                 std::vector<Tensor>* outputs) {
+  TESSERA_RETURN_IF_ERROR(CheckRunInputs(program.info, inputs));
+  std::vector<uint8_t> arena(program.arena_bytes, 0);
+  for (size_t i = 0; i < inputs.size(); ++i)
+    std::memcpy(arena.data() + program.inputs[i].ref.offset, inputs[i].raw(),
+                program.inputs[i].bytes);
+  HostRunner run(program, arena.data());
+  for (const auto& s : program.steps) std::visit(run, s.instr);
+  int32_t err = 0;
+  std::memcpy(&err, arena.data() + program.error_offset, sizeof(err));
+  if (err)
+    return Status::InvalidArgument(
+        "an index in the input is out of range (a Gather met an index "
+        "outside its data)");
+  outputs->clear();
+  for (const auto& o : program.outputs) {
+    Tensor t = Tensor::Allocate(o.spec.dtype, o.spec.shape);
+    std::memcpy(t.raw(), run.In(o.ref), o.bytes);
+    outputs->push_back(t);
+  }
+  return Status::OK();
+}
+
+}  // namespace tessera::cuda

@@ -1,0 +1,17 @@
+// A host interpreter of the CUDA backend's Program: every instruction with plain loops and the
+// device's scalar math (math.h). It is slow and exists for tests: running a lowered model here
+// and comparing with the CPU engine checks the lowering (strides, GEMM mapping, arena plan) on
+// machines without a GPU.
+#pragma once
+
+#include "engine/cuda/program.h"
+
+namespace tessera::cuda {
+
+// Runs `program` on `inputs` (graph-input order, the compiled dtypes and shapes). An instruction
+// that meets bad data (a Gather index out of range) fails the run with InvalidArgument, as the
+// GPU executable does through the arena's error word.
+Status RunOnHost(const Program& program, const std::vector<Tensor>& inputs,
+                 std::vector<Tensor>* outputs);
+
+}  // namespace tessera::cuda
