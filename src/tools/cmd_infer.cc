@@ -8,7 +8,9 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "engine/cuda/reference.h"
 #include "tessera/core/npy.h"
+#include "tessera/engine/cuda_engine.h"
 #include "tessera/engine/engine.h"
 #include "tessera/model/onnx_import.h"
 #include "tessera/model/repository.h"
@@ -58,7 +60,30 @@ struct Opts {
   int iterations = 1, warmup = 0, threads = 0;
   bool no_optimize = false, profile = false, no_winograd = false, no_packed_gemm = false;
   uint64_t seed = 0;
+  std::string engine = "cpu", precision = "fp32";
+  int gpu = 0;
+  bool no_cuda_graphs = false;
 };
+
+// The engine --engine names: cpu, cuda (a GPU), or cuda-host (the CUDA backend's lowered
+// program on the host interpreter, for checking the GPU path without a GPU).
+Result<std::unique_ptr<Engine>> MakeEngine(const Opts& o) {
+  if (o.engine == "cpu") return CreateCpuEngine(o.threads);
+  if (o.engine == "cuda-host") return cuda::CreateHostProgramEngine();
+  if (o.engine == "cuda") {
+#ifdef TESSERA_HAVE_CUDA
+    CudaEngineOptions co;
+    co.device = o.gpu;
+    co.cuda_graphs = !o.no_cuda_graphs;
+    TESSERA_ASSIGN_OR_RETURN(co.precision, ParseGpuPrecision(o.precision));
+    return CreateCudaEngine(co);
+#else
+    return Status::Unavailable("this build of tessera has no CUDA backend (nvcc was not found)");
+#endif
+  }
+  return Status::InvalidArgument("unknown engine '" + o.engine +
+                                 "' (expected cpu, cuda or cuda-host)");
+}
 
 double Ms(std::chrono::steady_clock::duration d) {
   return std::chrono::duration<double, std::milli>(d).count();
@@ -127,7 +152,9 @@ int Run(const Opts& o) {
     copts.input_shapes[name] = t.shape();
     if (t.rank() > 0) copts.batch = t.dim(0);
   }
-  auto engine = CreateCpuEngine(o.threads);
+  auto made = MakeEngine(o);
+  if (!made.ok()) return Fail(made.status());
+  auto engine = std::move(made).value();
   const auto t0 = std::chrono::steady_clock::now();
   auto exe = engine->Compile(graph, copts);
   const double compile_ms = Ms(std::chrono::steady_clock::now() - t0);
@@ -161,8 +188,8 @@ int Run(const Opts& o) {
   for (double v : lat) mean += v / static_cast<double>(lat.size());
 
   fmt::print("model      {}\n", label);
-  fmt::print("engine     cpu, batch {}, {} nodes after optimization ({} fused, {} folded)\n",
-             copts.batch, info.nodes, info.fused, info.folded);
+  fmt::print("engine     {}, batch {}, {} nodes after optimization ({} fused, {} folded)\n",
+             engine->name(), copts.batch, info.nodes, info.fused, info.folded);
   fmt::print(
       "memory     weights {:.1f} MiB, activations {:.2f} MiB peak ({:.2f} MiB without "
       "reuse)\n",
@@ -211,6 +238,7 @@ int Run(const Opts& o) {
     nlohmann::json j;
     j["model"] = label;
     j["batch"] = copts.batch;
+    j["engine"] = engine->name();
     j["compile_ms"] = compile_ms;
     j["latency_ms"] = lat;
     j["mean_ms"] = mean;
@@ -241,6 +269,17 @@ Runner SetupInfer(CLI::App& app) {
   app.add_option("--threads", o->threads, "CPU threads (default: all cores)")->default_val(0);
   app.add_option("--seed", o->seed, "Seed of synthetic inputs")->default_val(0);
   app.add_option("--json", o->json_out, "Write timings and memory as JSON");
+  app.add_option("--engine", o->engine,
+                 "cpu, cuda (a GPU), or cuda-host (the CUDA backend's lowered program run on the "
+                 "host, slowly: checks the GPU path without a GPU)")
+      ->default_val("cpu")
+      ->check(CLI::IsMember({"cpu", "cuda", "cuda-host"}));
+  app.add_option("--gpu", o->gpu, "GPU index for --engine cuda")->default_val(0);
+  app.add_option("--precision", o->precision, "GPU math for --engine cuda: fp32 or tf32")
+      ->default_val("fp32")
+      ->check(CLI::IsMember({"fp32", "tf32"}));
+  app.add_flag("--no-cuda-graphs", o->no_cuda_graphs,
+               "Launch the steps one by one instead of replaying a captured CUDA graph");
   app.add_flag("--no-optimize", o->no_optimize, "Skip fusions (for debugging)");
   app.add_flag("--profile", o->profile, "Print time per op type over the timed runs");
   app.add_flag("--no-winograd", o->no_winograd, "Use direct convolution for every conv");

@@ -7,6 +7,7 @@
 
 #include "engine/cuda/program.h"
 #include "engine/ops/nn.h"
+#include "tessera/engine/cuda_engine.h"
 
 namespace tessera::cuda {
 
@@ -1021,3 +1022,15 @@ Result<Program> LowerToProgram(PreparedGraph prepared) {
 }
 
 }  // namespace tessera::cuda
+
+namespace tessera {
+
+Result<GpuPrecision> ParseGpuPrecision(const std::string& name) {
+  if (name == "fp32") return GpuPrecision::kFp32;
+  if (name == "tf32") return GpuPrecision::kTf32;
+  return Status::InvalidArgument("precision '" + name +
+                                 "' is not supported by the CUDA backend (expected fp32 or tf32; "
+                                 "fp16 and bf16 are not built yet)");
+}
+
+}  // namespace tessera

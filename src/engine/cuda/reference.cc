@@ -213,4 +213,33 @@ Status RunOnHost(const Program& program, const std::vector<Tensor>& inputs,
   return Status::OK();
 }
 
+namespace {
+
+class HostProgramExecutable final : public Executable {
+ public:
+  explicit HostProgramExecutable(Program p) : p_(std::move(p)) {}
+  Status Run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs) override {
+    return RunOnHost(p_, inputs, outputs);
+  }
+  const ExecutableInfo& info() const override { return p_.info; }
+
+ private:
+  Program p_;
+};
+
+class HostProgramEngine final : public Engine {
+ public:
+  std::string name() const override { return "cuda-host"; }
+  Result<std::unique_ptr<Executable>> Compile(const Graph& graph,
+                                              const CompileOptions& options) override {
+    TESSERA_ASSIGN_OR_RETURN(auto prepared, PrepareGraph(graph, options));
+    TESSERA_ASSIGN_OR_RETURN(auto program, LowerToProgram(std::move(prepared)));
+    return std::unique_ptr<Executable>(std::make_unique<HostProgramExecutable>(std::move(program)));
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Engine> CreateHostProgramEngine() { return std::make_unique<HostProgramEngine>(); }
+
 }  // namespace tessera::cuda

@@ -14,4 +14,8 @@ namespace tessera::cuda {
 Status RunOnHost(const Program& program, const std::vector<Tensor>& inputs,
                  std::vector<Tensor>* outputs);
 
+// An Engine that lowers like the CUDA backend and runs the Program with RunOnHost: `tessera infer
+// --engine cuda-host`, to see what the GPU path computes on a machine without a GPU.
+std::unique_ptr<Engine> CreateHostProgramEngine();
+
 }  // namespace tessera::cuda

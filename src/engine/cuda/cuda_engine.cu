@@ -1,0 +1,508 @@
+// The CUDA backend's device half: binds a lowered Program (program.h) to one GPU and runs it.
+#include <cuda_runtime.h>
+
+#include <cstring>
+#include <mutex>
+#include <unordered_map>
+
+#include "engine/cuda/kernels.cuh"
+#include "engine/cuda/libs.h"
+#include "engine/cuda/program.h"
+#include "tessera/engine/cuda_engine.h"
+
+namespace tessera {
+namespace cuda {
+namespace {
+
+const Libs* g_libs = nullptr;  // set by CreateCudaEngine before any engine exists
+const Libs& L() { return *g_libs; }
+
+Status Cuda(cudaError_t e, const char* what) {
+  if (e == cudaSuccess) return Status::OK();
+  return Status::Unavailable(std::string(what) + ": " + cudaGetErrorString(e));
+}
+Status Blas(cublasStatus_t s, const char* what) {
+  if (s == CUBLAS_STATUS_SUCCESS) return Status::OK();
+  return Status::Internal(std::string(what) + ": " + L().cublasLtGetStatusString(s));
+}
+Status Dnn(cudnnStatus_t s, const char* what) {
+  if (s == CUDNN_STATUS_SUCCESS) return Status::OK();
+  return Status::Internal(std::string(what) + ": " + L().cudnnGetErrorString(s));
+}
+
+// Device memory freed with the last owner.
+struct DeviceBuffer {
+  void* ptr = nullptr;
+  size_t bytes = 0;
+  ~DeviceBuffer() {
+    if (ptr) cudaFree(ptr);
+  }
+};
+
+Result<std::shared_ptr<DeviceBuffer>> Allocate(size_t bytes, const char* what) {
+  auto b = std::make_shared<DeviceBuffer>();
+  b->bytes = bytes;
+  if (bytes) TESSERA_RETURN_IF_ERROR(Cuda(cudaMalloc(&b->ptr, bytes), what));
+  return b;
+}
+
+// Weights on the GPU, one copy per host tensor for the engine's lifetime: every executable
+// compiled from the same model (one per batch size and instance) shares them. An entry keeps
+// its host tensor alive, so the key (the host bytes' address) cannot be reused by other data.
+class WeightCache {
+ public:
+  Result<std::shared_ptr<DeviceBuffer>> Get(const Tensor& t) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = map_.find(t.raw());
+    if (it != map_.end()) return it->second.device;
+    TESSERA_ASSIGN_OR_RETURN(auto buf, Allocate(t.nbytes(), "cudaMalloc (weights)"));
+    if (t.nbytes())
+      TESSERA_RETURN_IF_ERROR(
+          Cuda(cudaMemcpy(buf->ptr, t.raw(), t.nbytes(), cudaMemcpyHostToDevice),
+               "cudaMemcpy (weights)"));
+    map_[t.raw()] = {t, buf};
+    return buf;
+  }
+
+ private:
+  struct Entry {
+    Tensor host;
+    std::shared_ptr<DeviceBuffer> device;
+  };
+  mutable std::mutex mu_;
+  std::unordered_map<const void*, Entry> map_;
+};
+
+// One cuBLASLt product, planned at compile time (descriptors and algorithm).
+struct GemmPlan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  Act post_act = Act::kNone;  // applied by Tessera's kernel when cuBLASLt has no epilogue for it
+  ~GemmPlan() {
+    if (desc) L().cublasLtMatmulDescDestroy(desc);
+    if (a) L().cublasLtMatrixLayoutDestroy(a);
+    if (b) L().cublasLtMatrixLayoutDestroy(b);
+    if (c) L().cublasLtMatrixLayoutDestroy(c);
+  }
+};
+
+struct ConvPlan {
+  cudnnTensorDescriptor_t x = nullptr, y = nullptr;
+  cudnnFilterDescriptor_t w = nullptr;
+  cudnnConvolutionDescriptor_t conv = nullptr;
+  cudnnConvolutionFwdAlgo_t algo = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
+  size_t workspace = 0;
+  ~ConvPlan() {
+    if (x) L().cudnnDestroyTensorDescriptor(x);
+    if (y) L().cudnnDestroyTensorDescriptor(y);
+    if (w) L().cudnnDestroyFilterDescriptor(w);
+    if (conv) L().cudnnDestroyConvolutionDescriptor(conv);
+  }
+};
+
+class CudaExecutable final : public Executable {
+ public:
+  CudaExecutable(const CudaEngineOptions& o, std::shared_ptr<WeightCache> weights)
+      : opts_(o), weights_(std::move(weights)) {}
+  ~CudaExecutable() override {
+    if (stream_) cudaStreamSynchronize(stream_);
+    if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
+    if (graph_) cudaGraphDestroy(graph_);
+    gemms_.clear();
+    convs_.clear();
+    if (lt_) L().cublasLtDestroy(lt_);
+    if (dnn_) L().cudnnDestroy(dnn_);
+    if (staging_) cudaFreeHost(staging_);
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+
+  Status Build(Program p) {
+    prog_ = std::move(p);
+    info_ = prog_.info;
+    TESSERA_RETURN_IF_ERROR(Cuda(cudaSetDevice(opts_.device), "cudaSetDevice"));
+    TESSERA_RETURN_IF_ERROR(
+        Cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate"));
+    TESSERA_RETURN_IF_ERROR(Blas(L().cublasLtCreate(&lt_), "cublasLtCreate"));
+    TESSERA_RETURN_IF_ERROR(Dnn(L().cudnnCreate(&dnn_), "cudnnCreate"));
+    TESSERA_RETURN_IF_ERROR(Dnn(L().cudnnSetStream(dnn_, stream_), "cudnnSetStream"));
+    for (const auto& t : prog_.constants) {
+      TESSERA_ASSIGN_OR_RETURN(auto buf, weights_->Get(t));
+      consts_.push_back(std::move(buf));
+    }
+    TESSERA_ASSIGN_OR_RETURN(arena_, Allocate(prog_.arena_bytes, "cudaMalloc (activations)"));
+    TESSERA_ASSIGN_OR_RETURN(workspace_, Allocate(opts_.workspace_bytes, "cudaMalloc (workspace)"));
+    info_.activation_bytes = prog_.arena_bytes + opts_.workspace_bytes;
+    // Pinned staging for inputs, outputs and the error word: the copies are DMA transfers.
+    size_t staged = sizeof(int32_t);
+    for (const auto& s : prog_.inputs) staged += s.bytes;
+    for (const auto& s : prog_.outputs) staged += s.bytes;
+    TESSERA_RETURN_IF_ERROR(
+        Cuda(cudaHostAlloc(&staging_, staged, cudaHostAllocDefault), "cudaHostAlloc (staging)"));
+    for (auto& s : prog_.steps) TESSERA_RETURN_IF_ERROR(Plan(s));
+    // One uncaptured run loads every kernel module and library kernel; then capture.
+    TESSERA_RETURN_IF_ERROR(
+        Cuda(cudaMemsetAsync(arena_->ptr, 0, prog_.arena_bytes, stream_), "cudaMemsetAsync"));
+    TESSERA_RETURN_IF_ERROR(EnqueueSteps());
+    TESSERA_RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "warm-up run"));
+    if (opts_.cuda_graphs) TESSERA_RETURN_IF_ERROR(Capture());
+    return Status::OK();
+  }
+
+  Status Run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs) override {
+    TESSERA_RETURN_IF_ERROR(CheckRunInputs(info_, inputs));
+    uint8_t* stage = static_cast<uint8_t*>(staging_);
+    uint8_t* arena = static_cast<uint8_t*>(arena_->ptr);
+    size_t at = 0;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      const auto& s = prog_.inputs[i];
+      std::memcpy(stage + at, inputs[i].raw(), s.bytes);
+      TESSERA_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(arena + s.ref.offset, stage + at, s.bytes,
+                                                   cudaMemcpyHostToDevice, stream_),
+                                   "cudaMemcpyAsync (input)"));
+      at += s.bytes;
+    }
+    TESSERA_RETURN_IF_ERROR(
+        Cuda(cudaMemsetAsync(arena + prog_.error_offset, 0, sizeof(int32_t), stream_),
+             "cudaMemsetAsync"));
+    if (graph_exec_)
+      TESSERA_RETURN_IF_ERROR(Cuda(cudaGraphLaunch(graph_exec_, stream_), "cudaGraphLaunch"));
+    else
+      TESSERA_RETURN_IF_ERROR(EnqueueSteps());
+    const size_t out_base = at;
+    for (const auto& s : prog_.outputs) {
+      const void* src = s.ref.is_const()
+                            ? static_cast<const uint8_t*>(consts_[s.ref.konst]->ptr) + s.ref.offset
+                            : arena + s.ref.offset;
+      TESSERA_RETURN_IF_ERROR(
+          Cuda(cudaMemcpyAsync(stage + at, src, s.bytes, cudaMemcpyDeviceToHost, stream_),
+               "cudaMemcpyAsync (output)"));
+      at += s.bytes;
+    }
+    TESSERA_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(stage + at, arena + prog_.error_offset,
+                                                 sizeof(int32_t), cudaMemcpyDeviceToHost, stream_),
+                                 "cudaMemcpyAsync (error word)"));
+    TESSERA_RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "running the model"));
+    int32_t err = 0;
+    std::memcpy(&err, stage + at, sizeof(err));
+    if (err)
+      return Status::InvalidArgument(
+          "an index in the input is out of range (a Gather met an index outside its data)");
+    outputs->clear();
+    at = out_base;
+    for (const auto& s : prog_.outputs) {
+      Tensor t = Tensor::Allocate(s.spec.dtype, s.spec.shape);
+      std::memcpy(t.raw(), stage + at, s.bytes);
+      at += s.bytes;
+      outputs->push_back(std::move(t));
+    }
+    return Status::OK();
+  }
+
+  const ExecutableInfo& info() const override { return info_; }
+
+ private:
+  const void* In(const Ref& r) const {
+    if (!r.valid()) return nullptr;
+    if (r.is_const()) return static_cast<const uint8_t*>(consts_[r.konst]->ptr) + r.offset;
+    return static_cast<const uint8_t*>(arena_->ptr) + r.offset;
+  }
+  void* Out(const Ref& r) const { return static_cast<uint8_t*>(arena_->ptr) + r.offset; }
+  const float* F(const Ref& r) const { return static_cast<const float*>(In(r)); }
+
+  Status Plan(const Step& s) {
+    if (const auto* g = std::get_if<GemmInstr>(&s.instr)) return PlanGemm(s, *g);
+    if (const auto* c = std::get_if<ConvInstr>(&s.instr)) return PlanConv(s, *c);
+    return Status::OK();
+  }
+
+  // Row-major D = op(A) op(B) is column-major D^T = op(B)^T op(A)^T: cuBLASLt's "A" is our B and
+  // its "B" our A, with m and n swapped (see program.h for the row-major conventions).
+  Status PlanGemm(const Step& s, const GemmInstr& g) {
+    auto plan = std::make_unique<GemmPlan>();
+    const std::string where = s.label + " '" + s.node + "'";
+    const cublasComputeType_t compute =
+        opts_.precision == GpuPrecision::kTf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    TESSERA_RETURN_IF_ERROR(Blas(L().cublasLtMatmulDescCreate(&plan->desc, compute, CUDA_R_32F),
+                                 "cublasLtMatmulDescCreate"));
+    const cublasOperation_t op_a = g.tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasOperation_t op_b = g.ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+    TESSERA_RETURN_IF_ERROR(Blas(L().cublasLtMatmulDescSetAttribute(
+                                     plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof(op_a)),
+                                 "TRANSA"));
+    TESSERA_RETURN_IF_ERROR(Blas(L().cublasLtMatmulDescSetAttribute(
+                                     plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof(op_b)),
+                                 "TRANSB"));
+    cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_DEFAULT;
+    const bool bias = g.bias.valid();
+    if (g.act == Act::kRelu)
+      epi = bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU;
+    else if (bias)
+      epi = CUBLASLT_EPILOGUE_BIAS;
+    // cuBLASLt applies its epilogue after beta * C, so a fused residual stays inside the ReLU,
+    // as the fuse pass means it (act(scale AB + bias + residual)).
+    if (g.act != Act::kNone && g.act != Act::kRelu) plan->post_act = g.act;
+    TESSERA_RETURN_IF_ERROR(Blas(L().cublasLtMatmulDescSetAttribute(
+                                     plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)),
+                                 "EPILOGUE"));
+    if (bias) {
+      const void* bp = In(g.bias);
+      TESSERA_RETURN_IF_ERROR(
+          Blas(L().cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                  &bp, sizeof(bp)),
+               "BIAS_POINTER"));
+    }
+    if (opts_.sm_count_target > 0) {
+      const int32_t sms = opts_.sm_count_target;
+      TESSERA_RETURN_IF_ERROR(
+          Blas(L().cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_SM_COUNT_TARGET,
+                                                  &sms, sizeof(sms)),
+               "SM_COUNT_TARGET"));
+    }
+    // Column-major shapes of the stored matrices.
+    const uint64_t a_rows = g.tb ? g.k : g.n, a_cols = g.tb ? g.n : g.k;  // our B
+    const uint64_t b_rows = g.ta ? g.m : g.k, b_cols = g.ta ? g.k : g.m;  // our A
+    TESSERA_RETURN_IF_ERROR(Blas(
+        L().cublasLtMatrixLayoutCreate(&plan->a, CUDA_R_32F, a_rows, a_cols, g.ldb), "layout B"));
+    TESSERA_RETURN_IF_ERROR(Blas(
+        L().cublasLtMatrixLayoutCreate(&plan->b, CUDA_R_32F, b_rows, b_cols, g.lda), "layout A"));
+    TESSERA_RETURN_IF_ERROR(
+        Blas(L().cublasLtMatrixLayoutCreate(&plan->c, CUDA_R_32F, g.n, g.m, g.ldc), "layout D"));
+    if (g.batch > 1) {
+      const int32_t count = static_cast<int32_t>(g.batch);
+      struct {
+        cublasLtMatrixLayout_t l;
+        int64_t stride;
+      } layouts[] = {{plan->a, g.sb}, {plan->b, g.sa}, {plan->c, g.sc}};
+      for (auto& l : layouts) {
+        TESSERA_RETURN_IF_ERROR(
+            Blas(L().cublasLtMatrixLayoutSetAttribute(l.l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
+                                                      &count, sizeof(count)),
+                 "BATCH_COUNT"));
+        TESSERA_RETURN_IF_ERROR(
+            Blas(L().cublasLtMatrixLayoutSetAttribute(
+                     l.l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &l.stride, sizeof(l.stride)),
+                 "STRIDED_BATCH_OFFSET"));
+      }
+    }
+    cublasLtMatmulPreference_t pref = nullptr;
+    TESSERA_RETURN_IF_ERROR(Blas(L().cublasLtMatmulPreferenceCreate(&pref), "preference"));
+    const uint64_t ws = opts_.workspace_bytes;
+    L().cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                             sizeof(ws));
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    cublasStatus_t st = L().cublasLtMatmulAlgoGetHeuristic(
+        lt_, plan->desc, plan->a, plan->b, plan->c, plan->c, pref, 1, &result, &found);
+    L().cublasLtMatmulPreferenceDestroy(pref);
+    TESSERA_RETURN_IF_ERROR(Blas(st, "cublasLtMatmulAlgoGetHeuristic"));
+    if (found == 0)
+      return Status::Unimplemented(where + ": cuBLASLt has no algorithm for " +
+                                   std::to_string(g.m) + " x " + std::to_string(g.n) + " x " +
+                                   std::to_string(g.k));
+    plan->algo = result.algo;
+    gemms_[&s] = std::move(plan);
+    return Status::OK();
+  }
+
+  Status PlanConv(const Step& s, const ConvInstr& c) {
+    auto plan = std::make_unique<ConvPlan>();
+    auto i = [](int64_t v) { return static_cast<int>(v); };
+    TESSERA_RETURN_IF_ERROR(Dnn(L().cudnnCreateTensorDescriptor(&plan->x), "x descriptor"));
+    TESSERA_RETURN_IF_ERROR(Dnn(L().cudnnCreateTensorDescriptor(&plan->y), "y descriptor"));
+    TESSERA_RETURN_IF_ERROR(Dnn(L().cudnnCreateFilterDescriptor(&plan->w), "w descriptor"));
+    TESSERA_RETURN_IF_ERROR(
+        Dnn(L().cudnnCreateConvolutionDescriptor(&plan->conv), "conv descriptor"));
+    TESSERA_RETURN_IF_ERROR(
+        Dnn(L().cudnnSetTensor4dDescriptor(plan->x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, i(c.n),
+                                           i(c.c), i(c.h), i(c.w)),
+            "x shape"));
+    TESSERA_RETURN_IF_ERROR(
+        Dnn(L().cudnnSetTensor4dDescriptor(plan->y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, i(c.n),
+                                           i(c.k), i(c.oh), i(c.ow)),
+            "y shape"));
+    TESSERA_RETURN_IF_ERROR(
+        Dnn(L().cudnnSetFilter4dDescriptor(plan->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, i(c.k),
+                                           i(c.c / c.groups), i(c.r), i(c.s)),
+            "w shape"));
+    TESSERA_RETURN_IF_ERROR(
+        Dnn(L().cudnnSetConvolution2dDescriptor(plan->conv, i(c.pad_h), i(c.pad_w), i(c.stride_h),
+                                                i(c.stride_w), i(c.dil_h), i(c.dil_w),
+                                                CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
+            "convolution"));
+    TESSERA_RETURN_IF_ERROR(
+        Dnn(L().cudnnSetConvolutionGroupCount(plan->conv, i(c.groups)), "group count"));
+    TESSERA_RETURN_IF_ERROR(
+        Dnn(L().cudnnSetConvolutionMathType(plan->conv, opts_.precision == GpuPrecision::kTf32
+                                                            ? CUDNN_DEFAULT_MATH
+                                                            : CUDNN_FMA_MATH),
+            "math type"));
+    int oc = 0, oh = 0, ow = 0, on = 0;
+    TESSERA_RETURN_IF_ERROR(Dnn(
+        L().cudnnGetConvolution2dForwardOutputDim(plan->conv, plan->x, plan->w, &on, &oc, &oh, &ow),
+        "output dims"));
+    if (oh != c.oh || ow != c.ow || oc != c.k)
+      return Status::Internal(s.label + " '" + s.node + "': cuDNN's output " + std::to_string(oh) +
+                              " x " + std::to_string(ow) + " differs from the graph's " +
+                              std::to_string(c.oh) + " x " + std::to_string(c.ow));
+    // Timed choice on the real buffers (the arena holds garbage now; only time matters).
+    cudnnConvolutionFwdAlgoPerf_t perf[8];
+    int found = 0;
+    TESSERA_RETURN_IF_ERROR(Dnn(
+        L().cudnnFindConvolutionForwardAlgorithmEx(dnn_, plan->x, In(c.x), plan->w, In(c.weight),
+                                                   plan->conv, plan->y, Out(c.y), 8, &found, perf,
+                                                   workspace_->ptr, opts_.workspace_bytes),
+        "cudnnFindConvolutionForwardAlgorithmEx"));
+    bool chosen = false;
+    for (int k = 0; k < found && !chosen; ++k)
+      if (perf[k].status == CUDNN_STATUS_SUCCESS && perf[k].memory <= opts_.workspace_bytes) {
+        plan->algo = perf[k].algo;
+        plan->workspace = perf[k].memory;
+        chosen = true;
+      }
+    if (!chosen)
+      return Status::Unimplemented(s.label + " '" + s.node + "': cuDNN has no algorithm within " +
+                                   std::to_string(opts_.workspace_bytes >> 20) +
+                                   " MiB of workspace");
+    convs_[&s] = std::move(plan);
+    return Status::OK();
+  }
+
+  Status EnqueueSteps() {
+    for (const auto& s : prog_.steps) {
+      Status st = std::visit([&](const auto& x) { return Enqueue(s, x); }, s.instr);
+      if (!st.ok()) return st.WithContext(s.label + " '" + s.node + "'");
+    }
+    return Status::OK();
+  }
+
+  Status Enqueue(const Step&, const EwInstr& e) {
+    return Cuda(LaunchEw(e, In(e.in[0]), e.arity > 1 ? In(e.in[1]) : nullptr,
+                         e.arity > 2 ? In(e.in[2]) : nullptr, Out(e.out), stream_),
+                "element-wise kernel");
+  }
+  Status Enqueue(const Step&, const CopyInstr& c) {
+    return Cuda(LaunchCopy(c, In(c.in), Out(c.out), stream_), "copy kernel");
+  }
+  Status Enqueue(const Step&, const FillInstr& f) {
+    return Cuda(LaunchFill(f, Out(f.out), stream_), "fill kernel");
+  }
+  Status Enqueue(const Step&, const ReduceInstr& r) {
+    return Cuda(LaunchReduce(r, F(r.in), static_cast<float*>(Out(r.out)), stream_),
+                "reduce kernel");
+  }
+  Status Enqueue(const Step&, const SoftmaxInstr& s) {
+    return Cuda(LaunchSoftmax(s, F(s.in), static_cast<float*>(Out(s.out)), stream_),
+                "softmax kernel");
+  }
+  Status Enqueue(const Step&, const LayerNormInstr& l) {
+    return Cuda(LaunchLayerNorm(l, F(l.in), F(l.scale), F(l.bias), static_cast<float*>(Out(l.out)),
+                                stream_),
+                "layernorm kernel");
+  }
+  Status Enqueue(const Step&, const GatherInstr& g) {
+    auto* err = reinterpret_cast<int32_t*>(static_cast<uint8_t*>(arena_->ptr) + prog_.error_offset);
+    return Cuda(LaunchGather(g, In(g.data), In(g.index), Out(g.out), err, stream_),
+                "gather kernel");
+  }
+  Status Enqueue(const Step&, const PoolInstr& p) {
+    return Cuda(LaunchPool(p, F(p.x), static_cast<float*>(Out(p.y)), stream_), "pool kernel");
+  }
+  Status Enqueue(const Step& s, const GemmInstr& g) {
+    const GemmPlan& plan = *gemms_.at(&s);
+    const float alpha = g.alpha, beta = g.c.valid() ? g.beta : 0.0f;
+    void* d = Out(g.d);
+    const void* c = g.c.valid() ? In(g.c) : d;
+    TESSERA_RETURN_IF_ERROR(
+        Blas(L().cublasLtMatmul(lt_, plan.desc, &alpha, In(g.b), plan.a, In(g.a), plan.b, &beta, c,
+                                plan.c, d, plan.c, &plan.algo, workspace_->ptr,
+                                opts_.workspace_bytes, stream_),
+             "cublasLtMatmul"));
+    if (plan.post_act != Act::kNone)
+      return Cuda(LaunchActInPlace(static_cast<float*>(d), g.batch * g.m * g.n, plan.post_act,
+                                   g.act_a, g.act_b, stream_),
+                  "activation kernel");
+    return Status::OK();
+  }
+  Status Enqueue(const Step& s, const ConvInstr& c) {
+    const ConvPlan& plan = *convs_.at(&s);
+    const float one = 1.0f, zero = 0.0f;
+    float* y = static_cast<float*>(Out(c.y));
+    TESSERA_RETURN_IF_ERROR(Dnn(
+        L().cudnnConvolutionForward(dnn_, &one, plan.x, In(c.x), plan.w, In(c.weight), plan.conv,
+                                    plan.algo, workspace_->ptr, plan.workspace, &zero, plan.y, y),
+        "cudnnConvolutionForward"));
+    if (!c.bias.valid() && !c.residual.valid() && c.act == Act::kNone) return Status::OK();
+    return Cuda(LaunchChannelEpilogue(y, F(c.bias), F(c.residual), c.n * c.k, c.k, c.oh * c.ow,
+                                      c.act, c.act_a, c.act_b, stream_),
+                "convolution epilogue");
+  }
+
+  Status Capture() {
+    TESSERA_RETURN_IF_ERROR(Cuda(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
+                                 "cudaStreamBeginCapture"));
+    Status st = EnqueueSteps();
+    cudaGraph_t graph = nullptr;
+    const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
+    if (!st.ok()) {
+      if (graph) cudaGraphDestroy(graph);
+      return st.WithContext("capturing the CUDA graph");
+    }
+    TESSERA_RETURN_IF_ERROR(Cuda(end, "cudaStreamEndCapture"));
+    graph_ = graph;
+    return Cuda(cudaGraphInstantiate(&graph_exec_, graph_, 0), "cudaGraphInstantiate");
+  }
+
+  CudaEngineOptions opts_;
+  std::shared_ptr<WeightCache> weights_;
+  Program prog_;
+  ExecutableInfo info_;
+  cudaStream_t stream_ = nullptr;
+  cublasLtHandle_t lt_ = nullptr;
+  cudnnHandle_t dnn_ = nullptr;
+  std::vector<std::shared_ptr<DeviceBuffer>> consts_;
+  std::shared_ptr<DeviceBuffer> arena_, workspace_;
+  void* staging_ = nullptr;
+  std::unordered_map<const Step*, std::unique_ptr<GemmPlan>> gemms_;
+  std::unordered_map<const Step*, std::unique_ptr<ConvPlan>> convs_;
+  cudaGraph_t graph_ = nullptr;
+  cudaGraphExec_t graph_exec_ = nullptr;
+};
+
+class CudaEngine final : public Engine {
+ public:
+  explicit CudaEngine(const CudaEngineOptions& o)
+      : opts_(o), weights_(std::make_shared<WeightCache>()) {}
+  std::string name() const override { return "cuda"; }
+  Result<std::unique_ptr<Executable>> Compile(const Graph& graph,
+                                              const CompileOptions& options) override {
+    TESSERA_ASSIGN_OR_RETURN(auto prepared, PrepareGraph(graph, options));
+    TESSERA_ASSIGN_OR_RETURN(auto program, LowerToProgram(std::move(prepared)));
+    auto exe = std::make_unique<CudaExecutable>(opts_, weights_);
+    TESSERA_RETURN_IF_ERROR(exe->Build(std::move(program)));
+    return std::unique_ptr<Executable>(std::move(exe));
+  }
+
+ private:
+  CudaEngineOptions opts_;
+  std::shared_ptr<WeightCache> weights_;
+};
+
+}  // namespace
+}  // namespace cuda
+
+Result<std::unique_ptr<Engine>> CreateCudaEngine(const CudaEngineOptions& options) {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess)
+    return Status::Unavailable(std::string("no usable CUDA device: ") + cudaGetErrorString(e));
+  if (options.device < 0 || options.device >= count)
+    return Status::InvalidArgument("GPU " + std::to_string(options.device) + " does not exist (" +
+                                   std::to_string(count) + " visible)");
+  if (options.workspace_bytes == 0)
+    return Status::InvalidArgument("the CUDA engine's workspace must be > 0 bytes");
+  TESSERA_ASSIGN_OR_RETURN(cuda::g_libs, cuda::LoadLibs());
+  return std::unique_ptr<Engine>(std::make_unique<cuda::CudaEngine>(options));
+}
+
+}  // namespace tessera

@@ -1,0 +1,98 @@
+// The CUDA engine against the CPU engine. Labelled "gpu": tests that need a device skip where
+// none is visible (CI); the library-loading and device-check tests run everywhere.
+#include "tessera/engine/cuda_engine.h"
+
+#include <gtest/gtest.h>
+
+#include "cuda_test_models.h"
+#include "engine/cuda/libs.h"
+#include "gpu/device_info.h"
+#include "tessera/zoo/zoo.h"
+
+namespace tessera {
+namespace {
+
+using testing::CompareWithCpu;
+using testing::Import;
+
+bool HaveGpu() {
+  auto d = gpu::ListDevices();
+  return d.ok() && !d->empty();
+}
+
+std::unique_ptr<Engine> Gpu(GpuPrecision p = GpuPrecision::kFp32, bool graphs = true) {
+  CudaEngineOptions o;
+  o.precision = p;
+  o.cuda_graphs = graphs;
+  auto e = CreateCudaEngine(o);
+  EXPECT_TRUE(e.ok()) << e.status().ToString();
+  return e.ok() ? std::move(e).value() : nullptr;
+}
+
+TEST(CudaEngine, LoadsEveryCublasLtAndCudnnFunctionItUses) {
+  // Needs the toolkit's libraries, not a device: catches a misspelt or removed symbol on CI.
+  auto libs = cuda::LoadLibs();
+  ASSERT_TRUE(libs.ok()) << libs.status().ToString();
+  EXPECT_NE((*libs)->cublasLtMatmul, nullptr);
+  EXPECT_NE((*libs)->cudnnConvolutionForward, nullptr);
+}
+
+TEST(CudaEngine, ABadDeviceIsAClearError) {
+  CudaEngineOptions o;
+  o.device = 99;
+  auto e = CreateCudaEngine(o);
+  ASSERT_FALSE(e.ok());
+  if (HaveGpu()) {
+    EXPECT_EQ(e.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(e.status().message().find("GPU 99 does not exist"), std::string::npos);
+  } else {
+    EXPECT_EQ(e.status().code(), StatusCode::kUnavailable);
+  }
+}
+
+TEST(CudaEngine, OpMixesMatchTheCpuEngine) {
+  if (!HaveGpu()) GTEST_SKIP() << "no GPU visible";
+  auto gpu = Gpu();
+  ASSERT_NE(gpu, nullptr);
+  for (const Graph& g : {testing::ConvAndPoolMix(), testing::MatMulAndMovementMix()})
+    for (int64_t batch : {1, 3}) EXPECT_LE(CompareWithCpu(*gpu, g, batch), 1e-4) << batch;
+}
+
+TEST(CudaEngine, ZooModelsMatchTheCpuEngineInFp32AndTf32) {
+  if (!HaveGpu()) GTEST_SKIP() << "no GPU visible";
+  auto fp32 = Gpu(GpuPrecision::kFp32), tf32 = Gpu(GpuPrecision::kTf32),
+       eager = Gpu(GpuPrecision::kFp32, /*graphs=*/false);
+  ASSERT_TRUE(fp32 && tf32 && eager);
+  for (const auto& [name, batch] : std::vector<std::pair<std::string, int64_t>>{
+           {"tiny_mlp", 3}, {"bert_small", 2}, {"mobilenet_v2", 1}, {"resnet18", 4}}) {
+    auto m = zoo::Build(name);
+    ASSERT_TRUE(m.ok());
+    Graph g = Import(m->onnx_bytes);
+    EXPECT_LE(CompareWithCpu(*fp32, g, batch), 1e-4) << name << " fp32";
+    EXPECT_LE(CompareWithCpu(*eager, g, batch), 1e-4) << name << " fp32 without CUDA graphs";
+    EXPECT_LE(CompareWithCpu(*tf32, g, batch), 1e-2) << name << " tf32";
+  }
+}
+
+TEST(CudaEngine, AGatherIndexOutOfRangeFailsThatRunOnly) {
+  if (!HaveGpu()) GTEST_SKIP() << "no GPU visible";
+  Graph g = Import(testing::MakeModel([](zoo::GraphBuilder& b) {
+    auto ids = b.Input("ids", testing::kI64, {1, 4});
+    b.Output(b.Op("Gather", {b.Weight("table", {10, 3}, -1, 1), ids}), testing::kF, {1, 4, 3});
+  }));
+  auto gpu = Gpu();
+  ASSERT_NE(gpu, nullptr);
+  auto exe = gpu->Compile(g, CompileOptions{});
+  ASSERT_TRUE(exe.ok()) << exe.status().ToString();
+  Tensor ids = Tensor::Allocate(DataType::kInt64, {1, 4});
+  ids.data<int64_t>()[3] = 10;
+  std::vector<Tensor> out;
+  Status st = (*exe)->Run({ids}, &out);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.ToString();
+  ids.data<int64_t>()[3] = -10;  // -10 + 10 = row 0: valid
+  st = (*exe)->Run({ids}, &out);
+  EXPECT_TRUE(st.ok()) << st.ToString();
+}
+
+}  // namespace
+}  // namespace tessera
