@@ -61,3 +61,18 @@ def test_zoo_repository_layout(zoo_repo):
         assert ("max_batch_size: 64" if m == "tiny_mlp" else "max_batch_size: 8") in cfg
         assert "dynamic_batching" in cfg
         assert (zoo_repo / m / "1" / "model.onnx").stat().st_size > 1_000_000
+
+
+@pytest.mark.parametrize("model", ["bert_small", "mobilenet_v2"])
+def test_cuda_lowering_on_the_host_matches_onnxruntime(zoo_repo, model):
+    # --engine cuda-host runs the CUDA backend's lowered program on the host interpreter: the
+    # GPU path's index arithmetic, GEMM mapping and arena plan, checked on machines without a GPU
+    # (with a padded attention mask for BERT, which the C++ tests do not use).
+    path = zoo_repo / model / "1" / "model.onnx"
+    feeds = feeds_for(path, 2)
+    ref = run_ort(path, feeds)
+    ours, proc = run_tessera(["--model-repository", str(zoo_repo), "--model", model,
+                              "--engine", "cuda-host"], feeds)
+    assert "engine     cuda-host" in proc.stdout
+    for name, r in ref.items():
+        assert_close(ours[sanitize(name)], r, what=f"{model}:{name} (cuda-host)")

@@ -169,6 +169,9 @@ inline Graph MatMulAndMovementMix() {
     b.Output(rs, kF, {1, 6, 1});
     b.Output(pw, kF, {1, 6, 8});
     b.Output("split_out1", kF, {1, 6, 5});
+    // Batch dims broadcast on both sides: [B, 1, 6, 8] x [3, 8, 4] -> [B, 3, 6, 4].
+    auto un = b.Op("Unsqueeze", {ln, b.ConstInts("ua", {1})});
+    b.Output(b.Op("MatMul", {un, b.Weight("wb", {3, 8, 4}, -0.5, 0.5)}), kF, {1, 3, 6, 4});
   }));
 }
 

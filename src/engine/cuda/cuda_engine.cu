@@ -151,6 +151,7 @@ class CudaExecutable final : public Executable {
 
   Status Run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs) override {
     TESSERA_RETURN_IF_ERROR(CheckRunInputs(info_, inputs));
+    TESSERA_RETURN_IF_ERROR(Cuda(cudaSetDevice(opts_.device), "cudaSetDevice"));
     uint8_t* stage = static_cast<uint8_t*>(staging_);
     uint8_t* arena = static_cast<uint8_t*>(arena_->ptr);
     size_t at = 0;

@@ -490,18 +490,14 @@ class Lowerer {
     if (nb == 1) {  // weights shared by every row: one tall product
       g.m = m * na;
       g.batch = 1;
-    } else if (na == 1) {
-      g.batch = no;
-      g.sa = 0;
-      g.sb = k * nn;
-      g.sc = m * nn;
     } else if (na == no && nb == no && abatch.size() == bbatch.size()) {
       g.batch = no;
       g.sa = m * k;
       g.sb = k * nn;
       g.sc = m * nn;
     } else {
-      // Partial broadcast of the batch dims: expand both operands to the output's batch first.
+      // A batch dim broadcast on one side: expand both operands to the output's batch first
+      // (every batch entry then has its own matrix; no zero batch strides reach cuBLASLt).
       auto expand = [&](const std::string& v, const Shape& s, int64_t rows, int64_t cols,
                         Ref* ref) -> Status {
         Shape full = obatch;
