@@ -38,12 +38,22 @@ ServedModel::~ServedModel() { Stop(false); }
 
 Status ServedModel::Start() {
   constants_ = std::make_shared<ConstantCache>(graph_);
-  engine_ = opts_.engine ? opts_.engine() : CreateCpuEngine(0);
+  if (opts_.engine) {
+    auto e = opts_.engine(config_);
+    if (!e.ok()) return e.status();
+    engine_ = std::move(e).value();
+  } else {
+    engine_ = CreateCpuEngine(0);
+  }
   const int n = config_.InstanceCount();
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const int threads =
       opts_.threads_per_instance > 0 ? opts_.threads_per_instance : std::max(1, cores / n);
-  if (config_.SliceRequest())
+  if (engine_->name() == "cuda") {
+    if (config_.SliceRequest())
+      spdlog::warn("model '{}': GPU slices are not built yet; its instances share the whole GPU",
+                   config_.name);
+  } else if (config_.SliceRequest())
     spdlog::warn(
         "model '{}': parameter {} sets a GPU slice; this CPU instance ignores it and runs {} "
         "compute thread(s) (--threads-per-instance)",

@@ -8,6 +8,10 @@
 
 #include "server/server.h"
 #include "tools/commands.h"
+#ifdef TESSERA_HAVE_CUDA
+#include "gpu/device_info.h"
+#include "tessera/engine/cuda_engine.h"
+#endif
 
 namespace tessera::cli {
 namespace {
@@ -27,7 +31,55 @@ struct Opts {
   std::string admin_token;
   int exit_timeout = 30;
   int verbose = 0;
+  std::string engine = "auto";
 };
+
+// The engine each model runs on. --engine auto takes the GPU when one is visible (and this build
+// has the CUDA backend), else the CPU; a model's instance_group kind KIND_CPU / KIND_GPU decides
+// for that model. Returns the factory, or the reason --engine cuda cannot work here.
+Result<EngineFactory> ChooseEngines(const std::string& choice) {
+  Status no_gpu = Status::Unavailable("this build of tessera has no CUDA backend");
+#ifdef TESSERA_HAVE_CUDA
+  auto devices = gpu::ListDevices();
+  if (!devices.ok())
+    no_gpu = devices.status();
+  else if (devices->empty())
+    no_gpu = Status::Unavailable("no GPU is visible");
+  else
+    no_gpu = Status::OK();
+#endif
+  if (choice == "cuda" && !no_gpu.ok()) return no_gpu.WithContext("--engine cuda");
+  const bool gpu_default = choice == "cuda" || (choice == "auto" && no_gpu.ok());
+  if (gpu_default) {
+    spdlog::info("engine: cuda (models run on the GPU unless their instance_group says KIND_CPU)");
+  } else {
+    spdlog::info("engine: cpu{}", choice == "auto" ? " (" + no_gpu.message() + ")" : "");
+  }
+  return EngineFactory(
+      [gpu_default, no_gpu](const ModelConfig& c) -> Result<std::unique_ptr<Engine>> {
+        bool gpu = gpu_default;
+        int device = 0;
+        for (const auto& g : c.instance_groups) {
+          if (g.kind == InstanceGroup::Kind::kCpu) gpu = false;
+          if (g.kind == InstanceGroup::Kind::kGpu) gpu = true;
+          if (!g.gpus.empty()) device = g.gpus.front();
+        }
+        if (!gpu) return CreateCpuEngine(0);
+        if (!no_gpu.ok())
+          return no_gpu.WithContext("model '" + c.name + "' asks for KIND_GPU instances");
+#ifdef TESSERA_HAVE_CUDA
+        CudaEngineOptions o;
+        o.device = device;
+        if (auto it = c.parameters.find("precision"); it != c.parameters.end()) {
+          TESSERA_ASSIGN_OR_RETURN(o.precision, ParseGpuPrecision(it->second));
+        }
+        return CreateCudaEngine(o);
+#else
+        (void)device;
+        return no_gpu;
+#endif
+      });
+}
 
 int Run(const Opts& o) {
   // Signals go to sigwait below, not to whichever thread happens to run.
@@ -48,6 +100,12 @@ int Run(const Opts& o) {
   mo.max_queue = o.max_queue;
   mo.threads_per_instance = o.threads_per_instance;
   mo.warmup = !o.no_warmup;
+  auto engines = ChooseEngines(o.engine);
+  if (!engines.ok()) {
+    fmt::print(stderr, "error: {}\n", engines.status().ToString());
+    return 1;
+  }
+  mo.engine = std::move(engines).value();
   ModelManager manager(mo);
 
   server::ServerOptions so;
@@ -162,6 +220,11 @@ Runner SetupServe(CLI::App& app) {
   app.add_option("--exit-timeout-secs", o->exit_timeout,
                  "On SIGTERM, how long in-flight requests may take to finish")
       ->capture_default_str();
+  app.add_option("--engine", o->engine,
+                 "auto (the GPU when one is visible, else the CPU), cpu or cuda; a model's "
+                 "instance_group kind (KIND_CPU / KIND_GPU) decides for that model")
+      ->default_val("auto")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   app.add_flag("-v,--verbose", o->verbose, "More log output");
   return [o]() { return Run(*o); };
 }

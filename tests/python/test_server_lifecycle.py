@@ -318,3 +318,42 @@ def test_slice_parameters_are_checked_at_load_and_ignored_on_cpu(tessera_bin, tm
         assert infer(s)[0] == 200
     finally:
         s.stop()
+
+
+def test_engine_choice_follows_the_flag_the_config_and_the_machine(tessera_bin, tmp_path):
+    import subprocess
+    devices = subprocess.run([str(tessera_bin), "devices"], capture_output=True, text=True)
+    if "no gpu" not in (devices.stdout + devices.stderr).lower():
+        pytest.skip("a GPU is visible: this test checks the machine without one")
+    repo = make_repo(tessera_bin, tmp_path / "repo", "tiny_mlp,bert_small")
+    # --engine cuda where no GPU can be used: one clear error before anything serves.
+    r = subprocess.run([str(tessera_bin), "serve", "--model-repository", str(repo),
+                        "--engine", "cuda", "--http-port", "0", "--grpc-port", "0",
+                        "--metrics-port", "0"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert "--engine cuda" in r.stderr and "UNAVAILABLE" in r.stderr
+    # auto falls back to the CPU and says why; a model that insists on KIND_GPU fails alone, with
+    # the reason; a bad precision is refused at load on any engine.
+    cfg = repo / "bert_small" / "config.pbtxt"
+    cfg.write_text(cfg.read_text() + "instance_group [ { kind: KIND_GPU } ]\n")
+    for model, value in (("tiny_mlp", "tf32"),):
+        c = repo / model / "config.pbtxt"
+        c.write_text(c.read_text() +
+                     f'parameters {{ key: "precision" value {{ string_value: "{value}" }} }}\n')
+    shutil.copytree(repo / "tiny_mlp", repo / "tiny_fp8")
+    c = repo / "tiny_fp8" / "config.pbtxt"
+    c.write_text(c.read_text().replace('name: "tiny_mlp"', 'name: "tiny_fp8"')
+                 .replace('string_value: "tf32"', 'string_value: "fp8"'))
+    s = TesseraServer(repo)
+    try:
+        assert "engine: cpu" in s.output()
+        http = th.InferenceServerClient(s.http)
+        index = {m["name"]: m for m in http.get_model_repository_index()}
+        assert index["bert_small"]["state"] == "UNAVAILABLE"
+        assert "KIND_GPU" in index["bert_small"]["reason"]
+        assert index["tiny_fp8"]["state"] == "UNAVAILABLE"
+        assert "precision is 'fp8'" in index["tiny_fp8"]["reason"]
+        assert index["tiny_mlp"]["state"] == "READY"
+        assert infer(s)[0] == 200
+    finally:
+        s.stop()

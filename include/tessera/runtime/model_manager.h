@@ -23,7 +23,9 @@ const char* ModelStateName(ModelState s);  // Triton's spelling: "READY", "UNAVA
 
 enum class ModelControlMode { kNone, kExplicit, kPoll };
 
-using EngineFactory = std::function<std::unique_ptr<Engine>()>;
+// The engine a model version runs on, chosen from its config (instance_group kind, the
+// `precision` parameter); an error fails that model's load with the reason.
+using EngineFactory = std::function<Result<std::unique_ptr<Engine>>(const ModelConfig&)>;
 
 struct ManagerOptions {
   std::string repository;
