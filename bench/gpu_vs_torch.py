@@ -5,7 +5,9 @@
    same inputs, max|d| / max|ref| (targets: 1e-4 fp32, 1e-2 tf32);
 2. latency: the same models at batch 1 / 8 / 32 in fp32 and tf32, Tessera (CUDA graph replay,
    host input to host output) vs PyTorch's eager mode and its CUDA-graph mode with the same
-   host-to-host work, p50 over --iterations runs; ratio = Tessera / PyTorch's best.
+   host-to-host work, p50 over --iterations runs; ratio = Tessera / PyTorch's best;
+3. roofline floor per point: max(FLOPs / measured matmul peak, (weights + I/O bytes) / measured
+   copy bandwidth), and Tessera's p50 over it.
 
 PyTorch runs torchvision's ResNet-50 / MobileNetV2 and a BERT-base encoder built from
 torch.nn.TransformerEncoder (random weights, the zoo's shapes), so the models compare in
@@ -149,7 +151,40 @@ def time_torch(torch, model, x_host, iters, warmup, graphs):
     return statistics.median(lat)
 
 
-def latency(args, torch):
+def measure_peaks(torch):
+    """Measured (not datasheet) peaks of this GPU: an 8192^3 matmul in fp32 and tf32 (FLOP/s)
+    and a 1 GiB device-to-device copy (bytes/s, read + write)."""
+    peaks = {}
+    n = 8192
+    a = torch.randn(n, n, device="cuda")
+    b = torch.randn(n, n, device="cuda")
+    for prec in ("fp32", "tf32"):
+        torch.backends.cuda.matmul.allow_tf32 = prec == "tf32"
+        for _ in range(3):
+            a @ b
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(10):
+            a @ b
+        end.record()
+        torch.cuda.synchronize()
+        peaks[f"{prec}_flops"] = 2 * n ** 3 * 10 / (start.elapsed_time(end) / 1e3)
+    x = torch.empty(1 << 28, device="cuda")
+    y = torch.empty_like(x)
+    y.copy_(x)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(10):
+        y.copy_(x)
+    end.record()
+    torch.cuda.synchronize()
+    peaks["bytes_per_s"] = 2 * x.numel() * 4 * 10 / (start.elapsed_time(end) / 1e3)
+    del a, b, x, y
+    torch.cuda.empty_cache()
+    return peaks
+
+
+def latency(args, torch, peaks):
     rows = []
     for model in args.models:
         tm = None
@@ -167,7 +202,17 @@ def latency(args, torch):
                         tessera_infer(args, model, batch, precision,
                                       ["--warmup", str(args.warmup), "--iterations",
                                        str(args.iterations), "--json", f.name])
-                        row["tessera_p50_ms"] = json.load(open(f.name))["p50_ms"]
+                        j = json.load(open(f.name))
+                        row["tessera_p50_ms"] = j["p50_ms"]
+                        row["flops"] = j.get("flops")
+                        row["min_bytes"] = j.get("min_bytes")
+                        if peaks and row["flops"] is not None:
+                            # Roofline floor: the arithmetic at the measured peak, or the weights
+                            # and I/O at the measured bandwidth, whichever is longer.
+                            row["floor_ms"] = 1e3 * max(
+                                row["flops"] / peaks[f"{precision}_flops"],
+                                row["min_bytes"] / peaks["bytes_per_s"])
+                            row["tessera_vs_floor"] = row["tessera_p50_ms"] / row["floor_ms"]
                 except Exception as e:  # noqa: BLE001
                     row["tessera_error"] = str(e)
                 if tm is not None:
@@ -225,17 +270,19 @@ def main():
         try:
             import torch
             result["torch"] = torch.__version__
-            result["latency"] = latency(args, torch)
+            result["peaks"] = peaks = measure_peaks(torch)
+            print(f"measured peaks: {json.dumps(peaks)}")
+            result["latency"] = latency(args, torch, peaks)
         except ImportError as e:
             result["latency_error"] = str(e)
     results_file.write("gpu-vs-torch", result, args.out)
-    print("\nmodel         batch prec  tessera ms  torch eager  torch graph  ratio")
+    print("\nmodel         batch prec  tessera ms  torch eager  torch graph  ratio  floor ms")
     for r in result.get("latency", []):
         def f(k):
             return f"{r[k]:.3f}" if k in r else "-"
         print(f"{r['model']:<13} {r['batch']:>5} {r['precision']:<5} {f('tessera_p50_ms'):>10} "
               f"{f('torch_eager_p50_ms'):>12} {f('torch_cuda_graph_p50_ms'):>12} "
-              f"{f('ratio_vs_best_torch'):>6}")
+              f"{f('ratio_vs_best_torch'):>6} {f('floor_ms'):>9}")
     bad = [r for r in result.get("correctness", []) if not r.get("ok")]
     for r in bad:
         print(f"correctness FAILED: {r}")

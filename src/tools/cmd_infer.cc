@@ -7,8 +7,11 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
+#include "engine/cuda/program.h"
 #include "engine/cuda/reference.h"
+#include "engine/prepare.h"
 #include "tessera/core/npy.h"
 #include "tessera/engine/cuda_engine.h"
 #include "tessera/engine/engine.h"
@@ -152,6 +155,11 @@ int Run(const Opts& o) {
     copts.input_shapes[name] = t.shape();
     if (t.rank() > 0) copts.batch = t.dim(0);
   }
+  // The model's arithmetic, counted on the CUDA backend's lowering (engine-independent).
+  std::optional<cuda::ProgramWork> work;
+  if (auto prepared = PrepareGraph(graph, copts); prepared.ok())
+    if (auto prog = cuda::LowerToProgram(std::move(prepared).value()); prog.ok())
+      work = cuda::CountWork(*prog);
   auto made = MakeEngine(o);
   if (!made.ok()) return Fail(made.status());
   auto engine = std::move(made).value();
@@ -195,6 +203,9 @@ int Run(const Opts& o) {
       "reuse)\n",
       info.weight_bytes / 1048576.0, info.activation_bytes / 1048576.0,
       info.activation_bytes_no_reuse / 1048576.0);
+  if (work)
+    fmt::print("work       {:.3f} GFLOP in GEMMs and convolutions, {:.1f} MB of weights\n",
+               work->flops / 1e9, work->weight_bytes / 1e6);
   fmt::print(
       "latency    compile {:.1f} ms; run mean {:.3f} ms, p50 {:.3f} ms, p99 {:.3f} ms "
       "over {} run(s)\n",
@@ -247,6 +258,10 @@ int Run(const Opts& o) {
     j["weight_bytes"] = info.weight_bytes;
     j["activation_bytes"] = info.activation_bytes;
     j["activation_bytes_no_reuse"] = info.activation_bytes_no_reuse;
+    if (work) {
+      j["flops"] = work->flops;
+      j["min_bytes"] = work->weight_bytes + work->io_bytes;  // weights + inputs + outputs
+    }
     std::ofstream f(o.json_out);
     f << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   }

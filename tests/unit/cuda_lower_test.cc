@@ -117,6 +117,26 @@ TEST(CudaLower, AnOpTheBackendLacksIsNamedWithItsNode) {
   EXPECT_NE(prog.status().message().find("upsample"), std::string::npos);
 }
 
+TEST(CudaLower, CountsTheWorkOfKnownModels) {
+  // ResNet-50 at 224 x 224 is 4.1 G multiply-adds (He et al.; torchvision lists 4.09 GFLOPS
+  // counted as MACs), 25.6 M parameters.
+  auto m = zoo::Build("resnet50");
+  ASSERT_TRUE(m.ok());
+  Graph g = Import(m->onnx_bytes);
+  for (int64_t batch : {1, 4}) {
+    CompileOptions o;
+    o.batch = batch;
+    auto prepared = PrepareGraph(g, o);
+    ASSERT_TRUE(prepared.ok());
+    auto prog = cuda::LowerToProgram(std::move(prepared).value());
+    ASSERT_TRUE(prog.ok());
+    const cuda::ProgramWork w = cuda::CountWork(*prog);
+    EXPECT_NEAR(w.flops / 2 / static_cast<double>(batch), 4.09e9, 0.05e9) << batch;
+    EXPECT_NEAR(w.weight_bytes / 4, 25.6e6, 0.2e6);
+    EXPECT_DOUBLE_EQ(w.io_bytes, static_cast<double>(batch) * (3 * 224 * 224 + 1000) * 4);
+  }
+}
+
 TEST(CudaLower, PrecisionNamesAreCheckedWithTheChoicesListed) {
   EXPECT_EQ(*ParseGpuPrecision("fp32"), GpuPrecision::kFp32);
   EXPECT_EQ(*ParseGpuPrecision("tf32"), GpuPrecision::kTf32);

@@ -1012,6 +1012,24 @@ class Lowerer {
 
 }  // namespace
 
+ProgramWork CountWork(const Program& program) {
+  ProgramWork w;
+  for (const auto& s : program.steps) {
+    if (const auto* g = std::get_if<GemmInstr>(&s.instr))
+      w.flops += 2.0 * static_cast<double>(g->batch) * static_cast<double>(g->m) *
+                 static_cast<double>(g->n) * static_cast<double>(g->k);
+    if (const auto* c = std::get_if<ConvInstr>(&s.instr))
+      w.flops += 2.0 * static_cast<double>(c->n) * static_cast<double>(c->k) *
+                 static_cast<double>(c->oh) * static_cast<double>(c->ow) *
+                 static_cast<double>(c->c / c->groups) * static_cast<double>(c->r) *
+                 static_cast<double>(c->s);
+  }
+  for (const auto& t : program.constants) w.weight_bytes += static_cast<double>(t.nbytes());
+  for (const auto& io : program.inputs) w.io_bytes += static_cast<double>(io.bytes);
+  for (const auto& io : program.outputs) w.io_bytes += static_cast<double>(io.bytes);
+  return w;
+}
+
 Result<Program> LowerToProgram(PreparedGraph prepared) {
   Lowerer l(std::move(prepared));
   return l.Run();

@@ -223,6 +223,16 @@ struct Program {
 // Lowers a prepared graph. Unimplemented names the op and node the CUDA backend cannot run.
 Result<Program> LowerToProgram(PreparedGraph prepared);
 
+// The arithmetic and the unavoidable memory traffic of a Program, for roofline floors: FLOPs of
+// GEMMs (2 m n k per batch entry) and convolutions (2 per multiply-add); weight bytes (read at
+// least once per run) and input + output bytes (moved at least once).
+struct ProgramWork {
+  double flops = 0;
+  double weight_bytes = 0;
+  double io_bytes = 0;
+};
+ProgramWork CountWork(const Program& program);
+
 // Merges adjacent dims that every operand walks contiguously (strides[k][d] ==
 // strides[k][d + 1] * shape[d + 1] for all k) and drops dims of extent 1; used by the lowering
 // for element-wise and copy instructions, exposed for its tests. A walk of no dims becomes one
