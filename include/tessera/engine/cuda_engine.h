@@ -24,6 +24,28 @@ struct CudaEngineOptions {
   size_t workspace_bytes = size_t{32} << 20;  // per executable, for cuBLASLt and cuDNN
 };
 
+// What a CUDA engine's executables offer beyond Executable::Run (which copies host tensors in and
+// out and waits): the device-side seam for the runtime's GPU data path and for GPU slices, where
+// inputs arrive by DMA from pinned memory, compute runs on the slice's stream and completion is
+// a CUDA event the caller records.
+class GpuExecutable : public Executable {
+ public:
+  struct DeviceSlot {
+    TensorSpec spec;
+    void* device = nullptr;  // in the executable's arena: copy inputs here, outputs from here
+    size_t bytes = 0;
+  };
+  virtual const std::vector<DeviceSlot>& device_inputs() const = 0;
+  virtual const std::vector<DeviceSlot>& device_outputs() const = 0;
+  // Enqueues the model on `stream` (a cudaStream_t of the executable's GPU, for example one
+  // bound to a green context) after device_inputs are in place; returns once queued. One
+  // enqueue at a time per executable: the arena is shared by its runs.
+  virtual Status Enqueue(void* stream) = 0;
+  // The int32 a kernel sets when it meets bad data during the last enqueued run (a Gather index
+  // out of range): copy it back with the outputs; non-zero means that run's answer is invalid.
+  virtual const void* device_error_word() const = 0;
+};
+
 // Unavailable (with the driver's words) when the device cannot be used.
 Result<std::unique_ptr<Engine>> CreateCudaEngine(const CudaEngineOptions& options);
 

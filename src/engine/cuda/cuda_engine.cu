@@ -101,7 +101,7 @@ struct ConvPlan {
   }
 };
 
-class CudaExecutable final : public Executable {
+class CudaExecutable final : public GpuExecutable {
  public:
   CudaExecutable(const CudaEngineOptions& o, std::shared_ptr<WeightCache> weights)
       : opts_(o), weights_(std::move(weights)) {}
@@ -140,6 +140,10 @@ class CudaExecutable final : public Executable {
     TESSERA_RETURN_IF_ERROR(
         Cuda(cudaHostAlloc(&staging_, staged, cudaHostAllocDefault), "cudaHostAlloc (staging)"));
     for (auto& s : prog_.steps) TESSERA_RETURN_IF_ERROR(Plan(s));
+    for (const auto& s : prog_.inputs)
+      dev_in_.push_back({s.spec, static_cast<uint8_t*>(arena_->ptr) + s.ref.offset, s.bytes});
+    for (const auto& s : prog_.outputs)
+      dev_out_.push_back({s.spec, const_cast<void*>(In(s.ref)), s.bytes});
     // One uncaptured run loads every kernel module and library kernel; then capture.
     TESSERA_RETURN_IF_ERROR(
         Cuda(cudaMemsetAsync(arena_->ptr, 0, prog_.arena_bytes, stream_), "cudaMemsetAsync"));
@@ -201,6 +205,31 @@ class CudaExecutable final : public Executable {
   }
 
   const ExecutableInfo& info() const override { return info_; }
+  const std::vector<DeviceSlot>& device_inputs() const override { return dev_in_; }
+  const std::vector<DeviceSlot>& device_outputs() const override { return dev_out_; }
+  const void* device_error_word() const override {
+    return static_cast<const uint8_t*>(arena_->ptr) + prog_.error_offset;
+  }
+  Status Enqueue(void* stream) override {
+    auto s = static_cast<cudaStream_t>(stream);
+    TESSERA_RETURN_IF_ERROR(Cuda(cudaSetDevice(opts_.device), "cudaSetDevice"));
+    TESSERA_RETURN_IF_ERROR(
+        Cuda(cudaMemsetAsync(static_cast<uint8_t*>(arena_->ptr) + prog_.error_offset, 0,
+                             sizeof(int32_t), s),
+             "cudaMemsetAsync"));
+    if (graph_exec_) return Cuda(cudaGraphLaunch(graph_exec_, s), "cudaGraphLaunch");
+    // Without a graph the steps go to the executable's own stream, ordered after `s`'s work.
+    cudaEvent_t ready;
+    TESSERA_RETURN_IF_ERROR(
+        Cuda(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming), "cudaEventCreate"));
+    cudaEventRecord(ready, s);
+    cudaStreamWaitEvent(stream_, ready, 0);
+    Status st = EnqueueSteps();
+    cudaEventRecord(ready, stream_);
+    cudaStreamWaitEvent(s, ready, 0);
+    cudaEventDestroy(ready);
+    return st;
+  }
 
  private:
   const void* In(const Ref& r) const {
@@ -468,6 +497,7 @@ class CudaExecutable final : public Executable {
   std::unordered_map<const Step*, std::unique_ptr<ConvPlan>> convs_;
   cudaGraph_t graph_ = nullptr;
   cudaGraphExec_t graph_exec_ = nullptr;
+  std::vector<DeviceSlot> dev_in_, dev_out_;
 };
 
 class CudaEngine final : public Engine {
