@@ -2,8 +2,8 @@
 """Tessera's CUDA engine on a GPU, in one run (scripts/gpu-check calls it on the H100 / H200):
 
 1. correctness: `tessera infer --engine cuda` on zoo models vs ONNX Runtime (CPU provider) on the
-   same inputs, max|d| / max|ref| (targets: 1e-4 fp32, 1e-2 tf32);
-2. latency: the same models at batch 1 / 8 / 32 in fp32 and tf32, Tessera (CUDA graph replay,
+   same inputs, max|d| / max|ref| (targets: 1e-4 fp32, 1e-2 tf32 / fp16 / bf16);
+2. latency: the same models at batch 1 / 8 / 32 in fp32, tf32 and fp16, Tessera (CUDA graph replay,
    host input to host output) vs PyTorch's eager mode and its CUDA-graph mode with the same
    host-to-host work, p50 over --iterations runs; ratio = Tessera / PyTorch's best;
 3. roofline floor per point: max(FLOPs / measured matmul peak, (weights + I/O bytes) / measured
@@ -83,7 +83,8 @@ def correctness(args, ort):
                 f = os.path.join(d, name.replace("/", "_") + ".npy")
                 np.save(f, v)
                 files.append(f"{name}={f}")
-            for precision, tol in (("fp32", 1e-4), ("tf32", 1e-2)):
+            for precision, tol in (("fp32", 1e-4), ("tf32", 1e-2), ("fp16", 1e-2),
+                                   ("bf16", 1e-2)):
                 row = {"model": model, "batch": 2, "precision": precision, "tolerance": tol}
                 try:
                     outdir = os.path.join(d, precision)
@@ -158,8 +159,10 @@ def measure_peaks(torch):
     n = 8192
     a = torch.randn(n, n, device="cuda")
     b = torch.randn(n, n, device="cuda")
-    for prec in ("fp32", "tf32"):
+    for prec in ("fp32", "tf32", "fp16"):
         torch.backends.cuda.matmul.allow_tf32 = prec == "tf32"
+        if prec == "fp16":
+            a, b = a.half(), b.half()
         for _ in range(3):
             a @ b
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -192,9 +195,12 @@ def latency(args, torch, peaks):
             tm = torch_model(torch, model).cuda().eval()
         except Exception as e:  # noqa: BLE001
             print(f"torch {model}: {e}")
-        for precision in ("fp32", "tf32"):
+        for precision in ("fp32", "tf32", "fp16"):
             torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
             torch.backends.cudnn.allow_tf32 = precision == "tf32"
+            # PyTorch's fp16 is the whole model in half (its best); Tessera's keeps FP32 between
+            # GEMMs and convolutions.
+            pm = tm.half() if (tm is not None and precision == "fp16") else tm
             for batch in (1, 8, 32):
                 row = {"model": model, "batch": batch, "precision": precision}
                 try:
@@ -215,13 +221,16 @@ def latency(args, torch, peaks):
                             row["tessera_vs_floor"] = row["tessera_p50_ms"] / row["floor_ms"]
                 except Exception as e:  # noqa: BLE001
                     row["tessera_error"] = str(e)
-                if tm is not None:
+                if pm is not None:
                     x = (torch.randint(0, 1000, (batch, SEQ)) if model == "bert_base"
-                         else torch.randn(batch, 3, 224, 224)).pin_memory()
+                         else torch.randn(batch, 3, 224, 224))
+                    if precision == "fp16" and model != "bert_base":
+                        x = x.half()
+                    x = x.pin_memory()
                     for mode, graphs in (("eager", False), ("cuda_graph", True)):
                         try:
                             row[f"torch_{mode}_p50_ms"] = time_torch(
-                                torch, tm, x, args.iterations, args.warmup, graphs)
+                                torch, pm, x, args.iterations, args.warmup, graphs)
                         except Exception as e:  # noqa: BLE001
                             row[f"torch_{mode}_error"] = str(e)[:300]
                 best = [row[k] for k in ("torch_eager_p50_ms", "torch_cuda_graph_p50_ms")

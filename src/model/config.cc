@@ -402,11 +402,11 @@ Status ValidateModelConfig(const ModelConfig& c) {
         where + "parameter " + (by_sms ? "slice_sms" : "slice_percent") + " is '" +
         c.parameters.at(by_sms ? "slice_sms" : "slice_percent") + "'; expected " +
         (by_sms ? "a positive whole number of SMs" : "a percentage of the GPU's SMs in (0, 100]"));
-  if (auto it = c.parameters.find("precision");
-      it != c.parameters.end() && it->second != "fp32" && it->second != "tf32")
+  if (auto it = c.parameters.find("precision"); it != c.parameters.end() && it->second != "fp32" &&
+                                                it->second != "tf32" && it->second != "fp16" &&
+                                                it->second != "bf16")
     return Status::InvalidArgument(where + "parameter precision is '" + it->second +
-                                   "'; expected fp32 or tf32 (the GPU math; fp16 and bf16 are "
-                                   "not built yet)");
+                                   "'; expected fp32, tf32, fp16 or bf16 (the GPU math)");
   for (const auto& w : c.warmup)
     if (c.max_batch_size > 0 && w.batch_size > c.max_batch_size)
       return Status::InvalidArgument(where + "model_warmup '" + w.name + "' batch_size " +

@@ -72,7 +72,10 @@ struct Opts {
 // program on the host interpreter, for checking the GPU path without a GPU).
 Result<std::unique_ptr<Engine>> MakeEngine(const Opts& o) {
   if (o.engine == "cpu") return CreateCpuEngine(o.threads);
-  if (o.engine == "cuda-host") return cuda::CreateHostProgramEngine();
+  if (o.engine == "cuda-host") {
+    TESSERA_ASSIGN_OR_RETURN(GpuPrecision p, ParseGpuPrecision(o.precision));
+    return cuda::CreateHostProgramEngine(p);
+  }
   if (o.engine == "cuda") {
 #ifdef TESSERA_HAVE_CUDA
     CudaEngineOptions co;
@@ -290,9 +293,11 @@ Runner SetupInfer(CLI::App& app) {
       ->default_val("cpu")
       ->check(CLI::IsMember({"cpu", "cuda", "cuda-host"}));
   app.add_option("--gpu", o->gpu, "GPU index for --engine cuda")->default_val(0);
-  app.add_option("--precision", o->precision, "GPU math for --engine cuda: fp32 or tf32")
+  app.add_option("--precision", o->precision,
+                 "GPU math for --engine cuda / cuda-host: fp32, tf32, fp16 or bf16 (GEMM and "
+                 "convolution operands; FP32 accumulation)")
       ->default_val("fp32")
-      ->check(CLI::IsMember({"fp32", "tf32"}));
+      ->check(CLI::IsMember({"fp32", "tf32", "fp16", "bf16"}));
   app.add_flag("--no-cuda-graphs", o->no_cuda_graphs,
                "Launch the steps one by one instead of replaying a captured CUDA graph");
   app.add_flag("--no-optimize", o->no_optimize, "Skip fusions (for debugging)");

@@ -61,11 +61,12 @@ TEST(CudaEngine, OpMixesMatchTheCpuEngine) {
     for (int64_t batch : {1, 3}) EXPECT_LE(CompareWithCpu(*gpu, g, batch), 1e-4) << batch;
 }
 
-TEST(CudaEngine, ZooModelsMatchTheCpuEngineInFp32AndTf32) {
+TEST(CudaEngine, ZooModelsMatchTheCpuEngineInEveryPrecision) {
   if (!HaveGpu()) GTEST_SKIP() << "no GPU visible";
   auto fp32 = Gpu(GpuPrecision::kFp32), tf32 = Gpu(GpuPrecision::kTf32),
+       fp16 = Gpu(GpuPrecision::kFp16), bf16 = Gpu(GpuPrecision::kBf16),
        eager = Gpu(GpuPrecision::kFp32, /*graphs=*/false);
-  ASSERT_TRUE(fp32 && tf32 && eager);
+  ASSERT_TRUE(fp32 && tf32 && fp16 && bf16 && eager);
   for (const auto& [name, batch] : std::vector<std::pair<std::string, int64_t>>{
            {"tiny_mlp", 3}, {"bert_small", 2}, {"mobilenet_v2", 1}, {"resnet18", 4}}) {
     auto m = zoo::Build(name);
@@ -74,6 +75,8 @@ TEST(CudaEngine, ZooModelsMatchTheCpuEngineInFp32AndTf32) {
     EXPECT_LE(CompareWithCpu(*fp32, g, batch), 1e-4) << name << " fp32";
     EXPECT_LE(CompareWithCpu(*eager, g, batch), 1e-4) << name << " fp32 without CUDA graphs";
     EXPECT_LE(CompareWithCpu(*tf32, g, batch), 1e-2) << name << " tf32";
+    EXPECT_LE(CompareWithCpu(*fp16, g, batch), 1e-2) << name << " fp16";
+    EXPECT_LE(CompareWithCpu(*bf16, g, batch), 1e-2) << name << " bf16";
   }
 }
 

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "cuda_test_models.h"
+#include "engine/cuda/math.h"
 #include "engine/cuda/program.h"
 #include "engine/cuda/reference.h"
 #include "engine/prepare.h"
@@ -137,13 +138,62 @@ TEST(CudaLower, CountsTheWorkOfKnownModels) {
   }
 }
 
+TEST(CudaLower, HalfAndBfloat16ConversionsRoundToNearestEven) {
+  using cuda::Bf16ToFloat;
+  using cuda::FloatToBf16;
+  using cuda::FloatToHalf;
+  using cuda::HalfToFloat;
+  EXPECT_EQ(FloatToHalf(1.0f), 0x3c00);
+  EXPECT_EQ(FloatToHalf(-2.0f), 0xc000);
+  EXPECT_EQ(FloatToHalf(0.1f), 0x2e66);
+  EXPECT_EQ(FloatToHalf(65504.0f), 0x7bff);               // the largest half
+  EXPECT_EQ(FloatToHalf(65519.0f), 0x7bff);               // below the midpoint to infinity
+  EXPECT_EQ(FloatToHalf(65520.0f), 0x7c00);               // the midpoint rounds to even: infinity
+  EXPECT_EQ(FloatToHalf(std::ldexp(1.0f, -24)), 0x0001);  // the smallest subnormal
+  EXPECT_EQ(FloatToHalf(std::ldexp(1.0f, -25)), 0x0000);  // half of it: ties to even (0)
+  EXPECT_EQ(FloatToHalf(std::ldexp(3.0f, -25)), 0x0002);  // 1.5 units: ties to even (2)
+  EXPECT_EQ(FloatToHalf(1.0f + std::ldexp(1.0f, -11)), 0x3c00);  // tie at 1: stays even
+  EXPECT_EQ(FloatToHalf(1.0f + std::ldexp(3.0f, -11)), 0x3c02);  // tie at 1 + ulp: goes even
+  EXPECT_TRUE(std::isnan(HalfToFloat(FloatToHalf(NAN))));
+  EXPECT_EQ(FloatToBf16(1.0f), 0x3f80);
+  EXPECT_EQ(FloatToBf16(1.0f + std::ldexp(1.0f, -8)), 0x3f80);  // tie: even
+  EXPECT_EQ(FloatToBf16(1.0f + std::ldexp(3.0f, -8)), 0x3f82);
+  EXPECT_TRUE(std::isnan(Bf16ToFloat(FloatToBf16(NAN))));
+  // Every finite value of each format survives a round trip through float.
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    if ((h & 0x7c00) == 0x7c00) continue;  // inf / NaN
+    ASSERT_EQ(FloatToHalf(HalfToFloat(static_cast<uint16_t>(h))), h) << std::hex << h;
+    ASSERT_EQ(FloatToBf16(Bf16ToFloat(static_cast<uint16_t>(h))), h) << std::hex << h;
+  }
+}
+
+TEST(CudaLower, Fp16AndBf16OperandsStayWithinTheIssuesTolerance) {
+  // GEMM and convolution operands rounded as the GPU rounds them, FP32 accumulation: within
+  // 1e-2 of the CPU engine's FP32, and visibly not FP32 (the rounding happened).
+  for (GpuPrecision p : {GpuPrecision::kFp16, GpuPrecision::kBf16}) {
+    auto host = cuda::CreateHostProgramEngine(p);
+    for (const auto& [name, batch] :
+         std::vector<std::pair<std::string, int64_t>>{{"bert_small", 2}, {"mobilenet_v2", 1}}) {
+      auto m = zoo::Build(name);
+      ASSERT_TRUE(m.ok());
+      const double err = CompareWithCpu(*host, Import(m->onnx_bytes), batch);
+      EXPECT_LE(err, 1e-2) << name;
+      EXPECT_GT(err, 1e-5) << name;
+    }
+    // (Not the MatMul mix: it casts products to INT64, where a rounding step flips an integer.)
+    EXPECT_LE(CompareWithCpu(*host, testing::ConvAndPoolMix(), 2), 1e-2);
+  }
+}
+
 TEST(CudaLower, PrecisionNamesAreCheckedWithTheChoicesListed) {
   EXPECT_EQ(*ParseGpuPrecision("fp32"), GpuPrecision::kFp32);
   EXPECT_EQ(*ParseGpuPrecision("tf32"), GpuPrecision::kTf32);
   auto bad = ParseGpuPrecision("fp8");
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(bad.status().message().find("fp32 or tf32"), std::string::npos);
+  EXPECT_NE(bad.status().message().find("fp32, tf32, fp16 or bf16"), std::string::npos);
+  EXPECT_EQ(*ParseGpuPrecision("fp16"), GpuPrecision::kFp16);
+  EXPECT_EQ(*ParseGpuPrecision("bf16"), GpuPrecision::kBf16);
 }
 
 }  // namespace

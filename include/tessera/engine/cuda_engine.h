@@ -14,6 +14,9 @@ namespace tessera {
 enum class GpuPrecision {
   kFp32,  // strict FP32 math (cuBLASLt COMPUTE_32F, cuDNN FMA math)
   kTf32,  // FP32 storage, TF32 tensor-core math in GEMMs and convolutions
+  kFp16,  // GEMM / convolution operands in FP16 (weights converted once), FP32 accumulation,
+          // FP32 everywhere else
+  kBf16,  // the same with BF16 operands
 };
 
 struct CudaEngineOptions {
@@ -49,7 +52,8 @@ class GpuExecutable : public Executable {
 // Unavailable (with the driver's words) when the device cannot be used.
 Result<std::unique_ptr<Engine>> CreateCudaEngine(const CudaEngineOptions& options);
 
-// Parses "fp32" / "tf32" (the model config's `precision` parameter and --precision).
+// Parses "fp32" / "tf32" / "fp16" / "bf16" (the model config's `precision` parameter and
+// --precision).
 Result<GpuPrecision> ParseGpuPrecision(const std::string& name);
 
 }  // namespace tessera

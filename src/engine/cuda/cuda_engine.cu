@@ -253,6 +253,10 @@ class CudaExecutable final : public GpuExecutable {
     const std::string where = s.label + " '" + s.node + "'";
     const cublasComputeType_t compute =
         opts_.precision == GpuPrecision::kTf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    // A and B in the operand type; C, D, bias and alpha / beta in FP32.
+    const cudaDataType_t ab = g.ab_type == DataType::kFloat16    ? CUDA_R_16F
+                              : g.ab_type == DataType::kBFloat16 ? CUDA_R_16BF
+                                                                 : CUDA_R_32F;
     TESSERA_RETURN_IF_ERROR(Blas(L().cublasLtMatmulDescCreate(&plan->desc, compute, CUDA_R_32F),
                                  "cublasLtMatmulDescCreate"));
     const cublasOperation_t op_a = g.tb ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -292,10 +296,10 @@ class CudaExecutable final : public GpuExecutable {
     // Column-major shapes of the stored matrices.
     const uint64_t a_rows = g.tb ? g.k : g.n, a_cols = g.tb ? g.n : g.k;  // our B
     const uint64_t b_rows = g.ta ? g.m : g.k, b_cols = g.ta ? g.k : g.m;  // our A
-    TESSERA_RETURN_IF_ERROR(Blas(
-        L().cublasLtMatrixLayoutCreate(&plan->a, CUDA_R_32F, a_rows, a_cols, g.ldb), "layout B"));
-    TESSERA_RETURN_IF_ERROR(Blas(
-        L().cublasLtMatrixLayoutCreate(&plan->b, CUDA_R_32F, b_rows, b_cols, g.lda), "layout A"));
+    TESSERA_RETURN_IF_ERROR(
+        Blas(L().cublasLtMatrixLayoutCreate(&plan->a, ab, a_rows, a_cols, g.ldb), "layout B"));
+    TESSERA_RETURN_IF_ERROR(
+        Blas(L().cublasLtMatrixLayoutCreate(&plan->b, ab, b_rows, b_cols, g.lda), "layout A"));
     TESSERA_RETURN_IF_ERROR(
         Blas(L().cublasLtMatrixLayoutCreate(&plan->c, CUDA_R_32F, g.n, g.m, g.ldc), "layout D"));
     if (g.batch > 1) {
@@ -338,22 +342,27 @@ class CudaExecutable final : public GpuExecutable {
   Status PlanConv(const Step& s, const ConvInstr& c) {
     auto plan = std::make_unique<ConvPlan>();
     auto i = [](int64_t v) { return static_cast<int>(v); };
+    // x, w and the convolution's output in the operand type; FP32 accumulation (cuDNN's
+    // "pseudo half" configurations for FP16 / BF16).
+    const cudnnDataType_t t = c.xw_type == DataType::kFloat16    ? CUDNN_DATA_HALF
+                              : c.xw_type == DataType::kBFloat16 ? CUDNN_DATA_BFLOAT16
+                                                                 : CUDNN_DATA_FLOAT;
+    const bool narrow = c.xw_type != DataType::kFloat32;
+    void* out = narrow ? Out(c.tmp) : Out(c.y);
     TESSERA_RETURN_IF_ERROR(Dnn(L().cudnnCreateTensorDescriptor(&plan->x), "x descriptor"));
     TESSERA_RETURN_IF_ERROR(Dnn(L().cudnnCreateTensorDescriptor(&plan->y), "y descriptor"));
     TESSERA_RETURN_IF_ERROR(Dnn(L().cudnnCreateFilterDescriptor(&plan->w), "w descriptor"));
     TESSERA_RETURN_IF_ERROR(
         Dnn(L().cudnnCreateConvolutionDescriptor(&plan->conv), "conv descriptor"));
+    TESSERA_RETURN_IF_ERROR(Dnn(L().cudnnSetTensor4dDescriptor(plan->x, CUDNN_TENSOR_NCHW, t,
+                                                               i(c.n), i(c.c), i(c.h), i(c.w)),
+                                "x shape"));
+    TESSERA_RETURN_IF_ERROR(Dnn(L().cudnnSetTensor4dDescriptor(plan->y, CUDNN_TENSOR_NCHW, t,
+                                                               i(c.n), i(c.k), i(c.oh), i(c.ow)),
+                                "y shape"));
     TESSERA_RETURN_IF_ERROR(
-        Dnn(L().cudnnSetTensor4dDescriptor(plan->x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, i(c.n),
-                                           i(c.c), i(c.h), i(c.w)),
-            "x shape"));
-    TESSERA_RETURN_IF_ERROR(
-        Dnn(L().cudnnSetTensor4dDescriptor(plan->y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, i(c.n),
-                                           i(c.k), i(c.oh), i(c.ow)),
-            "y shape"));
-    TESSERA_RETURN_IF_ERROR(
-        Dnn(L().cudnnSetFilter4dDescriptor(plan->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, i(c.k),
-                                           i(c.c / c.groups), i(c.r), i(c.s)),
+        Dnn(L().cudnnSetFilter4dDescriptor(plan->w, t, CUDNN_TENSOR_NCHW, i(c.k), i(c.c / c.groups),
+                                           i(c.r), i(c.s)),
             "w shape"));
     TESSERA_RETURN_IF_ERROR(
         Dnn(L().cudnnSetConvolution2dDescriptor(plan->conv, i(c.pad_h), i(c.pad_w), i(c.stride_h),
@@ -363,7 +372,8 @@ class CudaExecutable final : public GpuExecutable {
     TESSERA_RETURN_IF_ERROR(
         Dnn(L().cudnnSetConvolutionGroupCount(plan->conv, i(c.groups)), "group count"));
     TESSERA_RETURN_IF_ERROR(
-        Dnn(L().cudnnSetConvolutionMathType(plan->conv, opts_.precision == GpuPrecision::kTf32
+        Dnn(L().cudnnSetConvolutionMathType(plan->conv, narrow ? CUDNN_TENSOR_OP_MATH
+                                                        : opts_.precision == GpuPrecision::kTf32
                                                             ? CUDNN_DEFAULT_MATH
                                                             : CUDNN_FMA_MATH),
             "math type"));
@@ -380,7 +390,7 @@ class CudaExecutable final : public GpuExecutable {
     int found = 0;
     TESSERA_RETURN_IF_ERROR(Dnn(
         L().cudnnFindConvolutionForwardAlgorithmEx(dnn_, plan->x, In(c.x), plan->w, In(c.weight),
-                                                   plan->conv, plan->y, Out(c.y), 8, &found, perf,
+                                                   plan->conv, plan->y, out, 8, &found, perf,
                                                    workspace_->ptr, opts_.workspace_bytes),
         "cudnnFindConvolutionForwardAlgorithmEx"));
     bool chosen = false;
@@ -458,13 +468,18 @@ class CudaExecutable final : public GpuExecutable {
     const ConvPlan& plan = *convs_.at(&s);
     const float one = 1.0f, zero = 0.0f;
     float* y = static_cast<float*>(Out(c.y));
+    const bool narrow = c.xw_type != DataType::kFloat32;
+    void* out = narrow ? Out(c.tmp) : y;
     TESSERA_RETURN_IF_ERROR(Dnn(
         L().cudnnConvolutionForward(dnn_, &one, plan.x, In(c.x), plan.w, In(c.weight), plan.conv,
-                                    plan.algo, workspace_->ptr, plan.workspace, &zero, plan.y, y),
+                                    plan.algo, workspace_->ptr, plan.workspace, &zero, plan.y, out),
         "cudnnConvolutionForward"));
-    if (!c.bias.valid() && !c.residual.valid() && c.act == Act::kNone) return Status::OK();
-    return Cuda(LaunchChannelEpilogue(y, F(c.bias), F(c.residual), c.n * c.k, c.k, c.oh * c.ow,
-                                      c.act, c.act_a, c.act_b, stream_),
+    if (!narrow && !c.bias.valid() && !c.residual.valid() && c.act == Act::kNone)
+      return Status::OK();
+    // Bias, residual and activation in one pass (and FP16 / BF16 back to FP32).
+    return Cuda(LaunchChannelEpilogue(out, narrow ? c.xw_type : DataType::kFloat32, y, F(c.bias),
+                                      F(c.residual), c.n * c.k, c.k, c.oh * c.ow, c.act, c.act_a,
+                                      c.act_b, stream_),
                 "convolution epilogue");
   }
 
@@ -508,7 +523,9 @@ class CudaEngine final : public Engine {
   Result<std::unique_ptr<Executable>> Compile(const Graph& graph,
                                               const CompileOptions& options) override {
     TESSERA_ASSIGN_OR_RETURN(auto prepared, PrepareGraph(graph, options));
-    TESSERA_ASSIGN_OR_RETURN(auto program, LowerToProgram(std::move(prepared)));
+    LowerOptions lo;
+    lo.matmul_type = MatmulTypeOf(opts_.precision);
+    TESSERA_ASSIGN_OR_RETURN(auto program, LowerToProgram(std::move(prepared), lo));
     auto exe = std::make_unique<CudaExecutable>(opts_, weights_);
     TESSERA_RETURN_IF_ERROR(exe->Build(std::move(program)));
     return std::unique_ptr<Executable>(std::move(exe));

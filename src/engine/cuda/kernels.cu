@@ -199,11 +199,12 @@ __global__ void PoolKernel(const PoolInstr p, const float* x, float* y) {
   }
 }
 
-__global__ void ChannelEpilogueKernel(float* y, const float* bias, const float* res, int64_t n,
+__global__ void ChannelEpilogueKernel(const void* src, DataType src_type, float* y,
+                                      const float* bias, const float* res, int64_t n,
                                       int64_t channels, int64_t plane, Act act, float a, float b) {
   for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < n;
        t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    float v = y[t];
+    float v = LoadF(src, src_type, t);
     if (bias) v += bias[(t / plane) % channels];
     if (res) v += res[t];
     y[t] = ApplyAct(act, v, a, b);
@@ -361,13 +362,13 @@ cudaError_t LaunchPool(const PoolInstr& p, const float* x, float* y, cudaStream_
   return cudaGetLastError();
 }
 
-cudaError_t LaunchChannelEpilogue(float* y, const float* bias, const float* residual,
-                                  int64_t planes, int64_t channels, int64_t plane, Act act, float a,
-                                  float b, cudaStream_t stream) {
+cudaError_t LaunchChannelEpilogue(const void* src, DataType src_type, float* y, const float* bias,
+                                  const float* residual, int64_t planes, int64_t channels,
+                                  int64_t plane, Act act, float a, float b, cudaStream_t stream) {
   const int64_t n = planes * plane;
   if (n == 0) return cudaSuccess;
-  ChannelEpilogueKernel<<<Blocks(n), kThreads, 0, stream>>>(y, bias, residual, n, channels, plane,
-                                                            act, a, b);
+  ChannelEpilogueKernel<<<Blocks(n), kThreads, 0, stream>>>(src, src_type, y, bias, residual, n,
+                                                            channels, plane, act, a, b);
   return cudaGetLastError();
 }
 

@@ -20,11 +20,11 @@ cudaError_t LaunchLayerNorm(const LayerNormInstr& l, const float* in, const floa
 cudaError_t LaunchGather(const GatherInstr& g, const void* data, const void* index, void* out,
                          int32_t* error, cudaStream_t stream);
 cudaError_t LaunchPool(const PoolInstr& p, const float* x, float* y, cudaStream_t stream);
-// y[n, k, :] = act(y[n, k, :] + bias[k] + residual[n, k, :]) over `planes` = N x K planes of
-// `plane` elements; bias and residual may be null.
-cudaError_t LaunchChannelEpilogue(float* y, const float* bias, const float* residual,
-                                  int64_t planes, int64_t channels, int64_t plane, Act act, float a,
-                                  float b, cudaStream_t stream);
+// y[n, k, :] = act(src[n, k, :] + bias[k] + residual[n, k, :]) over `planes` = N x K planes of
+// `plane` elements; src (of src_type) may be y itself; bias and residual may be null.
+cudaError_t LaunchChannelEpilogue(const void* src, DataType src_type, float* y, const float* bias,
+                                  const float* residual, int64_t planes, int64_t channels,
+                                  int64_t plane, Act act, float a, float b, cudaStream_t stream);
 // y = act(y) over n elements.
 cudaError_t LaunchActInPlace(float* y, int64_t n, Act act, float a, float b, cudaStream_t stream);
 

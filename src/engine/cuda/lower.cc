@@ -5,6 +5,7 @@
 #include <cstring>
 #include <unordered_map>
 
+#include "engine/cuda/math.h"
 #include "engine/cuda/program.h"
 #include "engine/ops/nn.h"
 #include "tessera/engine/cuda_engine.h"
@@ -109,8 +110,9 @@ std::vector<int64_t> BroadcastStrides(const Shape& in, const Shape& out) {
 
 bool IsFloatType(DataType t) { return t == DataType::kFloat32; }
 bool IsLoweredType(DataType t) {
-  return t == DataType::kFloat32 || t == DataType::kInt64 || t == DataType::kInt32 ||
-         t == DataType::kBool || t == DataType::kUInt8 || t == DataType::kInt8;
+  return t == DataType::kFloat32 || t == DataType::kFloat16 || t == DataType::kBFloat16 ||
+         t == DataType::kInt64 || t == DataType::kInt32 || t == DataType::kBool ||
+         t == DataType::kUInt8 || t == DataType::kInt8;
 }
 
 struct UnaryInfo {
@@ -182,7 +184,7 @@ Result<Act> ActOf(const Node& n, float* a, float* b) {
 
 class Lowerer {
  public:
-  explicit Lowerer(PreparedGraph p) : p_(std::move(p)) {
+  Lowerer(PreparedGraph p, const LowerOptions& o) : p_(std::move(p)), opts_(o) {
     for (auto& [name, t] : p_.graph.initializers) p_.meta[name].constant = &t;
   }
 
@@ -336,6 +338,37 @@ class Lowerer {
     Emit(n, f);
   }
 
+  // FP32 value `v` as the GEMM / convolution operand type: FP32 constants are converted once
+  // here, run-time values cast into a scratch buffer by an element-wise step.
+  Ref Narrow(const Node& n, const std::string& v) {
+    const DataType t = opts_.matmul_type;
+    if (t == DataType::kFloat32) return Of(v);
+    if (IsConst(v)) {
+      auto it = narrowed_.find(v);
+      if (it != narrowed_.end()) return it->second;
+      const Tensor& src = ConstOf(v);
+      Tensor dst = Tensor::Allocate(t, src.shape());
+      for (int64_t i = 0; i < src.numel(); ++i) StoreF(dst.raw(), t, i, src.data<float>()[i]);
+      return narrowed_[v] = NewConst(std::move(dst));
+    }
+    const int64_t count = NumElements(Meta(v).shape);
+    const int id = Scratch(count * static_cast<int64_t>(DataTypeSize(t)));
+    EwInstr e;
+    e.op = Ew::kCast;
+    e.arity = 1;
+    e.in_type[0] = DataType::kFloat32;
+    e.out_type = t;
+    e.rank = 1;
+    e.shape[0] = count;
+    e.strides[0][0] = 1;
+    e.count = count;
+    e.in[0] = Of(v);
+    e.out = ArenaRef(id);
+    Emit(n, e);
+    return ArenaRef(id);
+  }
+  int OperandBytes() const { return static_cast<int>(DataTypeSize(opts_.matmul_type)); }
+
   // ---- ops ----
   Status LowerNode(const Node& n) {
     const std::string& op = n.op;
@@ -427,8 +460,9 @@ class Lowerer {
     TESSERA_ASSIGN_OR_RETURN(g.act, ActOf(n, &act_a, &act_b));
     g.act_a = act_a;
     g.act_b = act_b;
-    g.a = Of(n.inputs[0]);
-    g.b = Of(n.inputs[1]);
+    g.ab_type = opts_.matmul_type;
+    g.a = Narrow(n, n.inputs[0]);
+    g.b = Narrow(n, n.inputs[1]);
     g.d = Of(n.outputs[0]);
     if (is_gemm) {
       if (am.shape.size() != 2 || bm.shape.size() != 2)
@@ -498,20 +532,21 @@ class Lowerer {
     } else {
       // A batch dim broadcast on one side: expand both operands to the output's batch first
       // (every batch entry then has its own matrix; no zero batch strides reach cuBLASLt).
-      auto expand = [&](const std::string& v, const Shape& s, int64_t rows, int64_t cols,
-                        Ref* ref) -> Status {
+      auto expand = [&](const Shape& sh, int64_t rows, int64_t cols, Ref* ref) -> Status {
         Shape full = obatch;
         full.push_back(rows);
         full.push_back(cols);
-        Shape src(s.begin(), s.end() - 2);
+        Shape src(sh.begin(), sh.end() - 2);
         src.push_back(rows);
         src.push_back(cols);
-        const int id = Scratch(NumElements(full) * 4);
+        const int id = Scratch(NumElements(full) * OperandBytes());
+        const Ref from = *ref;
         *ref = ArenaRef(id);
-        return EmitCopy(n, 4, full, BroadcastStrides(src, full), Contiguous(full), Of(v), *ref);
+        return EmitCopy(n, OperandBytes(), full, BroadcastStrides(src, full), Contiguous(full),
+                        from, *ref);
       };
-      TESSERA_RETURN_IF_ERROR(expand(n.inputs[0], a, m, k, &g.a));
-      TESSERA_RETURN_IF_ERROR(expand(n.inputs[1], b, k, nn, &g.b));
+      TESSERA_RETURN_IF_ERROR(expand(a, m, k, &g.a));
+      TESSERA_RETURN_IF_ERROR(expand(b, k, nn, &g.b));
       g.batch = no;
       g.sa = m * k;
       g.sb = k * nn;
@@ -574,10 +609,14 @@ class Lowerer {
     TESSERA_ASSIGN_OR_RETURN(c.act, ActOf(n, &act_a, &act_b));
     c.act_a = act_a;
     c.act_b = act_b;
-    c.weight = Of(n.inputs[1]);
+    c.xw_type = opts_.matmul_type;
+    c.weight = Narrow(n, n.inputs[1]);
     c.bias = Opt(n, 2);
     c.residual = Opt(n, 3);
     c.y = Of(n.outputs[0]);
+    const Ref x = Narrow(n, n.inputs[0]);
+    const int es = OperandBytes();
+    if (c.xw_type != DataType::kFloat32) c.tmp = ArenaRef(Scratch(c.n * c.k * c.oh * c.ow * es));
     // The library convolutions take one pad per side pair; pad explicitly when they differ
     // (SAME_UPPER with an even kernel, for instance).
     const int64_t eh = (c.r - 1) * c.dil_h + 1, ew = (c.s - 1) * c.dil_w + 1;
@@ -586,15 +625,16 @@ class Lowerer {
     if ((pt == pb || exact_h) && (pl == pr || exact_w)) {
       c.pad_h = pt;
       c.pad_w = pl;
-      c.x = Of(n.inputs[0]);
+      c.x = x;
     } else {
       const int64_t ph = c.h + pt + pb, pw = c.w + pl + pr;
       const Shape padded{c.n, c.c, ph, pw};
-      const int id = Scratch(NumElements(padded) * 4);
-      EmitFill(n, 4, NumElements(padded), 0, ArenaRef(id));
+      const int id = Scratch(NumElements(padded) * es);
+      EmitFill(n, es, NumElements(padded), 0, ArenaRef(id));
       const auto pst = Contiguous(padded);
-      TESSERA_RETURN_IF_ERROR(EmitCopy(n, 4, {c.n, c.c, c.h, c.w}, Contiguous({c.n, c.c, c.h, c.w}),
-                                       pst, Of(n.inputs[0]), ArenaRef(id, (pt * pst[2] + pl) * 4)));
+      TESSERA_RETURN_IF_ERROR(EmitCopy(n, es, {c.n, c.c, c.h, c.w},
+                                       Contiguous({c.n, c.c, c.h, c.w}), pst, x,
+                                       ArenaRef(id, (pt * pst[2] + pl) * es)));
       c.h = ph;
       c.w = pw;
       c.pad_h = c.pad_w = 0;
@@ -1004,6 +1044,8 @@ class Lowerer {
     int root;
   };
   PreparedGraph p_;
+  LowerOptions opts_;
+  std::unordered_map<std::string, Ref> narrowed_;  // FP16 / BF16 copies of FP32 constants
   Program prog_;
   std::vector<Value> values_;
   std::unordered_map<std::string, int> ids_;
@@ -1011,6 +1053,17 @@ class Lowerer {
 };
 
 }  // namespace
+
+DataType MatmulTypeOf(GpuPrecision p) {
+  switch (p) {
+    case GpuPrecision::kFp16:
+      return DataType::kFloat16;
+    case GpuPrecision::kBf16:
+      return DataType::kBFloat16;
+    default:
+      return DataType::kFloat32;
+  }
+}
 
 ProgramWork CountWork(const Program& program) {
   ProgramWork w;
@@ -1030,8 +1083,13 @@ ProgramWork CountWork(const Program& program) {
   return w;
 }
 
-Result<Program> LowerToProgram(PreparedGraph prepared) {
-  Lowerer l(std::move(prepared));
+Result<Program> LowerToProgram(PreparedGraph prepared, const LowerOptions& options) {
+  const DataType t = options.matmul_type;
+  if (t != DataType::kFloat32 && t != DataType::kFloat16 && t != DataType::kBFloat16)
+    return Status::InvalidArgument(std::string("GEMM / convolution operand type must be FP32, "
+                                               "FP16 or BF16, got ") +
+                                   DataTypeName(t));
+  Lowerer l(std::move(prepared), options);
   return l.Run();
 }
 
@@ -1042,9 +1100,11 @@ namespace tessera {
 Result<GpuPrecision> ParseGpuPrecision(const std::string& name) {
   if (name == "fp32") return GpuPrecision::kFp32;
   if (name == "tf32") return GpuPrecision::kTf32;
+  if (name == "fp16") return GpuPrecision::kFp16;
+  if (name == "bf16") return GpuPrecision::kBf16;
   return Status::InvalidArgument("precision '" + name +
-                                 "' is not supported by the CUDA backend (expected fp32 or tf32; "
-                                 "fp16 and bf16 are not built yet)");
+                                 "' is not supported by the CUDA backend (expected fp32, tf32, "
+                                 "fp16 or bf16)");
 }
 
 }  // namespace tessera

@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "engine/cuda/program.h"
 
@@ -15,6 +16,59 @@
 #endif
 
 namespace tessera::cuda {
+
+// IEEE half and bfloat16 conversions, round to nearest even, written out so that the host
+// interpreter and the device compute the same bits.
+TESSERA_HD uint32_t FloatBits(float f) {
+#ifdef __CUDA_ARCH__
+  return __float_as_uint(f);
+#else
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  return u;
+#endif
+}
+TESSERA_HD float BitsFloat(uint32_t u) {
+#ifdef __CUDA_ARCH__
+  return __uint_as_float(u);
+#else
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+#endif
+}
+TESSERA_HD uint16_t FloatToBf16(float f) {
+  const uint32_t u = FloatBits(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);  // NaN
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+TESSERA_HD float Bf16ToFloat(uint16_t b) { return BitsFloat(static_cast<uint32_t>(b) << 16); }
+TESSERA_HD uint16_t FloatToHalf(float f) {
+  const uint32_t u = FloatBits(f);
+  const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
+  const uint32_t a = u & 0x7fffffffu;
+  if (a > 0x7f800000u) return sign | 0x7e00u;           // NaN
+  if (a >= 0x477ff000u) return sign | 0x7c00u;          // rounds to >= 65520: infinity
+  if (a < 0x38800000u) {                                // below 2^-14: subnormal or zero
+    if (a < 0x33000000u) return sign;                   // below half the smallest subnormal
+    const uint32_t mant = (a & 0x7fffffu) | 0x800000u;  // 24-bit significand
+    const int shift = 126 - static_cast<int>(a >> 23);  // 14 + (113 - exponent) - 1 ... >= 14
+    const uint32_t q = mant >> shift, rem = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
+    return sign | static_cast<uint16_t>(q + (rem > half || (rem == half && (q & 1))));
+  }
+  const uint32_t r = a + 0xfffu + ((a >> 13) & 1);  // round to nearest even at bit 13
+  return sign | static_cast<uint16_t>((r - 0x38000000u) >> 13);
+}
+TESSERA_HD float HalfToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t e = (h >> 10) & 0x1f, m = h & 0x3ffu;
+  if (e == 0) {  // zero or subnormal: m x 2^-24
+    const float v = static_cast<float>(m) * 5.9604644775390625e-8f;
+    return sign ? -v : v;
+  }
+  if (e == 31) return BitsFloat(sign | 0x7f800000u | (m << 13));
+  return BitsFloat(sign | ((e + 112) << 23) | (m << 13));
+}
 
 TESSERA_HD float GeluErfF(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
 TESSERA_HD float GeluTanhF(float x) {
@@ -211,11 +265,15 @@ TESSERA_HD bool EwUsesFloat(Ew op, DataType first_value_type) {
 }
 
 // Loads element i of a buffer of type t as float / int64 (the types the lowering accepts:
-// FP32, INT64, INT32, BOOL, UINT8, INT8).
+// FP32, FP16, BF16, INT64, INT32, BOOL, UINT8, INT8).
 TESSERA_HD float LoadF(const void* p, DataType t, int64_t i) {
   switch (t) {
     case DataType::kFloat32:
       return static_cast<const float*>(p)[i];
+    case DataType::kFloat16:
+      return HalfToFloat(static_cast<const uint16_t*>(p)[i]);
+    case DataType::kBFloat16:
+      return Bf16ToFloat(static_cast<const uint16_t*>(p)[i]);
     case DataType::kInt64:
       return static_cast<float>(static_cast<const int64_t*>(p)[i]);
     case DataType::kInt32:
@@ -229,7 +287,9 @@ TESSERA_HD float LoadF(const void* p, DataType t, int64_t i) {
 TESSERA_HD int64_t LoadI(const void* p, DataType t, int64_t i) {
   switch (t) {
     case DataType::kFloat32:
-      return static_cast<int64_t>(static_cast<const float*>(p)[i]);
+    case DataType::kFloat16:
+    case DataType::kBFloat16:
+      return static_cast<int64_t>(LoadF(p, t, i));
     case DataType::kInt64:
       return static_cast<const int64_t*>(p)[i];
     case DataType::kInt32:
@@ -244,6 +304,12 @@ TESSERA_HD void StoreF(void* p, DataType t, int64_t i, float v) {
   switch (t) {
     case DataType::kFloat32:
       static_cast<float*>(p)[i] = v;
+      break;
+    case DataType::kFloat16:
+      static_cast<uint16_t*>(p)[i] = FloatToHalf(v);
+      break;
+    case DataType::kBFloat16:
+      static_cast<uint16_t*>(p)[i] = FloatToBf16(v);
       break;
     case DataType::kInt64:
       static_cast<int64_t*>(p)[i] = static_cast<int64_t>(v);
@@ -264,7 +330,9 @@ TESSERA_HD void StoreF(void* p, DataType t, int64_t i, float v) {
 TESSERA_HD void StoreI(void* p, DataType t, int64_t i, int64_t v) {
   switch (t) {
     case DataType::kFloat32:
-      static_cast<float*>(p)[i] = static_cast<float>(v);
+    case DataType::kFloat16:
+    case DataType::kBFloat16:
+      StoreF(p, t, i, static_cast<float>(v));
       break;
     case DataType::kInt64:
       static_cast<int64_t*>(p)[i] = v;

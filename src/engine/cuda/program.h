@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "engine/prepare.h"
+#include "tessera/engine/cuda_engine.h"
 
 namespace tessera::cuda {
 
@@ -164,6 +165,7 @@ struct GatherInstr {
 // / ldc are row strides; sa / sb / sc batch strides in elements (0: shared by every entry). C is
 // optional (beta ignored without it) and has D's layout; bias has n elements.
 struct GemmInstr {
+  DataType ab_type = DataType::kFloat32;  // A and B (FP32, or FP16 / BF16 with FP32 accumulation)
   bool ta = false, tb = false;
   int64_t m = 1, n = 1, k = 1, lda = 1, ldb = 1, ldc = 1;
   int64_t batch = 1, sa = 0, sb = 0, sc = 0;
@@ -174,13 +176,16 @@ struct GemmInstr {
 };
 
 // 2-D convolution, NCHW / KCRS (1-D convolutions come as H = 1), symmetric zero padding (the
-// lowering pads explicitly otherwise): y = act(conv(x, w) + bias[k] + residual).
+// lowering pads explicitly otherwise): y = act(conv(x, w) + bias[k] + residual). With FP16 / BF16
+// x and w (xw_type) the convolution accumulates in FP32, writes `tmp` in xw_type, and the
+// epilogue reads tmp and writes y in FP32.
 struct ConvInstr {
+  DataType xw_type = DataType::kFloat32;
   int64_t n = 1, c = 1, h = 1, w = 1, k = 1, r = 1, s = 1, oh = 1, ow = 1;
   int64_t pad_h = 0, pad_w = 0, stride_h = 1, stride_w = 1, dil_h = 1, dil_w = 1, groups = 1;
   Act act = Act::kNone;
   float act_a = 0, act_b = 0;
-  Ref x, weight, bias, residual, y;
+  Ref x, weight, bias, residual, y, tmp;
 };
 
 // Max / average pooling over planes (N x C) of h x w; pad_t / pad_l are the leading pads (the
@@ -220,8 +225,17 @@ struct Program {
   ExecutableInfo info;
 };
 
+struct LowerOptions {
+  // The operand type of GEMMs and convolutions: FP32, or FP16 / BF16 (weights converted once at
+  // compile time, activations cast on the way in, FP32 accumulation and FP32 everywhere else).
+  DataType matmul_type = DataType::kFloat32;
+};
+
+// The GEMM / convolution operand type of a precision (TF32 keeps FP32 storage).
+DataType MatmulTypeOf(GpuPrecision p);
+
 // Lowers a prepared graph. Unimplemented names the op and node the CUDA backend cannot run.
-Result<Program> LowerToProgram(PreparedGraph prepared);
+Result<Program> LowerToProgram(PreparedGraph prepared, const LowerOptions& options = {});
 
 // The arithmetic and the unavoidable memory traffic of a Program, for roofline floors: FLOPs of
 // GEMMs (2 m n k per batch entry) and convolutions (2 per multiply-add); weight bytes (read at
@@ -275,6 +289,7 @@ void ForEachRef(Instr& instr, Fn&& fn) {
           fn(x.bias);
           fn(x.residual);
           fn(x.y);
+          fn(x.tmp);
         } else {
           static_assert(std::is_same_v<T, PoolInstr>);
           fn(x.x);

@@ -116,21 +116,20 @@ class HostRunner {
       }
   }
   void operator()(const GemmInstr& g) const {
-    const float* a = F(g.a);
-    const float* b = F(g.b);
+    const void* a = In(g.a);
+    const void* b = In(g.b);
     const float* c = F(g.c);
     const float* bias = F(g.bias);
     float* d = static_cast<float*>(Out(g.d));
     std::vector<float> row(static_cast<size_t>(g.n));
     for (int64_t q = 0; q < g.batch; ++q) {
-      const float* aq = a + q * g.sa;
-      const float* bq = b + q * g.sb;
+      const int64_t aq = q * g.sa, bq = q * g.sb;
       for (int64_t i = 0; i < g.m; ++i) {
         std::fill(row.begin(), row.end(), 0.0f);
         for (int64_t kk = 0; kk < g.k; ++kk) {
-          const float av = g.ta ? aq[kk * g.lda + i] : aq[i * g.lda + kk];
+          const float av = LoadF(a, g.ab_type, aq + (g.ta ? kk * g.lda + i : i * g.lda + kk));
           for (int64_t j = 0; j < g.n; ++j)
-            row[j] += av * (g.tb ? bq[j * g.ldb + kk] : bq[kk * g.ldb + j]);
+            row[j] += av * LoadF(b, g.ab_type, bq + (g.tb ? j * g.ldb + kk : kk * g.ldb + j));
         }
         for (int64_t j = 0; j < g.n; ++j) {
           float v = g.alpha * row[j];
@@ -142,8 +141,8 @@ class HostRunner {
     }
   }
   void operator()(const ConvInstr& c) const {
-    const float* x = F(c.x);
-    const float* w = F(c.weight);
+    const void* x = In(c.x);
+    const void* w = In(c.weight);
     const float* bias = F(c.bias);
     const float* res = F(c.residual);
     float* y = static_cast<float*>(Out(c.y));
@@ -155,18 +154,24 @@ class HostRunner {
           for (int64_t ox = 0; ox < c.ow; ++ox) {
             float acc = 0;
             for (int64_t ci = 0; ci < cg; ++ci) {
-              const float* xp = x + (n * c.c + grp * cg + ci) * c.h * c.w;
-              const float* wp = w + (k * cg + ci) * c.r * c.s;
+              const int64_t xp = (n * c.c + grp * cg + ci) * c.h * c.w;
+              const int64_t wp = (k * cg + ci) * c.r * c.s;
               for (int64_t ky = 0; ky < c.r; ++ky) {
                 const int64_t iy = oy * c.stride_h - c.pad_h + ky * c.dil_h;
                 if (iy < 0 || iy >= c.h) continue;
                 for (int64_t kx = 0; kx < c.s; ++kx) {
                   const int64_t ix = ox * c.stride_w - c.pad_w + kx * c.dil_w;
-                  if (ix >= 0 && ix < c.w) acc += xp[iy * c.w + ix] * wp[ky * c.s + kx];
+                  if (ix >= 0 && ix < c.w)
+                    acc += LoadF(x, c.xw_type, xp + iy * c.w + ix) *
+                           LoadF(w, c.xw_type, wp + ky * c.s + kx);
                 }
               }
             }
             const int64_t yi = ((n * c.k + k) * c.oh + oy) * c.ow + ox;
+            if (c.xw_type != DataType::kFloat32) {  // the library writes tmp in xw_type
+              StoreF(Out(c.tmp), c.xw_type, yi, acc);
+              acc = LoadF(In(c.tmp), c.xw_type, yi);
+            }
             if (bias) acc += bias[k];
             if (res) acc += res[yi];
             y[yi] = ApplyAct(c.act, acc, c.act_a, c.act_b);
@@ -229,17 +234,23 @@ class HostProgramExecutable final : public Executable {
 
 class HostProgramEngine final : public Engine {
  public:
+  explicit HostProgramEngine(GpuPrecision p) : opts_{MatmulTypeOf(p)} {}
   std::string name() const override { return "cuda-host"; }
   Result<std::unique_ptr<Executable>> Compile(const Graph& graph,
                                               const CompileOptions& options) override {
     TESSERA_ASSIGN_OR_RETURN(auto prepared, PrepareGraph(graph, options));
-    TESSERA_ASSIGN_OR_RETURN(auto program, LowerToProgram(std::move(prepared)));
+    TESSERA_ASSIGN_OR_RETURN(auto program, LowerToProgram(std::move(prepared), opts_));
     return std::unique_ptr<Executable>(std::make_unique<HostProgramExecutable>(std::move(program)));
   }
+
+ private:
+  LowerOptions opts_;
 };
 
 }  // namespace
 
-std::unique_ptr<Engine> CreateHostProgramEngine() { return std::make_unique<HostProgramEngine>(); }
+std::unique_ptr<Engine> CreateHostProgramEngine(GpuPrecision precision) {
+  return std::make_unique<HostProgramEngine>(precision);
+}
 
 }  // namespace tessera::cuda

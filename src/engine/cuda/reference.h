@@ -5,6 +5,7 @@
 #pragma once
 
 #include "engine/cuda/program.h"
+#include "tessera/engine/cuda_engine.h"
 
 namespace tessera::cuda {
 
@@ -16,6 +17,9 @@ Status RunOnHost(const Program& program, const std::vector<Tensor>& inputs,
 
 // An Engine that lowers like the CUDA backend and runs the Program with RunOnHost: `tessera infer
 // --engine cuda-host`, to see what the GPU path computes on a machine without a GPU.
-std::unique_ptr<Engine> CreateHostProgramEngine();
+// An Engine that lowers like the CUDA backend and runs the Program with RunOnHost: `tessera infer
+// --engine cuda-host`, to see what the GPU path computes on a machine without a GPU. FP16 / BF16
+// precisions round GEMM and convolution operands as the GPU does; TF32 runs as FP32 here.
+std::unique_ptr<Engine> CreateHostProgramEngine(GpuPrecision precision = GpuPrecision::kFp32);
 
 }  // namespace tessera::cuda
