@@ -59,6 +59,7 @@ TEST(CudaEngine, OpMixesMatchTheCpuEngine) {
   ASSERT_NE(gpu, nullptr);
   for (const Graph& g : {testing::ConvAndPoolMix(), testing::MatMulAndMovementMix()})
     for (int64_t batch : {1, 3}) EXPECT_LE(CompareWithCpu(*gpu, g, batch), 1e-4) << batch;
+  EXPECT_LE(CompareWithCpu(*gpu, testing::ResizeMix(), 1), 1e-5);
 }
 
 TEST(CudaEngine, ZooModelsMatchTheCpuEngineInEveryPrecision) {

@@ -102,20 +102,25 @@ TEST(CudaLower, GatherIndexOutOfRangeIsABadInputNotACrash) {
   EXPECT_NE(st.message().find("out of range"), std::string::npos) << st.ToString();
 }
 
+TEST(CudaLower, ResizeMatchesTheCpuEngine) {
+  auto host = cuda::CreateHostProgramEngine();
+  EXPECT_LE(CompareWithCpu(*host, testing::ResizeMix(), 1), 1e-5);
+}
+
 TEST(CudaLower, AnOpTheBackendLacksIsNamedWithItsNode) {
   Graph g = Import(MakeModel([](zoo::GraphBuilder& b) {
     auto x = b.Input("x", kF, {1, 2, 4, 4});
-    b.Output(b.Op("Resize", {x, "", b.Weight("sc", {4}, 1, 1)}, {zoo::As("mode", "nearest")},
-                  "upsample"),
-             kF, {1, 2, 4, 4});
+    b.Output(b.Op("Pad", {x, b.ConstInts("p", {0, 0, 1, 1, 0, 0, 1, 1})},
+                  {zoo::As("mode", "reflect")}, "mirror"),
+             kF, {1, 2, 6, 6});
   }));
   auto prepared = PrepareGraph(g, CompileOptions{});
   ASSERT_TRUE(prepared.ok()) << prepared.status().ToString();
   auto prog = cuda::LowerToProgram(std::move(prepared).value());
   ASSERT_FALSE(prog.ok());
   EXPECT_EQ(prog.status().code(), StatusCode::kUnimplemented);
-  EXPECT_NE(prog.status().message().find("Resize"), std::string::npos);
-  EXPECT_NE(prog.status().message().find("upsample"), std::string::npos);
+  EXPECT_NE(prog.status().message().find("reflect"), std::string::npos);
+  EXPECT_NE(prog.status().message().find("mirror"), std::string::npos);
 }
 
 TEST(CudaLower, CountsTheWorkOfKnownModels) {

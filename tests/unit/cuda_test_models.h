@@ -175,4 +175,29 @@ inline Graph MatMulAndMovementMix() {
   }));
 }
 
+// Resize: nearest with scales (asymmetric, floor), linear with sizes (align_corners), linear
+// down / up with fractional scales (half_pixel), nearest with the default modes.
+inline Graph ResizeMix() {
+  using zoo::A;
+  using zoo::As;
+  return Import(MakeModel([](zoo::GraphBuilder& b) {
+    auto x = b.Input("x", kF, {1, 2, 4, 6}, /*batch_dynamic=*/false);
+    auto floats = [&](const std::string& name, std::vector<int64_t> v, float div) {
+      return b.Op("Div", {b.Op("Cast", {b.ConstInts(name, v)}, {A("to", int64_t{1})}),
+                          b.ConstFloat(name + "_d", div)});
+    };
+    b.Output(
+        b.Op("Resize", {x, "", floats("s1", {1, 1, 2, 2}, 1)},
+             {As("coordinate_transformation_mode", "asymmetric"), As("nearest_mode", "floor")}),
+        kF, {1, 2, 8, 12}, false);
+    b.Output(b.Op("Resize", {x, "", "", b.ConstInts("sz", {1, 2, 7, 5})},
+                  {As("mode", "linear"), As("coordinate_transformation_mode", "align_corners")}),
+             kF, {1, 2, 7, 5}, false);
+    b.Output(b.Op("Resize", {x, "", floats("s2", {4, 4, 6, 3}, 4)}, {As("mode", "linear")}), kF,
+             {1, 2, 6, 4}, false);
+    b.Output(b.Op("Resize", {x, "", "", b.ConstInts("sz2", {1, 2, 5, 9})}), kF, {1, 2, 5, 9},
+             false);
+  }));
+}
+
 }  // namespace tessera::testing

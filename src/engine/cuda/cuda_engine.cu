@@ -445,6 +445,12 @@ class CudaExecutable final : public GpuExecutable {
     return Cuda(LaunchGather(g, In(g.data), In(g.index), Out(g.out), err, stream_),
                 "gather kernel");
   }
+  Status Enqueue(const Step&, const ResizeInstr& r) {
+    return Cuda(LaunchResize(r, F(r.x), static_cast<const int64_t*>(In(r.i0)),
+                             static_cast<const int64_t*>(In(r.i1)), F(r.w),
+                             static_cast<float*>(Out(r.y)), stream_),
+                "resize kernel");
+  }
   Status Enqueue(const Step&, const PoolInstr& p) {
     return Cuda(LaunchPool(p, F(p.x), static_cast<float*>(Out(p.y)), stream_), "pool kernel");
   }

@@ -190,6 +190,13 @@ __global__ void GatherKernel(const GatherInstr g, const T* data, const void* ind
   }
 }
 
+__global__ void ResizeKernel(const ResizeInstr r, const float* x, const int64_t* i0,
+                             const int64_t* i1, const float* w, float* y) {
+  for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < r.count;
+       t += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    y[t] = ResizeElement(r, x, i0, i1, w, t);
+}
+
 __global__ void PoolKernel(const PoolInstr p, const float* x, float* y) {
   const int64_t total = p.planes * p.oh * p.ow;
   for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < total;
@@ -352,6 +359,13 @@ cudaError_t LaunchGather(const GatherInstr& g, const void* data, const void* ind
     default:
       return cudaErrorInvalidValue;
   }
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchResize(const ResizeInstr& r, const float* x, const int64_t* i0, const int64_t* i1,
+                         const float* w, float* y, cudaStream_t stream) {
+  if (r.count == 0) return cudaSuccess;
+  ResizeKernel<<<Blocks(r.count), kThreads, 0, stream>>>(r, x, i0, i1, w, y);
   return cudaGetLastError();
 }
 

@@ -403,6 +403,7 @@ class Lowerer {
     if (op == "Tile") return Tile(n);
     if (op == "Pad") return Pad(n);
     if (op == "Gather") return Gather(n);
+    if (op == "Resize" || op == "Upsample") return Resize(n);
     return Status::Unimplemented(n.Describe() + ": op '" + op +
                                  "' is not implemented by the CUDA backend (with these inputs it "
                                  "is not folded at compile time either)");
@@ -949,6 +950,45 @@ class Lowerer {
     const int64_t esz = static_cast<int64_t>(es);
     return EmitCopy(n, static_cast<int>(es), copy, xs, os, Of(n.inputs[0], in_off * esz),
                     Of(n.outputs[0], out_off * esz));
+  }
+
+  Status Resize(const Node& n) {
+    std::vector<const ValueMeta*> in;
+    for (const auto& v : n.inputs) in.push_back(v.empty() ? nullptr : &Meta(v));
+    TESSERA_ASSIGN_OR_RETURN(auto t, ops::ComputeResize(n, in));
+    const auto& xm = Meta(n.inputs[0]);
+    const size_t r = xm.shape.size();
+    if (r > static_cast<size_t>(kMaxRank) || t.lin.size() > 4)
+      return Status::Unimplemented(n.Describe() + ": Resize over more than " +
+                                   std::to_string(kMaxRank) + " dims or 4 interpolating axes");
+    ResizeInstr ri;
+    ri.rank = static_cast<int>(r);
+    const auto xs = Contiguous(xm.shape);
+    int64_t total = 0;
+    for (size_t a = 0; a < r; ++a) total += t.plan.out[a];
+    Tensor i0 = Tensor::Allocate(DataType::kInt64, {total});
+    Tensor i1 = Tensor::Allocate(DataType::kInt64, {total});
+    Tensor w = Tensor::Allocate(DataType::kFloat32, {total});
+    int64_t at = 0;
+    for (size_t a = 0; a < r; ++a) {
+      ri.out_shape[a] = t.plan.out[a];
+      ri.in_strides[a] = xs[a];
+      ri.table_offset[a] = at;
+      for (int64_t o = 0; o < t.plan.out[a]; ++o, ++at) {
+        i0.data<int64_t>()[at] = t.i0[a][o];
+        i1.data<int64_t>()[at] = t.i1[a][o];
+        w.data<float>()[at] = t.w1[a][o];
+      }
+    }
+    for (size_t a : t.lin) ri.lin_mask |= 1u << a;
+    ri.count = NumElements(t.plan.out);
+    ri.x = Of(n.inputs[0]);
+    ri.y = Of(n.outputs[0]);
+    ri.i0 = NewConst(i0);
+    ri.i1 = NewConst(i1);
+    ri.w = NewConst(w);
+    Emit(n, ri);
+    return Status::OK();
   }
 
   Status Gather(const Node& n) {

@@ -432,4 +432,37 @@ TESSERA_HD float PoolElement(const PoolInstr& p, const float* x, int64_t plane, 
   return n > 0 ? acc / static_cast<float>(n) : 0.0f;
 }
 
+// Output element i of a Resize: the corners of the interpolating axes, summed in the CPU
+// kernel's order (corner bit j = the j-th interpolating axis takes its upper index).
+TESSERA_HD float ResizeElement(const ResizeInstr& r, const float* x, const int64_t* i0,
+                               const int64_t* i1, const float* w, int64_t i) {
+  int64_t c[kMaxRank];
+  int64_t rem = i;
+  for (int a = r.rank - 1; a >= 0; --a) {
+    c[a] = rem % r.out_shape[a];
+    rem /= r.out_shape[a];
+  }
+  int lin = 0;
+  for (int a = 0; a < r.rank; ++a) lin += (r.lin_mask >> a) & 1;
+  float acc = 0;
+  for (int mask = 0; mask < (1 << lin); ++mask) {
+    float wt = 1.0f;
+    int64_t off = 0;
+    int li = 0;
+    for (int a = 0; a < r.rank; ++a) {
+      const int64_t t = r.table_offset[a] + c[a];
+      if ((r.lin_mask >> a) & 1) {
+        const bool hi = (mask >> li) & 1;
+        wt *= hi ? w[t] : 1.0f - w[t];
+        off += (hi ? i1[t] : i0[t]) * r.in_strides[a];
+        ++li;
+      } else {
+        off += i0[t] * r.in_strides[a];
+      }
+    }
+    acc += wt * x[off];
+  }
+  return acc;
+}
+
 }  // namespace tessera::cuda

@@ -198,8 +198,21 @@ struct PoolInstr {
   Ref x, y;
 };
 
+// Resize (nearest / linear) through per-axis tables (constants): output coordinate o on axis a
+// reads source indices i0[off[a] + o] / i1[off[a] + o] with weight w[off[a] + o] on i1; the
+// axes in lin_mask interpolate, so an element sums 2^popcount(lin_mask) corners.
+struct ResizeInstr {
+  int rank = 1;
+  int64_t out_shape[kMaxRank] = {};
+  int64_t in_strides[kMaxRank] = {};
+  int64_t table_offset[kMaxRank] = {};
+  uint32_t lin_mask = 0;
+  int64_t count = 0;
+  Ref x, y, i0, i1, w;
+};
+
 using Instr = std::variant<EwInstr, CopyInstr, FillInstr, ReduceInstr, SoftmaxInstr, LayerNormInstr,
-                           GatherInstr, GemmInstr, ConvInstr, PoolInstr>;
+                           GatherInstr, GemmInstr, ConvInstr, PoolInstr, ResizeInstr>;
 
 struct Step {
   std::string label;  // the ONNX op it came from (for profiles and errors)
@@ -290,6 +303,12 @@ void ForEachRef(Instr& instr, Fn&& fn) {
           fn(x.residual);
           fn(x.y);
           fn(x.tmp);
+        } else if constexpr (std::is_same_v<T, ResizeInstr>) {
+          fn(x.x);
+          fn(x.i0);
+          fn(x.i1);
+          fn(x.w);
+          fn(x.y);
         } else {
           static_assert(std::is_same_v<T, PoolInstr>);
           fn(x.x);

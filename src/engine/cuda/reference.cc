@@ -178,6 +178,14 @@ class HostRunner {
           }
       }
   }
+  void operator()(const ResizeInstr& r) const {
+    const float* x = F(r.x);
+    const auto* i0 = static_cast<const int64_t*>(In(r.i0));
+    const auto* i1 = static_cast<const int64_t*>(In(r.i1));
+    const float* w = F(r.w);
+    float* y = static_cast<float*>(Out(r.y));
+    for (int64_t i = 0; i < r.count; ++i) y[i] = ResizeElement(r, x, i0, i1, w, i);
+  }
   void operator()(const PoolInstr& p) const {
     const float* x = F(p.x);
     float* y = static_cast<float*>(Out(p.y));

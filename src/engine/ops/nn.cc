@@ -109,14 +109,9 @@ float NearestIndex(float x, const std::string& mode) {
   return (x - std::floor(x) == 0.5f) ? std::floor(x) : std::round(x);
 }
 
-struct ResizePlan {
-  Shape out;
-  std::vector<float> scales;
-};
-
-Result<ResizePlan> PlanResize(const Node& n, const Metas& in) {
+Result<ResizeTables::Plan> PlanResize(const Node& n, const Metas& in) {
   const Shape& s = in[0]->shape;
-  ResizePlan p;
+  ResizeTables::Plan p;
   p.out = s;
   p.scales.assign(s.size(), 1.0f);
   std::vector<int64_t> sizes;
@@ -156,6 +151,44 @@ float SourceCoord(const std::string& ctm, float x, float scale, int64_t in, int6
 }
 
 }  // namespace
+
+Result<ResizeTables> ComputeResize(const Node& n, const std::vector<const ValueMeta*>& in) {
+  ResizeTables t;
+  TESSERA_ASSIGN_OR_RETURN(t.plan, PlanResize(n, in));
+  const std::string mode = n.GetString("mode", "nearest");
+  const std::string ctm = n.GetString("coordinate_transformation_mode", "half_pixel");
+  const std::string nm = n.GetString("nearest_mode", "round_prefer_floor");
+  const Shape& s = in[0]->shape;
+  const size_t r = s.size();
+  t.i0.resize(r);
+  t.i1.resize(r);
+  t.w1.resize(r);
+  for (size_t a = 0; a < r; ++a) {
+    for (int64_t o = 0; o < t.plan.out[a]; ++o) {
+      float x = SourceCoord(ctm, static_cast<float>(o), t.plan.scales[a], s[a], t.plan.out[a]);
+      if (mode == "nearest") {
+        int64_t k = static_cast<int64_t>(NearestIndex(x, nm));
+        k = std::clamp<int64_t>(k, 0, s[a] - 1);
+        t.i0[a].push_back(k);
+        t.i1[a].push_back(k);
+        t.w1[a].push_back(0.0f);
+      } else {
+        x = std::clamp(x, 0.0f, static_cast<float>(s[a] - 1));
+        int64_t k = static_cast<int64_t>(std::floor(x));
+        int64_t k1 = std::min<int64_t>(k + 1, s[a] - 1);
+        t.i0[a].push_back(k);
+        t.i1[a].push_back(k1);
+        t.w1[a].push_back(x - static_cast<float>(k));
+      }
+    }
+    for (float wv : t.w1[a])
+      if (wv != 0.0f) {
+        t.lin.push_back(a);
+        break;
+      }
+  }
+  return t;
+}
 
 void RegisterNn() {
   {
@@ -259,47 +292,18 @@ void RegisterNn() {
     d.kernel = [](const Node& n, const Ins& in, std::vector<Tensor>& out) -> Status {
       std::vector<ValueMeta> m;
       Metas mp = MetasOf(in, &m);
-      TESSERA_ASSIGN_OR_RETURN(auto p, PlanResize(n, mp));
-      const std::string mode = n.GetString("mode", "nearest");
-      const std::string ctm = n.GetString("coordinate_transformation_mode", "half_pixel");
-      const std::string nm = n.GetString("nearest_mode", "round_prefer_floor");
+      TESSERA_ASSIGN_OR_RETURN(auto tables, ComputeResize(n, mp));
       const Shape& s = in[0]->shape();
       const size_t r = s.size();
-      // Per axis: the two source indices and the weight of the second, per output coordinate.
-      std::vector<std::vector<int64_t>> i0(r), i1(r);
-      std::vector<std::vector<float>> w1(r);
-      for (size_t a = 0; a < r; ++a) {
-        for (int64_t o = 0; o < p.out[a]; ++o) {
-          float x = SourceCoord(ctm, static_cast<float>(o), p.scales[a], s[a], p.out[a]);
-          if (mode == "nearest") {
-            int64_t k = static_cast<int64_t>(NearestIndex(x, nm));
-            k = std::clamp<int64_t>(k, 0, s[a] - 1);
-            i0[a].push_back(k);
-            i1[a].push_back(k);
-            w1[a].push_back(0.0f);
-          } else {
-            x = std::clamp(x, 0.0f, static_cast<float>(s[a] - 1));
-            int64_t k = static_cast<int64_t>(std::floor(x));
-            int64_t k1 = std::min<int64_t>(k + 1, s[a] - 1);
-            i0[a].push_back(k);
-            i1[a].push_back(k1);
-            w1[a].push_back(x - static_cast<float>(k));
-          }
-        }
-      }
+      const ResizeTables::Plan& p = tables.plan;
+      const auto &i0 = tables.i0, &i1 = tables.i1;
+      const auto& w1 = tables.w1;
       std::vector<int64_t> st(r, 1);
       for (size_t a = r; a-- > 1;) st[a - 1] = st[a] * s[a];
       const float* x = in[0]->data<float>();
       float* y = out[0].data<float>();
       const int64_t total = out[0].numel();
-      // Axes that really interpolate (at most the last two in practice) are summed over corners.
-      std::vector<size_t> lin;
-      for (size_t a = 0; a < r; ++a)
-        for (float wv : w1[a])
-          if (wv != 0.0f) {
-            lin.push_back(a);
-            break;
-          }
+      const std::vector<size_t>& lin = tables.lin;
 #pragma omp parallel for if (WorthParallel(total)) schedule(static)
       for (int64_t i = 0; i < total; ++i) {
         std::vector<int64_t> c(r);

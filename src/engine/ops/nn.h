@@ -28,4 +28,18 @@ Result<SliceSpec> ComputeSlice(const Node& n, const std::vector<const ValueMeta*
 Result<std::vector<int64_t>> SplitSizes(const Node& n, const std::vector<const ValueMeta*>& in,
                                         size_t outputs);
 
+// Resize (nearest / linear) as per-axis tables: for output coordinate o on axis a, the source
+// indices i0[a][o] and i1[a][o] and the weight w1[a][o] of i1 (0 for nearest). `lin` lists the
+// axes where some weight is non-zero: an output element sums 2^|lin| corners.
+struct ResizeTables {
+  struct Plan {
+    Shape out;
+    std::vector<float> scales;
+  } plan;
+  std::vector<std::vector<int64_t>> i0, i1;
+  std::vector<std::vector<float>> w1;
+  std::vector<size_t> lin;
+};
+Result<ResizeTables> ComputeResize(const Node& n, const std::vector<const ValueMeta*>& in);
+
 }  // namespace tessera::ops
