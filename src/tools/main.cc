@@ -6,6 +6,7 @@
 
 #ifdef TESSERA_HAVE_CUDA
 #include "gpu/device_info.h"
+#include "gpu/slice_providers.h"
 #endif
 
 int main(int argc, char** argv) {
@@ -48,9 +49,16 @@ int main(int argc, char** argv) {
       fmt::print("no GPU: {}\n", list.status().message());
       return 0;
     }
-    for (const auto& d : *list)
+    for (const auto& d : *list) {
       fmt::print("gpu {}: {} (sm_{}{}, {} SMs, {} MiB, {} async copy engines)\n", d.index, d.name,
                  d.major, d.minor, d.sm_count, d.total_memory_bytes >> 20, d.async_engines);
+      // How --sharing=green would cut it: one split into 8-SM groups.
+      auto green = tessera::gpu::CreateSliceProvider("green", d.index);
+      if (green.ok())
+        fmt::print("  green contexts: {}\n", (*green)->layout().Describe());
+      else
+        fmt::print("  green contexts: unavailable ({})\n", green.status().message());
+    }
     if (list->empty()) fmt::print("no GPU visible\n");
 #else
     fmt::print("this build has no CUDA support (configure with nvcc present)\n");

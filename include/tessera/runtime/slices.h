@@ -36,7 +36,13 @@ struct GpuLayout {
   int sms = 0;               // all SMs
   int group_sms = 8;         // slice granularity
   int64_t memory_bytes = 0;  // the budget models may take (weights + arenas)
-  int groups() const { return group_sms > 0 ? sms / group_sms : 0; }
+  // The groups the GPU's split really gave (the driver may give fewer than sms / group_sms, to
+  // respect its clusters); 0: sms / group_sms.
+  int split_groups = 0;
+  int groups() const {
+    if (split_groups > 0) return split_groups;
+    return group_sms > 0 ? sms / group_sms : 0;
+  }
   std::string Describe() const;  // "GPU 0 (H100, 132 SMs: 16 groups of 8, 4 spare)"
 };
 

@@ -11,29 +11,43 @@
 
 namespace tessera::cuda {
 
-#define TESSERA_CUBLASLT_FUNCTIONS(X)                                                            \
-  X(cublasLtCreate)                                                                              \
-  X(cublasLtDestroy)                                                                             \
-  X(cublasLtGetStatusString)                                                                     \
-  X(cublasLtMatmulDescCreate)                                                                    \
-  X(cublasLtMatmulDescDestroy)                                                                   \
-  X(cublasLtMatmulDescSetAttribute) X(cublasLtMatrixLayoutCreate) X(cublasLtMatrixLayoutDestroy) \
-      X(cublasLtMatrixLayoutSetAttribute) X(cublasLtMatmulPreferenceCreate)                      \
-          X(cublasLtMatmulPreferenceSetAttribute) X(cublasLtMatmulPreferenceDestroy)             \
-              X(cublasLtMatmulAlgoGetHeuristic) X(cublasLtMatmul)
+// clang-format off
+#define TESSERA_CUBLASLT_FUNCTIONS(X)     \
+  X(cublasLtCreate)                       \
+  X(cublasLtDestroy)                      \
+  X(cublasLtGetStatusString)              \
+  X(cublasLtMatmulDescCreate)             \
+  X(cublasLtMatmulDescDestroy)            \
+  X(cublasLtMatmulDescSetAttribute)       \
+  X(cublasLtMatrixLayoutCreate)           \
+  X(cublasLtMatrixLayoutDestroy)          \
+  X(cublasLtMatrixLayoutSetAttribute)     \
+  X(cublasLtMatmulPreferenceCreate)       \
+  X(cublasLtMatmulPreferenceSetAttribute) \
+  X(cublasLtMatmulPreferenceDestroy)      \
+  X(cublasLtMatmulAlgoGetHeuristic)       \
+  X(cublasLtMatmul)
 
-#define TESSERA_CUDNN_FUNCTIONS(X)                                                             \
-  X(cudnnCreate)                                                                               \
-  X(cudnnDestroy)                                                                              \
-  X(cudnnSetStream)                                                                            \
-  X(cudnnGetErrorString)                                                                       \
-  X(cudnnCreateTensorDescriptor)                                                               \
-  X(cudnnDestroyTensorDescriptor) X(cudnnSetTensor4dDescriptor) X(cudnnCreateFilterDescriptor) \
-      X(cudnnDestroyFilterDescriptor) X(cudnnSetFilter4dDescriptor)                            \
-          X(cudnnCreateConvolutionDescriptor) X(cudnnDestroyConvolutionDescriptor)             \
-              X(cudnnSetConvolution2dDescriptor) X(cudnnSetConvolutionGroupCount)              \
-                  X(cudnnSetConvolutionMathType) X(cudnnGetConvolution2dForwardOutputDim)      \
-                      X(cudnnFindConvolutionForwardAlgorithmEx) X(cudnnConvolutionForward)
+#define TESSERA_CUDNN_FUNCTIONS(X)          \
+  X(cudnnCreate)                            \
+  X(cudnnDestroy)                           \
+  X(cudnnSetStream)                         \
+  X(cudnnGetErrorString)                    \
+  X(cudnnCreateTensorDescriptor)            \
+  X(cudnnDestroyTensorDescriptor)           \
+  X(cudnnSetTensor4dDescriptor)             \
+  X(cudnnCreateFilterDescriptor)            \
+  X(cudnnDestroyFilterDescriptor)           \
+  X(cudnnSetFilter4dDescriptor)             \
+  X(cudnnCreateConvolutionDescriptor)       \
+  X(cudnnDestroyConvolutionDescriptor)      \
+  X(cudnnSetConvolution2dDescriptor)        \
+  X(cudnnSetConvolutionGroupCount)          \
+  X(cudnnSetConvolutionMathType)            \
+  X(cudnnGetConvolution2dForwardOutputDim)  \
+  X(cudnnFindConvolutionForwardAlgorithmEx) \
+  X(cudnnConvolutionForward)
+// clang-format on
 
 struct Libs {
 #define TESSERA_DECLARE_FN(name) decltype(&::name) name = nullptr;
