@@ -102,6 +102,17 @@ TEST(CudaLower, GatherIndexOutOfRangeIsABadInputNotACrash) {
   EXPECT_NE(st.message().find("out of range"), std::string::npos) << st.ToString();
 }
 
+TEST(CudaLower, UnusedInputsAndFoldedOutputsKeepTheirPlaces) {
+  // y = Shape(x) is computed at compile time (x is then unused); z = x passes through.
+  Graph g = Import(MakeModel([](zoo::GraphBuilder& b) {
+    auto x = b.Input("x", kF, {2, 3, 4}, false);
+    b.Output(b.Op("Shape", {x}), kI64, {3}, false);
+    b.Output(b.Op("Identity", {x}), kF, {2, 3, 4}, false);
+  }));
+  auto host = cuda::CreateHostProgramEngine();
+  EXPECT_LE(CompareWithCpu(*host, g, 1), 0.0);
+}
+
 TEST(CudaLower, ResizeMatchesTheCpuEngine) {
   auto host = cuda::CreateHostProgramEngine();
   EXPECT_LE(CompareWithCpu(*host, testing::ResizeMix(), 1), 1e-5);

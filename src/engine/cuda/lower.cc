@@ -1017,7 +1017,11 @@ class Lowerer {
   // ---- arena plan ----
   Result<Program> Finish() {
     const int n_steps = static_cast<int>(prog_.steps.size());
-    // Graph outputs that are constants (the whole path folded) or aliases of constants.
+    // Every graph input and output has a value, even one no step touches (an unused input, an
+    // output that is an input); outputs the compiler computed are constants.
+    for (const auto& in : p_.graph.inputs) Id(in.name);
+    for (const auto& o : p_.graph.outputs)
+      if (!IsConst(o.name)) Id(o.name);
     std::vector<int> first(values_.size(), n_steps + 1), last(values_.size(), -2);
     auto touch = [&](int id, int t) {
       const int r = Root(id);
