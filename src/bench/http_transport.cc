@@ -139,6 +139,64 @@ const http_parser_settings& Settings() {
   return s;
 }
 
+Result<std::pair<int, std::string>> HttpExchange(const Endpoint& ep, const std::string& method,
+                                                 const std::string& path, const std::string& body,
+                                                 const std::string& authorization) {
+  const int fd = socket(ep.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Status::Internal(std::string("socket: ") + strerror(errno));
+  timeval tv{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&ep.addr), ep.len) != 0) {
+    const std::string err = strerror(errno);
+    close(fd);
+    return Status::Unavailable("cannot connect to " + ep.host_port + " (HTTP): " + err);
+  }
+  std::string req = method + " " + path + " HTTP/1.1\r\nHost: " + ep.host_port +
+                    "\r\nConnection: close\r\nContent-Type: application/json\r\n" +
+                    (authorization.empty() ? "" : "Authorization: " + authorization + "\r\n") +
+                    "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  for (size_t off = 0; off < req.size();) {
+    const ssize_t n = send(fd, req.data() + off, req.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) {
+      close(fd);
+      return Status::Unavailable("sending to " + ep.host_port + " failed");
+    }
+    off += static_cast<size_t>(n);
+  }
+  Parse st;
+  http_parser_init(&st.parser, HTTP_RESPONSE);
+  st.parser.data = &st;
+  char buf[16384];
+  while (!st.complete) {
+    const ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) {
+      if (n == 0) http_parser_execute(&st.parser, &Settings(), buf, 0);  // EOF ends the body
+      if (st.complete) break;
+      close(fd);
+      return Status::Unavailable("no complete answer from " + ep.host_port + " to " + path);
+    }
+    http_parser_execute(&st.parser, &Settings(), buf, static_cast<size_t>(n));
+    if (HTTP_PARSER_ERRNO(&st.parser) != HPE_OK && HTTP_PARSER_ERRNO(&st.parser) != HPE_PAUSED) {
+      close(fd);
+      return Status::Internal("malformed HTTP answer from " + ep.host_port);
+    }
+  }
+  close(fd);
+  return std::make_pair(static_cast<int>(st.parser.status_code), st.body);
+}
+
+}  // namespace
+
+Result<std::pair<int, std::string>> HttpRequest(const std::string& url, const std::string& method,
+                                                const std::string& path, const std::string& body,
+                                                const std::string& authorization) {
+  TESSERA_ASSIGN_OR_RETURN(Endpoint ep, Resolve(url));
+  return HttpExchange(ep, method, path, body, authorization);
+}
+
+namespace {
+
 class HttpTransport final : public Transport {
  public:
   HttpTransport(Endpoint ep, bool binary, int max_connections, int64_t spin_ns)
@@ -268,47 +326,7 @@ class HttpTransport final : public Transport {
   // A blocking request on a fresh connection (set-up calls only).
   Result<std::pair<int, std::string>> Exchange(const std::string& method, const std::string& path,
                                                const std::string& body) {
-    const int fd = socket(ep_.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return Status::Internal(std::string("socket: ") + strerror(errno));
-    timeval tv{10, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    if (connect(fd, reinterpret_cast<const sockaddr*>(&ep_.addr), ep_.len) != 0) {
-      const std::string err = strerror(errno);
-      close(fd);
-      return Status::Unavailable("cannot connect to " + ep_.host_port + " (HTTP): " + err);
-    }
-    std::string req = method + " " + path + " HTTP/1.1\r\nHost: " + ep_.host_port +
-                      "\r\nConnection: close\r\nContent-Type: application/json\r\n" +
-                      "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
-    for (size_t off = 0; off < req.size();) {
-      const ssize_t n = send(fd, req.data() + off, req.size() - off, MSG_NOSIGNAL);
-      if (n <= 0) {
-        close(fd);
-        return Status::Unavailable("sending to " + ep_.host_port + " failed");
-      }
-      off += static_cast<size_t>(n);
-    }
-    Parse st;
-    http_parser_init(&st.parser, HTTP_RESPONSE);
-    st.parser.data = &st;
-    char buf[16384];
-    while (!st.complete) {
-      const ssize_t n = recv(fd, buf, sizeof buf, 0);
-      if (n <= 0) {
-        if (n == 0) http_parser_execute(&st.parser, &Settings(), buf, 0);  // EOF ends the body
-        if (st.complete) break;
-        close(fd);
-        return Status::Unavailable("no complete answer from " + ep_.host_port + " to " + path);
-      }
-      http_parser_execute(&st.parser, &Settings(), buf, static_cast<size_t>(n));
-      if (HTTP_PARSER_ERRNO(&st.parser) != HPE_OK && HTTP_PARSER_ERRNO(&st.parser) != HPE_PAUSED) {
-        close(fd);
-        return Status::Internal("malformed HTTP answer from " + ep_.host_port);
-      }
-    }
-    close(fd);
-    return std::make_pair(static_cast<int>(st.parser.status_code), st.body);
+    return HttpExchange(ep_, method, path, body, "");
   }
 
   Endpoint ep_;

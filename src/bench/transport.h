@@ -54,6 +54,12 @@ std::unique_ptr<Transport> MakeGrpcTransport(const std::string& url, int threads
 Result<std::unique_ptr<Transport>> MakeHttpTransport(const std::string& url, bool binary,
                                                      int max_connections, int64_t spin_ns);
 
+// One blocking HTTP/1.1 request on a fresh connection to `url` (host:port, http:// optional):
+// the status code and the body. Unavailable when the server cannot be reached.
+Result<std::pair<int, std::string>> HttpRequest(const std::string& url, const std::string& method,
+                                                const std::string& path, const std::string& body,
+                                                const std::string& authorization = "");
+
 // Waits until MonotonicNs() >= abs_ns (no-op when already past): sleeps, then spins the last
 // spin_ns (timer wake-ups on virtual machines can be ~100 µs late).
 void SleepUntilNs(int64_t abs_ns, int64_t spin_ns = 0);

@@ -232,6 +232,7 @@ void Instance::Execute(std::vector<RequestPtr> batch) {
     }
   }
   const int64_t t_input = Now();
+  const int compute_threads = ComputeThreadsForCurrentThread();
   std::vector<Tensor> outs;
   Status st = (*exe)->Run(inputs, &outs);
   const int64_t t_infer = Now();
@@ -253,6 +254,7 @@ void Instance::Execute(std::vector<RequestPtr> batch) {
     const InferenceRequest& r = *batch[k];
     InferenceResponse& resp = responses[k];
     resp.batch_rows = rows;
+    resp.compute_threads = compute_threads;
     for (size_t o = 0; o < outs.size(); ++o) {
       const std::string& name = out_specs[o].name;
       if (!r.outputs.empty() &&

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <set>
+#include <thread>
 
 #include "runtime/served_model.h"
 #include "tessera/core/clock.h"
@@ -36,6 +37,7 @@ struct ModelManager::Entry {
   ModelState state = ModelState::kUnavailable;
   std::string reason;
   std::string stamp;    // what the files looked like at the last load (poll mode)
+  int threads = 0;      // a slice set live (tessera slice set); 0: the configured size
   bool wanted = false;  // the server was told to serve it
 };
 
@@ -170,7 +172,11 @@ Status ModelManager::Load(const std::string& name) {
         auto m = std::make_shared<ServedModel>(std::move(cfg), std::move(graph).value(), v,
                                                loc->dir, opts_);
         st = m->Start();
-        if (st.ok()) fresh[v] = m;
+        if (st.ok()) {
+          std::lock_guard<std::mutex> lock(impl_->mu);
+          if (entry->threads > 0) m->set_compute_threads(entry->threads);  // a reload keeps it
+          fresh[v] = m;
+        }
       }
       if (!st.ok() && versions.size() > 1) st = st.WithContext("version " + std::to_string(v));
     }
@@ -361,6 +367,50 @@ Result<std::vector<ModelStatsSnapshot>> ModelManager::Stats(const std::string& n
   for (const auto& [_, e] : impl_->models)
     for (const auto& [v, m] : e->versions) out.push_back(m->stats());
   return out;
+}
+
+Result<SliceState> ModelManager::Slice(const std::string& name) const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  auto it = impl_->models.find(name);
+  if (it == impl_->models.end() || it->second->versions.empty())
+    return Status::NotFound("model '" + name + "' is not loaded");
+  SliceState s;
+  s.model = name;
+  for (const auto& [v, m] : it->second->versions) {
+    s.engine = m->engine().name();
+    s.threads = m->compute_threads();
+    s.instances = m->config().InstanceCount();
+    s.versions.push_back(v);
+  }
+  return s;
+}
+
+Result<SliceState> ModelManager::SetSliceThreads(const std::string& name, int threads) {
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    auto it = impl_->models.find(name);
+    if (it == impl_->models.end() || it->second->versions.empty())
+      return Status::NotFound("model '" + name + "' is not loaded");
+    for (const auto& [v, m] : it->second->versions)
+      if (m->engine().name() != "cpu")
+        return Status::Unimplemented("model '" + name + "' runs on the " + m->engine().name() +
+                                     " engine: live resize of GPU slices is not built yet");
+    if (threads < 1 || threads > cores)
+      return Status::InvalidArgument("model '" + name + "': a CPU slice is 1 to " +
+                                     std::to_string(cores) + " compute threads, got " +
+                                     std::to_string(threads));
+    it->second->threads = threads;
+    for (const auto& [v, m] : it->second->versions) {
+      const int was = m->compute_threads();
+      m->set_compute_threads(threads);
+      spdlog::info(
+          "model '{}' version {}: {} compute thread(s) per instance (was {}), from the "
+          "next batch",
+          name, v, threads, was);
+    }
+  }
+  return Slice(name);
 }
 
 bool ModelManager::AllReady() const {

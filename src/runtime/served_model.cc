@@ -49,6 +49,7 @@ Status ServedModel::Start() {
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const int threads =
       opts_.threads_per_instance > 0 ? opts_.threads_per_instance : std::max(1, cores / n);
+  compute_threads_.store(threads);
   if (engine_->name() == "cuda") {
     if (config_.SliceRequest())
       spdlog::warn("model '{}': GPU slices are not built yet; its instances share the whole GPU",
@@ -72,7 +73,7 @@ Status ServedModel::Start() {
     threads_.emplace_back([this, inst, threads, promise] {
       SetComputeThreadsForCurrentThread(threads);
       promise->set_value(opts_.warmup ? inst->Warmup() : Status::OK());
-      ExecutorLoop(inst);
+      ExecutorLoop(inst, threads);
     });
   }
   Status result;
@@ -244,7 +245,7 @@ void ServedModel::Drop(RequestPtr r, Status why, RejectReason reason) {
   Answer(std::move(r), std::move(resp));
 }
 
-void ServedModel::ExecutorLoop(Instance* inst) {
+void ServedModel::ExecutorLoop(Instance* inst, int threads) {
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
     if (stopping_ && (!drain_ || queue_.empty())) break;
@@ -271,6 +272,10 @@ void ServedModel::ExecutorLoop(Instance* inst) {
       continue;
     }
     lock.unlock();
+    if (const int want = compute_threads_.load(); want != threads) {  // a live slice change
+      SetComputeThreadsForCurrentThread(want);
+      threads = want;
+    }
     inst->Execute(std::move(d.batch));
     lock.lock();
   }

@@ -57,11 +57,15 @@ class ServedModel final : public ModelHandle, public std::enable_shared_from_thi
   // True once the graph's weights were released (every executable is compiled).
   bool weights_released() const { return weights_released_; }
   Engine& engine() { return *engine_; }
+  // Compute threads each instance runs its batches with (CPU engine); a change applies at each
+  // instance's next batch boundary.
+  int compute_threads() const { return compute_threads_.load(); }
+  void set_compute_threads(int threads) { compute_threads_.store(threads); }
   // Answers one request of a finished or failed batch and updates the statistics.
   void Answer(RequestPtr r, InferenceResponse&& resp);
 
  private:
-  void ExecutorLoop(Instance* inst);
+  void ExecutorLoop(Instance* inst, int threads);
   // Checks the request against the config; sets rows; returns the batching key.
   Result<std::string> Validate(InferenceRequest& r) const;
   void Drop(RequestPtr r, Status why, RejectReason reason);
@@ -87,6 +91,7 @@ class ServedModel final : public ModelHandle, public std::enable_shared_from_thi
   size_t weight_bytes_ = 0;
   bool weights_released_ = false;
   std::atomic<size_t> in_flight_{0};
+  std::atomic<int> compute_threads_{1};
 };
 
 }  // namespace tessera::runtime

@@ -215,6 +215,7 @@ Status FillResponse(ServerContext& ctx, InferenceResponse&& resp, const GrpcInfe
     p["tessera_compute_output_ns"].set_int64_param(t.output_done - t.infer_done);
     p["tessera_server_ns"].set_int64_param(built - t.arrive);  // arrival to response built
     p["tessera_batch_rows"].set_int64_param(resp.batch_rows);
+    p["tessera_compute_threads"].set_int64_param(resp.compute_threads);
   }
   for (size_t i = 0; i < resp.outputs.size(); ++i) {
     const std::string& name = resp.output_names[i];

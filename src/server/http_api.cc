@@ -342,6 +342,48 @@ void HttpApi::Handle(HttpRequest&& req, std::shared_ptr<HttpReplier> replier) {
       auto s = ctx_->manager().Stats(model, version);
       return s.ok() ? reply(Json(StatsJson(*s))) : error(s.status());
     }
+    if (action == "slice") {
+      // GET: the model's slice; POST {"threads": N}: change it live (admin).
+      if (version != 0)
+        return error(Status::InvalidArgument(
+            "a slice applies to every version of a model: use /v2/models/" + model + "/slice"));
+      auto slice_json = [](const SliceState& st) {
+        rapidjson::StringBuffer sb;
+        Writer w(sb);
+        w.StartObject();
+        w.Key("name");
+        w.String(st.model.c_str());
+        w.Key("engine");
+        w.String(st.engine.c_str());
+        w.Key("threads");
+        w.Int(st.threads);
+        w.Key("instances");
+        w.Int(st.instances);
+        w.Key("versions");
+        w.StartArray();
+        for (int64_t v : st.versions) w.String(std::to_string(v).c_str());
+        w.EndArray();
+        w.EndObject();
+        return std::string(sb.GetString(), sb.GetSize());
+      };
+      if (get) {
+        auto st = ctx_->manager().Slice(model);
+        return st.ok() ? reply(Json(slice_json(*st))) : error(st.status());
+      }
+      if (!post) return wrong_method("GET, POST");
+      Status auth = ctx_->CheckAdmin(req.Header("authorization"));
+      if (!auth.ok()) return error(auth);
+      auto body = ParseBody(req);
+      if (!body.ok()) return error(body.status());
+      const auto& d = *body;
+      if (d.HasMember("sms"))
+        return error(Status::Unimplemented(
+            "GPU slices in SMs are not built yet; a CPU model's slice is {\"threads\": N}"));
+      if (!d.HasMember("threads") || !d["threads"].IsInt())
+        return error(Status::InvalidArgument("expected {\"threads\": N} with N a whole number"));
+      auto st = ctx_->manager().SetSliceThreads(model, d["threads"].GetInt());
+      return st.ok() ? reply(Json(slice_json(*st))) : error(st.status());
+    }
     if (!get) return wrong_method("GET");
     auto m = ctx_->manager().Get(model, version);
     if (action == "ready") return reply(Empty(m.ok() && (*m)->ready() ? 200 : 400));

@@ -393,6 +393,8 @@ HttpResponse BuildHttpInferResponse(ServerContext& ctx, InferenceResponse&& resp
     w.Int64(built - t.arrive);
     w.Key("tessera_batch_rows");
     w.Int64(resp.batch_rows);
+    w.Key("tessera_compute_threads");
+    w.Int(resp.compute_threads);
     w.EndObject();
   }
   w.Key("outputs");

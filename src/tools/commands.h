@@ -16,5 +16,6 @@ Runner SetupSink(CLI::App& app);
 Runner SetupPlan(CLI::App& app);
 Runner SetupProfile(CLI::App& app);
 Runner SetupSimulate(CLI::App& app);
+Runner SetupSlice(CLI::App& app);
 
 }  // namespace tessera::cli

@@ -36,6 +36,8 @@ int main(int argc, char** argv) {
   auto* simulate = app.add_subcommand(
       "simulate", "Plan a scenario and run the plan on a discrete-event simulator (virtual time)");
   cmds.emplace_back(simulate, tessera::cli::SetupSimulate(*simulate));
+  auto* slice = app.add_subcommand("slice", "Show or change a served model's slice live");
+  cmds.emplace_back(slice, tessera::cli::SetupSlice(*slice));
   auto* ops = app.add_subcommand("ops", "List the ONNX ops the engine supports");
   cmds.emplace_back(ops, [] {
     for (const auto& op : tessera::SupportedOps()) fmt::print("{}\n", op);

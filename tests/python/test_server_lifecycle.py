@@ -357,3 +357,55 @@ def test_engine_choice_follows_the_flag_the_config_and_the_machine(tessera_bin, 
         assert infer(s)[0] == 200
     finally:
         s.stop()
+
+
+def test_a_slice_changes_live_under_traffic_without_a_failed_request(tessera_bin, tmp_path):
+    import os
+    import subprocess
+    cores = os.cpu_count() or 1
+    if cores < 2:
+        pytest.skip("needs two cores to change a CPU slice")
+    repo = make_repo(tessera_bin, tmp_path / "repo", "tiny_mlp")
+    s = TesseraServer(repo, "--threads-per-instance", "1", "--admin-token", "sesame")
+    base = f"http://{s.http}/v2/models/tiny_mlp/slice"
+    auth = {"Authorization": "Bearer sesame"}
+    try:
+        code, body = request(base)
+        assert code == 200 and body["engine"] == "cpu" and body["threads"] == 1, body
+        threads_seen = lambda: infer(s, body=tiny_body(params={"tessera_timing": True}))[1][
+            "parameters"]["tessera_compute_threads"]
+        assert threads_seen() == 1
+        traffic = Traffic(s)
+        try:
+            time.sleep(0.3)
+            # The CLI, through the admin API; the change applies at the next batch.
+            for n in (2, 1, 2):
+                r = subprocess.run([str(tessera_bin), "slice", "--url", s.http, "--admin-token",
+                                    "sesame", "set", "tiny_mlp", str(n)],
+                                   capture_output=True, text=True, timeout=30)
+                assert r.returncode == 0, r.stderr
+                assert f"{n} compute thread(s)" in r.stdout
+                time.sleep(0.3)
+        finally:
+            traffic.stop()
+        assert traffic.failed == 0, traffic.errors[:3]
+        assert traffic.ok > 0
+        # Requests after the change really ran with two threads.
+        assert threads_seen() == 2
+        r = subprocess.run([str(tessera_bin), "slice", "--url", s.http, "get", "tiny_mlp"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 and "2 compute thread(s)" in r.stdout, r.stdout + r.stderr
+        # Bad changes: clear errors, nothing else disturbed.
+        assert request(base, {"threads": 2})[0] == 401  # no token
+        code, body = request(base, {"threads": cores + 1}, auth)
+        assert code == 400 and f"1 to {cores} compute threads" in body["error"], body
+        code, body = request(base, {"threads": "two"}, auth)
+        assert code == 400 and "whole number" in body["error"], body
+        code, body = request(base, {"sms": 8}, auth)
+        assert code == 501 and "SMs" in body["error"], body
+        code, body = request(f"http://{s.http}/v2/models/nope/slice", {"threads": 1}, auth)
+        assert code == 404, body
+        assert request(base)[1]["threads"] == 2
+        assert infer(s)[0] == 200
+    finally:
+        s.stop()

@@ -101,6 +101,8 @@ std::unique_ptr<Engine> CreateCpuEngine(int threads = 0);
 // Compute threads (OpenMP) for executables run from the calling thread from now on; the
 // runtime gives each executor thread its share of the cores.
 void SetComputeThreadsForCurrentThread(int threads);
+// What the calling thread's next Run will use (the setting above, or every core).
+int ComputeThreadsForCurrentThread();
 
 // Latency profile for the sim backend: latency in microseconds by batch size; other batch sizes
 // are linearly interpolated (extrapolated from the last two points beyond the largest).

@@ -50,6 +50,16 @@ class ModelHandle {
   virtual size_t memory_bytes() const = 0;  // weights + activation arenas of every executable
 };
 
+// A model's share of its device, as `tessera slice` sees it. On the CPU engine a slice is the
+// number of compute threads each instance runs a batch with; on a GPU it will be SMs.
+struct SliceState {
+  std::string model;
+  std::string engine;  // "cpu", "cuda"
+  int threads = 0;     // CPU: compute threads per instance
+  int instances = 0;
+  std::vector<int64_t> versions;  // the ready versions it applies to
+};
+
 struct ModelIndexEntry {
   std::string name;
   int64_t version = 0;  // 0: no version loaded
@@ -86,6 +96,13 @@ class ModelManager {
   std::vector<ModelIndexEntry> Index() const;
   // Statistics of the ready versions: all models when `name` is empty; one version when given.
   Result<std::vector<ModelStatsSnapshot>> Stats(const std::string& name, int64_t version) const;
+  // The model's current slice (NotFound when it is not loaded).
+  Result<SliceState> Slice(const std::string& name) const;
+  // Changes the model's slice live: every ready version's instances take `threads` compute
+  // threads from their next batch on (nothing queued or running fails; a reload keeps it).
+  // InvalidArgument for a size the machine cannot give; Unimplemented on GPU instances (live
+  // GPU resize comes with the GPU slices work).
+  Result<SliceState> SetSliceThreads(const std::string& name, int threads);
   // Every model the server was told to serve is ready (startup done, nothing failed to load).
   bool AllReady() const;
 

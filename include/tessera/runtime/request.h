@@ -33,7 +33,8 @@ struct InferenceResponse {
   std::vector<std::string> output_names;
   std::vector<Tensor> outputs;  // same order as output_names; may share storage with the batch
   RequestTiming timing;
-  int64_t batch_rows = 0;  // rows of the executed batch (padding excluded)
+  int64_t batch_rows = 0;   // rows of the executed batch (padding excluded)
+  int compute_threads = 0;  // CPU compute threads the batch ran with (its slice)
 };
 
 using ResponseCallback = std::function<void(InferenceResponse&&)>;

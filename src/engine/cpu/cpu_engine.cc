@@ -340,6 +340,8 @@ void SetComputeThreadsForCurrentThread(int threads) {
   if (threads > 0) omp_set_num_threads(threads);
 }
 
+int ComputeThreadsForCurrentThread() { return omp_get_max_threads(); }
+
 std::vector<std::string> SupportedOps() { return ops::SupportedOps(); }
 
 }  // namespace tessera
