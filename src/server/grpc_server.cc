@@ -10,6 +10,7 @@
 #include "grpc_service.grpc.pb.h"
 #include "server/tensor_io.h"
 #include "tessera/core/clock.h"
+#include "tessera_admin.grpc.pb.h"
 
 namespace tessera::server {
 namespace {
@@ -605,6 +606,45 @@ class GrpcService final : public inference::GRPCInferenceService::CallbackServic
   ServerContext* ctx_;
 };
 
+// tessera.admin.Admin (proto/tessera_admin.proto).
+class AdminService final : public tessera::admin::Admin::CallbackService {
+ public:
+  explicit AdminService(ServerContext* ctx) : ctx_(ctx) {}
+
+  ServerUnaryReactor* GetSlice(CallbackServerContext* c, const tessera::admin::GetSliceRequest* in,
+                               tessera::admin::SliceResponse* out) override {
+    auto st = ctx_->manager().Slice(in->model_name());
+    if (!st.ok()) return Done(c, st.status());
+    Fill(*st, out);
+    return Done(c, Status::OK());
+  }
+  ServerUnaryReactor* SetSlice(CallbackServerContext* c, const tessera::admin::SetSliceRequest* in,
+                               tessera::admin::SliceResponse* out) override {
+    std::string storage;
+    Status auth = ctx_->CheckAdmin(Authorization(c, &storage));
+    if (!auth.ok()) return Done(c, auth);
+    if (in->size_case() == tessera::admin::SetSliceRequest::kSms)
+      return Done(c, Status::Unimplemented(
+                         "GPU slices in SMs are not built yet; a CPU model's slice is threads"));
+    if (in->size_case() != tessera::admin::SetSliceRequest::kThreads)
+      return Done(c, Status::InvalidArgument("SetSlice needs threads (or sms)"));
+    auto st = ctx_->manager().SetSliceThreads(in->model_name(), in->threads());
+    if (!st.ok()) return Done(c, st.status());
+    Fill(*st, out);
+    return Done(c, Status::OK());
+  }
+
+ private:
+  static void Fill(const SliceState& s, tessera::admin::SliceResponse* out) {
+    out->set_model_name(s.model);
+    out->set_engine(s.engine);
+    out->set_threads(s.threads);
+    out->set_instances(s.instances);
+    for (int64_t v : s.versions) out->add_versions(v);
+  }
+  ServerContext* ctx_;
+};
+
 Result<std::unique_ptr<GrpcServer>> GrpcServer::Start(ServerContext* ctx,
                                                       const std::string& address, int port) {
   std::unique_ptr<GrpcServer> s(new GrpcServer());
@@ -614,6 +654,8 @@ Result<std::unique_ptr<GrpcServer>> GrpcServer::Start(ServerContext* ctx,
   const std::string target = (v6 ? "[" + address + "]" : address) + ":" + std::to_string(port);
   b.AddListeningPort(target, grpc::InsecureServerCredentials(), &s->port_);
   b.RegisterService(s->service_.get());
+  s->admin_ = std::make_unique<AdminService>(ctx);
+  b.RegisterService(s->admin_.get());
   const int max = static_cast<int>(
       std::min<size_t>(ctx->options().max_request_bytes, std::numeric_limits<int>::max()));
   b.SetMaxReceiveMessageSize(max);

@@ -13,7 +13,8 @@ class Server;
 
 namespace tessera::server {
 
-class GrpcService;  // grpc_server.cc
+class GrpcService;   // grpc_server.cc
+class AdminService;  // grpc_server.cc
 
 class GrpcServer {
  public:
@@ -28,7 +29,8 @@ class GrpcServer {
  private:
   GrpcServer() = default;
   std::unique_ptr<GrpcService> service_;
-  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<AdminService> admin_;
+  std::unique_ptr<grpc::Server> server_;  // last: stops before the services go
   int port_ = 0;
 };
 

@@ -406,6 +406,21 @@ def test_a_slice_changes_live_under_traffic_without_a_failed_request(tessera_bin
         code, body = request(f"http://{s.http}/v2/models/nope/slice", {"threads": 1}, auth)
         assert code == 404, body
         assert request(base)[1]["threads"] == 2
+        # The same through gRPC (tessera.admin.Admin on the inference port).
+        grpc_cli = [str(tessera_bin), "slice", "--protocol", "grpc", "--url", s.grpc]
+        r = subprocess.run(grpc_cli + ["set", "tiny_mlp", "1"], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 1 and "token" in r.stderr.lower(), r.stdout + r.stderr
+        r = subprocess.run(grpc_cli + ["--admin-token", "sesame", "set", "tiny_mlp", "1"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 and "1 compute thread(s)" in r.stdout, r.stdout + r.stderr
+        r = subprocess.run(grpc_cli + ["--admin-token", "sesame", "set", "tiny_mlp",
+                                       str(cores + 1)], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2 and f"1 to {cores}" in r.stderr, r.stdout + r.stderr
+        r = subprocess.run(grpc_cli + ["get", "tiny_mlp"], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 0 and "1 compute thread(s)" in r.stdout, r.stdout + r.stderr
+        assert threads_seen() == 1
         assert infer(s)[0] == 200
     finally:
         s.stop()
