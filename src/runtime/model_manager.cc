@@ -10,6 +10,7 @@
 #include "runtime/served_model.h"
 #include "tessera/core/clock.h"
 #include "tessera/model/repository.h"
+#include "tessera/runtime/slices.h"
 
 namespace tessera {
 
@@ -42,6 +43,31 @@ struct ModelManager::Entry {
 };
 
 struct ModelManager::Impl {
+  // Per device ("cpu", "cuda:0"): what the loaded versions hold. Guarded by mu.
+  std::map<std::string, runtime::MemoryBudget> budgets;
+  // Reserves a started version's memory on its device; a refusal names who holds the budget.
+  Status Reserve(const ManagerOptions& o, ServedModel& m) {
+    std::lock_guard<std::mutex> lock(mu);
+    const std::string dev = m.engine().device();
+    const int64_t cap =
+        dev == "cpu" ? o.cpu_memory_budget_bytes : m.engine().memory_capacity_bytes();
+    if (cap <= 0) return Status::OK();
+    auto it = budgets.find(dev);
+    if (it == budgets.end())
+      it = budgets
+               .emplace(dev, runtime::MemoryBudget(
+                                 dev == "cpu" ? "the CPU" : "GPU " + dev.substr(5), cap))
+               .first;
+    return it->second.Reserve(Owner(m), static_cast<int64_t>(m.memory_bytes()));
+  }
+  void Release(ServedModel& m) {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = budgets.find(m.engine().device());
+    if (it != budgets.end()) it->second.Release(Owner(m));
+  }
+  static std::string Owner(const ServedModel& m) {
+    return m.name() + " v" + std::to_string(m.version());
+  }
   mutable std::mutex mu;
   std::map<std::string, std::shared_ptr<Entry>> models;
   bool accepting = true;
@@ -173,6 +199,10 @@ Status ModelManager::Load(const std::string& name) {
                                                loc->dir, opts_);
         st = m->Start();
         if (st.ok()) {
+          st = impl_->Reserve(opts_, *m);
+          if (!st.ok()) m->Stop(false);
+        }
+        if (st.ok()) {
           std::lock_guard<std::mutex> lock(impl_->mu);
           if (entry->threads > 0) m->set_compute_threads(entry->threads);  // a reload keeps it
           fresh[v] = m;
@@ -181,7 +211,10 @@ Status ModelManager::Load(const std::string& name) {
       if (!st.ok() && versions.size() > 1) st = st.WithContext("version " + std::to_string(v));
     }
     if (!st.ok()) {
-      for (auto& [_, m] : fresh) m->Stop(false);
+      for (auto& [_, m] : fresh) {
+        m->Stop(false);
+        impl_->Release(*m);
+      }
       return fail(st);
     }
   }
@@ -195,7 +228,10 @@ Status ModelManager::Load(const std::string& name) {
     entry->reason.clear();
     entry->stamp = Stamp(*loc);
   }
-  for (auto& [v, m] : old) m->Stop(true);
+  for (auto& [v, m] : old) {
+    m->Stop(true);
+    impl_->Release(*m);
+  }
   spdlog::info("model '{}' ready: version(s) {} ({:.1f} s{})", name, Join(versions),
                (SystemClock::Default()->NowNs() - t0) / 1e9, serving ? ", replaced the old" : "");
   return Status::OK();
@@ -213,7 +249,10 @@ Status ModelManager::Unload(const std::string& name) {
     entry->state = ModelState::kUnloading;
     entry->wanted = false;
   }
-  for (auto& [v, m] : old) m->Stop(true);
+  for (auto& [v, m] : old) {
+    m->Stop(true);
+    impl_->Release(*m);
+  }
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
     entry->state = ModelState::kUnavailable;

@@ -8,7 +8,10 @@
 namespace tessera::runtime {
 namespace {
 
-std::string Gib(int64_t bytes) { return fmt::format("{:.2f} GiB", bytes / 1073741824.0); }
+std::string Gib(int64_t bytes) {
+  if (bytes < (int64_t{1} << 30)) return fmt::format("{:.1f} MiB", bytes / 1048576.0);
+  return fmt::format("{:.2f} GiB", bytes / 1073741824.0);
+}
 
 }  // namespace
 
@@ -205,15 +208,15 @@ Status MemoryBudget::Reserve(const std::string& owner, int64_t bytes) {
         fmt::format("memory for '{}': {} bytes; expected >= 0", owner, bytes));
   if (held_.count(owner))
     return Status::AlreadyExists(
-        fmt::format("'{}' already holds {} on {}", owner, Gib(held_[owner]), gpu_.Describe()));
+        fmt::format("'{}' already holds {} on {}", owner, Gib(held_[owner]), device_));
   if (bytes > free()) {
     std::string holders;
     for (const auto& [o, b] : held_)
       holders += fmt::format("{}{} {}", holders.empty() ? "" : ", ", o, Gib(b));
     return Status::ResourceExhausted(fmt::format(
-        "loading '{}' needs {} of GPU memory, but {} of the {} budget of {} is free (held by "
-        "{}); nothing was changed",
-        owner, Gib(bytes), Gib(free()), Gib(gpu_.memory_bytes), gpu_.Describe(),
+        "loading '{}' needs {} of memory on {}, but {} of the {} budget is free (held by {}); "
+        "nothing was changed",
+        owner, Gib(bytes), device_, Gib(free()), Gib(bytes_),
         holders.empty() ? "nobody" : holders));
   }
   held_[owner] = bytes;

@@ -32,6 +32,7 @@ struct Opts {
   int exit_timeout = 30;
   int verbose = 0;
   std::string engine = "auto";
+  int64_t memory_budget_mib = 0;
 };
 
 // The engine each model runs on. --engine auto takes the GPU when one is visible (and this build
@@ -100,6 +101,7 @@ int Run(const Opts& o) {
   mo.max_queue = o.max_queue;
   mo.threads_per_instance = o.threads_per_instance;
   mo.warmup = !o.no_warmup;
+  mo.cpu_memory_budget_bytes = o.memory_budget_mib << 20;
   auto engines = ChooseEngines(o.engine);
   if (!engines.ok()) {
     fmt::print(stderr, "error: {}\n", engines.status().ToString());
@@ -225,6 +227,12 @@ Runner SetupServe(CLI::App& app) {
                  "instance_group kind (KIND_CPU / KIND_GPU) decides for that model")
       ->default_val("auto")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  app.add_option("--memory-budget-mib", o->memory_budget_mib,
+                 "Memory the CPU models may hold together (weights + activation arenas); a load "
+                 "past it fails with who holds what (0: no limit; GPU models are held to their "
+                 "GPU's memory)")
+      ->default_val(0)
+      ->check(CLI::NonNegativeNumber);
   app.add_flag("-v,--verbose", o->verbose, "More log output");
   return [o]() { return Run(*o); };
 }

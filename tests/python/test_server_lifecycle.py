@@ -424,3 +424,42 @@ def test_a_slice_changes_live_under_traffic_without_a_failed_request(tessera_bin
         assert infer(s)[0] == 200
     finally:
         s.stop()
+
+
+def test_a_load_past_the_memory_budget_is_refused_and_the_rest_serves(tessera_bin, tmp_path):
+    repo = make_repo(tessera_bin, tmp_path / "repo", "tiny_mlp,bert_small")
+
+    def memory(server, model):
+        code, body = request(f"http://{server.http}/v2/models/{model}/stats")
+        assert code == 200, body
+        return body["model_stats"][0]["memory_usage"][0]["byte_size"]
+
+    s = TesseraServer(repo)
+    try:
+        tiny, bert = memory(s, "tiny_mlp"), memory(s, "bert_small")
+    finally:
+        s.stop()
+    assert tiny > 0 and bert > tiny
+    # Room for tiny_mlp and a third of bert_small: bert_small is refused, tiny_mlp serves.
+    budget_mib = (tiny + bert // 3) // (1 << 20) + 1
+    s = TesseraServer(repo, "--memory-budget-mib", budget_mib, "--model-control-mode",
+                      "explicit", "--load-model", "tiny_mlp")
+    try:
+        auth = {}
+        url = f"http://{s.http}/v2/repository/models/bert_small/load"
+        code, body = request(url, {}, auth)
+        assert code == 429, body  # RESOURCE_EXHAUSTED
+        msg = body["error"]
+        assert "loading 'bert_small v1' needs" in msg and "the CPU" in msg, msg
+        assert "held by tiny_mlp v1" in msg and "nothing was changed" in msg, msg
+        assert infer(s)[0] == 200
+        index = {m["name"]: m for m in th.InferenceServerClient(s.http)
+                 .get_model_repository_index()}
+        assert index["tiny_mlp"]["state"] == "READY"
+        assert index["bert_small"]["state"] != "READY"
+        # Unloading tiny_mlp gives its memory back: still not enough for bert_small alone.
+        assert request(f"http://{s.http}/v2/repository/models/tiny_mlp/unload", {})[0] == 200
+        assert request(f"http://{s.http}/v2/repository/models/tiny_mlp/load", {})[0] == 200
+        assert infer(s)[0] == 200
+    finally:
+        s.stop()

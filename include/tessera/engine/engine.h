@@ -90,6 +90,10 @@ class Engine {
  public:
   virtual ~Engine() = default;
   virtual std::string name() const = 0;
+  // Where its executables keep their memory, for per-device budgets: "cpu", "cuda:0", ...
+  virtual std::string device() const { return "cpu"; }
+  // That device's memory the engine may use (0: not known; the caller's budget decides).
+  virtual int64_t memory_capacity_bytes() const { return 0; }
   // Compiles a copy of `graph`. Unimplemented for unsupported ops (naming op and node);
   // InvalidArgument for inconsistent shapes or types.
   virtual Result<std::unique_ptr<Executable>> Compile(const Graph& graph,

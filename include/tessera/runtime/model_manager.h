@@ -35,6 +35,9 @@ struct ManagerOptions {
   size_t max_queue = 4096;                  // per model version, whatever the config says
   bool warmup = true;                       // compile every batch size and run it once at load
   EngineFactory engine;                     // null: the CPU engine
+  // Memory the CPU models may hold together (weights + arenas); 0: no limit. GPU models are held
+  // to their GPU's memory. A load that would pass its device's budget fails, naming who holds it.
+  int64_t cpu_memory_budget_bytes = 0;
 };
 
 // A loaded model version, read-only, for metadata, config and statistics. Safe to keep after

@@ -113,18 +113,22 @@ class SliceTable {
   SliceId next_id_ = 1;
 };
 
-// The per-GPU memory budget: a model's load reserves its bytes or is refused with what is free
-// and who holds the rest; a refused load changes nothing.
+// A device's memory budget (a GPU's, or the host's for CPU models): a model's load reserves its
+// bytes or is refused with what is free and who holds the rest; a refused load changes nothing.
 class MemoryBudget {
  public:
-  explicit MemoryBudget(GpuLayout gpu) : gpu_(std::move(gpu)) {}
+  explicit MemoryBudget(const GpuLayout& gpu) : MemoryBudget(gpu.Describe(), gpu.memory_bytes) {}
+  // `device` names it in messages ("GPU 0 (...)", "the CPU").
+  MemoryBudget(std::string device, int64_t bytes) : device_(std::move(device)), bytes_(bytes) {}
   Status Reserve(const std::string& owner, int64_t bytes);
   void Release(const std::string& owner);
   int64_t used() const { return used_; }
-  int64_t free() const { return gpu_.memory_bytes - used_; }
+  int64_t free() const { return bytes_ - used_; }
+  int64_t capacity() const { return bytes_; }
 
  private:
-  GpuLayout gpu_;
+  std::string device_;
+  int64_t bytes_ = 0;
   std::map<std::string, int64_t> held_;
   int64_t used_ = 0;
 };

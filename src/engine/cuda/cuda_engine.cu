@@ -526,6 +526,13 @@ class CudaEngine final : public Engine {
   explicit CudaEngine(const CudaEngineOptions& o)
       : opts_(o), weights_(std::make_shared<WeightCache>()) {}
   std::string name() const override { return "cuda"; }
+  std::string device() const override { return "cuda:" + std::to_string(opts_.device); }
+  int64_t memory_capacity_bytes() const override {
+    size_t free = 0, total = 0;
+    if (cudaSetDevice(opts_.device) != cudaSuccess || cudaMemGetInfo(&free, &total) != cudaSuccess)
+      return 0;
+    return static_cast<int64_t>(total);
+  }
   Result<std::unique_ptr<Executable>> Compile(const Graph& graph,
                                               const CompileOptions& options) override {
     TESSERA_ASSIGN_OR_RETURN(auto prepared, PrepareGraph(graph, options));
