@@ -1,6 +1,7 @@
 // The CUDA backend's device half: binds a lowered Program (program.h) to one GPU and runs it.
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
@@ -14,8 +15,9 @@ namespace tessera {
 namespace cuda {
 namespace {
 
-const Libs* g_libs = nullptr;  // set by CreateCudaEngine before any engine exists
-const Libs& L() { return *g_libs; }
+// Set by CreateCudaEngine before the first engine exists (models load on several threads).
+std::atomic<const Libs*> g_libs{nullptr};
+const Libs& L() { return *g_libs.load(std::memory_order_acquire); }
 
 Status Cuda(cudaError_t e, const char* what) {
   if (e == cudaSuccess) return Status::OK();
@@ -562,7 +564,8 @@ Result<std::unique_ptr<Engine>> CreateCudaEngine(const CudaEngineOptions& option
                                    std::to_string(count) + " visible)");
   if (options.workspace_bytes == 0)
     return Status::InvalidArgument("the CUDA engine's workspace must be > 0 bytes");
-  TESSERA_ASSIGN_OR_RETURN(cuda::g_libs, cuda::LoadLibs());
+  TESSERA_ASSIGN_OR_RETURN(const cuda::Libs* libs, cuda::LoadLibs());
+  cuda::g_libs.store(libs, std::memory_order_release);
   return std::unique_ptr<Engine>(std::make_unique<cuda::CudaEngine>(options));
 }
 
