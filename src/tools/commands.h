@@ -17,5 +17,6 @@ Runner SetupPlan(CLI::App& app);
 Runner SetupProfile(CLI::App& app);
 Runner SetupSimulate(CLI::App& app);
 Runner SetupSlice(CLI::App& app);
+Runner SetupColocate(CLI::App& app);
 
 }  // namespace tessera::cli

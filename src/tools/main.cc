@@ -38,6 +38,9 @@ int main(int argc, char** argv) {
   cmds.emplace_back(simulate, tessera::cli::SetupSimulate(*simulate));
   auto* slice = app.add_subcommand("slice", "Show or change a served model's slice live");
   cmds.emplace_back(slice, tessera::cli::SetupSlice(*slice));
+  auto* colocate = app.add_subcommand(
+      "colocate", "Calibrate the planner's interference model: models side by side on the cores");
+  cmds.emplace_back(colocate, tessera::cli::SetupColocate(*colocate));
   auto* ops = app.add_subcommand("ops", "List the ONNX ops the engine supports");
   cmds.emplace_back(ops, [] {
     for (const auto& op : tessera::SupportedOps()) fmt::print("{}\n", op);

@@ -4,6 +4,8 @@ clear errors and exit codes."""
 import json
 import subprocess
 
+import pytest
+
 from conftest import ROOT
 from server_util import TESSERA
 
@@ -122,3 +124,33 @@ def test_profile_measures_a_model_that_plan_then_uses(tessera_bin, tmp_path):
     r = subprocess.run([str(TESSERA), "profile", "--model-repository", repo, "-m", "tiny_mlp",
                         "--batches", "100000"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "exceeds max_batch_size" in r.stderr
+
+
+def test_colocate_fits_alpha_from_measured_pairs(tessera_bin, zoo_repo, tmp_path):
+    import json
+    import os
+    import subprocess
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("co-location needs two cores")
+    out = tmp_path / "coloc.json"
+    r = subprocess.run([str(tessera_bin), "colocate", "--model-repository", str(zoo_repo),
+                        "--models", "tiny_mlp,mobilenet_v2", "-n", "3", "--rounds", "1",
+                        "--warmup", "1", "-q", "--json", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "alpha" in r.stdout and "leave-one-out" in r.stdout
+    doc = json.loads(out.read_text())
+    assert len(doc["pairs"]) == 4  # every ordered pair, a model next to itself included
+    assert {p["model"] for p in doc["pairs"]} == {"tiny_mlp", "mobilenet_v2"}
+    assert doc["alpha"] >= 0 and doc["bandwidth_bytes_per_s"] > 0
+    for p in doc["pairs"]:
+        assert p["alone_ms"] > 0 and p["together_ms"] > 0 and p["neighbour_pressure"] >= 0
+        assert abs(p["predicted_ms"] - p["alone_ms"] * (1 + doc["alpha"] *
+                                                         p["neighbour_pressure"])) < 1e-6
+    for m in doc["models"]:
+        assert 0 <= m["mem_intensity"] <= 1
+    assert doc["commit"] and doc["machine"]["cores"] >= 2
+    # An unknown model: not found (exit 3), named.
+    r = subprocess.run([str(tessera_bin), "colocate", "--model-repository", str(zoo_repo),
+                        "--models", "tiny_mlp,nope"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3 and "nope" in r.stderr
