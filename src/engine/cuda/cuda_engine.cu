@@ -447,6 +447,9 @@ class CudaExecutable final : public GpuExecutable {
     return Cuda(LaunchGather(g, In(g.data), In(g.index), Out(g.out), err, stream_),
                 "gather kernel");
   }
+  Status Enqueue(const Step&, const PadInstr& p) {
+    return Cuda(LaunchPad(p, In(p.in), Out(p.out), stream_), "pad kernel");
+  }
   Status Enqueue(const Step&, const ResizeInstr& r) {
     return Cuda(LaunchResize(r, F(r.x), static_cast<const int64_t*>(In(r.i0)),
                              static_cast<const int64_t*>(In(r.i1)), F(r.w),

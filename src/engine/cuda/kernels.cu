@@ -190,6 +190,13 @@ __global__ void GatherKernel(const GatherInstr g, const T* data, const void* ind
   }
 }
 
+template <typename T>
+__global__ void PadKernel(const PadInstr p, const T* in, T* out) {
+  for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < p.count;
+       t += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    out[t] = in[PadSource(p, t)];
+}
+
 __global__ void ResizeKernel(const ResizeInstr r, const float* x, const int64_t* i0,
                              const int64_t* i1, const float* w, float* y) {
   for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < r.count;
@@ -355,6 +362,31 @@ cudaError_t LaunchGather(const GatherInstr& g, const void* data, const void* ind
     case 8:
       GatherKernel<uint64_t><<<Blocks(total), kThreads, 0, stream>>>(
           g, static_cast<const uint64_t*>(data), index, static_cast<uint64_t*>(out), error);
+      break;
+    default:
+      return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchPad(const PadInstr& p, const void* in, void* out, cudaStream_t stream) {
+  if (p.count == 0) return cudaSuccess;
+  switch (p.elem) {
+    case 1:
+      PadKernel<uint8_t><<<Blocks(p.count), kThreads, 0, stream>>>(
+          p, static_cast<const uint8_t*>(in), static_cast<uint8_t*>(out));
+      break;
+    case 2:
+      PadKernel<uint16_t><<<Blocks(p.count), kThreads, 0, stream>>>(
+          p, static_cast<const uint16_t*>(in), static_cast<uint16_t*>(out));
+      break;
+    case 4:
+      PadKernel<uint32_t><<<Blocks(p.count), kThreads, 0, stream>>>(
+          p, static_cast<const uint32_t*>(in), static_cast<uint32_t*>(out));
+      break;
+    case 8:
+      PadKernel<uint64_t><<<Blocks(p.count), kThreads, 0, stream>>>(
+          p, static_cast<const uint64_t*>(in), static_cast<uint64_t*>(out));
       break;
     default:
       return cudaErrorInvalidValue;

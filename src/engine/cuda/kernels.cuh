@@ -19,6 +19,7 @@ cudaError_t LaunchLayerNorm(const LayerNormInstr& l, const float* in, const floa
 // Sets *error to 1 when an index is out of range (that row is zero-filled).
 cudaError_t LaunchGather(const GatherInstr& g, const void* data, const void* index, void* out,
                          int32_t* error, cudaStream_t stream);
+cudaError_t LaunchPad(const PadInstr& p, const void* in, void* out, cudaStream_t stream);
 cudaError_t LaunchResize(const ResizeInstr& r, const float* x, const int64_t* i0, const int64_t* i1,
                          const float* w, float* y, cudaStream_t stream);
 cudaError_t LaunchPool(const PoolInstr& p, const float* x, float* y, cudaStream_t stream);

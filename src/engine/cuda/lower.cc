@@ -13,7 +13,7 @@
 namespace tessera::cuda {
 
 int EwArity(Ew op) {
-  if (op == Ew::kWhere || op == Ew::kMulAdd) return 3;
+  if (op == Ew::kWhere || op == Ew::kMulAdd || op == Ew::kClamp) return 3;
   if (op >= Ew::kAdd) return 2;
   return 1;
 }
@@ -60,7 +60,8 @@ const char* EwName(Ew op) {
                                        "Or",
                                        "Xor",
                                        "Where",
-                                       "MulAdd"};
+                                       "MulAdd",
+                                       "Clamp"};
   return kNames[static_cast<int>(op)];
 }
 
@@ -285,7 +286,7 @@ class Lowerer {
       e.in[k] = Of(ins[k]);
     }
     if (ins.size() > 1 && op != Ew::kWhere && op != Ew::kMulAdd && op != Ew::kPow &&
-        e.in_type[0] != e.in_type[1])
+        op != Ew::kClamp && e.in_type[0] != e.in_type[1])
       return Status::InvalidArgument(n.Describe() + ": input types differ");
     // The output walks contiguously: it is one more operand for the merge.
     std::vector<int64_t> out_st = Contiguous(om.shape);
@@ -438,12 +439,32 @@ class Lowerer {
     if (n.op == "Clip") {
       a = n.GetFloat("min", -INFINITY);
       b = n.GetFloat("max", INFINITY);
+      bool runtime_bound = false;
       for (size_t i = 1; i < 3; ++i) {
         if (i >= n.inputs.size() || n.inputs[i].empty()) continue;
-        if (!IsConst(n.inputs[i]))
-          return Status::Unimplemented(n.Describe() +
-                                       ": Clip bounds must be compile-time constants");
+        if (!IsConst(n.inputs[i])) {
+          runtime_bound = true;
+          continue;
+        }
         (i == 1 ? a : b) = static_cast<float>(ConstOf(n.inputs[i]).GetAsDouble(0));
+      }
+      if (runtime_bound) {
+        // Bounds computed at run time: a three-input clamp; a bound given as an attribute or a
+        // constant (or absent: +-inf) becomes a scalar constant.
+        std::vector<std::string> ins{n.inputs[0]};
+        for (size_t i = 1; i < 3; ++i) {
+          if (i < n.inputs.size() && !n.inputs[i].empty() && !IsConst(n.inputs[i])) {
+            ins.push_back(n.inputs[i]);
+            continue;
+          }
+          const std::string name = n.name + (i == 1 ? ".gpu_clip_lo" : ".gpu_clip_hi");
+          Tensor t = Tensor::Allocate(DataType::kFloat32, {});
+          t.data<float>()[0] = i == 1 ? a : b;
+          p_.graph.initializers[name] = t;
+          p_.meta[name] = {DataType::kFloat32, {}, &p_.graph.initializers[name]};
+          ins.push_back(name);
+        }
+        return EmitEw(n, Ew::kClamp, ins, n.outputs[0]);
       }
     }
     return EmitEw(n, op, {n.inputs[0]}, n.outputs[0], a, b);
@@ -805,11 +826,34 @@ class Lowerer {
       Emit(n, ri);
       return Status::OK();
     }
+    bool adjacent = true;
     for (size_t i = 1; i < real.size(); ++i)
       for (int64_t d = real[i - 1] + 1; d < real[i]; ++d)
-        if (xm.shape[d] != 1)
-          return Status::Unimplemented(n.Describe() +
-                                       ": the CUDA backend reduces adjacent axes only");
+        if (xm.shape[d] != 1) adjacent = false;
+    if (!adjacent) {
+      // Kept axes first, reduced axes last (a strided copy), then one reduction over the tail.
+      std::vector<int64_t> order;
+      for (int64_t d = 0; d < r; ++d)
+        if (!std::binary_search(real.begin(), real.end(), d)) order.push_back(d);
+      order.insert(order.end(), real.begin(), real.end());
+      const auto xs = Contiguous(xm.shape);
+      Shape moved;
+      std::vector<int64_t> in_st;
+      for (int64_t d : order) {
+        moved.push_back(xm.shape[d]);
+        in_st.push_back(xs[d]);
+      }
+      const int id = Scratch(NumElements(xm.shape) * 4);
+      TESSERA_RETURN_IF_ERROR(
+          EmitCopy(n, 4, moved, in_st, Contiguous(moved), Of(n.inputs[0]), ArenaRef(id)));
+      ri.in = ArenaRef(id);
+      ri.len = 1;
+      for (int64_t d : real) ri.len *= xm.shape[d];
+      ri.outer = NumElements(xm.shape) / std::max<int64_t>(ri.len, 1);
+      ri.inner = 1;
+      Emit(n, ri);
+      return Status::OK();
+    }
     ri.outer = ri.len = ri.inner = 1;
     for (int64_t d = 0; d < real.front(); ++d) ri.outer *= xm.shape[d];
     for (int64_t d = real.front(); d <= real.back(); ++d) ri.len *= xm.shape[d];
@@ -911,12 +955,42 @@ class Lowerer {
   }
 
   Status Pad(const Node& n) {
-    if (n.GetString("mode", "constant") != "constant")
-      return Status::Unimplemented(n.Describe() +
-                                   ": the CUDA backend pads with a constant only, "
-                                   "not mode '" +
-                                   n.GetString("mode", "") + "'");
+    const std::string mode = n.GetString("mode", "constant");
+    if (mode != "constant" && mode != "reflect" && mode != "edge")
+      return Status::Unimplemented(n.Describe() + ": Pad mode '" + mode +
+                                   "' (constant, reflect and edge are supported)");
     const auto& xm = Meta(n.inputs[0]);
+    if (mode != "constant") {
+      std::vector<int64_t> pads = n.GetInts("pads");
+      if (pads.empty()) {
+        if (!IsConst(n.Input(1)))
+          return Status::Unimplemented(n.Describe() + ": pads must be compile-time constants");
+        const Tensor& t = ConstOf(n.Input(1));
+        for (int64_t i = 0; i < t.numel(); ++i) pads.push_back(t.GetAsInt64(i));
+      }
+      const Shape& ys = Meta(n.outputs[0]).shape;
+      const size_t r = xm.shape.size();
+      if (r > static_cast<size_t>(kMaxRank))
+        return Status::Unimplemented(n.Describe() + ": Pad over more than 8 dims");
+      PadInstr pi;
+      pi.reflect = mode == "reflect";
+      pi.elem = static_cast<int>(DataTypeSize(xm.dtype));
+      pi.rank = static_cast<int>(r);
+      const auto xs = Contiguous(xm.shape);
+      for (size_t d = 0; d < r; ++d) {
+        if (xm.shape[d] == 0)
+          return Status::InvalidArgument(n.Describe() + ": cannot " + mode + "-pad an empty dim");
+        pi.out_shape[d] = ys[d];
+        pi.in_shape[d] = xm.shape[d];
+        pi.in_strides[d] = xs[d];
+        pi.pad_begin[d] = pads[d];
+      }
+      pi.count = NumElements(ys);
+      pi.in = Of(n.inputs[0]);
+      pi.out = Of(n.outputs[0]);
+      Emit(n, pi);
+      return Status::OK();
+    }
     const Shape& ys = Meta(n.outputs[0]).shape;
     std::vector<int64_t> pads = n.GetInts("pads");
     if (pads.empty()) {

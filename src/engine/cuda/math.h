@@ -191,6 +191,8 @@ TESSERA_HD float EwFloat(Ew op, float x, float y, float z, float a, float b) {
       return x != 0 ? y : z;
     case Ew::kMulAdd:
       return x * y + z;
+    case Ew::kClamp:
+      return fminf(z, fmaxf(y, x));
   }
   return x;
 }
@@ -252,6 +254,8 @@ TESSERA_HD int64_t EwInt(Ew op, int64_t x, int64_t y, int64_t z) {
       return x != 0 ? y : z;
     case Ew::kMulAdd:
       return x * y + z;
+    case Ew::kClamp:
+      return x < y ? y : (x > z ? z : x);
     default:
       return x;  // float-only ops never reach the integer domain (the lowering checks)
   }
@@ -394,6 +398,27 @@ TESSERA_HD void CopyOffsets(const CopyInstr& c, int64_t i, int64_t* in_off, int6
   }
   *in_off = a;
   *out_off = b;
+}
+
+// Input element offset that output element i of a reflect / edge Pad reads.
+TESSERA_HD int64_t PadSource(const PadInstr& p, int64_t i) {
+  int64_t off = 0, rem = i;
+  for (int d = p.rank - 1; d >= 0; --d) {
+    const int64_t o = rem % p.out_shape[d];
+    rem /= p.out_shape[d];
+    const int64_t n = p.in_shape[d];
+    int64_t s = o - p.pad_begin[d];
+    if (p.reflect && n > 1) {
+      const int64_t period = 2 * (n - 1);
+      s %= period;
+      if (s < 0) s += period;
+      if (s >= n) s = period - s;
+    } else {
+      s = s < 0 ? 0 : (s >= n ? n - 1 : s);
+    }
+    off += s * p.in_strides[d];
+  }
+  return off;
 }
 
 // Output element (plane, oy, ox) of a pooling instruction.

@@ -80,6 +80,7 @@ enum class Ew : uint8_t {
   // ternary
   kWhere,   // in[0] (bool) ? in[1] : in[2]
   kMulAdd,  // in[0] * in[1] + in[2] (unfused BatchNormalization)
+  kClamp,   // min(max(in[0], in[1]), in[2]) (Clip with run-time bounds)
 };
 int EwArity(Ew op);
 const char* EwName(Ew op);
@@ -201,6 +202,20 @@ struct PoolInstr {
 // Resize (nearest / linear) through per-axis tables (constants): output coordinate o on axis a
 // reads source indices i0[off[a] + o] / i1[off[a] + o] with weight w[off[a] + o] on i1; the
 // axes in lin_mask interpolate, so an element sums 2^popcount(lin_mask) corners.
+// Pad in reflect or edge mode: output coordinate o on dim d reads input coordinate
+// o - pad_begin[d], mirrored (reflect: -1 -> 1) or clamped (edge) into [0, in_shape[d]).
+struct PadInstr {
+  bool reflect = true;  // else edge
+  int elem = 4;
+  int rank = 1;
+  int64_t out_shape[kMaxRank] = {};
+  int64_t in_shape[kMaxRank] = {};
+  int64_t in_strides[kMaxRank] = {};
+  int64_t pad_begin[kMaxRank] = {};
+  int64_t count = 0;
+  Ref in, out;
+};
+
 struct ResizeInstr {
   int rank = 1;
   int64_t out_shape[kMaxRank] = {};
@@ -212,7 +227,7 @@ struct ResizeInstr {
 };
 
 using Instr = std::variant<EwInstr, CopyInstr, FillInstr, ReduceInstr, SoftmaxInstr, LayerNormInstr,
-                           GatherInstr, GemmInstr, ConvInstr, PoolInstr, ResizeInstr>;
+                           GatherInstr, GemmInstr, ConvInstr, PoolInstr, ResizeInstr, PadInstr>;
 
 struct Step {
   std::string label;  // the ONNX op it came from (for profiles and errors)
@@ -275,8 +290,8 @@ void ForEachRef(Instr& instr, Fn&& fn) {
         if constexpr (std::is_same_v<T, EwInstr>) {
           for (int k = 0; k < x.arity; ++k) fn(x.in[k]);
           fn(x.out);
-        } else if constexpr (std::is_same_v<T, CopyInstr> || std::is_same_v<T, ReduceInstr> ||
-                             std::is_same_v<T, SoftmaxInstr>) {
+        } else if constexpr (std::is_same_v<T, CopyInstr> || std::is_same_v<T, PadInstr> ||
+                             std::is_same_v<T, ReduceInstr> || std::is_same_v<T, SoftmaxInstr>) {
           fn(x.in);
           fn(x.out);
         } else if constexpr (std::is_same_v<T, FillInstr>) {

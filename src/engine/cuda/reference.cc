@@ -178,6 +178,12 @@ class HostRunner {
           }
       }
   }
+  void operator()(const PadInstr& p) const {
+    const auto* in = static_cast<const uint8_t*>(In(p.in));
+    auto* out = static_cast<uint8_t*>(Out(p.out));
+    for (int64_t i = 0; i < p.count; ++i)
+      std::memcpy(out + i * p.elem, in + PadSource(p, i) * p.elem, p.elem);
+  }
   void operator()(const ResizeInstr& r) const {
     const float* x = F(r.x);
     const auto* i0 = static_cast<const int64_t*>(In(r.i0));
