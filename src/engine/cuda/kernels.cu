@@ -238,6 +238,28 @@ bool AllFloat(const EwInstr& e) {
   return true;
 }
 
+// Calls f with a value of the unsigned type of `elem` bytes (1, 2, 4 or 8): one switch for the
+// kernels that only move elements. False for another size.
+template <typename F>
+bool ByElementSize(int elem, F&& f) {
+  switch (elem) {
+    case 1:
+      f(uint8_t{});
+      return true;
+    case 2:
+      f(uint16_t{});
+      return true;
+    case 4:
+      f(uint32_t{});
+      return true;
+    case 8:
+      f(uint64_t{});
+      return true;
+    default:
+      return false;
+  }
+}
+
 }  // namespace
 
 cudaError_t LaunchEw(const EwInstr& e, const void* in0, const void* in1, const void* in2, void* out,
@@ -264,51 +286,25 @@ cudaError_t LaunchEw(const EwInstr& e, const void* in0, const void* in1, const v
 cudaError_t LaunchCopy(const CopyInstr& c, const void* in, void* out, cudaStream_t stream) {
   if (c.count == 0) return cudaSuccess;
   const unsigned blocks = Blocks(c.count);
-  switch (c.elem) {
-    case 1:
-      CopyKernel<uint8_t><<<blocks, kThreads, 0, stream>>>(c, static_cast<const uint8_t*>(in),
-                                                           static_cast<uint8_t*>(out));
-      break;
-    case 2:
-      CopyKernel<uint16_t><<<blocks, kThreads, 0, stream>>>(c, static_cast<const uint16_t*>(in),
-                                                            static_cast<uint16_t*>(out));
-      break;
-    case 4:
-      CopyKernel<uint32_t><<<blocks, kThreads, 0, stream>>>(c, static_cast<const uint32_t*>(in),
-                                                            static_cast<uint32_t*>(out));
-      break;
-    case 8:
-      CopyKernel<uint64_t><<<blocks, kThreads, 0, stream>>>(c, static_cast<const uint64_t*>(in),
-                                                            static_cast<uint64_t*>(out));
-      break;
-    default:
-      CopyBytesKernel<<<blocks, kThreads, 0, stream>>>(c, static_cast<const uint8_t*>(in),
-                                                       static_cast<uint8_t*>(out));
-  }
+  const bool sized = ByElementSize(c.elem, [&](auto t) {
+    using T = decltype(t);
+    CopyKernel<T>
+        <<<blocks, kThreads, 0, stream>>>(c, static_cast<const T*>(in), static_cast<T*>(out));
+  });
+  if (!sized)
+    CopyBytesKernel<<<blocks, kThreads, 0, stream>>>(c, static_cast<const uint8_t*>(in),
+                                                     static_cast<uint8_t*>(out));
   return cudaGetLastError();
 }
 
 cudaError_t LaunchFill(const FillInstr& f, void* out, cudaStream_t stream) {
   if (f.count == 0) return cudaSuccess;
-  const unsigned blocks = Blocks(f.count);
-  switch (f.elem) {
-    case 1:
-      FillKernel<uint8_t><<<blocks, kThreads, 0, stream>>>(f.count, static_cast<uint8_t>(f.bits),
-                                                           static_cast<uint8_t*>(out));
-      break;
-    case 2:
-      FillKernel<uint16_t><<<blocks, kThreads, 0, stream>>>(f.count, static_cast<uint16_t>(f.bits),
-                                                            static_cast<uint16_t*>(out));
-      break;
-    case 4:
-      FillKernel<uint32_t><<<blocks, kThreads, 0, stream>>>(f.count, static_cast<uint32_t>(f.bits),
-                                                            static_cast<uint32_t*>(out));
-      break;
-    default:
-      FillKernel<uint64_t>
-          <<<blocks, kThreads, 0, stream>>>(f.count, f.bits, static_cast<uint64_t*>(out));
-  }
-  return cudaGetLastError();
+  const bool sized = ByElementSize(f.elem, [&](auto t) {
+    using T = decltype(t);
+    FillKernel<T><<<Blocks(f.count), kThreads, 0, stream>>>(f.count, static_cast<T>(f.bits),
+                                                            static_cast<T*>(out));
+  });
+  return sized ? cudaGetLastError() : cudaErrorInvalidValue;
 }
 
 cudaError_t LaunchReduce(const ReduceInstr& r, const float* in, float* out, cudaStream_t stream) {
@@ -346,52 +342,22 @@ cudaError_t LaunchGather(const GatherInstr& g, const void* data, const void* ind
                          int32_t* error, cudaStream_t stream) {
   const int64_t total = g.outer * g.count * g.inner;
   if (total == 0) return cudaSuccess;
-  switch (g.elem) {
-    case 1:
-      GatherKernel<uint8_t><<<Blocks(total), kThreads, 0, stream>>>(
-          g, static_cast<const uint8_t*>(data), index, static_cast<uint8_t*>(out), error);
-      break;
-    case 2:
-      GatherKernel<uint16_t><<<Blocks(total), kThreads, 0, stream>>>(
-          g, static_cast<const uint16_t*>(data), index, static_cast<uint16_t*>(out), error);
-      break;
-    case 4:
-      GatherKernel<uint32_t><<<Blocks(total), kThreads, 0, stream>>>(
-          g, static_cast<const uint32_t*>(data), index, static_cast<uint32_t*>(out), error);
-      break;
-    case 8:
-      GatherKernel<uint64_t><<<Blocks(total), kThreads, 0, stream>>>(
-          g, static_cast<const uint64_t*>(data), index, static_cast<uint64_t*>(out), error);
-      break;
-    default:
-      return cudaErrorInvalidValue;
-  }
-  return cudaGetLastError();
+  const bool sized = ByElementSize(g.elem, [&](auto t) {
+    using T = decltype(t);
+    GatherKernel<T><<<Blocks(total), kThreads, 0, stream>>>(g, static_cast<const T*>(data), index,
+                                                            static_cast<T*>(out), error);
+  });
+  return sized ? cudaGetLastError() : cudaErrorInvalidValue;
 }
 
 cudaError_t LaunchPad(const PadInstr& p, const void* in, void* out, cudaStream_t stream) {
   if (p.count == 0) return cudaSuccess;
-  switch (p.elem) {
-    case 1:
-      PadKernel<uint8_t><<<Blocks(p.count), kThreads, 0, stream>>>(
-          p, static_cast<const uint8_t*>(in), static_cast<uint8_t*>(out));
-      break;
-    case 2:
-      PadKernel<uint16_t><<<Blocks(p.count), kThreads, 0, stream>>>(
-          p, static_cast<const uint16_t*>(in), static_cast<uint16_t*>(out));
-      break;
-    case 4:
-      PadKernel<uint32_t><<<Blocks(p.count), kThreads, 0, stream>>>(
-          p, static_cast<const uint32_t*>(in), static_cast<uint32_t*>(out));
-      break;
-    case 8:
-      PadKernel<uint64_t><<<Blocks(p.count), kThreads, 0, stream>>>(
-          p, static_cast<const uint64_t*>(in), static_cast<uint64_t*>(out));
-      break;
-    default:
-      return cudaErrorInvalidValue;
-  }
-  return cudaGetLastError();
+  const bool sized = ByElementSize(p.elem, [&](auto t) {
+    using T = decltype(t);
+    PadKernel<T><<<Blocks(p.count), kThreads, 0, stream>>>(p, static_cast<const T*>(in),
+                                                           static_cast<T*>(out));
+  });
+  return sized ? cudaGetLastError() : cudaErrorInvalidValue;
 }
 
 cudaError_t LaunchResize(const ResizeInstr& r, const float* x, const int64_t* i0, const int64_t* i1,

@@ -339,6 +339,20 @@ class Lowerer {
     Emit(n, f);
   }
 
+  std::vector<const ValueMeta*> InputMetas(const Node& n) const {
+    std::vector<const ValueMeta*> in;
+    for (const auto& v : n.inputs) in.push_back(v.empty() ? nullptr : &Meta(v));
+    return in;
+  }
+  // Ints from attribute `attr` (older opsets), else from constant input `index` (empty when the
+  // node has neither); a run-time input is Unimplemented, as the op library says.
+  Result<std::vector<int64_t>> AttrOrInputInts(const Node& n, const char* attr,
+                                               size_t index) const {
+    if (n.Has(attr)) return n.GetInts(attr);
+    if (n.Input(index).empty()) return std::vector<int64_t>{};
+    return ops::ConstInts(n, InputMetas(n), index);
+  }
+
   // FP32 value `v` as the GEMM / convolution operand type: FP32 constants are converted once
   // here, run-time values cast into a scratch buffer by an element-wise step.
   Ref Narrow(const Node& n, const std::string& v) {
@@ -796,15 +810,7 @@ class Lowerer {
     const auto& xm = Meta(n.inputs[0]);
     if (!IsFloatType(xm.dtype)) return Status::Unimplemented(n.Describe() + ": FP32 only");
     const int64_t r = static_cast<int64_t>(xm.shape.size());
-    std::vector<int64_t> axes;
-    if (n.Has("axes")) {
-      axes = n.GetInts("axes");
-    } else if (!n.Input(1).empty()) {
-      if (!IsConst(n.Input(1)))
-        return Status::Unimplemented(n.Describe() + ": axes must be compile-time constants");
-      const Tensor& t = ConstOf(n.Input(1));
-      for (int64_t i = 0; i < t.numel(); ++i) axes.push_back(t.GetAsInt64(i));
-    }
+    TESSERA_ASSIGN_OR_RETURN(std::vector<int64_t> axes, AttrOrInputInts(n, "axes", 1));
     if (axes.empty() && !n.GetInt("noop_with_empty_axes", 0))
       for (int64_t i = 0; i < r; ++i) axes.push_back(i);
     for (auto& a : axes) a = ops::NormalizeAxis(a, r);
@@ -877,8 +883,7 @@ class Lowerer {
   }
 
   Status Slice(const Node& n) {
-    std::vector<const ValueMeta*> in;
-    for (const auto& v : n.inputs) in.push_back(v.empty() ? nullptr : &Meta(v));
+    const auto in = InputMetas(n);
     TESSERA_ASSIGN_OR_RETURN(auto sp, ops::ComputeSlice(n, in));
     const auto& xm = Meta(n.inputs[0]);
     const auto xs = Contiguous(xm.shape);
@@ -910,8 +915,7 @@ class Lowerer {
   }
 
   Status Split(const Node& n) {
-    std::vector<const ValueMeta*> in;
-    for (const auto& v : n.inputs) in.push_back(v.empty() ? nullptr : &Meta(v));
+    const auto in = InputMetas(n);
     TESSERA_ASSIGN_OR_RETURN(auto sizes, ops::SplitSizes(n, in, n.outputs.size()));
     const auto& xm = Meta(n.inputs[0]);
     const int64_t r = static_cast<int64_t>(xm.shape.size());
@@ -960,15 +964,11 @@ class Lowerer {
       return Status::Unimplemented(n.Describe() + ": Pad mode '" + mode +
                                    "' (constant, reflect and edge are supported)");
     const auto& xm = Meta(n.inputs[0]);
+    const Shape& ys = Meta(n.outputs[0]).shape;
+    TESSERA_ASSIGN_OR_RETURN(std::vector<int64_t> pads, AttrOrInputInts(n, "pads", 1));
+    if (pads.size() != 2 * xm.shape.size())
+      return Status::InvalidArgument(n.Describe() + ": pads must have 2 x rank entries");
     if (mode != "constant") {
-      std::vector<int64_t> pads = n.GetInts("pads");
-      if (pads.empty()) {
-        if (!IsConst(n.Input(1)))
-          return Status::Unimplemented(n.Describe() + ": pads must be compile-time constants");
-        const Tensor& t = ConstOf(n.Input(1));
-        for (int64_t i = 0; i < t.numel(); ++i) pads.push_back(t.GetAsInt64(i));
-      }
-      const Shape& ys = Meta(n.outputs[0]).shape;
       const size_t r = xm.shape.size();
       if (r > static_cast<size_t>(kMaxRank))
         return Status::Unimplemented(n.Describe() + ": Pad over more than 8 dims");
@@ -990,14 +990,6 @@ class Lowerer {
       pi.out = Of(n.outputs[0]);
       Emit(n, pi);
       return Status::OK();
-    }
-    const Shape& ys = Meta(n.outputs[0]).shape;
-    std::vector<int64_t> pads = n.GetInts("pads");
-    if (pads.empty()) {
-      if (!IsConst(n.Input(1)))
-        return Status::Unimplemented(n.Describe() + ": pads must be compile-time constants");
-      const Tensor& t = ConstOf(n.Input(1));
-      for (int64_t i = 0; i < t.numel(); ++i) pads.push_back(t.GetAsInt64(i));
     }
     const size_t r = xm.shape.size(), es = DataTypeSize(xm.dtype);
     uint64_t bits = 0;
@@ -1027,8 +1019,7 @@ class Lowerer {
   }
 
   Status Resize(const Node& n) {
-    std::vector<const ValueMeta*> in;
-    for (const auto& v : n.inputs) in.push_back(v.empty() ? nullptr : &Meta(v));
+    const auto in = InputMetas(n);
     TESSERA_ASSIGN_OR_RETURN(auto t, ops::ComputeResize(n, in));
     const auto& xm = Meta(n.inputs[0]);
     const size_t r = xm.shape.size();

@@ -102,7 +102,53 @@ TESSERA_HD float ApplyAct(Act act, float x, float a, float b) {
   return x;
 }
 
-// Float-domain element-wise op (inputs converted to float). Comparisons and logic return 0 / 1.
+// Ops with the same rule in both domains (T = float or int64_t): arithmetic that cannot divide,
+// comparisons and logic (0 / 1), selection. Other ops return x.
+template <typename T>
+TESSERA_HD T EwCommon(Ew op, T x, T y, T z) {
+  switch (op) {
+    case Ew::kNeg:
+      return -x;
+    case Ew::kCast:
+      return x;
+    case Ew::kNot:
+      return x == 0;
+    case Ew::kAdd:
+      return x + y;
+    case Ew::kSub:
+      return x - y;
+    case Ew::kMul:
+      return x * y;
+    case Ew::kMin:
+      return x < y ? x : y;
+    case Ew::kMax:
+      return x > y ? x : y;
+    case Ew::kEqual:
+      return x == y;
+    case Ew::kLess:
+      return x < y;
+    case Ew::kGreater:
+      return x > y;
+    case Ew::kLessOrEqual:
+      return x <= y;
+    case Ew::kGreaterOrEqual:
+      return x >= y;
+    case Ew::kAnd:
+      return (x != 0) && (y != 0);
+    case Ew::kOr:
+      return (x != 0) || (y != 0);
+    case Ew::kXor:
+      return (x != 0) != (y != 0);
+    case Ew::kWhere:
+      return x != 0 ? y : z;
+    case Ew::kMulAdd:
+      return x * y + z;
+    default:
+      return x;
+  }
+}
+
+// Float-domain element-wise op (inputs converted to float).
 TESSERA_HD float EwFloat(Ew op, float x, float y, float z, float a, float b) {
   switch (op) {
     case Ew::kRelu:
@@ -143,78 +189,32 @@ TESSERA_HD float EwFloat(Ew op, float x, float y, float z, float a, float b) {
       return fminf(b, fmaxf(a, x));
     case Ew::kSwish:
       return x * SigmoidF(x);
-    case Ew::kNeg:
-      return -x;
     case Ew::kAbs:
       return fabsf(x);
-    case Ew::kCast:
-      return x;
-    case Ew::kNot:
-      return x == 0 ? 1.0f : 0.0f;
-    case Ew::kAdd:
-      return x + y;
-    case Ew::kSub:
-      return x - y;
-    case Ew::kMul:
-      return x * y;
     case Ew::kDiv:
       return x / y;
     case Ew::kPow:
       return powf(x, y);
-    case Ew::kMin:
-      return x < y ? x : y;
-    case Ew::kMax:
-      return x > y ? x : y;
     case Ew::kMod: {  // the result takes the divisor's sign
       float r = fmodf(x, y);
       return (r != 0 && ((r < 0) != (y < 0))) ? r + y : r;
     }
     case Ew::kFmod:
       return fmodf(x, y);
-    case Ew::kEqual:
-      return x == y;
-    case Ew::kLess:
-      return x < y;
-    case Ew::kGreater:
-      return x > y;
-    case Ew::kLessOrEqual:
-      return x <= y;
-    case Ew::kGreaterOrEqual:
-      return x >= y;
-    case Ew::kAnd:
-      return (x != 0) && (y != 0);
-    case Ew::kOr:
-      return (x != 0) || (y != 0);
-    case Ew::kXor:
-      return (x != 0) != (y != 0);
-    case Ew::kWhere:
-      return x != 0 ? y : z;
-    case Ew::kMulAdd:
-      return x * y + z;
-    case Ew::kClamp:
+    case Ew::kClamp:  // as Clip: a NaN input gives the lower bound
       return fminf(z, fmaxf(y, x));
+    default:
+      return EwCommon<float>(op, x, y, z);
   }
-  return x;
 }
 
 // Integer-domain element-wise op (integer and bool inputs as int64), with ONNX's integer rules:
-// division by zero gives 0, Mod takes the divisor's sign, Fmod truncates.
+// division by zero gives 0, Mod takes the divisor's sign, Fmod truncates. Float-only ops never
+// reach it (the lowering checks) and return x.
 TESSERA_HD int64_t EwInt(Ew op, int64_t x, int64_t y, int64_t z) {
   switch (op) {
-    case Ew::kNeg:
-      return -x;
     case Ew::kAbs:
       return x < 0 ? -x : x;
-    case Ew::kCast:
-      return x;
-    case Ew::kNot:
-      return x == 0;
-    case Ew::kAdd:
-      return x + y;
-    case Ew::kSub:
-      return x - y;
-    case Ew::kMul:
-      return x * y;
     case Ew::kDiv:
       return y == 0 ? 0 : x / y;
     case Ew::kPow: {
@@ -223,10 +223,6 @@ TESSERA_HD int64_t EwInt(Ew op, int64_t x, int64_t y, int64_t z) {
       for (int64_t i = 0; i < y && i < 64; ++i) r *= x;
       return r;
     }
-    case Ew::kMin:
-      return x < y ? x : y;
-    case Ew::kMax:
-      return x > y ? x : y;
     case Ew::kMod: {
       if (y == 0) return 0;
       int64_t r = x % y;
@@ -234,30 +230,10 @@ TESSERA_HD int64_t EwInt(Ew op, int64_t x, int64_t y, int64_t z) {
     }
     case Ew::kFmod:
       return y == 0 ? 0 : x % y;
-    case Ew::kEqual:
-      return x == y;
-    case Ew::kLess:
-      return x < y;
-    case Ew::kGreater:
-      return x > y;
-    case Ew::kLessOrEqual:
-      return x <= y;
-    case Ew::kGreaterOrEqual:
-      return x >= y;
-    case Ew::kAnd:
-      return (x != 0) && (y != 0);
-    case Ew::kOr:
-      return (x != 0) || (y != 0);
-    case Ew::kXor:
-      return (x != 0) != (y != 0);
-    case Ew::kWhere:
-      return x != 0 ? y : z;
-    case Ew::kMulAdd:
-      return x * y + z;
     case Ew::kClamp:
       return x < y ? y : (x > z ? z : x);
     default:
-      return x;  // float-only ops never reach the integer domain (the lowering checks)
+      return EwCommon<int64_t>(op, x, y, z);
   }
 }
 
