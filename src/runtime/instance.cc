@@ -5,6 +5,7 @@
 #include <random>
 #include <sstream>
 
+#include "runtime/batch_io.h"
 #include "runtime/served_model.h"
 #include "tessera/core/clock.h"
 
@@ -14,12 +15,6 @@ namespace {
 constexpr size_t kMaxExecutables = 32;  // per instance; least recently used ones are dropped
 
 int64_t Now() { return SystemClock::Default()->NowNs(); }
-
-std::string KeyOf(int64_t rows, const std::vector<Shape>& shapes) {
-  std::string k = std::to_string(rows);
-  for (const auto& s : shapes) k += ShapeToString(s);
-  return k;
-}
 
 bool Batched(const ServedModel& m) { return m.config().max_batch_size > 0; }
 
@@ -63,8 +58,21 @@ Tensor FilledInput(DataType dtype, Shape shape, bool random, std::mt19937* rng) 
 
 }  // namespace
 
+CompileOptions Instance::OptionsFor(int64_t rows, const std::vector<Shape>& item_shapes) const {
+  const Graph& g = model_->graph();
+  CompileOptions o;
+  o.batch = Batched(*model_) ? rows : 1;
+  o.constants = model_->constants();
+  for (size_t i = 0; i < g.inputs.size(); ++i) {
+    Shape full = item_shapes[i];
+    if (Batched(*model_)) full.insert(full.begin(), rows);
+    o.input_shapes[g.inputs[i].name] = full;
+  }
+  return o;
+}
+
 Result<Executable*> Instance::ExecutableFor(int64_t rows, const std::vector<Shape>& item_shapes) {
-  const std::string key = KeyOf(rows, item_shapes);
+  const std::string key = ExecutableKey(rows, item_shapes);
   auto it = exes_.find(key);
   if (it != exes_.end()) {
     lru_.splice(lru_.begin(), lru_, it->second.lru);
@@ -75,15 +83,7 @@ Result<Executable*> Instance::ExecutableFor(int64_t rows, const std::vector<Shap
     return Status::Internal("model '" + model_->name() + "': no executable for batch " +
                             std::to_string(rows) + " and shapes " + key +
                             ", and the weights were released after warm-up");
-  CompileOptions o;
-  o.batch = Batched(*model_) ? rows : 1;
-  o.constants = model_->constants();
-  for (size_t i = 0; i < g.inputs.size(); ++i) {
-    Shape full = item_shapes[i];
-    if (Batched(*model_)) full.insert(full.begin(), rows);
-    o.input_shapes[g.inputs[i].name] = full;
-  }
-  auto exe = model_->engine().Compile(g, o);
+  auto exe = model_->engine().Compile(g, OptionsFor(rows, item_shapes));
   if (!exe.ok())
     return exe.status().WithContext("model '" + model_->name() + "': compiling for batch " +
                                     std::to_string(rows));
@@ -102,6 +102,7 @@ Result<Executable*> Instance::ExecutableFor(int64_t rows, const std::vector<Shap
 }
 
 Result<std::vector<Tensor>> Instance::RunOnce(int64_t rows, std::vector<Tensor> inputs) {
+  if (gpu_) return RunOnceOnGpu(rows, inputs);
   std::vector<Shape> items;
   for (const auto& t : inputs) {
     Shape s = t.shape();
@@ -181,15 +182,9 @@ Status Instance::WarmupSamples() {
 }
 
 void Instance::Execute(std::vector<RequestPtr> batch) {
+  if (gpu_) return ExecuteOnGpu(std::move(batch));
   const int64_t t_dispatch = Now();
   for (auto& r : batch) r->timing.dispatch = t_dispatch;
-  const Graph& g = model_->graph();
-  const ModelConfig& cfg = model_->config();
-  const bool batched = Batched(*model_);
-  int64_t rows = 0;
-  for (const auto& r : batch) rows += r->rows;
-  const int64_t bucket = batched ? model_->settings().BucketFor(rows) : 1;
-
   auto fail_all = [&](const Status& st) {
     for (auto& r : batch) {
       InferenceResponse resp;
@@ -197,39 +192,25 @@ void Instance::Execute(std::vector<RequestPtr> batch) {
       model_->Answer(std::move(r), std::move(resp));
     }
   };
-  // Inputs in graph order; every request has every input (validated at admission).
-  const InferenceRequest& first = *batch.front();
-  std::vector<std::vector<int>> index(batch.size(), std::vector<int>(g.inputs.size(), -1));
-  for (size_t k = 0; k < batch.size(); ++k)
-    for (size_t i = 0; i < g.inputs.size(); ++i)
-      for (size_t j = 0; j < batch[k]->input_names.size(); ++j)
-        if (batch[k]->input_names[j] == g.inputs[i].name) index[k][i] = static_cast<int>(j);
-  std::vector<Shape> items;
-  for (size_t i = 0; i < g.inputs.size(); ++i) {
-    if (index[0][i] < 0) return fail_all(Status::Internal("input '" + g.inputs[i].name + "' lost"));
-    Shape s = first.inputs[index[0][i]].shape();
-    if (batched) s.erase(s.begin());
-    items.push_back(s);
-  }
-  auto exe = ExecutableFor(bucket, items);
+  auto layout = LayoutBatch(*model_, batch);
+  if (!layout.ok()) return fail_all(layout.status());
+  const BatchLayout& l = *layout;
+  auto exe = ExecutableFor(l.bucket, l.items);
   if (!exe.ok()) return fail_all(exe.status());
 
+  const InferenceRequest& first = *batch.front();
   std::vector<Tensor> inputs;
-  if (batch.size() == 1 && (!batched || first.rows == bucket)) {
-    for (size_t i = 0; i < g.inputs.size(); ++i) inputs.push_back(first.inputs[index[0][i]]);
+  if (batch.size() == 1 && (!l.batched || first.rows == l.bucket)) {
+    for (size_t i = 0; i < l.items.size(); ++i) inputs.push_back(first.inputs[l.index[0][i]]);
   } else {
-    for (size_t i = 0; i < g.inputs.size(); ++i) {
-      Shape s = items[i];
-      s.insert(s.begin(), bucket);
-      Tensor t = Tensor::Allocate(first.inputs[index[0][i]].dtype(), s);  // padding rows: 0
-      uint8_t* dst = t.data<uint8_t>();
-      for (size_t k = 0; k < batch.size(); ++k) {
-        const Tensor& src = batch[k]->inputs[index[k][i]];
-        std::memcpy(dst, src.raw(), src.nbytes());
-        dst += src.nbytes();
-      }
-      inputs.push_back(t);
+    std::vector<uint8_t*> dst;
+    for (size_t i = 0; i < l.items.size(); ++i) {
+      Shape s = l.items[i];
+      s.insert(s.begin(), l.bucket);
+      inputs.push_back(Tensor::Allocate(first.inputs[l.index[0][i]].dtype(), s));
+      dst.push_back(inputs.back().data<uint8_t>());
     }
+    GatherInputs(l, batch, dst);
   }
   const int64_t t_input = Now();
   const int compute_threads = ComputeThreadsForCurrentThread();
@@ -237,47 +218,22 @@ void Instance::Execute(std::vector<RequestPtr> batch) {
   Status st = (*exe)->Run(inputs, &outs);
   const int64_t t_infer = Now();
   if (!st.ok()) return fail_all(st.WithContext("model '" + model_->name() + "'"));
-  model_->estimator().Record(bucket, t_infer - t_input);
-
-  const auto& out_specs = (*exe)->info().outputs;
-  if (batched)
-    for (size_t o = 0; o < outs.size(); ++o)
-      if (outs[o].rank() == 0 || outs[o].dim(0) != bucket)
-        return fail_all(Status::Internal("model '" + model_->name() + "': output '" +
-                                         out_specs[o].name + "' has shape " +
-                                         ShapeToString(outs[o].shape()) +
-                                         ", without the batch dimension max_batch_size > 0 "
-                                         "requires"));
-  std::vector<InferenceResponse> responses(batch.size());
-  int64_t offset = 0;
-  for (size_t k = 0; k < batch.size(); ++k) {
-    const InferenceRequest& r = *batch[k];
-    InferenceResponse& resp = responses[k];
-    resp.batch_rows = rows;
-    resp.compute_threads = compute_threads;
-    for (size_t o = 0; o < outs.size(); ++o) {
-      const std::string& name = out_specs[o].name;
-      if (!r.outputs.empty() &&
-          std::find(r.outputs.begin(), r.outputs.end(), name) == r.outputs.end())
-        continue;
-      resp.output_names.push_back(name);
-      resp.outputs.push_back(batched ? outs[o].SliceRows(offset, offset + r.rows) : outs[o]);
-    }
-    offset += r.rows;
-  }
+  model_->estimator().Record(l.bucket, t_infer - t_input);
+  auto responses = CutOutputs(*model_, l, batch, outs, (*exe)->info().outputs);
+  if (!responses.ok()) return fail_all(responses.status());
   const int64_t t_output = Now();
-  model_->mutable_stats().RecordExecution(rows, t_input - t_dispatch, t_infer - t_input,
+  model_->mutable_stats().RecordExecution(l.rows, t_input - t_dispatch, t_infer - t_input,
                                           t_output - t_infer);
-  (void)cfg;
   for (size_t k = 0; k < batch.size(); ++k) {
     batch[k]->timing.input_done = t_input;
     batch[k]->timing.infer_done = t_infer;
     batch[k]->timing.output_done = t_output;
-    model_->Answer(std::move(batch[k]), std::move(responses[k]));
+    (*responses)[k].compute_threads = compute_threads;
+    model_->Answer(std::move(batch[k]), std::move((*responses)[k]));
   }
 }
 
-size_t Instance::memory_bytes() const { return arena_bytes_.load(); }
+size_t Instance::memory_bytes() const { return arena_bytes_.load() + gpu_arena_bytes_.load(); }
 
 bool Instance::ShapesFixed(const ServedModel& m) {
   std::vector<Shape> items;

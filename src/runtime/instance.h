@@ -1,10 +1,12 @@
 // One model instance: its executables (one per batch size and input shape, compiled from the
 // model's graph, weights shared through the model's ConstantCache) and the work of running a
 // batch: gather the requests' rows into batch inputs, run, cut the outputs per request.
-// Used by exactly one executor thread.
+// Used by exactly one executor thread; on a GPU, batch completion may run on the GPU's notifier
+// thread and a live resize on an admin thread (instance_gpu.cc).
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <list>
 #include <map>
 #include <memory>
@@ -12,6 +14,7 @@
 #include <vector>
 
 #include "tessera/engine/engine.h"
+#include "tessera/runtime/gpu.h"
 #include "tessera/runtime/request.h"
 
 namespace tessera::runtime {
@@ -27,15 +30,56 @@ class Instance {
   Status Warmup();
   // Runs `batch` (requests batchable together) and answers every request.
   void Execute(std::vector<RequestPtr> batch);
-  size_t memory_bytes() const;
+  size_t memory_bytes() const;  // activation arenas (and pinned buffers on a GPU)
   // True when the config fixes every input dim (besides the batch): the executables for every
   // batch size can be compiled at warm-up and no request can need another.
   static bool ShapesFixed(const ServedModel& m);
 
+  // --- GPU instances (instance_gpu.cc) ---
+  // Runs this instance on `lease` of `gpu`: every executable is compiled for the slice's SM
+  // count and bound to its place's stream; batches go through the GPU's data path with
+  // `pipeline` executables per batch shape (the next batch's copies overlap this one's compute).
+  // Call before Warmup.
+  void AttachGpu(GpuSlices* gpu, SliceLease lease, Completion how, int pipeline);
+  bool on_gpu() const { return gpu_ != nullptr; }
+  SliceLease lease() const;
+  // Live resize, make before break, on the caller's thread while this instance keeps serving:
+  // PrepareMove compiles every executable the instance has on `next` and runs each once there;
+  // FlipAndDrain makes it the place of every batch from the next one on, waits until the
+  // batches still on the old place are answered and frees the old executables; CancelMove
+  // drops a prepared move that will not flip.
+  Status PrepareMove(const SliceLease& next);
+  struct MoveReport {
+    int64_t flip_ns = 0;
+    int64_t old_last_done_ns = 0;  // the old place's last batch completed (0: none ran)
+    int64_t drained_ns = 0;
+  };
+  MoveReport FlipAndDrain();
+  void CancelMove();
+  // When the first batch on the place of the last flip was submitted (0: none yet).
+  int64_t first_submit_after_flip_ns() const;
+  // Waits until no batch of this instance is on the GPU, frees its GPU executables and returns
+  // its lease to `gpu` (executor stopped).
+  void DetachGpu();
+
  private:
+  struct GpuCopy;
+  struct GpuShape;
+  struct GpuGeneration;
+  void ExecuteOnGpu(std::vector<RequestPtr> batch);
+  Result<std::unique_ptr<GpuCopy>> CompileForGpu(const GpuGeneration& gen, int64_t rows,
+                                                 const std::vector<Shape>& item_shapes);
+  Result<std::vector<Tensor>> RunOnceOnGpu(int64_t rows, const std::vector<Tensor>& inputs);
+  // A free copy of the executable for (rows, shapes) on the current generation, compiled when
+  // missing; marks it busy and counts the batch on its generation.
+  Result<std::pair<std::shared_ptr<GpuGeneration>, GpuCopy*>> AcquireGpuCopy(
+      int64_t rows, const std::vector<Shape>& item_shapes);
+  void ReleaseGpuCopy(GpuGeneration* gen, GpuCopy* copy);
+
   // The executable for `rows` rows (a bucket) with per-row input shapes `item_shapes`.
   Result<Executable*> ExecutableFor(int64_t rows, const std::vector<Shape>& item_shapes);
   Result<std::vector<Tensor>> RunOnce(int64_t rows, std::vector<Tensor> inputs);
+  CompileOptions OptionsFor(int64_t rows, const std::vector<Shape>& item_shapes) const;
   Status WarmupSamples();
 
   ServedModel* model_;
@@ -47,6 +91,15 @@ class Instance {
   std::map<std::string, Cached> exes_;
   std::list<std::string> lru_;          // most recent first
   std::atomic<size_t> arena_bytes_{0};  // activation arenas of exes_ (read by other threads)
+
+  GpuSlices* gpu_ = nullptr;
+  Completion completion_ = Completion::kEvent;
+  int pipeline_ = 2;
+  mutable std::mutex gmu_;  // guards the generations, copies' busy flags, lease_
+  std::condition_variable gcv_;
+  SliceLease lease_;
+  std::shared_ptr<GpuGeneration> cur_, pending_, draining_;
+  std::atomic<size_t> gpu_arena_bytes_{0};
 };
 
 }  // namespace tessera::runtime

@@ -1,5 +1,6 @@
 #include "tessera/runtime/model_manager.h"
 
+#include <fmt/core.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -39,7 +40,9 @@ struct ModelManager::Entry {
   std::string reason;
   std::string stamp;    // what the files looked like at the last load (poll mode)
   int threads = 0;      // a slice set live (tessera slice set); 0: the configured size
+  int groups = 0;       // a GPU slice set live, in SM groups; 0: the configured size
   bool wanted = false;  // the server was told to serve it
+  double resize_ms = 0, resize_gap_us = -1;  // the last live GPU resize
 };
 
 struct ModelManager::Impl {
@@ -197,6 +200,10 @@ Status ModelManager::Load(const std::string& name) {
       if (st.ok()) {
         auto m = std::make_shared<ServedModel>(std::move(cfg), std::move(graph).value(), v,
                                                loc->dir, opts_);
+        {
+          std::lock_guard<std::mutex> lock(impl_->mu);
+          m->set_slice_groups(entry->groups);  // a reload keeps a live resize
+        }
         st = m->Start();
         if (st.ok()) {
           st = impl_->Reserve(opts_, *m);
@@ -420,7 +427,19 @@ Result<SliceState> ModelManager::Slice(const std::string& name) const {
     s.threads = m->compute_threads();
     s.instances = m->config().InstanceCount();
     s.versions.push_back(v);
+    if (runtime::GpuSlices* g = m->gpu()) {
+      const auto leases = m->leases();
+      s.gpu = g->layout().index;
+      s.gpu_sms = g->layout().sms;
+      s.sharing = g->kind();
+      if (!leases.empty()) {
+        s.sms = leases.front().sms;
+        s.confined = leases.front().id != 0;
+      }
+    }
   }
+  s.resize_ms = it->second->resize_ms;
+  s.resize_gap_us = it->second->resize_gap_us;
   return s;
 }
 
@@ -433,8 +452,9 @@ Result<SliceState> ModelManager::SetSliceThreads(const std::string& name, int th
       return Status::NotFound("model '" + name + "' is not loaded");
     for (const auto& [v, m] : it->second->versions)
       if (m->engine().name() != "cpu")
-        return Status::Unimplemented("model '" + name + "' runs on the " + m->engine().name() +
-                                     " engine: live resize of GPU slices is not built yet");
+        return Status::InvalidArgument("model '" + name + "' runs on the " + m->engine().name() +
+                                       " engine: its slice is set in SMs ({\"sms\": N}), not "
+                                       "threads");
     if (threads < 1 || threads > cores)
       return Status::InvalidArgument("model '" + name + "': a CPU slice is 1 to " +
                                      std::to_string(cores) + " compute threads, got " +
@@ -449,6 +469,45 @@ Result<SliceState> ModelManager::SetSliceThreads(const std::string& name, int th
           name, v, threads, was);
     }
   }
+  return Slice(name);
+}
+
+Result<SliceState> ModelManager::SetSliceSms(const std::string& name, int sms) {
+  auto entry = impl_->Find(name);
+  if (!entry) return Status::NotFound("model '" + name + "' is not loaded");
+  std::lock_guard<std::mutex> serialize(entry->load_mu);  // no reload or unload meanwhile
+  std::map<int64_t, std::shared_ptr<ServedModel>> versions;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    versions = entry->versions;
+  }
+  if (versions.empty()) return Status::NotFound("model '" + name + "' is not loaded");
+  int groups = 0;
+  for (const auto& [v, m] : versions) {
+    runtime::GpuSlices* g = m->gpu();
+    if (!g)
+      return Status::InvalidArgument(
+          "model '" + name + "' runs on the " + m->engine().name() +
+          (m->engine().name() == "cpu" ? " engine: its slice is set in threads ({\"threads\": N})"
+                                       : " engine on a GPU that is not sliced (serve --sharing)"));
+    TESSERA_ASSIGN_OR_RETURN(groups, runtime::GroupsFor({sms, 0}, g->layout(), name));
+  }
+  const int64_t t0 = SystemClock::Default()->NowNs();
+  double gap_us = -1;
+  for (const auto& [v, m] : versions) {
+    TESSERA_ASSIGN_OR_RETURN(auto r, m->MoveSlices(groups));
+    gap_us = std::max(gap_us, r.gap_us);
+  }
+  const double ms = (SystemClock::Default()->NowNs() - t0) / 1e6;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    entry->groups = groups;
+    entry->resize_ms = ms;
+    entry->resize_gap_us = gap_us;
+  }
+  spdlog::info("model '{}': every instance now on a {}-SM slice ({:.1f} ms, gap {})", name, sms, ms,
+               gap_us < 0 ? std::string("unknown: no batch ran across the flip")
+                          : fmt::format("{:.0f} us", gap_us));
   return Slice(name);
 }
 

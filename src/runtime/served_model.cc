@@ -1,5 +1,6 @@
 #include "runtime/served_model.h"
 
+#include <fmt/core.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -50,23 +51,34 @@ Status ServedModel::Start() {
   const int threads =
       opts_.threads_per_instance > 0 ? opts_.threads_per_instance : std::max(1, cores / n);
   compute_threads_.store(threads);
-  if (engine_->name() == "cuda") {
+  const std::string dev = engine_->device();
+  if (dev.rfind("cuda:", 0) == 0) {
+    const size_t idx = std::stoul(dev.substr(5));
+    if (idx < opts_.gpus.size()) gpu_ = opts_.gpus[idx];
+  }
+  if (gpu_) {
+    TESSERA_RETURN_IF_ERROR(AcquireSlices(n));
+  } else if (engine_->name() != "cpu") {
     if (config_.SliceRequest())
-      spdlog::warn("model '{}': GPU slices are not built yet; its instances share the whole GPU",
-                   config_.name);
-  } else if (config_.SliceRequest())
+      spdlog::warn(
+          "model '{}': {} is not sliced (serve --sharing none); its instances share the whole "
+          "GPU",
+          config_.name, dev);
+  } else if (config_.SliceRequest()) {
     spdlog::warn(
         "model '{}': parameter {} sets a GPU slice; this CPU instance ignores it and runs {} "
         "compute thread(s) (--threads-per-instance)",
         config_.name, config_.parameters.count("slice_sms") ? "slice_sms" : "slice_percent",
         threads);
+  }
   std::vector<std::future<Status>> warm;
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = false;
   }
   for (int i = 0; i < n; ++i) {
-    instances_.push_back(std::make_unique<Instance>(this, i));
+    if (i >= static_cast<int>(instances_.size()))
+      instances_.push_back(std::make_unique<Instance>(this, i));
     auto promise = std::make_shared<std::promise<Status>>();
     warm.push_back(promise->get_future());
     Instance* inst = instances_.back().get();
@@ -86,7 +98,8 @@ Status ServedModel::Start() {
     return result;
   }
   weight_bytes_ = graph_.WeightBytes() + constants_->bytes();
-  if (opts_.warmup && Instance::ShapesFixed(*this)) {
+  // (GPU models keep them: a live resize compiles again for the new slice.)
+  if (opts_.warmup && !gpu_ && Instance::ShapesFixed(*this)) {
     // Every executable this version will ever need exists now, each holding the (repacked)
     // weights it uses: the graph's own copy of the weights and the cache's anchors can go.
     for (auto& [_, t] : graph_.initializers) t = Tensor();
@@ -122,6 +135,83 @@ void ServedModel::Stop(bool drain) {
   for (auto& t : threads_)
     if (t.joinable()) t.join();
   threads_.clear();
+  for (auto& i : instances_) i->DetachGpu();  // waits for batches still on the GPU
+}
+
+Status ServedModel::AcquireSlices(int n) {
+  int groups = slice_groups_;
+  if (groups == 0 && config_.SliceRequest()) {
+    TESSERA_ASSIGN_OR_RETURN(groups,
+                             GroupsFor(*config_.SliceRequest(), gpu_->layout(), config_.name));
+  }
+  const GpuLayout& g = gpu_->layout();
+  for (int i = 0; i < n; ++i) {
+    const std::string owner = fmt::format("{} v{} instance {}", config_.name, version_, i);
+    auto lease = gpu_->Acquire(owner, groups);
+    if (!lease.ok()) {
+      for (auto& inst : instances_) inst->DetachGpu();
+      instances_.clear();
+      return lease.status().WithContext("model '" + config_.name + "'");
+    }
+    instances_.push_back(std::make_unique<Instance>(this, i));
+    instances_.back()->AttachGpu(gpu_.get(), *lease, opts_.completion, opts_.gpu_pipeline);
+    spdlog::info("model '{}' v{} instance {}: {} ({})", config_.name, version_, i,
+                 groups ? fmt::format("{} of {} SMs on GPU {}", lease->sms, g.sms, g.index)
+                        : fmt::format("the whole GPU {}, unconfined (no slice_sms)", g.index),
+                 gpu_->kind());
+  }
+  return Status::OK();
+}
+
+std::vector<SliceLease> ServedModel::leases() const {
+  std::vector<SliceLease> out;
+  for (const auto& i : instances_)
+    if (i->on_gpu()) out.push_back(i->lease());
+  return out;
+}
+
+Result<ServedModel::MoveResult> ServedModel::MoveSlices(int groups) {
+  std::lock_guard<std::mutex> serialize(move_mu_);
+  if (!gpu_)
+    return Status::FailedPrecondition("model '" + config_.name + "' is not on a GPU slice");
+  const int64_t t0 = Now();
+  // Phase 1: every new slice made and warmed up while the old ones serve.
+  std::vector<SliceLease> old, next;
+  Status failed;
+  for (auto& inst : instances_) {
+    const SliceLease was = inst->lease();
+    auto n = gpu_->BeginResize(was, groups);
+    if (!n.ok()) {
+      failed = n.status();
+      break;
+    }
+    old.push_back(was);
+    next.push_back(*n);
+    failed = inst->PrepareMove(*n);
+    if (!failed.ok()) break;
+  }
+  if (!failed.ok()) {
+    for (size_t k = 0; k < old.size(); ++k) {
+      instances_[k]->CancelMove();
+      (void)gpu_->AbortResize(old[k]);
+    }
+    return failed.WithContext("model '" + config_.name + "' version " + std::to_string(version_) +
+                              ": resize to " + std::to_string(groups * gpu_->layout().group_sms) +
+                              " SMs (nothing was changed)");
+  }
+  // Phase 2: flip each instance at its next batch boundary, drain, free the old slice.
+  MoveResult r;
+  for (size_t k = 0; k < instances_.size(); ++k) {
+    TESSERA_RETURN_IF_ERROR(gpu_->CommitResize(old[k]));
+    const Instance::MoveReport m = instances_[k]->FlipAndDrain();
+    TESSERA_RETURN_IF_ERROR(gpu_->FinishResize(old[k]));
+    const int64_t first = instances_[k]->first_submit_after_flip_ns();
+    if (m.old_last_done_ns > 0 && first > 0)
+      r.gap_us = std::max(r.gap_us, std::max<int64_t>(0, first - m.old_last_done_ns) / 1e3);
+  }
+  r.ms = (Now() - t0) / 1e6;
+  slice_groups_ = groups;
+  return r;
 }
 
 size_t ServedModel::memory_bytes() const {

@@ -61,11 +61,26 @@ class ServedModel final : public ModelHandle, public std::enable_shared_from_thi
   // instance's next batch boundary.
   int compute_threads() const { return compute_threads_.load(); }
   void set_compute_threads(int threads) { compute_threads_.store(threads); }
+  // GPU instances: the sliced GPU they run on (null: CPU, or an unsliced GPU).
+  GpuSlices* gpu() const { return gpu_.get(); }
+  // Before Start: the slice size each instance takes instead of its config's (a live resize
+  // kept across a reload); 0: the config's.
+  void set_slice_groups(int groups) { slice_groups_ = groups; }
+  std::vector<SliceLease> leases() const;
+  // Moves every instance to a slice of `groups` groups, make before break (see
+  // ModelManager::SetSliceSms): all new slices are made and warmed up first; if any cannot be,
+  // none flips.
+  struct MoveResult {
+    double ms = 0;
+    double gap_us = -1;
+  };
+  Result<MoveResult> MoveSlices(int groups);
   // Answers one request of a finished or failed batch and updates the statistics.
   void Answer(RequestPtr r, InferenceResponse&& resp);
 
  private:
   void ExecutorLoop(Instance* inst, int threads);
+  Status AcquireSlices(int instances);
   // Checks the request against the config; sets rows; returns the batching key.
   Result<std::string> Validate(InferenceRequest& r) const;
   void Drop(RequestPtr r, Status why, RejectReason reason);
@@ -92,6 +107,9 @@ class ServedModel final : public ModelHandle, public std::enable_shared_from_thi
   bool weights_released_ = false;
   std::atomic<size_t> in_flight_{0};
   std::atomic<int> compute_threads_{1};
+  std::shared_ptr<GpuSlices> gpu_;
+  int slice_groups_ = 0;
+  std::mutex move_mu_;  // one slice move at a time
 };
 
 }  // namespace tessera::runtime

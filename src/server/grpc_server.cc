@@ -216,7 +216,10 @@ Status FillResponse(ServerContext& ctx, InferenceResponse&& resp, const GrpcInfe
     p["tessera_compute_output_ns"].set_int64_param(t.output_done - t.infer_done);
     p["tessera_server_ns"].set_int64_param(built - t.arrive);  // arrival to response built
     p["tessera_batch_rows"].set_int64_param(resp.batch_rows);
-    p["tessera_compute_threads"].set_int64_param(resp.compute_threads);
+    if (resp.gpu_sms > 0)
+      p["tessera_gpu_sms"].set_int64_param(resp.gpu_sms);
+    else
+      p["tessera_compute_threads"].set_int64_param(resp.compute_threads);
   }
   for (size_t i = 0; i < resp.outputs.size(); ++i) {
     const std::string& name = resp.output_names[i];
@@ -623,12 +626,12 @@ class AdminService final : public tessera::admin::Admin::CallbackService {
     std::string storage;
     Status auth = ctx_->CheckAdmin(Authorization(c, &storage));
     if (!auth.ok()) return Done(c, auth);
-    if (in->size_case() == tessera::admin::SetSliceRequest::kSms)
-      return Done(c, Status::Unimplemented(
-                         "GPU slices in SMs are not built yet; a CPU model's slice is threads"));
-    if (in->size_case() != tessera::admin::SetSliceRequest::kThreads)
-      return Done(c, Status::InvalidArgument("SetSlice needs threads (or sms)"));
-    auto st = ctx_->manager().SetSliceThreads(in->model_name(), in->threads());
+    if (in->size_case() == tessera::admin::SetSliceRequest::SIZE_NOT_SET)
+      return Done(
+          c, Status::InvalidArgument("SetSlice needs threads (CPU models) or sms (GPU models)"));
+    auto st = in->size_case() == tessera::admin::SetSliceRequest::kSms
+                  ? ctx_->manager().SetSliceSms(in->model_name(), in->sms())
+                  : ctx_->manager().SetSliceThreads(in->model_name(), in->threads());
     if (!st.ok()) return Done(c, st.status());
     Fill(*st, out);
     return Done(c, Status::OK());
@@ -641,6 +644,13 @@ class AdminService final : public tessera::admin::Admin::CallbackService {
     out->set_threads(s.threads);
     out->set_instances(s.instances);
     for (int64_t v : s.versions) out->add_versions(v);
+    out->set_gpu(s.gpu);
+    out->set_sms(s.sms);
+    out->set_gpu_sms(s.gpu_sms);
+    out->set_confined(s.confined);
+    out->set_sharing(s.sharing);
+    out->set_resize_ms(s.resize_ms);
+    out->set_resize_gap_us(s.resize_gap_us);
   }
   ServerContext* ctx_;
 };

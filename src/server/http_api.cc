@@ -343,7 +343,8 @@ void HttpApi::Handle(HttpRequest&& req, std::shared_ptr<HttpReplier> replier) {
       return s.ok() ? reply(Json(StatsJson(*s))) : error(s.status());
     }
     if (action == "slice") {
-      // GET: the model's slice; POST {"threads": N}: change it live (admin).
+      // GET: the model's slice; POST {"threads": N} (CPU) or {"sms": N} (sliced GPU): change
+      // it live (admin).
       if (version != 0)
         return error(Status::InvalidArgument(
             "a slice applies to every version of a model: use /v2/models/" + model + "/slice"));
@@ -363,6 +364,22 @@ void HttpApi::Handle(HttpRequest&& req, std::shared_ptr<HttpReplier> replier) {
         w.StartArray();
         for (int64_t v : st.versions) w.String(std::to_string(v).c_str());
         w.EndArray();
+        if (st.gpu >= 0) {
+          w.Key("gpu");
+          w.Int(st.gpu);
+          w.Key("sms");
+          w.Int(st.sms);
+          w.Key("gpu_sms");
+          w.Int(st.gpu_sms);
+          w.Key("confined");
+          w.Bool(st.confined);
+          w.Key("sharing");
+          w.String(st.sharing.c_str());
+          w.Key("resize_ms");
+          w.Double(st.resize_ms);
+          w.Key("resize_gap_us");
+          w.Double(st.resize_gap_us);
+        }
         w.EndObject();
         return std::string(sb.GetString(), sb.GetSize());
       };
@@ -376,12 +393,14 @@ void HttpApi::Handle(HttpRequest&& req, std::shared_ptr<HttpReplier> replier) {
       auto body = ParseBody(req);
       if (!body.ok()) return error(body.status());
       const auto& d = *body;
-      if (d.HasMember("sms"))
-        return error(Status::Unimplemented(
-            "GPU slices in SMs are not built yet; a CPU model's slice is {\"threads\": N}"));
-      if (!d.HasMember("threads") || !d["threads"].IsInt())
-        return error(Status::InvalidArgument("expected {\"threads\": N} with N a whole number"));
-      auto st = ctx_->manager().SetSliceThreads(model, d["threads"].GetInt());
+      const bool sms = d.HasMember("sms");
+      const char* key = sms ? "sms" : "threads";
+      if (!d.HasMember(key) || !d[key].IsInt())
+        return error(Status::InvalidArgument(
+            "expected {\"threads\": N} (CPU models) or {\"sms\": N} (GPU models) with N a "
+            "whole number"));
+      auto st = sms ? ctx_->manager().SetSliceSms(model, d["sms"].GetInt())
+                    : ctx_->manager().SetSliceThreads(model, d["threads"].GetInt());
       return st.ok() ? reply(Json(slice_json(*st))) : error(st.status());
     }
     if (!get) return wrong_method("GET");

@@ -393,8 +393,13 @@ HttpResponse BuildHttpInferResponse(ServerContext& ctx, InferenceResponse&& resp
     w.Int64(built - t.arrive);
     w.Key("tessera_batch_rows");
     w.Int64(resp.batch_rows);
-    w.Key("tessera_compute_threads");
-    w.Int(resp.compute_threads);
+    if (resp.gpu_sms > 0) {
+      w.Key("tessera_gpu_sms");
+      w.Int(resp.gpu_sms);
+    } else {
+      w.Key("tessera_compute_threads");
+      w.Int(resp.compute_threads);
+    }
     w.EndObject();
   }
   w.Key("outputs");

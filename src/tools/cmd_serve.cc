@@ -9,6 +9,7 @@
 #include "server/server.h"
 #include "tools/commands.h"
 #ifdef TESSERA_HAVE_CUDA
+#include "gpu/data_path.h"
 #include "gpu/device_info.h"
 #include "tessera/engine/cuda_engine.h"
 #endif
@@ -33,7 +34,42 @@ struct Opts {
   int verbose = 0;
   std::string engine = "auto";
   int64_t memory_budget_mib = 0;
+  std::string sharing = "auto";
+  std::string completion = "event";
+  int gpu_pipeline = 2;
 };
+
+// One sliced GPU per visible device, as --sharing says. auto: green contexts, or plain streams
+// (with a warning) where the driver has none; none: no slicing, GPU models run on their
+// engine's own stream. An explicit kind that cannot work is an error.
+Result<std::vector<std::shared_ptr<runtime::GpuSlices>>> SliceGpus(const std::string& sharing) {
+  std::vector<std::shared_ptr<runtime::GpuSlices>> out;
+  if (sharing == "none") return out;
+#ifdef TESSERA_HAVE_CUDA
+  auto devices = gpu::ListDevices();
+  if (!devices.ok() || devices->empty()) {
+    if (sharing == "auto") return out;
+    return Status::Unavailable("--sharing " + sharing + ": no GPU is visible");
+  }
+  for (const auto& d : *devices) {
+    auto dev = gpu::CreateGpuDevice(sharing == "auto" ? "green" : sharing, d.index);
+    if (!dev.ok() && sharing == "auto") {
+      spdlog::warn("GPU {}: green contexts unavailable ({}); sharing by plain streams, unconfined",
+                   d.index, dev.status().message());
+      dev = gpu::CreateGpuDevice("streams", d.index);
+    }
+    if (!dev.ok()) return dev.status().WithContext("GPU " + std::to_string(d.index));
+    auto slices = std::make_shared<runtime::GpuSlices>(std::move(dev).value());
+    spdlog::info("{}: sharing {}", slices->layout().Describe(), slices->kind());
+    out.push_back(std::move(slices));
+  }
+#else
+  if (sharing != "auto")
+    return Status::Unavailable("--sharing " + sharing +
+                               ": this build of tessera has no CUDA backend");
+#endif
+  return out;
+}
 
 // The engine each model runs on. --engine auto takes the GPU when one is visible (and this build
 // has the CUDA backend), else the CPU; a model's instance_group kind KIND_CPU / KIND_GPU decides
@@ -108,6 +144,16 @@ int Run(const Opts& o) {
     return 1;
   }
   mo.engine = std::move(engines).value();
+  auto gpus = o.engine == "cpu" ? Result<std::vector<std::shared_ptr<runtime::GpuSlices>>>(
+                                      std::vector<std::shared_ptr<runtime::GpuSlices>>{})
+                                : SliceGpus(o.sharing);
+  if (!gpus.ok()) {
+    fmt::print(stderr, "error: {}\n", gpus.status().ToString());
+    return 1;
+  }
+  mo.gpus = std::move(gpus).value();
+  mo.completion = runtime::ParseCompletion(o.completion).value();
+  mo.gpu_pipeline = o.gpu_pipeline;
   ModelManager manager(mo);
 
   server::ServerOptions so;
@@ -233,6 +279,26 @@ Runner SetupServe(CLI::App& app) {
                  "GPU's memory)")
       ->default_val(0)
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--sharing", o->sharing,
+                 "How GPU models share a GPU: green (CUDA green contexts: each instance on its "
+                 "own SMs, slice_sms / slice_percent in its config, resizable live), streams "
+                 "(one stream per instance on the whole GPU, uncontrolled), exclusive (one "
+                 "batch at a time), none (no slicing: each executable on its own stream); auto: "
+                 "green, or streams where the driver has no green contexts")
+      ->default_val("auto")
+      ->check(CLI::IsMember({"auto", "green", "streams", "exclusive", "none"}));
+  app.add_option("--completion", o->completion,
+                 "How a GPU batch's end is learned: event (a notifier thread per GPU, woken by "
+                 "the batch's event), sync (the executor waits in cudaStreamSynchronize) or "
+                 "spin (the executor polls the event)")
+      ->default_val("event")
+      ->check(CLI::IsMember({"event", "sync", "spin"}));
+  app.add_option("--gpu-pipeline", o->gpu_pipeline,
+                 "Executables per batch shape of a GPU instance: 2 lets the next batch's input "
+                 "copy overlap this batch's compute (double buffering), at twice the "
+                 "activation memory")
+      ->default_val(2)
+      ->check(CLI::Range(1, 8));
   app.add_flag("-v,--verbose", o->verbose, "More log output");
   return [o]() { return Run(*o); };
 }

@@ -1,12 +1,16 @@
 // `tessera slice get|set MODEL [N]`: a running server's model slices, through its admin API
 // (HTTP: GET / POST /v2/models/MODEL/slice; gRPC: tessera.admin.Admin). On the CPU engine a
-// slice is the compute threads each instance runs a batch with; the change applies at the next
-// batch boundary.
+// slice is the compute threads each instance runs a batch with; on a sliced GPU it is the SMs
+// of each instance's slice. `set` asks the server which one the model has first, then sends N
+// as threads or SMs; the change applies at the next batch boundary (on a GPU, make before
+// break: the call returns once the old slices are drained).
 #include <fmt/core.h>
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
+#include <variant>
 
 #include "bench/transport.h"
 #include "tessera_admin.grpc.pb.h"
@@ -26,39 +30,73 @@ std::string Token(const Opts& o) {
   return t ? t : "";
 }
 
-int Print(const std::string& model, const std::string& engine, int threads, int instances) {
-  fmt::print("model {}: {} engine, {} compute thread(s) per instance, {} instance(s)\n", model,
-             engine, threads, instances);
+struct View {
+  std::string model, engine, sharing;
+  int threads = 0, instances = 0, gpu = -1, sms = 0, gpu_sms = 0;
+  bool confined = false;
+  double resize_ms = 0, resize_gap_us = -1;
+};
+
+int Print(const View& v, bool set) {
+  if (v.gpu < 0) {
+    fmt::print("model {}: {} engine, {} compute thread(s) per instance, {} instance(s)\n", v.model,
+               v.engine, v.threads, v.instances);
+    return 0;
+  }
+  if (v.confined)
+    fmt::print("model {}: GPU {}, {} of {} SMs ({:.0f}%) per instance ({}), {} instance(s)\n",
+               v.model, v.gpu, v.sms, v.gpu_sms, 100.0 * v.sms / std::max(1, v.gpu_sms), v.sharing,
+               v.instances);
+  else
+    fmt::print("model {}: GPU {}, unconfined on all {} SMs ({}), {} instance(s)\n", v.model, v.gpu,
+               v.gpu_sms, v.sharing, v.instances);
+  if (set)
+    fmt::print(
+        "resized live in {:.1f} ms; gap between the old slice's last batch and the new "
+        "one's first: {}\n",
+        v.resize_ms,
+        v.resize_gap_us < 0 ? std::string("unknown (no batch ran across the flip)")
+                            : fmt::format("{:.0f} us", v.resize_gap_us));
   return 0;
 }
 
 int CallGrpc(const Opts& o, bool set) {
   auto stub = tessera::admin::Admin::NewStub(
       grpc::CreateChannel(o.url, grpc::InsecureChannelCredentials()));
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  if (const std::string t = Token(o); !t.empty()) ctx.AddMetadata("authorization", "Bearer " + t);
-  tessera::admin::SliceResponse out;
-  grpc::Status st;
-  if (set) {
-    tessera::admin::SetSliceRequest in;
-    in.set_model_name(o.model);
-    in.set_threads(o.size);
-    st = stub->SetSlice(&ctx, in, &out);
-  } else {
+  auto call = [&](bool change, tessera::admin::SliceResponse* out, bool gpu) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(change ? 120 : 10));
+    if (const std::string t = Token(o); !t.empty()) ctx.AddMetadata("authorization", "Bearer " + t);
+    if (change) {
+      tessera::admin::SetSliceRequest in;
+      in.set_model_name(o.model);
+      if (gpu)
+        in.set_sms(o.size);
+      else
+        in.set_threads(o.size);
+      return stub->SetSlice(&ctx, in, out);
+    }
     tessera::admin::GetSliceRequest in;
     in.set_model_name(o.model);
-    st = stub->GetSlice(&ctx, in, &out);
-  }
+    return stub->GetSlice(&ctx, in, out);
+  };
+  tessera::admin::SliceResponse out;
+  grpc::Status st = call(false, &out, false);
+  if (st.ok() && set) st = call(true, &out, out.gpu() >= 0);
   if (!st.ok()) {
     fmt::print(stderr, "error: gRPC {}: {}\n", static_cast<int>(st.error_code()),
                st.error_message());
     return st.error_code() == grpc::StatusCode::INVALID_ARGUMENT ? 2 : 1;
   }
-  return Print(out.model_name(), out.engine(), out.threads(), out.instances());
+  View v{out.model_name(), out.engine(),    out.sharing(),      out.threads(),
+         out.instances(),  out.gpu(),       out.sms(),          out.gpu_sms(),
+         out.confined(),   out.resize_ms(), out.resize_gap_us()};
+  return Print(v, set);
 }
 
-int Call(const Opts& o, const std::string& method, const std::string& body) {
+// One HTTP call; the parsed answer, or the exit code after printing the error.
+std::variant<nlohmann::json, int> Http(const Opts& o, const std::string& method,
+                                       const std::string& body) {
   const std::string token = Token(o);
   auto r = bench::HttpRequest(o.url, method, "/v2/models/" + o.model + "/slice", body,
                               token.empty() ? "" : "Bearer " + token);
@@ -66,7 +104,7 @@ int Call(const Opts& o, const std::string& method, const std::string& body) {
     fmt::print(stderr, "error: {}\n", r.status().ToString());
     return 1;
   }
-  const auto j = nlohmann::json::parse(r->second, nullptr, false);
+  auto j = nlohmann::json::parse(r->second, nullptr, false);
   if (r->first != 200) {
     const std::string msg = j.is_object() && j.contains("error") && j["error"].is_string()
                                 ? j["error"].get<std::string>()
@@ -78,8 +116,30 @@ int Call(const Opts& o, const std::string& method, const std::string& body) {
     fmt::print(stderr, "error: the server's answer is not JSON: {}\n", r->second);
     return 1;
   }
-  return Print(j.value("name", o.model), j.value("engine", "?"), j.value("threads", 0),
-               j.value("instances", 0));
+  return j;
+}
+
+int CallHttp(const Opts& o, bool set) {
+  auto got = Http(o, "GET", "");
+  if (set && std::holds_alternative<nlohmann::json>(got)) {
+    const bool gpu = std::get<nlohmann::json>(got).value("gpu", -1) >= 0;
+    got = Http(o, "POST", nlohmann::json{{gpu ? "sms" : "threads", o.size}}.dump());
+  }
+  if (std::holds_alternative<int>(got)) return std::get<int>(got);
+  const auto& j = std::get<nlohmann::json>(got);
+  View v;
+  v.model = j.value("name", o.model);
+  v.engine = j.value("engine", "?");
+  v.threads = j.value("threads", 0);
+  v.instances = j.value("instances", 0);
+  v.gpu = j.value("gpu", -1);
+  v.sms = j.value("sms", 0);
+  v.gpu_sms = j.value("gpu_sms", 0);
+  v.confined = j.value("confined", false);
+  v.sharing = j.value("sharing", "");
+  v.resize_ms = j.value("resize_ms", 0.0);
+  v.resize_gap_us = j.value("resize_gap_us", -1.0);
+  return Print(v, set);
 }
 
 }  // namespace
@@ -99,15 +159,16 @@ Runner SetupSlice(CLI::App& app) {
   get->add_option("model", o->model, "Model name")->required();
   auto* set = app.add_subcommand("set", "Change a model's slice live (admin)");
   set->add_option("model", o->model, "Model name")->required();
-  set->add_option("size", o->size, "CPU: compute threads per instance")
+  set->add_option("size", o->size,
+                  "CPU models: compute threads per instance; GPU models: SMs per instance (a "
+                  "multiple of the GPU's SM group, 8 on Hopper)")
       ->required()
       ->check(CLI::PositiveNumber);
   return [o, get, set] {
     if (o->url.empty()) o->url = o->protocol == "grpc" ? "localhost:8001" : "localhost:8000";
     if (o->protocol == "grpc") return CallGrpc(*o, set->parsed());
-    if (get->parsed()) return Call(*o, "GET", "");
-    if (set->parsed()) return Call(*o, "POST", nlohmann::json{{"threads", o->size}}.dump());
-    return 2;
+    (void)get;
+    return CallHttp(*o, set->parsed());
   };
 }
 

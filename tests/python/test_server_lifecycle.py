@@ -401,8 +401,8 @@ def test_a_slice_changes_live_under_traffic_without_a_failed_request(tessera_bin
         assert code == 400 and f"1 to {cores} compute threads" in body["error"], body
         code, body = request(base, {"threads": "two"}, auth)
         assert code == 400 and "whole number" in body["error"], body
-        code, body = request(base, {"sms": 8}, auth)
-        assert code == 501 and "SMs" in body["error"], body
+        code, body = request(base, {"sms": 8}, auth)  # SMs are for GPU models
+        assert code == 400 and "{\"threads\": N}" in body["error"], body
         code, body = request(f"http://{s.http}/v2/models/nope/slice", {"threads": 1}, auth)
         assert code == 404, body
         assert request(base)[1]["threads"] == 2
@@ -463,3 +463,23 @@ def test_a_load_past_the_memory_budget_is_refused_and_the_rest_serves(tessera_bi
         assert infer(s)[0] == 200
     finally:
         s.stop()
+
+
+def test_gpu_sharing_without_a_gpu_is_a_clear_error(tessera_bin, tmp_path):
+    import subprocess
+    repo = make_repo(tessera_bin, tmp_path / "repo", "tiny_mlp")
+    r = subprocess.run([str(tessera_bin), "serve", "--help"], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0
+    for flag in ("--sharing", "--completion", "--gpu-pipeline"):
+        assert flag in r.stdout, flag
+    # Asking for slices where there is no GPU stops at once, saying why; auto just serves.
+    r = subprocess.run([str(tessera_bin), "serve", "--model-repository", str(repo),
+                        "--http-port", "-1", "--grpc-port", "-1", "--metrics-port", "-1",
+                        "--sharing", "green"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "--sharing green" in r.stderr and ("no GPU" in r.stderr or "no CUDA" in r.stderr), \
+        r.stderr
+    r = subprocess.run([str(tessera_bin), "serve", "--model-repository", str(repo),
+                        "--sharing", "halves"], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "halves" in r.stderr, r.stderr

@@ -44,6 +44,10 @@ class GpuExecutable : public Executable {
   // bound to a green context) after device_inputs are in place; returns once queued. One
   // enqueue at a time per executable: the arena is shared by its runs.
   virtual Status Enqueue(void* stream) = 0;
+  // Makes `stream` (a slice's stream) the one this executable runs on: library handles are moved
+  // to it and the CUDA graph is captured again on it, so that graph launches there run where
+  // the stream's green context puts them. Enqueue on that stream then launches the graph.
+  virtual Status Bind(void* stream) = 0;
   // The int32 a kernel sets when it meets bad data during the last enqueued run (a Gather index
   // out of range): copy it back with the outputs; non-zero means that run's answer is invalid.
   virtual const void* device_error_word() const = 0;

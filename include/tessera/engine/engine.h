@@ -51,6 +51,9 @@ struct CompileOptions {
   bool profile = false;                       // time every step (see OpProfileMs)
   bool winograd = true;     // CPU: Winograd F(2x2,3x3) for eligible 3x3 convs (else direct conv)
   bool packed_gemm = true;  // CPU: own packed AVX2 GEMM for constant-weight MatMuls (else oneDNN)
+  // GPU engines: the SMs of the slice the executable will run on (tells cuBLASLt to size its
+  // kernels for them); 0: the engine's default (the whole GPU).
+  int sm_count_target = 0;
   // Shares derived constants across compiles of the same model (see ConstantCache); null: none.
   std::shared_ptr<ConstantCache> constants;
 };

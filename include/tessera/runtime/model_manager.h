@@ -13,6 +13,7 @@
 
 #include "tessera/engine/engine.h"
 #include "tessera/model/config.h"
+#include "tessera/runtime/gpu.h"
 #include "tessera/runtime/request.h"
 #include "tessera/runtime/stats.h"
 
@@ -38,6 +39,13 @@ struct ManagerOptions {
   // Memory the CPU models may hold together (weights + arenas); 0: no limit. GPU models are held
   // to their GPU's memory. A load that would pass its device's budget fails, naming who holds it.
   int64_t cpu_memory_budget_bytes = 0;
+  // The GPUs models may be sliced on, by index (a null entry: that GPU is not sliced; its models
+  // run on the engine's own stream and staging). A model whose engine runs on cuda:N with an
+  // entry here gets, per instance, the slice its config asks for (slice_sms / slice_percent) or
+  // the unconfined whole GPU, and goes through that GPU's data path.
+  std::vector<std::shared_ptr<runtime::GpuSlices>> gpus;
+  runtime::Completion completion = runtime::Completion::kEvent;
+  int gpu_pipeline = 2;  // executables per batch shape and GPU instance (double buffering)
 };
 
 // A loaded model version, read-only, for metadata, config and statistics. Safe to keep after
@@ -54,13 +62,24 @@ class ModelHandle {
 };
 
 // A model's share of its device, as `tessera slice` sees it. On the CPU engine a slice is the
-// number of compute threads each instance runs a batch with; on a GPU it will be SMs.
+// number of compute threads each instance runs a batch with; on a sliced GPU it is SMs.
 struct SliceState {
   std::string model;
   std::string engine;  // "cpu", "cuda"
   int threads = 0;     // CPU: compute threads per instance
   int instances = 0;
   std::vector<int64_t> versions;  // the ready versions it applies to
+  // GPU models on a sliced GPU:
+  int gpu = -1;
+  int sms = 0;            // per instance (the GPU's SMs when unconfined)
+  int gpu_sms = 0;        // the GPU's SMs
+  bool confined = false;  // holds a slice (else runs on the whole GPU)
+  std::string sharing;    // "green", "mps", "streams", "exclusive"
+  // The last live resize (SetSliceSms): how long it took, and the host-side gap between the
+  // old slice's last batch finishing and the new slice's first batch starting (-1: unknown,
+  // e.g. no batch ran during the move; 0: they overlapped).
+  double resize_ms = 0;
+  double resize_gap_us = -1;
 };
 
 struct ModelIndexEntry {
@@ -106,6 +125,13 @@ class ModelManager {
   // InvalidArgument for a size the machine cannot give; Unimplemented on GPU instances (live
   // GPU resize comes with the GPU slices work).
   Result<SliceState> SetSliceThreads(const std::string& name, int threads);
+  // Changes a GPU model's slice live, make before break: every instance of every ready version
+  // gets a new slice of `sms` SMs, compiled and warmed up there while the old one serves; the
+  // flip happens at a batch boundary and the old slice is freed once its batches are answered.
+  // Nothing queued or running fails. InvalidArgument for a size the GPU's granularity does not
+  // allow; ResourceExhausted when the SMs are not free (nothing changes); FailedPrecondition for
+  // CPU models and models without a slice.
+  Result<SliceState> SetSliceSms(const std::string& name, int sms);
   // Every model the server was told to serve is ready (startup done, nothing failed to load).
   bool AllReady() const;
 

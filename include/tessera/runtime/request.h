@@ -35,6 +35,7 @@ struct InferenceResponse {
   RequestTiming timing;
   int64_t batch_rows = 0;   // rows of the executed batch (padding excluded)
   int compute_threads = 0;  // CPU compute threads the batch ran with (its slice)
+  int gpu_sms = 0;          // SMs of the GPU slice the batch ran on (0: the CPU)
 };
 
 using ResponseCallback = std::function<void(InferenceResponse&&)>;

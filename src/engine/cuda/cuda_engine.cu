@@ -116,7 +116,7 @@ class CudaExecutable final : public GpuExecutable {
     if (lt_) L().cublasLtDestroy(lt_);
     if (dnn_) L().cudnnDestroy(dnn_);
     if (staging_) cudaFreeHost(staging_);
-    if (stream_) cudaStreamDestroy(stream_);
+    if (own_stream_) cudaStreamDestroy(own_stream_);
   }
 
   Status Build(Program p) {
@@ -125,6 +125,7 @@ class CudaExecutable final : public GpuExecutable {
     TESSERA_RETURN_IF_ERROR(Cuda(cudaSetDevice(opts_.device), "cudaSetDevice"));
     TESSERA_RETURN_IF_ERROR(
         Cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate"));
+    own_stream_ = stream_;
     TESSERA_RETURN_IF_ERROR(Blas(L().cublasLtCreate(&lt_), "cublasLtCreate"));
     TESSERA_RETURN_IF_ERROR(Dnn(L().cudnnCreate(&dnn_), "cudnnCreate"));
     TESSERA_RETURN_IF_ERROR(Dnn(L().cudnnSetStream(dnn_, stream_), "cudnnSetStream"));
@@ -209,6 +210,22 @@ class CudaExecutable final : public GpuExecutable {
   const ExecutableInfo& info() const override { return info_; }
   const std::vector<DeviceSlot>& device_inputs() const override { return dev_in_; }
   const std::vector<DeviceSlot>& device_outputs() const override { return dev_out_; }
+  Status Bind(void* stream) override {
+    auto s = static_cast<cudaStream_t>(stream);
+    if (!s || s == stream_) return Status::OK();
+    TESSERA_RETURN_IF_ERROR(Cuda(cudaSetDevice(opts_.device), "cudaSetDevice"));
+    TESSERA_RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize"));
+    stream_ = s;
+    TESSERA_RETURN_IF_ERROR(Dnn(L().cudnnSetStream(dnn_, stream_), "cudnnSetStream"));
+    if (!graph_exec_) return Status::OK();
+    // Captured again on the bound stream: its kernels then belong to the stream's (green)
+    // context when replayed there.
+    cudaGraphExecDestroy(graph_exec_);
+    cudaGraphDestroy(graph_);
+    graph_exec_ = nullptr;
+    graph_ = nullptr;
+    return Capture();
+  }
   const void* device_error_word() const override {
     return static_cast<const uint8_t*>(arena_->ptr) + prog_.error_offset;
   }
@@ -220,6 +237,7 @@ class CudaExecutable final : public GpuExecutable {
                              sizeof(int32_t), s),
              "cudaMemsetAsync"));
     if (graph_exec_) return Cuda(cudaGraphLaunch(graph_exec_, s), "cudaGraphLaunch");
+    if (s == stream_) return EnqueueSteps();
     // Without a graph the steps go to the executable's own stream, ordered after `s`'s work.
     cudaEvent_t ready;
     TESSERA_RETURN_IF_ERROR(
@@ -513,7 +531,8 @@ class CudaExecutable final : public GpuExecutable {
   std::shared_ptr<WeightCache> weights_;
   Program prog_;
   ExecutableInfo info_;
-  cudaStream_t stream_ = nullptr;
+  cudaStream_t stream_ = nullptr;      // where the steps run: its own, or a slice's (Bind)
+  cudaStream_t own_stream_ = nullptr;  // created here, destroyed here
   cublasLtHandle_t lt_ = nullptr;
   cudnnHandle_t dnn_ = nullptr;
   std::vector<std::shared_ptr<DeviceBuffer>> consts_;
@@ -544,7 +563,9 @@ class CudaEngine final : public Engine {
     LowerOptions lo;
     lo.matmul_type = MatmulTypeOf(opts_.precision);
     TESSERA_ASSIGN_OR_RETURN(auto program, LowerToProgram(std::move(prepared), lo));
-    auto exe = std::make_unique<CudaExecutable>(opts_, weights_);
+    CudaEngineOptions o = opts_;
+    if (options.sm_count_target > 0) o.sm_count_target = options.sm_count_target;
+    auto exe = std::make_unique<CudaExecutable>(o, weights_);
     TESSERA_RETURN_IF_ERROR(exe->Build(std::move(program)));
     return std::unique_ptr<Executable>(std::move(exe));
   }

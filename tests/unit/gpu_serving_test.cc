@@ -1,0 +1,495 @@
+// GPU serving without a GPU: the runtime's GPU path (slices per instance, the data path, the three
+// completion modes, live make-before-break resize, pinned buffers) against a fake GPU whose
+// "device memory" is host memory and whose kernels are the CPU engine. What only a GPU can show
+// (SM confinement, copy-engine overlap, the real gap) is in tests/gpu and bench/.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "tessera/core/clock.h"
+#include "tessera/engine/cuda_engine.h"
+#include "tessera/runtime/gpu.h"
+#include "tessera/runtime/model_manager.h"
+#include "tessera/zoo/zoo.h"
+
+namespace tessera {
+namespace {
+namespace fs = std::filesystem;
+using runtime::Completion;
+using runtime::GpuDevice;
+using runtime::GpuLayout;
+
+// What the fake GPU saw, for the tests to check.
+struct Observed {
+  std::mutex mu;
+  std::vector<int> sm_targets;        // of every compile
+  std::atomic<int> runs{0};           // batches run
+  std::atomic<int> on_dead_place{0};  // batches that found their place destroyed
+  std::atomic<int> unbound{0};        // enqueues on a stream the executable is not bound to
+  std::atomic<int64_t> host_allocs{0}, host_frees{0};
+  std::atomic<bool> gather_fault{false};  // the next run reports an out-of-range index
+};
+
+class FakeGpuExecutable final : public GpuExecutable {
+ public:
+  FakeGpuExecutable(std::unique_ptr<Executable> inner, Observed* seen)
+      : inner_(std::move(inner)), seen_(seen) {
+    for (const auto& s : inner_->info().inputs) {
+      in_mem_.push_back(Tensor::Allocate(s.dtype, s.shape));
+      in_.push_back({s, in_mem_.back().raw(), in_mem_.back().nbytes()});
+    }
+    for (const auto& s : inner_->info().outputs) {
+      out_mem_.push_back(Tensor::Allocate(s.dtype, s.shape));
+      out_.push_back({s, out_mem_.back().raw(), out_mem_.back().nbytes()});
+    }
+  }
+  Status Run(const std::vector<Tensor>& in, std::vector<Tensor>* out) override {
+    return inner_->Run(in, out);
+  }
+  const ExecutableInfo& info() const override { return inner_->info(); }
+  const std::vector<DeviceSlot>& device_inputs() const override { return in_; }
+  const std::vector<DeviceSlot>& device_outputs() const override { return out_; }
+  const void* device_error_word() const override { return &err_; }
+  Status Bind(void* stream) override {
+    bound_ = stream;
+    return Status::OK();
+  }
+  Status Enqueue(void* stream) override {
+    if (stream != bound_) ++seen_->unbound;
+    err_ = seen_->gather_fault.exchange(false) ? 1 : 0;
+    std::vector<Tensor> outs;
+    TESSERA_RETURN_IF_ERROR(inner_->Run(in_mem_, &outs));
+    for (size_t o = 0; o < outs.size(); ++o)
+      std::memcpy(out_mem_[o].raw(), outs[o].raw(), outs[o].nbytes());
+    return Status::OK();
+  }
+
+ private:
+  std::unique_ptr<Executable> inner_;
+  Observed* seen_;
+  std::vector<Tensor> in_mem_, out_mem_;
+  std::vector<DeviceSlot> in_, out_;
+  void* bound_ = nullptr;
+  int32_t err_ = 0;
+};
+
+class FakeGpuEngine final : public Engine {
+ public:
+  explicit FakeGpuEngine(Observed* seen) : cpu_(CreateCpuEngine(1)), seen_(seen) {}
+  std::string name() const override { return "cuda"; }
+  std::string device() const override { return "cuda:0"; }
+  Result<std::unique_ptr<Executable>> Compile(const Graph& g, const CompileOptions& o) override {
+    {
+      std::lock_guard<std::mutex> lock(seen_->mu);
+      seen_->sm_targets.push_back(o.sm_count_target);
+    }
+    TESSERA_ASSIGN_OR_RETURN(auto inner, cpu_->Compile(g, o));
+    return std::unique_ptr<Executable>(
+        std::make_unique<FakeGpuExecutable>(std::move(inner), seen_));
+  }
+
+ private:
+  std::unique_ptr<Engine> cpu_;
+  Observed* seen_;
+};
+
+class FakeProvider final : public runtime::SliceProvider {
+ public:
+  std::string kind() const override { return "fake"; }
+  Result<uint64_t> Create(const std::vector<int>& groups) override {
+    std::lock_guard<std::mutex> lock(mu);
+    if (fail_next) {
+      fail_next = false;
+      return Status::Internal("green context creation failed (injected)");
+    }
+    live[next] = groups;
+    return next++;
+  }
+  void Destroy(uint64_t place) override {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_EQ(live.erase(place), 1u) << "place " << place << " destroyed twice or never made";
+  }
+  bool Live(uint64_t place) {
+    std::lock_guard<std::mutex> lock(mu);
+    return live.count(place) > 0;
+  }
+  std::map<uint64_t, std::vector<int>> Places() {
+    std::lock_guard<std::mutex> lock(mu);
+    return live;
+  }
+  std::mutex mu;
+  std::map<uint64_t, std::vector<int>> live;
+  uint64_t next = 1;
+  bool fail_next = false;
+};
+
+// "Device" memory is host memory; the GPU is one worker thread that runs batches in order, and
+// completions go through a Notifier as on a real GPU.
+class FakeDevice final : public GpuDevice {
+ public:
+  explicit FakeDevice(Observed* seen) : seen_(seen), gpu_("fake-gpu"), notify_("fake-notify") {
+    layout_.index = 0;
+    layout_.name = "FakeH100";
+    layout_.sms = 132;
+    layout_.group_sms = 8;
+    layout_.memory_bytes = int64_t{80} << 30;
+  }
+  ~FakeDevice() override {
+    gpu_.Stop();
+    notify_.Stop();
+  }
+  const GpuLayout& layout() const override { return layout_; }
+  runtime::SliceProvider& provider() override { return provider_; }
+  void* Stream(uint64_t place) override {
+    return provider_.Live(place) ? reinterpret_cast<void*>(0x1000 + place) : nullptr;
+  }
+  Result<void*> HostAlloc(size_t bytes) override {
+    ++seen_->host_allocs;
+    return std::malloc(bytes);
+  }
+  void HostFree(void* p) override {
+    ++seen_->host_frees;
+    std::free(p);
+  }
+  Status Submit(const Batch& b, Completion how, std::function<void(Status)> done) override {
+    if (!Stream(b.place))
+      return Status::Internal("place " + std::to_string(b.place) + " does not exist");
+    auto work = [this, b] {
+      void* stream = Stream(b.place);
+      if (!stream) {
+        ++seen_->on_dead_place;
+        return Status::Internal("the place was destroyed under a running batch");
+      }
+      const auto& ins = b.exe->device_inputs();
+      for (size_t i = 0; i < ins.size(); ++i) std::memcpy(ins[i].device, b.inputs[i], ins[i].bytes);
+      TESSERA_RETURN_IF_ERROR(b.exe->Enqueue(stream));
+      const auto& outs = b.exe->device_outputs();
+      for (size_t o = 0; o < outs.size(); ++o)
+        std::memcpy(b.outputs[o], outs[o].device, outs[o].bytes);
+      std::memcpy(b.error_word, b.exe->device_error_word(), sizeof(int32_t));
+      ++seen_->runs;
+      return Status::OK();
+    };
+    if (how != Completion::kEvent) {
+      done(work());
+      return Status::OK();
+    }
+    gpu_.Post([this, work, done] {
+      Status st = work();
+      notify_.Post([done, st] { done(st); });
+    });
+    return Status::OK();
+  }
+  FakeProvider& fake_provider() { return provider_; }
+
+ private:
+  Observed* seen_;
+  GpuLayout layout_;
+  FakeProvider provider_;
+  runtime::Notifier gpu_, notify_;
+};
+
+class GpuServingTest : public ::testing::TestWithParam<Completion> {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("tessera_gpu_serving_" + std::to_string(::getpid()) + "_" +
+                                        std::to_string(reinterpret_cast<uintptr_t>(this)));
+    fs::remove_all(dir_);
+    ASSERT_TRUE(zoo::WriteRepository(dir_.string(), {"tiny_mlp"}).ok());
+    device_ = std::make_shared<FakeDevice>(&seen_);
+    slices_ = std::make_shared<runtime::GpuSlices>(device_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  // tiny_mlp with `extra` config lines (parameters, instance groups).
+  void WriteModel(const std::string& name, const std::string& extra) {
+    if (name != "tiny_mlp") fs::copy(dir_ / "tiny_mlp", dir_ / name, fs::copy_options::recursive);
+    std::ofstream(dir_ / name / "config.pbtxt")
+        << "name: \"" << name << "\"\nplatform: \"onnxruntime_onnx\"\nmax_batch_size: 64\n"
+        << "input { name: \"input\" data_type: TYPE_FP32 dims: 16 }\n"
+        << "output { name: \"output_out\" data_type: TYPE_FP32 dims: 16 }\n"
+        << "dynamic_batching { }\n"
+        << extra;
+  }
+  static std::string SliceSms(int sms, int instances = 1) {
+    return "parameters { key: \"slice_sms\" value: { string_value: \"" + std::to_string(sms) +
+           "\" } }\ninstance_group { count: " + std::to_string(instances) + " kind: KIND_GPU }\n";
+  }
+
+  ManagerOptions Options() {
+    ManagerOptions o;
+    o.repository = dir_.string();
+    o.threads_per_instance = 1;
+    o.gpus = {slices_};
+    o.completion = GetParam();
+    Observed* seen = &seen_;
+    o.engine = [seen](const ModelConfig& c) -> Result<std::unique_ptr<Engine>> {
+      for (const auto& g : c.instance_groups)
+        if (g.kind == InstanceGroup::Kind::kCpu) return CreateCpuEngine(1);
+      return std::unique_ptr<Engine>(std::make_unique<FakeGpuEngine>(seen));
+    };
+    return o;
+  }
+
+  static RequestPtr MakeRequest(const std::string& model, int64_t rows, float value,
+                                ResponseCallback done) {
+    auto r = std::make_unique<InferenceRequest>();
+    r->model = model;
+    r->input_names = {"input"};
+    Tensor t = Tensor::Allocate(DataType::kFloat32, {rows, 16});
+    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = value + 0.01f * (i % 16);
+    r->inputs = {t};
+    r->timing.arrive = SystemClock::Default()->NowNs();
+    r->done = std::move(done);
+    return r;
+  }
+  static InferenceResponse Infer(ModelManager& m, const std::string& model, int64_t rows,
+                                 float value = 1.0f) {
+    std::promise<InferenceResponse> p;
+    auto f = p.get_future();
+    m.Infer(MakeRequest(model, rows, value,
+                        [&p](InferenceResponse&& r) { p.set_value(std::move(r)); }));
+    return f.get();
+  }
+
+  fs::path dir_;
+  Observed seen_;
+  std::shared_ptr<FakeDevice> device_;
+  std::shared_ptr<runtime::GpuSlices> slices_;
+};
+
+bool Contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+TEST_P(GpuServingTest, InstancesGetTheirSlicesAndAnswerLikeTheCpu) {
+  WriteModel("tiny_mlp", SliceSms(32, 2));
+  WriteModel("cpu_mlp", "instance_group { count: 1 kind: KIND_CPU }\n");
+  ModelManager m(Options());
+  ASSERT_TRUE(m.Load("tiny_mlp").ok());
+  ASSERT_TRUE(m.Load("cpu_mlp").ok());
+  // Two instances, 4 groups (32 SMs) each; the rest stays free.
+  EXPECT_EQ(device_->fake_provider().Places().size(), 2u);
+  EXPECT_EQ(slices_->free_groups(), 16 - 8);
+  auto s = m.Slice("tiny_mlp");
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->gpu, 0);
+  EXPECT_EQ(s->sms, 32);
+  EXPECT_EQ(s->gpu_sms, 132);
+  EXPECT_TRUE(s->confined);
+  EXPECT_EQ(s->sharing, "fake");
+  {
+    std::lock_guard<std::mutex> lock(seen_.mu);
+    ASSERT_FALSE(seen_.sm_targets.empty());
+    for (int t : seen_.sm_targets) EXPECT_EQ(t, 32) << "compiled for the slice's SMs";
+  }
+  // Odd batch sizes (padded to a bucket) and single rows answer exactly as the CPU model.
+  for (int64_t rows : {1, 3, 8, 13}) {
+    const InferenceResponse g = Infer(m, "tiny_mlp", rows, 0.5f);
+    const InferenceResponse c = Infer(m, "cpu_mlp", rows, 0.5f);
+    ASSERT_TRUE(g.status.ok()) << g.status.ToString();
+    ASSERT_TRUE(c.status.ok()) << c.status.ToString();
+    EXPECT_EQ(g.gpu_sms, 32);
+    EXPECT_EQ(c.gpu_sms, 0);
+    ASSERT_EQ(g.outputs.size(), 1u);
+    ASSERT_EQ(g.outputs[0].shape(), (Shape{rows, 16}));
+    for (int64_t i = 0; i < g.outputs[0].numel(); ++i)
+      ASSERT_NEAR(g.outputs[0].data<float>()[i], c.outputs[0].data<float>()[i], 1e-5) << i;
+  }
+  EXPECT_EQ(seen_.unbound.load(), 0);
+  // A bad index found on the GPU fails that batch's requests only.
+  seen_.gather_fault = true;
+  const InferenceResponse bad = Infer(m, "tiny_mlp", 2);
+  EXPECT_EQ(bad.status.code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(Contains(bad.status.message(), "out of range")) << bad.status.ToString();
+  EXPECT_TRUE(Infer(m, "tiny_mlp", 2).status.ok());
+  // A CPU model has no SM slice; a GPU model no thread slice.
+  EXPECT_EQ(m.SetSliceSms("cpu_mlp", 16).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(m.SetSliceThreads("tiny_mlp", 1).status().code(), StatusCode::kInvalidArgument);
+  // Unloading gives the groups back.
+  ASSERT_TRUE(m.Unload("tiny_mlp").ok());
+  EXPECT_EQ(slices_->free_groups(), 16);
+  EXPECT_TRUE(device_->fake_provider().Places().empty());
+}
+
+TEST_P(GpuServingTest, SlicesThatDoNotFitAreRefusedAndOthersKeepServing) {
+  WriteModel("tiny_mlp", SliceSms(64));
+  WriteModel("second", SliceSms(64));
+  WriteModel("third", SliceSms(64));
+  WriteModel("odd", SliceSms(20));
+  WriteModel("unconfined", "instance_group { count: 1 kind: KIND_GPU }\n");
+  ModelManager m(Options());
+  ASSERT_TRUE(m.Load("tiny_mlp").ok());
+  ASSERT_TRUE(m.Load("second").ok());
+  const Status third = m.Load("third");
+  EXPECT_EQ(third.code(), StatusCode::kResourceExhausted) << third.ToString();
+  EXPECT_TRUE(Contains(third.message(), "0 SMs are free")) << third.ToString();
+  EXPECT_TRUE(Contains(third.message(), "tiny_mlp v1 instance 0 (64 SMs)")) << third.ToString();
+  const Status odd = m.Load("odd");
+  EXPECT_EQ(odd.code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(Contains(odd.message(), "expected a multiple of 8")) << odd.ToString();
+  // A model without a slice runs unconfined on the whole GPU, beside the slices.
+  ASSERT_TRUE(m.Load("unconfined").ok());
+  auto u = m.Slice("unconfined");
+  ASSERT_TRUE(u.ok());
+  EXPECT_FALSE(u->confined);
+  EXPECT_EQ(u->sms, 132);
+  EXPECT_EQ(m.SetSliceSms("unconfined", 16).status().code(), StatusCode::kFailedPrecondition);
+  for (const char* name : {"tiny_mlp", "second", "unconfined"})
+    EXPECT_TRUE(Infer(m, name, 4).status.ok()) << name;
+  // Nothing leaked from the refused loads: one place per loaded instance, plus the shared one.
+  EXPECT_EQ(device_->fake_provider().Places().size(), 3u);
+}
+
+TEST_P(GpuServingTest, LiveResizeUnderLoadLosesNothing) {
+  WriteModel("tiny_mlp", SliceSms(32, 2));
+  WriteModel("neighbour", SliceSms(16));
+  ModelManager m(Options());
+  ASSERT_TRUE(m.Load("tiny_mlp").ok());
+  ASSERT_TRUE(m.Load("neighbour").ok());
+  const auto before = device_->fake_provider().Places();
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0}, failed{0};
+  std::mutex mu;
+  std::set<int> sms_seen;
+  std::string first_error;
+  std::vector<std::thread> clients;
+  struct JoinAll {  // a failed ASSERT below must not leave the clients running
+    std::atomic<bool>& stop;
+    std::vector<std::thread>& threads;
+    ~JoinAll() {
+      stop = true;
+      for (auto& t : threads)
+        if (t.joinable()) t.join();
+    }
+  } join_all{stop, clients};
+  for (int c = 0; c < 4; ++c)
+    clients.emplace_back([&, c] {
+      while (!stop) {
+        const InferenceResponse r = Infer(m, "tiny_mlp", 1 + c % 3, 0.25f * c);
+        std::lock_guard<std::mutex> lock(mu);
+        if (r.status.ok()) {
+          ++ok;
+          sms_seen.insert(r.gpu_sms);
+        } else {
+          ++failed;
+          if (first_error.empty()) first_error = r.status.ToString();
+        }
+      }
+    });
+  auto wait_for = [&](int n) {
+    for (int i = 0; i < 2000 && ok < n; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  };
+  wait_for(50);
+  auto grown = m.SetSliceSms("tiny_mlp", 48);
+  ASSERT_TRUE(grown.ok()) << grown.status().ToString();
+  EXPECT_EQ(grown->sms, 48);
+  EXPECT_GT(grown->resize_ms, 0);
+  wait_for(ok + 50);
+  // Too big for what is free (2 x 48 + 16 of 128 held): refused, nothing changes.
+  auto too_big = m.SetSliceSms("tiny_mlp", 72);
+  EXPECT_EQ(too_big.status().code(), StatusCode::kResourceExhausted) << too_big.status().ToString();
+  EXPECT_TRUE(Contains(too_big.status().message(), "nothing was changed"));
+  EXPECT_EQ(m.Slice("tiny_mlp")->sms, 48);
+  // Not a whole number of groups: refused before anything is made.
+  EXPECT_EQ(m.SetSliceSms("tiny_mlp", 20).status().code(), StatusCode::kInvalidArgument);
+  // A place that cannot be made aborts the move; the old slices keep serving.
+  device_->fake_provider().fail_next = true;
+  EXPECT_FALSE(m.SetSliceSms("tiny_mlp", 16).ok());
+  EXPECT_EQ(m.Slice("tiny_mlp")->sms, 48);
+  auto shrunk = m.SetSliceSms("tiny_mlp", 16);
+  ASSERT_TRUE(shrunk.ok()) << shrunk.status().ToString();
+  EXPECT_EQ(shrunk->sms, 16);
+  wait_for(ok + 50);
+  stop = true;
+  for (auto& t : clients) t.join();
+
+  EXPECT_EQ(failed.load(), 0) << first_error;
+  EXPECT_EQ(seen_.on_dead_place.load(), 0);
+  EXPECT_EQ(seen_.unbound.load(), 0);
+  EXPECT_TRUE(sms_seen.count(32) && sms_seen.count(48) && sms_seen.count(16))
+      << "requests ran on every slice size";
+  // The old places are gone; the model holds 2 x 2 groups, the neighbour its 2.
+  const auto after = device_->fake_provider().Places();
+  EXPECT_EQ(after.size(), 3u);
+  for (const auto& [place, groups] : before)
+    if (groups.size() == 4) {
+      EXPECT_EQ(after.count(place), 0u) << "old place " << place << " kept";
+    }
+  EXPECT_EQ(slices_->free_groups(), 16 - 4 - 2);
+  // A reload keeps the live size.
+  ASSERT_TRUE(m.Load("tiny_mlp").ok());
+  EXPECT_EQ(m.Slice("tiny_mlp")->sms, 16);
+}
+
+TEST_P(GpuServingTest, PinnedBuffersAreRecycledAndAllReturned) {
+  {
+    WriteModel("tiny_mlp", SliceSms(8));
+    ModelManager m(Options());
+    ASSERT_TRUE(m.Load("tiny_mlp").ok());
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(Infer(m, "tiny_mlp", 5).status.ok());
+    const int64_t allocs = seen_.host_allocs;
+    EXPECT_GT(allocs, 0);
+    ASSERT_TRUE(m.SetSliceSms("tiny_mlp", 16).ok());
+    EXPECT_EQ(seen_.host_allocs.load(), allocs * 2) << "the new slice's buffers beside the old";
+    ASSERT_TRUE(m.SetSliceSms("tiny_mlp", 8).ok());
+    // Buffers of the dropped executables were reused by the new ones, not allocated again.
+    EXPECT_EQ(seen_.host_allocs.load(), allocs * 2);
+  }
+  slices_.reset();  // the pool goes with the GPU
+  EXPECT_EQ(seen_.host_allocs.load(), seen_.host_frees.load());
+}
+
+INSTANTIATE_TEST_SUITE_P(Completions, GpuServingTest,
+                         ::testing::Values(Completion::kEvent, Completion::kSync,
+                                           Completion::kSpin),
+                         [](const auto& info) { return runtime::CompletionName(info.param); });
+
+TEST(PinnedPool, SizeClassesAndReuse) {
+  Observed seen;
+  FakeDevice dev(&seen);
+  {
+    runtime::PinnedPool pool(&dev);
+    void* a = pool.Get(100).value();
+    void* b = pool.Get(5000).value();
+    EXPECT_EQ(pool.held_bytes(), 4096u + 8192u);
+    pool.Put(a);
+    EXPECT_EQ(pool.Get(4096).value(), a) << "same class: reused";
+    EXPECT_NE(pool.Get(10).value(), a) << "in use: a new one";
+    pool.Put(b);
+    EXPECT_EQ(pool.Get(8000).value(), b);
+    EXPECT_EQ(seen.host_allocs.load(), 3);
+  }
+  EXPECT_EQ(seen.host_frees.load(), 3);
+}
+
+TEST(Notifier, RunsInOrderAndDrainsOnStop) {
+  std::vector<int> order;
+  {
+    runtime::Notifier n("test");
+    for (int i = 0; i < 100; ++i) n.Post([&order, i] { order.push_back(i); });
+    n.Stop();
+  }
+  ASSERT_EQ(order.size(), 100u);
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(order[i], i);
+}
+
+TEST(Completion, Names) {
+  for (auto c : {Completion::kEvent, Completion::kSync, Completion::kSpin})
+    EXPECT_EQ(runtime::ParseCompletion(runtime::CompletionName(c)).value(), c);
+  EXPECT_TRUE(Contains(runtime::ParseCompletion("poll").status().message(),
+                       "expected event, sync or spin"));
+}
+
+}  // namespace
+}  // namespace tessera
