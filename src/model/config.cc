@@ -329,10 +329,19 @@ std::optional<ModelConfig::Slice> ModelConfig::SliceRequest() const {
   return std::nullopt;
 }
 
-int ModelConfig::InstanceCount() const {
-  int n = 0;
-  for (const auto& g : instance_groups) n += g.count;
-  return n > 0 ? n : 1;
+int ModelConfig::InstanceCount() const { return static_cast<int>(InstanceGpus().size()); }
+
+std::vector<int> ModelConfig::InstanceGpus() const {
+  std::vector<int> out;
+  for (const auto& g : instance_groups) {
+    if (g.gpus.empty() || g.kind == InstanceGroup::Kind::kCpu) {
+      out.insert(out.end(), std::max(0, g.count), -1);
+      continue;
+    }
+    for (int gpu : g.gpus) out.insert(out.end(), std::max(0, g.count), gpu);
+  }
+  if (out.empty()) out.push_back(-1);
+  return out;
 }
 
 Result<ModelConfig> ParseModelConfig(const std::string& text) {

@@ -83,7 +83,7 @@ Result<Executable*> Instance::ExecutableFor(int64_t rows, const std::vector<Shap
     return Status::Internal("model '" + model_->name() + "': no executable for batch " +
                             std::to_string(rows) + " and shapes " + key +
                             ", and the weights were released after warm-up");
-  auto exe = model_->engine().Compile(g, OptionsFor(rows, item_shapes));
+  auto exe = engine_->Compile(g, OptionsFor(rows, item_shapes));
   if (!exe.ok())
     return exe.status().WithContext("model '" + model_->name() + "': compiling for batch " +
                                     std::to_string(rows));

@@ -23,8 +23,10 @@ class ServedModel;
 
 class Instance {
  public:
-  Instance(ServedModel* model, int index) : model_(model), index_(index) {}
+  Instance(ServedModel* model, int index, Engine* engine)
+      : model_(model), index_(index), engine_(engine) {}
   int index() const { return index_; }
+  Engine& engine() const { return *engine_; }
   // Compiles every batch size whose shapes the config fixes, runs each once (seeding the
   // latency estimate) and runs the config's warm-up samples.
   Status Warmup();
@@ -42,6 +44,7 @@ class Instance {
   // Call before Warmup.
   void AttachGpu(GpuSlices* gpu, SliceLease lease, Completion how, int pipeline);
   bool on_gpu() const { return gpu_ != nullptr; }
+  GpuSlices* gpu() const { return gpu_; }
   SliceLease lease() const;
   // Live resize, make before break, on the caller's thread while this instance keeps serving:
   // PrepareMove compiles every executable the instance has on `next` and runs each once there;
@@ -84,6 +87,7 @@ class Instance {
 
   ServedModel* model_;
   int index_;
+  Engine* engine_;
   struct Cached {
     std::unique_ptr<Executable> exe;
     std::list<std::string>::iterator lru;

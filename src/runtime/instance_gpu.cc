@@ -80,7 +80,7 @@ Result<std::unique_ptr<Instance::GpuCopy>> Instance::CompileForGpu(
     const GpuGeneration& gen, int64_t rows, const std::vector<Shape>& item_shapes) {
   CompileOptions o = OptionsFor(rows, item_shapes);
   o.sm_count_target = gen.lease.sms;
-  auto exe = model_->engine().Compile(model_->graph(), o);
+  auto exe = engine_->Compile(model_->graph(), o);
   if (!exe.ok())
     return exe.status().WithContext("model '" + model_->name() + "': compiling for batch " +
                                     std::to_string(rows) + " on a " +
@@ -90,7 +90,7 @@ Result<std::unique_ptr<Instance::GpuCopy>> Instance::CompileForGpu(
   c->exe = std::move(exe).value();
   c->gexe = dynamic_cast<GpuExecutable*>(c->exe.get());
   if (!c->gexe)
-    return Status::Internal("model '" + model_->name() + "': the " + model_->engine().name() +
+    return Status::Internal("model '" + model_->name() + "': the " + engine_->name() +
                             " engine gave an executable the GPU data path cannot run");
   TESSERA_RETURN_IF_ERROR(c->gexe->Bind(gen.stream));
   c->bytes = c->exe->info().activation_bytes;

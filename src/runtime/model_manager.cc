@@ -40,7 +40,7 @@ struct ModelManager::Entry {
   std::string reason;
   std::string stamp;    // what the files looked like at the last load (poll mode)
   int threads = 0;      // a slice set live (tessera slice set); 0: the configured size
-  int groups = 0;       // a GPU slice set live, in SM groups; 0: the configured size
+  int sms = 0;          // a GPU slice set live, in SMs; 0: the configured size
   bool wanted = false;  // the server was told to serve it
   double resize_ms = 0, resize_gap_us = -1;  // the last live GPU resize
 };
@@ -48,25 +48,36 @@ struct ModelManager::Entry {
 struct ModelManager::Impl {
   // Per device ("cpu", "cuda:0"): what the loaded versions hold. Guarded by mu.
   std::map<std::string, runtime::MemoryBudget> budgets;
-  // Reserves a started version's memory on its device; a refusal names who holds the budget.
+  // Reserves a started version's memory on every device it uses; a refusal names who holds
+  // the budget and reserves nothing.
   Status Reserve(const ManagerOptions& o, ServedModel& m) {
     std::lock_guard<std::mutex> lock(mu);
-    const std::string dev = m.engine().device();
-    const int64_t cap =
-        dev == "cpu" ? o.cpu_memory_budget_bytes : m.engine().memory_capacity_bytes();
-    if (cap <= 0) return Status::OK();
-    auto it = budgets.find(dev);
-    if (it == budgets.end())
-      it = budgets
-               .emplace(dev, runtime::MemoryBudget(
-                                 dev == "cpu" ? "the CPU" : "GPU " + dev.substr(5), cap))
-               .first;
-    return it->second.Reserve(Owner(m), static_cast<int64_t>(m.memory_bytes()));
+    const auto engines = m.engines_by_device();
+    std::vector<std::string> done;
+    for (const auto& [dev, bytes] : m.memory_by_device()) {
+      auto e = engines.find(dev);
+      const int64_t cap = dev == "cpu"         ? o.cpu_memory_budget_bytes
+                          : e != engines.end() ? e->second->memory_capacity_bytes()
+                                               : 0;
+      if (cap <= 0) continue;
+      auto it = budgets.find(dev);
+      if (it == budgets.end())
+        it = budgets
+                 .emplace(dev, runtime::MemoryBudget(
+                                   dev == "cpu" ? "the CPU" : "GPU " + dev.substr(5), cap))
+                 .first;
+      Status st = it->second.Reserve(Owner(m), static_cast<int64_t>(bytes));
+      if (!st.ok()) {
+        for (const auto& d : done) budgets.at(d).Release(Owner(m));
+        return st;
+      }
+      done.push_back(dev);
+    }
+    return Status::OK();
   }
   void Release(ServedModel& m) {
     std::lock_guard<std::mutex> lock(mu);
-    auto it = budgets.find(m.engine().device());
-    if (it != budgets.end()) it->second.Release(Owner(m));
+    for (auto& [dev, b] : budgets) b.Release(Owner(m));
   }
   static std::string Owner(const ServedModel& m) {
     return m.name() + " v" + std::to_string(m.version());
@@ -202,7 +213,7 @@ Status ModelManager::Load(const std::string& name) {
                                                loc->dir, opts_);
         {
           std::lock_guard<std::mutex> lock(impl_->mu);
-          m->set_slice_groups(entry->groups);  // a reload keeps a live resize
+          m->set_slice_sms(entry->sms);  // a reload keeps a live resize
         }
         st = m->Start();
         if (st.ok()) {
@@ -482,7 +493,6 @@ Result<SliceState> ModelManager::SetSliceSms(const std::string& name, int sms) {
     versions = entry->versions;
   }
   if (versions.empty()) return Status::NotFound("model '" + name + "' is not loaded");
-  int groups = 0;
   for (const auto& [v, m] : versions) {
     runtime::GpuSlices* g = m->gpu();
     if (!g)
@@ -490,18 +500,18 @@ Result<SliceState> ModelManager::SetSliceSms(const std::string& name, int sms) {
           "model '" + name + "' runs on the " + m->engine().name() +
           (m->engine().name() == "cpu" ? " engine: its slice is set in threads ({\"threads\": N})"
                                        : " engine on a GPU that is not sliced (serve --sharing)"));
-    TESSERA_ASSIGN_OR_RETURN(groups, runtime::GroupsFor({sms, 0}, g->layout(), name));
+    TESSERA_RETURN_IF_ERROR(runtime::GroupsFor({sms, 0}, g->layout(), name).status());
   }
   const int64_t t0 = SystemClock::Default()->NowNs();
   double gap_us = -1;
   for (const auto& [v, m] : versions) {
-    TESSERA_ASSIGN_OR_RETURN(auto r, m->MoveSlices(groups));
+    TESSERA_ASSIGN_OR_RETURN(auto r, m->MoveSlices(sms));
     gap_us = std::max(gap_us, r.gap_us);
   }
   const double ms = (SystemClock::Default()->NowNs() - t0) / 1e6;
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
-    entry->groups = groups;
+    entry->sms = sms;
     entry->resize_ms = ms;
     entry->resize_gap_us = gap_us;
   }

@@ -39,49 +39,56 @@ ServedModel::~ServedModel() { Stop(false); }
 
 Status ServedModel::Start() {
   constants_ = std::make_shared<ConstantCache>(graph_);
-  if (opts_.engine) {
-    auto e = opts_.engine(config_);
-    if (!e.ok()) return e.status();
-    engine_ = std::move(e).value();
-  } else {
-    engine_ = CreateCpuEngine(0);
+  // One engine per device the instances are placed on (instance_group gpus), shared by the
+  // instances there.
+  const std::vector<int> placement = config_.InstanceGpus();
+  std::vector<Engine*> engine_of;
+  for (int listed : placement) {
+    Engine* e = nullptr;
+    if (auto it = engine_by_listing_.find(listed); it != engine_by_listing_.end()) e = it->second;
+    if (!e) {
+      std::unique_ptr<Engine> made;
+      if (opts_.engine) {
+        auto r = opts_.engine(config_, listed);
+        if (!r.ok()) return r.status();
+        made = std::move(r).value();
+      } else {
+        made = CreateCpuEngine(0);
+      }
+      for (const auto& have : engines_)
+        if (have->device() == made->device() && have->name() == made->name()) e = have.get();
+      if (!e) {
+        engines_.push_back(std::move(made));
+        e = engines_.back().get();
+      }
+      engine_by_listing_[listed] = e;
+    }
+    engine_of.push_back(e);
   }
-  const int n = config_.InstanceCount();
+  engine_ = engine_of.front();
+  const int n = static_cast<int>(placement.size());
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const int threads =
       opts_.threads_per_instance > 0 ? opts_.threads_per_instance : std::max(1, cores / n);
   compute_threads_.store(threads);
-  const std::string dev = engine_->device();
-  if (dev.rfind("cuda:", 0) == 0) {
-    const size_t idx = std::stoul(dev.substr(5));
-    if (idx < opts_.gpus.size()) gpu_ = opts_.gpus[idx];
-  }
-  if (gpu_) {
-    TESSERA_RETURN_IF_ERROR(AcquireSlices(n));
-  } else if (engine_->name() != "cpu") {
-    if (config_.SliceRequest())
-      spdlog::warn(
-          "model '{}': {} is not sliced (serve --sharing none); its instances share the whole "
-          "GPU",
-          config_.name, dev);
-  } else if (config_.SliceRequest()) {
+  for (int i = 0; i < n; ++i)
+    instances_.push_back(std::make_unique<Instance>(this, i, engine_of[i]));
+  TESSERA_RETURN_IF_ERROR(AcquireSlices());
+  if (engine_->name() == "cpu" && config_.SliceRequest())
     spdlog::warn(
         "model '{}': parameter {} sets a GPU slice; this CPU instance ignores it and runs {} "
         "compute thread(s) (--threads-per-instance)",
         config_.name, config_.parameters.count("slice_sms") ? "slice_sms" : "slice_percent",
         threads);
-  }
   std::vector<std::future<Status>> warm;
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = false;
   }
   for (int i = 0; i < n; ++i) {
-    if (i >= static_cast<int>(instances_.size()))
-      instances_.push_back(std::make_unique<Instance>(this, i));
     auto promise = std::make_shared<std::promise<Status>>();
     warm.push_back(promise->get_future());
-    Instance* inst = instances_.back().get();
+    Instance* inst = instances_[i].get();
     threads_.emplace_back([this, inst, threads, promise] {
       SetComputeThreadsForCurrentThread(threads);
       promise->set_value(opts_.warmup ? inst->Warmup() : Status::OK());
@@ -99,7 +106,7 @@ Status ServedModel::Start() {
   }
   weight_bytes_ = graph_.WeightBytes() + constants_->bytes();
   // (GPU models keep them: a live resize compiles again for the new slice.)
-  if (opts_.warmup && !gpu_ && Instance::ShapesFixed(*this)) {
+  if (opts_.warmup && !gpu() && Instance::ShapesFixed(*this)) {
     // Every executable this version will ever need exists now, each holding the (repacked)
     // weights it uses: the graph's own copy of the weights and the cache's anchors can go.
     for (auto& [_, t] : graph_.initializers) t = Tensor();
@@ -138,29 +145,68 @@ void ServedModel::Stop(bool drain) {
   for (auto& i : instances_) i->DetachGpu();  // waits for batches still on the GPU
 }
 
-Status ServedModel::AcquireSlices(int n) {
-  int groups = slice_groups_;
-  if (groups == 0 && config_.SliceRequest()) {
-    TESSERA_ASSIGN_OR_RETURN(groups,
-                             GroupsFor(*config_.SliceRequest(), gpu_->layout(), config_.name));
-  }
-  const GpuLayout& g = gpu_->layout();
-  for (int i = 0; i < n; ++i) {
-    const std::string owner = fmt::format("{} v{} instance {}", config_.name, version_, i);
-    auto lease = gpu_->Acquire(owner, groups);
-    if (!lease.ok()) {
-      for (auto& inst : instances_) inst->DetachGpu();
-      instances_.clear();
-      return lease.status().WithContext("model '" + config_.name + "'");
+Status ServedModel::AcquireSlices() {
+  for (auto& inst : instances_) {
+    const std::string dev = inst->engine().device();
+    if (dev.rfind("cuda:", 0) != 0) continue;
+    const size_t idx = std::stoul(dev.substr(5));
+    GpuSlices* gpu = idx < opts_.gpus.size() ? opts_.gpus[idx].get() : nullptr;
+    if (!gpu) {
+      if (config_.SliceRequest())
+        spdlog::warn(
+            "model '{}': {} is not sliced (serve --sharing none); instance {} shares the whole "
+            "GPU",
+            config_.name, dev, inst->index());
+      continue;
     }
-    instances_.push_back(std::make_unique<Instance>(this, i));
-    instances_.back()->AttachGpu(gpu_.get(), *lease, opts_.completion, opts_.gpu_pipeline);
-    spdlog::info("model '{}' v{} instance {}: {} ({})", config_.name, version_, i,
+    const GpuLayout& g = gpu->layout();
+    int groups = 0;
+    auto fail = [&](const Status& st) {
+      for (auto& i : instances_) i->DetachGpu();
+      return st.WithContext("model '" + config_.name + "'");
+    };
+    if (slice_sms_ > 0) {
+      auto r = GroupsFor({slice_sms_, 0}, g, config_.name);
+      if (!r.ok()) return fail(r.status());
+      groups = *r;
+    } else if (config_.SliceRequest()) {
+      auto r = GroupsFor(*config_.SliceRequest(), g, config_.name);
+      if (!r.ok()) return fail(r.status());
+      groups = *r;
+    }
+    const std::string owner =
+        fmt::format("{} v{} instance {}", config_.name, version_, inst->index());
+    auto lease = gpu->Acquire(owner, groups);
+    if (!lease.ok()) return fail(lease.status());
+    inst->AttachGpu(gpu, *lease, opts_.completion, opts_.gpu_pipeline);
+    spdlog::info("model '{}' v{} instance {}: {} ({})", config_.name, version_, inst->index(),
                  groups ? fmt::format("{} of {} SMs on GPU {}", lease->sms, g.sms, g.index)
                         : fmt::format("the whole GPU {}, unconfined (no slice_sms)", g.index),
-                 gpu_->kind());
+                 gpu->kind());
   }
   return Status::OK();
+}
+
+GpuSlices* ServedModel::gpu() const {
+  for (const auto& i : instances_)
+    if (i->on_gpu()) return i->gpu();
+  return nullptr;
+}
+
+std::map<std::string, size_t> ServedModel::memory_by_device() const {
+  std::map<std::string, size_t> out;
+  for (const auto& i : instances_) {
+    const std::string dev = i->engine().device();
+    if (!out.count(dev)) out[dev] = weight_bytes_;
+    out[dev] += i->memory_bytes();
+  }
+  return out;
+}
+
+std::map<std::string, Engine*> ServedModel::engines_by_device() const {
+  std::map<std::string, Engine*> out;
+  for (const auto& e : engines_) out[e->device()] = e.get();
+  return out;
 }
 
 std::vector<SliceLease> ServedModel::leases() const {
@@ -170,47 +216,53 @@ std::vector<SliceLease> ServedModel::leases() const {
   return out;
 }
 
-Result<ServedModel::MoveResult> ServedModel::MoveSlices(int groups) {
+Result<ServedModel::MoveResult> ServedModel::MoveSlices(int sms) {
   std::lock_guard<std::mutex> serialize(move_mu_);
-  if (!gpu_)
+  if (!gpu())
     return Status::FailedPrecondition("model '" + config_.name + "' is not on a GPU slice");
   const int64_t t0 = Now();
   // Phase 1: every new slice made and warmed up while the old ones serve.
-  std::vector<SliceLease> old, next;
+  std::vector<Instance*> moving;
+  std::vector<SliceLease> old;
   Status failed;
   for (auto& inst : instances_) {
+    if (!inst->on_gpu()) continue;
     const SliceLease was = inst->lease();
-    auto n = gpu_->BeginResize(was, groups);
+    auto groups = GroupsFor({sms, 0}, inst->gpu()->layout(), config_.name);
+    if (!groups.ok()) {
+      failed = groups.status();
+      break;
+    }
+    auto n = inst->gpu()->BeginResize(was, *groups);
     if (!n.ok()) {
       failed = n.status();
       break;
     }
+    moving.push_back(inst.get());
     old.push_back(was);
-    next.push_back(*n);
     failed = inst->PrepareMove(*n);
     if (!failed.ok()) break;
   }
   if (!failed.ok()) {
-    for (size_t k = 0; k < old.size(); ++k) {
-      instances_[k]->CancelMove();
-      (void)gpu_->AbortResize(old[k]);
+    for (size_t k = 0; k < moving.size(); ++k) {
+      moving[k]->CancelMove();
+      (void)moving[k]->gpu()->AbortResize(old[k]);
     }
     return failed.WithContext("model '" + config_.name + "' version " + std::to_string(version_) +
-                              ": resize to " + std::to_string(groups * gpu_->layout().group_sms) +
-                              " SMs (nothing was changed)");
+                              ": resize to " + std::to_string(sms) + " SMs (nothing was changed)");
   }
   // Phase 2: flip each instance at its next batch boundary, drain, free the old slice.
   MoveResult r;
-  for (size_t k = 0; k < instances_.size(); ++k) {
-    TESSERA_RETURN_IF_ERROR(gpu_->CommitResize(old[k]));
-    const Instance::MoveReport m = instances_[k]->FlipAndDrain();
-    TESSERA_RETURN_IF_ERROR(gpu_->FinishResize(old[k]));
-    const int64_t first = instances_[k]->first_submit_after_flip_ns();
+  for (size_t k = 0; k < moving.size(); ++k) {
+    TESSERA_RETURN_IF_ERROR(moving[k]->gpu()->CommitResize(old[k]));
+    const Instance::MoveReport m = moving[k]->FlipAndDrain();
+    TESSERA_RETURN_IF_ERROR(moving[k]->gpu()->FinishResize(old[k]));
+    const int64_t first = moving[k]->first_submit_after_flip_ns();
     if (m.old_last_done_ns > 0 && first > 0)
       r.gap_us = std::max(r.gap_us, std::max<int64_t>(0, first - m.old_last_done_ns) / 1e3);
   }
   r.ms = (Now() - t0) / 1e6;
-  slice_groups_ = groups;
+  slice_sms_ = sms;
   return r;
 }
 

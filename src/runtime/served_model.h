@@ -56,31 +56,36 @@ class ServedModel final : public ModelHandle, public std::enable_shared_from_thi
   const std::shared_ptr<ConstantCache>& constants() const { return constants_; }
   // True once the graph's weights were released (every executable is compiled).
   bool weights_released() const { return weights_released_; }
+  // The engine of instance 0 (its name and device stand for the model's).
   Engine& engine() { return *engine_; }
+  // Memory held per device ("cpu", "cuda:0", ...): weights where instances run, plus their
+  // arenas; and each device's engine, for its capacity.
+  std::map<std::string, size_t> memory_by_device() const;
+  std::map<std::string, Engine*> engines_by_device() const;
   // Compute threads each instance runs its batches with (CPU engine); a change applies at each
   // instance's next batch boundary.
   int compute_threads() const { return compute_threads_.load(); }
   void set_compute_threads(int threads) { compute_threads_.store(threads); }
-  // GPU instances: the sliced GPU they run on (null: CPU, or an unsliced GPU).
-  GpuSlices* gpu() const { return gpu_.get(); }
-  // Before Start: the slice size each instance takes instead of its config's (a live resize
-  // kept across a reload); 0: the config's.
-  void set_slice_groups(int groups) { slice_groups_ = groups; }
+  // The sliced GPU of its first GPU instance (null: CPU, or unsliced GPUs).
+  GpuSlices* gpu() const;
+  // Before Start: the slice size in SMs each GPU instance takes instead of its config's (a live
+  // resize kept across a reload); 0: the config's.
+  void set_slice_sms(int sms) { slice_sms_ = sms; }
   std::vector<SliceLease> leases() const;
-  // Moves every instance to a slice of `groups` groups, make before break (see
+  // Moves every GPU instance to a slice of `sms` SMs, make before break (see
   // ModelManager::SetSliceSms): all new slices are made and warmed up first; if any cannot be,
   // none flips.
   struct MoveResult {
     double ms = 0;
     double gap_us = -1;
   };
-  Result<MoveResult> MoveSlices(int groups);
+  Result<MoveResult> MoveSlices(int sms);
   // Answers one request of a finished or failed batch and updates the statistics.
   void Answer(RequestPtr r, InferenceResponse&& resp);
 
  private:
   void ExecutorLoop(Instance* inst, int threads);
-  Status AcquireSlices(int instances);
+  Status AcquireSlices();
   // Checks the request against the config; sets rows; returns the batching key.
   Result<std::string> Validate(InferenceRequest& r) const;
   void Drop(RequestPtr r, Status why, RejectReason reason);
@@ -92,7 +97,9 @@ class ServedModel final : public ModelHandle, public std::enable_shared_from_thi
   ManagerOptions opts_;
   QueueSettings settings_;
   std::shared_ptr<ConstantCache> constants_;
-  std::unique_ptr<Engine> engine_;
+  std::vector<std::unique_ptr<Engine>> engines_;
+  std::map<int, Engine*> engine_by_listing_;  // by the GPU a group lists (-1: none)
+  Engine* engine_ = nullptr;
   LatencyEstimator estimator_;
   ModelStats stats_;
 
@@ -107,8 +114,7 @@ class ServedModel final : public ModelHandle, public std::enable_shared_from_thi
   bool weights_released_ = false;
   std::atomic<size_t> in_flight_{0};
   std::atomic<int> compute_threads_{1};
-  std::shared_ptr<GpuSlices> gpu_;
-  int slice_groups_ = 0;
+  int slice_sms_ = 0;
   std::mutex move_mu_;  // one slice move at a time
 };
 

@@ -93,13 +93,12 @@ Result<EngineFactory> ChooseEngines(const std::string& choice) {
     spdlog::info("engine: cpu{}", choice == "auto" ? " (" + no_gpu.message() + ")" : "");
   }
   return EngineFactory(
-      [gpu_default, no_gpu](const ModelConfig& c) -> Result<std::unique_ptr<Engine>> {
+      [gpu_default, no_gpu](const ModelConfig& c, int listed) -> Result<std::unique_ptr<Engine>> {
         bool gpu = gpu_default;
-        int device = 0;
+        const int device = listed >= 0 ? listed : 0;
         for (const auto& g : c.instance_groups) {
           if (g.kind == InstanceGroup::Kind::kCpu) gpu = false;
           if (g.kind == InstanceGroup::Kind::kGpu) gpu = true;
-          if (!g.gpus.empty()) device = g.gpus.front();
         }
         if (!gpu) return CreateCpuEngine(0);
         if (!no_gpu.ok())

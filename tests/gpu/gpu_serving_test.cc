@@ -59,8 +59,8 @@ class GpuServing : public ::testing::TestWithParam<runtime::Completion> {
     EXPECT_TRUE(dev.ok()) << dev.status().ToString();
     if (dev.ok()) o.gpus = {std::make_shared<runtime::GpuSlices>(std::move(dev).value())};
     o.completion = GetParam();
-    o.engine = [](const ModelConfig&) -> Result<std::unique_ptr<Engine>> {
-      return CreateCudaEngine(CudaEngineOptions{});
+    o.engine = [](const ModelConfig&, int) -> Result<std::unique_ptr<Engine>> {
+      return CreateCudaEngine(CudaEngineOptions{});  // GPU 0: the test lists none
     };
     return o;
   }

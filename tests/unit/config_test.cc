@@ -32,6 +32,17 @@ TEST(ModelConfig, ParsesTritonConfigAndIgnoresFieldsTesseraDoesNotUse) {
   EXPECT_EQ(c->parameters.at("slo_ms"), "25");
 }
 
+TEST(ModelConfig, InstancesAreCountedOnEveryListedGpu) {
+  auto c = ParseModelConfig(
+      "name: \"m\"\ninstance_group { count: 2 kind: KIND_GPU gpus: [0, 1] }\n"
+      "instance_group { count: 1 kind: KIND_GPU }\n"
+      "instance_group { count: 1 kind: KIND_CPU gpus: [3] }\n");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->InstanceGpus(), (std::vector<int>{0, 0, 1, 1, -1, -1}));
+  EXPECT_EQ(c->InstanceCount(), 6);
+  EXPECT_EQ(ModelConfig{}.InstanceCount(), 1);
+}
+
 TEST(ModelConfig, SyntaxErrorsSayWhere) {
   auto c = ParseModelConfig("name: \"x\"\nmax_batch_size: oops\n");
   EXPECT_EQ(c.status().code(), StatusCode::kInvalidArgument);

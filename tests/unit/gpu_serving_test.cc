@@ -83,9 +83,9 @@ class FakeGpuExecutable final : public GpuExecutable {
 
 class FakeGpuEngine final : public Engine {
  public:
-  explicit FakeGpuEngine(Observed* seen) : cpu_(CreateCpuEngine(1)), seen_(seen) {}
+  FakeGpuEngine(Observed* seen, int gpu) : cpu_(CreateCpuEngine(1)), seen_(seen), gpu_(gpu) {}
   std::string name() const override { return "cuda"; }
-  std::string device() const override { return "cuda:0"; }
+  std::string device() const override { return "cuda:" + std::to_string(gpu_); }
   Result<std::unique_ptr<Executable>> Compile(const Graph& g, const CompileOptions& o) override {
     {
       std::lock_guard<std::mutex> lock(seen_->mu);
@@ -99,6 +99,7 @@ class FakeGpuEngine final : public Engine {
  private:
   std::unique_ptr<Engine> cpu_;
   Observed* seen_;
+  int gpu_;
 };
 
 class FakeProvider final : public runtime::SliceProvider {
@@ -135,8 +136,9 @@ class FakeProvider final : public runtime::SliceProvider {
 // completions go through a Notifier as on a real GPU.
 class FakeDevice final : public GpuDevice {
  public:
-  explicit FakeDevice(Observed* seen) : seen_(seen), gpu_("fake-gpu"), notify_("fake-notify") {
-    layout_.index = 0;
+  explicit FakeDevice(Observed* seen, int index = 0)
+      : seen_(seen), gpu_("fake-gpu"), notify_("fake-notify") {
+    layout_.index = index;
     layout_.name = "FakeH100";
     layout_.sms = 132;
     layout_.group_sms = 8;
@@ -231,10 +233,10 @@ class GpuServingTest : public ::testing::TestWithParam<Completion> {
     o.gpus = {slices_};
     o.completion = GetParam();
     Observed* seen = &seen_;
-    o.engine = [seen](const ModelConfig& c) -> Result<std::unique_ptr<Engine>> {
+    o.engine = [seen](const ModelConfig& c, int gpu) -> Result<std::unique_ptr<Engine>> {
       for (const auto& g : c.instance_groups)
         if (g.kind == InstanceGroup::Kind::kCpu) return CreateCpuEngine(1);
-      return std::unique_ptr<Engine>(std::make_unique<FakeGpuEngine>(seen));
+      return std::unique_ptr<Engine>(std::make_unique<FakeGpuEngine>(seen, gpu < 0 ? 0 : gpu));
     };
     return o;
   }
@@ -430,6 +432,37 @@ TEST_P(GpuServingTest, LiveResizeUnderLoadLosesNothing) {
   // A reload keeps the live size.
   ASSERT_TRUE(m.Load("tiny_mlp").ok());
   EXPECT_EQ(m.Slice("tiny_mlp")->sms, 16);
+}
+
+TEST_P(GpuServingTest, InstancesSpreadOverTheGpusTheirGroupLists) {
+  auto second = std::make_shared<FakeDevice>(&seen_, 1);
+  auto slices1 = std::make_shared<runtime::GpuSlices>(second);
+  WriteModel("tiny_mlp",
+             "parameters { key: \"slice_sms\" value: { string_value: \"16\" } }\n"
+             "instance_group { count: 2 kind: KIND_GPU gpus: [0, 1] }\n");
+  ManagerOptions o = Options();
+  o.gpus = {slices_, slices1};
+  ModelManager m(o);
+  ASSERT_TRUE(m.Load("tiny_mlp").ok());
+  // Two instances on each GPU (Triton's rule), each GPU with its own slices.
+  EXPECT_EQ(m.Slice("tiny_mlp")->instances, 4);
+  EXPECT_EQ(device_->fake_provider().Places().size(), 2u);
+  EXPECT_EQ(second->fake_provider().Places().size(), 2u);
+  EXPECT_EQ(slices_->free_groups(), 12);
+  EXPECT_EQ(slices1->free_groups(), 12);
+  // Concurrent requests keep every instance busy; all answer.
+  std::vector<std::future<InferenceResponse>> pending;
+  for (int i = 0; i < 32; ++i)
+    pending.push_back(
+        std::async(std::launch::async, [&m, i] { return Infer(m, "tiny_mlp", 1 + i % 4); }));
+  for (auto& f : pending) EXPECT_TRUE(f.get().status.ok());
+  // A live resize moves the instances on both GPUs.
+  ASSERT_TRUE(m.SetSliceSms("tiny_mlp", 24).ok());
+  EXPECT_EQ(slices_->free_groups(), 10);
+  EXPECT_EQ(slices1->free_groups(), 10);
+  EXPECT_TRUE(Infer(m, "tiny_mlp", 2).status.ok());
+  ASSERT_TRUE(m.Unload("tiny_mlp").ok());
+  EXPECT_EQ(slices1->free_groups(), 16);
 }
 
 TEST_P(GpuServingTest, PinnedBuffersAreRecycledAndAllReturned) {

@@ -95,7 +95,10 @@ struct ModelConfig {
     double percent = 0;  // > 0 when given as a percentage
   };
   std::optional<Slice> SliceRequest() const;
-  int InstanceCount() const;  // summed over instance groups; 1 when none
+  // Summed over instance groups, a group's count on each GPU it lists (Triton's rule); 1 when none.
+  int InstanceCount() const;
+  // Per instance, in order: the GPU its group lists (-1: the group lists none).
+  std::vector<int> InstanceGpus() const;
 };
 
 // Parses config.pbtxt text (protobuf text format, Triton's field names). InvalidArgument says

@@ -24,9 +24,11 @@ const char* ModelStateName(ModelState s);  // Triton's spelling: "READY", "UNAVA
 
 enum class ModelControlMode { kNone, kExplicit, kPoll };
 
-// The engine a model version runs on, chosen from its config (instance_group kind, the
-// `precision` parameter); an error fails that model's load with the reason.
-using EngineFactory = std::function<Result<std::unique_ptr<Engine>>(const ModelConfig&)>;
+// The engine a model version's instances run on, chosen from its config (instance_group kind, the
+// `precision` parameter) and, for GPU engines, the GPU an instance group lists (`gpu`; -1: the
+// group lists none, the factory picks). A model whose groups list several GPUs gets one engine
+// per GPU. An error fails that model's load with the reason.
+using EngineFactory = std::function<Result<std::unique_ptr<Engine>>(const ModelConfig&, int gpu)>;
 
 struct ManagerOptions {
   std::string repository;
