@@ -39,6 +39,12 @@ Status CopyHostToDevice(void* dst, const void* src, size_t bytes, int device) {
   return Check(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), "cudaMemcpy");
 }
 
+Result<std::shared_ptr<void>> PinHostMemory(void* p, size_t bytes) {
+  TESSERA_RETURN_IF_ERROR(
+      Check(cudaHostRegister(p, bytes, cudaHostRegisterPortable), "cudaHostRegister"));
+  return std::shared_ptr<void>(p, [](void* q) { cudaHostUnregister(q); });
+}
+
 int VisibleDeviceCount() {
   int n = 0;
   return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;

@@ -15,6 +15,10 @@ namespace tessera::gpu {
 Result<std::shared_ptr<void>> OpenIpcHandle(const std::string& raw_handle, int device, void** ptr);
 Status CopyDeviceToHost(void* dst, const void* src, size_t bytes, int device);
 Status CopyHostToDevice(void* dst, const void* src, size_t bytes, int device);
+// Page-locks [p, p + bytes) of host memory for every GPU (cudaHostRegister, portable), so copies
+// from it are DMA transfers with no staging copy; the holder unregisters it when released (before
+// the memory is unmapped).
+Result<std::shared_ptr<void>> PinHostMemory(void* p, size_t bytes);
 // GPUs visible (0 when CUDA cannot initialise).
 int VisibleDeviceCount();
 

@@ -47,6 +47,18 @@ class CudaGpuDevice final : public runtime::GpuDevice {
     return p;
   }
   void HostFree(void* p) override { cudaFreeHost(p); }
+  bool IsPinned(const void* p, size_t bytes) override {
+    if (!p || bytes == 0) return false;
+    auto pinned = [](const void* q) {
+      cudaPointerAttributes a{};
+      if (cudaPointerGetAttributes(&a, q) != cudaSuccess) {
+        cudaGetLastError();  // not an error worth keeping: plain pageable memory
+        return false;
+      }
+      return a.type == cudaMemoryTypeHost;
+    };
+    return pinned(p) && pinned(static_cast<const uint8_t*>(p) + bytes - 1);
+  }
 
   Status Submit(const Batch& b, runtime::Completion how,
                 std::function<void(Status)> done) override {

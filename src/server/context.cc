@@ -6,6 +6,7 @@ namespace tessera::server {
 
 ServerContext::ServerContext(ModelManager* manager, ServerOptions options)
     : manager_(manager), opts_(std::move(options)) {
+  if (opts_.pin_system_shm) system_shm_.set_pinner(&CudaShmRegistry::PinHost);
   admin_thread_ = std::thread([this] { AdminLoop(); });
 }
 

@@ -26,6 +26,9 @@ struct ServerOptions {
   // "Authorization: Bearer <token>" (HTTP) or the same in "authorization" metadata (gRPC).
   std::string admin_token;
   int exit_timeout_s = 30;  // graceful shutdown: how long in-flight requests may take
+  // Page-lock system shared-memory regions at registration (the server slices GPUs), so their
+  // tensors reach the GPU by DMA without a staging copy.
+  bool pin_system_shm = false;
 };
 
 class ServerContext {

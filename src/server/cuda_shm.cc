@@ -46,6 +46,16 @@ tessera::Status CudaShmRegistry::Register(const std::string& name, const std::st
 #endif
 }
 
+Result<std::shared_ptr<void>> CudaShmRegistry::PinHost(void* p, size_t bytes) {
+#ifdef TESSERA_HAVE_CUDA
+  return gpu::PinHostMemory(p, bytes);
+#else
+  (void)p;
+  (void)bytes;
+  return tessera::Status::Unavailable("pinning host memory needs a CUDA build");
+#endif
+}
+
 tessera::Status CudaShmRegistry::CopyToHost(const ShmSlice& src, void* dst, size_t bytes) {
 #ifdef TESSERA_HAVE_CUDA
   return gpu::CopyDeviceToHost(dst, src.data, bytes, static_cast<int>(src.device_id));

@@ -1,6 +1,7 @@
 #include "server/shm.h"
 
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -96,9 +97,24 @@ tessera::Status SystemShmRegistry::Register(const std::string& name, const std::
     return tessera::Status::Unavailable("cannot map shared memory key '" + key +
                                         "': " + std::strerror(errno));
   const size_t length = lead + byte_size;
+  std::shared_ptr<void> pinned;
+  if (pin_) {
+    auto h = pin_(p, length);
+    if (h.ok())
+      pinned = std::move(h).value();
+    else
+      spdlog::warn(
+          "shared memory region '{}' stays unpinned ({}): its tensors are staged through "
+          "pinned buffers on their way to the GPU",
+          name, h.status().message());
+  }
   Region r;
   r.info = {name, key, offset, byte_size, -1};
-  r.mapping = std::shared_ptr<void>(p, [length](void* q) { munmap(q, length); });
+  // Unpinned before it is unmapped, once the last request using it is done.
+  r.mapping = std::shared_ptr<void>(p, [length, pinned](void* q) mutable {
+    pinned.reset();
+    munmap(q, length);
+  });
   r.base = static_cast<uint8_t*>(p) + lead;
   return Add(std::move(r));
 }

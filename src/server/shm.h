@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -56,11 +57,19 @@ class ShmRegistry {
 
 class SystemShmRegistry final : public ShmRegistry {
  public:
+  // Page-locks a mapped region for the GPUs (returns a holder that undoes it). Set when the
+  // server slices GPUs: tensors in a pinned region are copied to the GPU by DMA straight from
+  // it. A region that cannot be pinned still registers, and is staged like a request body.
+  using Pinner = std::function<Result<std::shared_ptr<void>>(void* p, size_t bytes)>;
+  void set_pinner(Pinner pin) { pin_ = std::move(pin); }
   // Maps `byte_size` bytes at `offset` of POSIX shared memory `key` (as shm_open names it).
   // AlreadyExists for a taken name; NotFound / InvalidArgument when the key cannot be opened
   // or is smaller than offset + byte_size.
   tessera::Status Register(const std::string& name, const std::string& key, uint64_t offset,
                            uint64_t byte_size);
+
+ private:
+  Pinner pin_;
 };
 
 // CUDA IPC memory handles. Works in CUDA builds on a machine with a GPU; elsewhere Register
@@ -73,6 +82,8 @@ class CudaShmRegistry final : public ShmRegistry {
   static tessera::Status CopyToHost(const ShmSlice& src, void* dst, size_t bytes);
   static tessera::Status CopyFromHost(const void* src, const ShmSlice& dst, size_t bytes);
   static bool Available();  // a CUDA build with at least one GPU
+  // The system registry's pinner in CUDA builds (cudaHostRegister); Unavailable elsewhere.
+  static Result<std::shared_ptr<void>> PinHost(void* p, size_t bytes);
 };
 
 }  // namespace tessera::server

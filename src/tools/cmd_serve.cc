@@ -166,6 +166,7 @@ int Run(const Opts& o) {
   if (so.admin_token.empty())
     if (const char* t = std::getenv("TESSERA_ADMIN_TOKEN")) so.admin_token = t;
   so.exit_timeout_s = o.exit_timeout;
+  so.pin_system_shm = !mo.gpus.empty();
 
   // Frontends first, so health checks answer (live, not ready) while models load.
   auto server = server::Server::Start(&manager, so);

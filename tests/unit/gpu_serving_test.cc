@@ -36,6 +36,7 @@ struct Observed {
   std::atomic<int> unbound{0};        // enqueues on a stream the executable is not bound to
   std::atomic<int64_t> host_allocs{0}, host_frees{0};
   std::atomic<bool> gather_fault{false};  // the next run reports an out-of-range index
+  std::atomic<int> direct_inputs{0};      // inputs copied straight from pinned request memory
 };
 
 class FakeGpuExecutable final : public GpuExecutable {
@@ -161,6 +162,17 @@ class FakeDevice final : public GpuDevice {
     ++seen_->host_frees;
     std::free(p);
   }
+  bool IsPinned(const void* p, size_t bytes) override {
+    std::lock_guard<std::mutex> lock(pinned_mu_);
+    auto a = reinterpret_cast<uintptr_t>(p);
+    for (const auto& [start, len] : pinned_)
+      if (a >= start && a + bytes <= start + len) return true;
+    return false;
+  }
+  void Pin(const void* p, size_t bytes) {
+    std::lock_guard<std::mutex> lock(pinned_mu_);
+    pinned_.emplace_back(reinterpret_cast<uintptr_t>(p), bytes);
+  }
   Status Submit(const Batch& b, Completion how, std::function<void(Status)> done) override {
     if (!Stream(b.place))
       return Status::Internal("place " + std::to_string(b.place) + " does not exist");
@@ -171,7 +183,10 @@ class FakeDevice final : public GpuDevice {
         return Status::Internal("the place was destroyed under a running batch");
       }
       const auto& ins = b.exe->device_inputs();
-      for (size_t i = 0; i < ins.size(); ++i) std::memcpy(ins[i].device, b.inputs[i], ins[i].bytes);
+      for (size_t i = 0; i < ins.size(); ++i) {
+        if (IsPinned(b.inputs[i], ins[i].bytes)) ++seen_->direct_inputs;
+        std::memcpy(ins[i].device, b.inputs[i], ins[i].bytes);
+      }
       TESSERA_RETURN_IF_ERROR(b.exe->Enqueue(stream));
       const auto& outs = b.exe->device_outputs();
       for (size_t o = 0; o < outs.size(); ++o)
@@ -196,6 +211,8 @@ class FakeDevice final : public GpuDevice {
   Observed* seen_;
   GpuLayout layout_;
   FakeProvider provider_;
+  std::mutex pinned_mu_;
+  std::vector<std::pair<uintptr_t, size_t>> pinned_;
   runtime::Notifier gpu_, notify_;
 };
 
@@ -463,6 +480,33 @@ TEST_P(GpuServingTest, InstancesSpreadOverTheGpusTheirGroupLists) {
   EXPECT_TRUE(Infer(m, "tiny_mlp", 2).status.ok());
   ASSERT_TRUE(m.Unload("tiny_mlp").ok());
   EXPECT_EQ(slices1->free_groups(), 16);
+}
+
+TEST_P(GpuServingTest, PinnedRequestMemoryIsCopiedDirectly) {
+  WriteModel("tiny_mlp", SliceSms(8));
+  ModelManager m(Options());
+  ASSERT_TRUE(m.Load("tiny_mlp").ok());
+  // A request whose tensor lives in pinned memory (a registered shared-memory region) and fills
+  // its bucket goes to the GPU from there; the answer is the same as from a staged copy.
+  const InferenceResponse staged = Infer(m, "tiny_mlp", 8, 0.75f);
+  ASSERT_TRUE(staged.status.ok());
+  EXPECT_EQ(seen_.direct_inputs.load(), 0);
+  Tensor region = Tensor::Allocate(DataType::kFloat32, {8, 16});
+  device_->Pin(region.raw(), region.nbytes());
+  for (int64_t i = 0; i < region.numel(); ++i) region.data<float>()[i] = 0.75f + 0.01f * (i % 16);
+  std::promise<InferenceResponse> p;
+  auto r =
+      MakeRequest("tiny_mlp", 8, 0, [&p](InferenceResponse&& x) { p.set_value(std::move(x)); });
+  r->inputs = {region};
+  m.Infer(std::move(r));
+  const InferenceResponse direct = p.get_future().get();
+  ASSERT_TRUE(direct.status.ok()) << direct.status.ToString();
+  EXPECT_EQ(seen_.direct_inputs.load(), 1);
+  for (int64_t i = 0; i < 8 * 16; ++i)
+    EXPECT_EQ(direct.outputs[0].data<float>()[i], staged.outputs[0].data<float>()[i]);
+  // Rows that need padding to the bucket are staged, pinned or not.
+  EXPECT_TRUE(Infer(m, "tiny_mlp", 5).status.ok());
+  EXPECT_EQ(seen_.direct_inputs.load(), 1);
 }
 
 TEST_P(GpuServingTest, PinnedBuffersAreRecycledAndAllReturned) {

@@ -73,11 +73,14 @@ class GpuDevice {
   // Pinned (page-locked) host memory: DMA-able, so copies need no staging.
   virtual Result<void*> HostAlloc(size_t bytes) = 0;
   virtual void HostFree(void* p) = 0;
+  // True when [p, p + bytes) is page-locked host memory the GPU can copy from by DMA (a pinned
+  // system shared-memory region): a batch of one such request is copied from there directly.
+  virtual bool IsPinned(const void* p, size_t bytes) = 0;
 
   struct Batch {
     uint64_t place = 0;
     GpuExecutable* exe = nullptr;     // bound to Stream(place)
-    std::vector<const void*> inputs;  // pinned host buffers, one per device input, its bytes
+    std::vector<const void*> inputs;  // pinned host memory, one per device input, its bytes
     std::vector<void*> outputs;       // pinned host buffers, one per device output
     int32_t* error_word = nullptr;    // pinned; receives the executable's error word
   };
