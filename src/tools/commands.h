@@ -18,5 +18,6 @@ Runner SetupProfile(CLI::App& app);
 Runner SetupSimulate(CLI::App& app);
 Runner SetupSlice(CLI::App& app);
 Runner SetupColocate(CLI::App& app);
+Runner SetupGpuBench(CLI::App& app);
 
 }  // namespace tessera::cli

@@ -41,6 +41,9 @@ int main(int argc, char** argv) {
   auto* colocate = app.add_subcommand(
       "colocate", "Calibrate the planner's interference model: models side by side on the cores");
   cmds.emplace_back(colocate, tessera::cli::SetupColocate(*colocate));
+  auto* gpu_bench = app.add_subcommand(
+      "gpu-bench", "GPU data-path and completion micro-benchmarks (CUDA builds, on a GPU)");
+  cmds.emplace_back(gpu_bench, tessera::cli::SetupGpuBench(*gpu_bench));
   auto* ops = app.add_subcommand("ops", "List the ONNX ops the engine supports");
   cmds.emplace_back(ops, [] {
     for (const auto& op : tessera::SupportedOps()) fmt::print("{}\n", op);
