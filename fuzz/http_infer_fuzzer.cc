@@ -22,7 +22,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 3) return 0;
   const bool has_header = data[0] & 1;
   const std::string header_len = std::to_string((data[1] << 8) | data[2]);
-  auto body = std::make_shared<std::string>(reinterpret_cast<const char*>(data + 3), size - 3);
+  auto body = std::make_shared<tessera::Body>(reinterpret_cast<const char*>(data + 3), size - 3);
   auto& ctx = Context();
   auto parsed = tessera::server::ParseHttpInfer(ctx, body, has_header ? &header_len : nullptr);
   if (!parsed.ok()) return 0;

@@ -85,12 +85,13 @@ Result<void*> PinnedPool::Get(size_t bytes) {
   return *p;
 }
 
-void PinnedPool::Put(void* p) {
-  if (!p) return;
+bool PinnedPool::Put(void* p) {
+  if (!p) return false;
   std::lock_guard<std::mutex> lock(mu_);
   auto it = size_of_.find(p);
-  if (it == size_of_.end()) return;
+  if (it == size_of_.end()) return false;
   free_.emplace(it->second, p);
+  return true;
 }
 
 size_t PinnedPool::held_bytes() const {

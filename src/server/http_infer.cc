@@ -235,7 +235,7 @@ void WriteShape(Writer& w, const Shape& s) {
 
 }  // namespace
 
-Result<ParsedHttpInfer> ParseHttpInfer(ServerContext& ctx, const std::shared_ptr<std::string>& body,
+Result<ParsedHttpInfer> ParseHttpInfer(ServerContext& ctx, const std::shared_ptr<Body>& body,
                                        const std::string* header_length) {
   size_t json_len = body->size();
   if (header_length) {

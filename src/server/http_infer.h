@@ -28,7 +28,7 @@ struct ParsedHttpInfer {
 // Parses `body` (kept alive by the tensors that view it). `header_length`: the value of
 // Inference-Header-Content-Length, null when the whole body is JSON. InvalidArgument says
 // what is wrong and where.
-Result<ParsedHttpInfer> ParseHttpInfer(ServerContext& ctx, const std::shared_ptr<std::string>& body,
+Result<ParsedHttpInfer> ParseHttpInfer(ServerContext& ctx, const std::shared_ptr<Body>& body,
                                        const std::string* header_length);
 
 // The answer: JSON, or JSON header plus binary outputs; outputs requested in shared memory

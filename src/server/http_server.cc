@@ -189,7 +189,7 @@ int OnHeadersComplete(http_parser* p) {
   c->FlushHeader();
   c->keep_alive = http_should_keep_alive(p) != 0;
   const size_t limit = c->loop->server->options().max_body_bytes;
-  c->req.body = std::make_shared<std::string>();
+  c->req.body = std::make_shared<Body>();
   const bool has_length = p->content_length != ULLONG_MAX && p->content_length > 0;
   if (has_length && p->content_length > limit) {
     c->reject_status = 413;

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "tessera/core/body.h"
 #include "tessera/core/status.h"
 #include "tessera/core/tensor.h"
 
@@ -26,10 +27,10 @@ struct HttpRequest {
   std::string method;  // "GET", "POST", ...
   std::string path;    // without the query string, percent-decoded
   std::string query;
-  Headers headers;  // names lower-cased
-  std::shared_ptr<std::string> body;
-  int64_t arrive_ns = 0;  // the whole request was read (SystemClock)
-  std::string peer;       // client address
+  Headers headers;             // names lower-cased
+  std::shared_ptr<Body> body;  // pinned on GPU servers (tessera/core/body.h)
+  int64_t arrive_ns = 0;       // the whole request was read (SystemClock)
+  std::string peer;            // client address
   // The first header named `lower_name`, or null.
   const std::string* Header(const std::string& lower_name) const;
 };

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "server/server.h"
+#include "tessera/core/body.h"
 #include "tools/commands.h"
 #ifdef TESSERA_HAVE_CUDA
 #include "gpu/data_path.h"
@@ -153,6 +154,19 @@ int Run(const Opts& o) {
   mo.gpus = std::move(gpus).value();
   mo.completion = runtime::ParseCompletion(o.completion).value();
   mo.gpu_pipeline = o.gpu_pipeline;
+  // On a sliced GPU, HTTP request bodies land in pinned memory (their tensors are used in place).
+  // Removed after the manager and the frontends are gone, when no body is left.
+  struct BodyMemoryGuard {
+    ~BodyMemoryGuard() { SetBodyMemory({}); }
+  } body_memory_guard;
+  if (!mo.gpus.empty()) {
+    std::shared_ptr<runtime::GpuSlices> g = mo.gpus.front();
+    SetBodyMemory({[g](size_t n) -> void* {
+                     auto p = g->pinned().Get(n);
+                     return p.ok() ? *p : nullptr;
+                   },
+                   [g](void* p) { return g->pinned().Put(p); }});
+  }
   ModelManager manager(mo);
 
   server::ServerOptions so;

@@ -98,7 +98,7 @@ class PinnedPool {
   explicit PinnedPool(GpuDevice* device) : device_(device) {}
   ~PinnedPool();
   Result<void*> Get(size_t bytes);
-  void Put(void* p);
+  bool Put(void* p);          // false: not one of its buffers (nothing done)
   size_t held_bytes() const;  // in use or cached
 
  private:

@@ -1,0 +1,48 @@
+// Request bodies: large ones come from the installed body memory (the GPUs' pinned pool on a GPU
+// server) and go back to it; small ones, and everything without one installed, use the heap.
+#include "tessera/core/body.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <set>
+
+namespace tessera {
+namespace {
+
+TEST(Body, LargeBodiesUseTheInstalledMemoryAndReturnToIt) {
+  std::set<void*> mine;
+  int allocs = 0, frees = 0;
+  SetBodyMemory({[&](size_t n) -> void* {
+                   ++allocs;
+                   void* p = std::malloc(n);
+                   mine.insert(p);
+                   return p;
+                 },
+                 [&](void* p) {
+                   if (!mine.erase(p)) return false;
+                   ++frees;
+                   std::free(p);
+                   return true;
+                 },
+                 4096});
+  {
+    Body small(100, 'x');  // below min_bytes: the heap
+    Body big;
+    big.reserve(1 << 20);
+    big.append(1000, 'y');
+    EXPECT_EQ(allocs, 1);
+    EXPECT_EQ(big.size(), 1000u);
+    EXPECT_EQ(small.size(), 100u);
+  }
+  EXPECT_EQ(frees, 1);
+  // An allocation the memory refuses falls back to the heap and is freed there.
+  SetBodyMemory({[](size_t) -> void* { return nullptr; }, [](void*) { return false; }, 16});
+  { Body b(1 << 16, 'z'); }
+  SetBodyMemory({});
+  { Body b(1 << 20, 'w'); }
+  EXPECT_TRUE(mine.empty());
+}
+
+}  // namespace
+}  // namespace tessera
