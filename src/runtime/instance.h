@@ -77,7 +77,8 @@ class Instance {
   // missing; marks it busy and counts the batch on its generation.
   Result<std::pair<std::shared_ptr<GpuGeneration>, GpuCopy*>> AcquireGpuCopy(
       int64_t rows, const std::vector<Shape>& item_shapes);
-  void ReleaseGpuCopy(GpuGeneration* gen, GpuCopy* copy);
+  void ReleaseGpuCopy(GpuCopy* copy);  // its buffers are free for the next batch
+  void FinishGpuBatch(GpuGeneration* gen, int64_t done_ns);  // answered: no longer a user
 
   // The executable for `rows` rows (a bucket) with per-row input shapes `item_shapes`.
   Result<Executable*> ExecutableFor(int64_t rows, const std::vector<Shape>& item_shapes);

@@ -167,13 +167,20 @@ Instance::AcquireGpuCopy(int64_t rows, const std::vector<Shape>& item_shapes) {
   }
 }
 
-void Instance::ReleaseGpuCopy(GpuGeneration* gen, GpuCopy* copy) {
+void Instance::ReleaseGpuCopy(GpuCopy* copy) {
   {
     std::lock_guard<std::mutex> lock(gmu_);
     copy->busy = false;
-    --gen->users;
-    gen->last_done_ns = Now();
   }
+  gcv_.notify_all();
+}
+
+void Instance::FinishGpuBatch(GpuGeneration* gen, int64_t done_ns) {
+  // Notified under the lock: once a waiter (DetachGpu, FlipAndDrain) sees no users it may free
+  // this instance, so nothing here may touch it after the lock is released.
+  std::lock_guard<std::mutex> lock(gmu_);
+  --gen->users;
+  gen->last_done_ns = std::max(gen->last_done_ns, done_ns);
   gcv_.notify_all();
 }
 
@@ -205,7 +212,8 @@ Result<std::vector<Tensor>> Instance::RunOnceOnGpu(int64_t rows,
       std::memcpy(t.raw(), copy->out[o], t.nbytes());
       outs.push_back(std::move(t));
     }
-  ReleaseGpuCopy(gen.get(), copy);
+  ReleaseGpuCopy(copy);
+  FinishGpuBatch(gen.get(), Now());
   if (!st.ok()) return st.WithContext("model '" + model_->name() + "'");
   return outs;
 }
@@ -258,6 +266,13 @@ void Instance::ExecuteOnGpu(std::vector<RequestPtr> batch) {
 
   auto complete = [this, f, fail_all](Status st) {
     const int64_t t_infer = Now();
+    // The batch counts on its generation until every answer is out (the last thing done here).
+    struct Finish {
+      Instance* inst;
+      GpuGeneration* gen;
+      int64_t t;
+      ~Finish() { inst->FinishGpuBatch(gen, t); }
+    } finish{this, f->gen.get(), t_infer};
     GpuCopy* c = f->copy;
     if (st.ok() && *c->err != 0)
       st = Status::InvalidArgument(
@@ -272,7 +287,7 @@ void Instance::ExecuteOnGpu(std::vector<RequestPtr> batch) {
         outs.push_back(std::move(t));
         specs.push_back(spec);
       }
-    ReleaseGpuCopy(f->gen.get(), c);  // its buffers are copied out: free for the next batch
+    ReleaseGpuCopy(c);  // its buffers are copied out: free for the next batch
     if (!st.ok()) return fail_all(f->batch, st.WithContext("model '" + model_->name() + "'"));
     const BatchLayout& l = f->layout;
     model_->estimator().Record(l.bucket, t_infer - f->t_input);
@@ -292,8 +307,9 @@ void Instance::ExecuteOnGpu(std::vector<RequestPtr> batch) {
   GpuDevice::Batch b{f->gen->lease.place, f->copy->gexe, src, f->copy->out, f->copy->err};
   Status st = gpu_->device().Submit(b, completion_, complete);
   if (!st.ok()) {
-    ReleaseGpuCopy(f->gen.get(), f->copy);
+    ReleaseGpuCopy(f->copy);
     fail_all(f->batch, st.WithContext("model '" + model_->name() + "'"));
+    FinishGpuBatch(f->gen.get(), Now());
   }
 }
 
