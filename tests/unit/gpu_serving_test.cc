@@ -482,6 +482,32 @@ TEST_P(GpuServingTest, InstancesSpreadOverTheGpusTheirGroupLists) {
   EXPECT_EQ(slices1->free_groups(), 16);
 }
 
+TEST_P(GpuServingTest, ModelsWithoutABatchDimensionRunToo) {
+  // max_batch_size 0: every request is its own batch, shapes as the config gives them.
+  std::ofstream(dir_ / "tiny_mlp" / "config.pbtxt")
+      << "name: \"tiny_mlp\"\nplatform: \"onnxruntime_onnx\"\nmax_batch_size: 0\n"
+      << "input { name: \"input\" data_type: TYPE_FP32 dims: [3, 16] }\n"
+      << "output { name: \"output_out\" data_type: TYPE_FP32 dims: [3, 16] }\n"
+      << SliceSms(8, 2);
+  WriteModel("cpu_mlp", "instance_group { count: 1 kind: KIND_CPU }\n");
+  ModelManager m(Options());
+  ASSERT_TRUE(m.Load("tiny_mlp").ok());
+  ASSERT_TRUE(m.Load("cpu_mlp").ok());
+  std::vector<std::future<InferenceResponse>> pending;
+  for (int i = 0; i < 8; ++i)
+    pending.push_back(
+        std::async(std::launch::async, [&m, i] { return Infer(m, "tiny_mlp", 3, 0.1f * i); }));
+  for (int i = 0; i < 8; ++i) {
+    const InferenceResponse g = pending[i].get();
+    ASSERT_TRUE(g.status.ok()) << g.status.ToString();
+    ASSERT_EQ(g.outputs.at(0).shape(), (Shape{3, 16}));
+    const InferenceResponse c = Infer(m, "cpu_mlp", 3, 0.1f * i);
+    ASSERT_TRUE(c.status.ok());
+    for (int64_t k = 0; k < 48; ++k)
+      ASSERT_NEAR(g.outputs[0].data<float>()[k], c.outputs[0].data<float>()[k], 1e-5);
+  }
+}
+
 TEST_P(GpuServingTest, PinnedRequestMemoryIsCopiedDirectly) {
   WriteModel("tiny_mlp", SliceSms(8));
   ModelManager m(Options());
