@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <functional>
+#include <set>
 
 namespace tessera::server {
 namespace {
@@ -117,6 +118,27 @@ std::string PrometheusText(const ModelManager& manager) {
     out += fmt::format("tessera_batch_rows_sum{{{}}} {}\n", Labels(s), sum);
     out += fmt::format("tessera_batch_rows_count{{{}}} {}\n", Labels(s), total);
   }
+  // Each model's slice, as `tessera slice get` shows it.
+  std::set<std::string> names;
+  for (const auto& s : snaps) names.insert(s.name);
+  std::string threads, sms;
+  for (const auto& n : names) {
+    auto sl = manager.Slice(n);
+    if (!sl.ok()) continue;
+    if (sl->gpu >= 0)
+      sms += fmt::format("tessera_model_slice_sms{{model=\"{}\",gpu=\"{}\",sharing=\"{}\"}} {}\n",
+                         n, sl->gpu, sl->sharing, sl->sms);
+    else if (sl->engine == "cpu")
+      threads += fmt::format("tessera_model_compute_threads{{model=\"{}\"}} {}\n", n, sl->threads);
+  }
+  out +=
+      "# HELP tessera_model_compute_threads CPU models: compute threads per instance (the slice)\n"
+      "# TYPE tessera_model_compute_threads gauge\n" +
+      threads +
+      "# HELP tessera_model_slice_sms GPU models on a sliced GPU: SMs per instance (the GPU's "
+      "when unconfined)\n"
+      "# TYPE tessera_model_slice_sms gauge\n" +
+      sms;
   return out;
 }
 

@@ -231,6 +231,10 @@ def test_metrics_expose_triton_and_tessera_series(server):
                  "tessera_batch_rows_bucket", "tessera_request_latency_us_bucket",
                  "tessera_model_memory_bytes"]:
         assert name in text, name
+    # Each CPU model's slice: its compute threads per instance.
+    threads = [l for l in text.splitlines()
+               if l.startswith('tessera_model_compute_threads{model="tiny_mlp"}')]
+    assert threads and int(float(threads[0].split()[-1])) >= 1, threads
 
 
 def test_timing_breakdown_in_response_parameters(server):

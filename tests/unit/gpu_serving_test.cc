@@ -14,6 +14,7 @@
 #include <set>
 #include <thread>
 
+#include "server/metrics.h"
 #include "tessera/core/clock.h"
 #include "tessera/engine/cuda_engine.h"
 #include "tessera/runtime/gpu.h"
@@ -305,6 +306,11 @@ TEST_P(GpuServingTest, InstancesGetTheirSlicesAndAnswerLikeTheCpu) {
   EXPECT_EQ(s->gpu_sms, 132);
   EXPECT_TRUE(s->confined);
   EXPECT_EQ(s->sharing, "fake");
+  const std::string metrics = server::PrometheusText(m);
+  EXPECT_TRUE(Contains(metrics,
+                       "tessera_model_slice_sms{model=\"tiny_mlp\",gpu=\"0\",sharing=\"fake\"} 32"))
+      << metrics;
+  EXPECT_TRUE(Contains(metrics, "tessera_model_compute_threads{model=\"cpu_mlp\"} 1"));
   {
     std::lock_guard<std::mutex> lock(seen_.mu);
     ASSERT_FALSE(seen_.sm_targets.empty());
