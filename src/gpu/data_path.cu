@@ -1,6 +1,7 @@
 #include <cuda_runtime.h>
 
 #include <map>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -60,6 +61,13 @@ class CudaGpuDevice final : public runtime::GpuDevice {
     return pinned(p) && pinned(static_cast<const uint8_t*>(p) + bytes - 1);
   }
 
+  Status Bind(uint64_t place, GpuExecutable* exe) override {
+    void* stream = Stream(place);
+    if (!stream) return Status::Internal("no stream for GPU place " + std::to_string(place));
+    std::lock_guard<std::mutex> lock(StreamLock(stream));
+    return exe->Bind(stream);
+  }
+
   Status Submit(const Batch& b, runtime::Completion how,
                 std::function<void(Status)> done) override {
     TESSERA_RETURN_IF_ERROR(Cuda(cudaSetDevice(layout().index), "cudaSetDevice"));
@@ -72,7 +80,11 @@ class CudaGpuDevice final : public runtime::GpuDevice {
     auto give_back = [this, inputs_in, computed, finished] {
       GiveEvents({inputs_in, computed, finished});
     };
-    Status st = Queue(b, cs, compute, inputs_in, computed, finished);
+    Status st;
+    {
+      std::lock_guard<std::mutex> lock(StreamLock(compute));  // no capture on it meanwhile
+      st = Queue(b, cs, compute, inputs_in, computed, finished);
+    }
     if (!st.ok()) {
       cudaStreamSynchronize(cs.out);  // whatever was queued finishes before its events go back
       give_back();
@@ -137,6 +149,13 @@ class CudaGpuDevice final : public runtime::GpuDevice {
   struct CopyStreams {
     cudaStream_t in = nullptr, out = nullptr;
   };
+  // One lock per compute stream (places may share one), kept for the device's life.
+  std::mutex& StreamLock(void* stream) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& m = stream_locks_[stream];
+    if (!m) m = std::make_unique<std::mutex>();
+    return *m;
+  }
   struct Pending {
     CudaGpuDevice* self;
     cudaEvent_t finished;
@@ -223,6 +242,7 @@ class CudaGpuDevice final : public runtime::GpuDevice {
   Places places_;
   std::mutex mu_;
   std::map<uint64_t, CopyStreams> copy_;
+  std::map<void*, std::unique_ptr<std::mutex>> stream_locks_;
   std::vector<cudaEvent_t> events_;
   runtime::Notifier notifier_;
 };

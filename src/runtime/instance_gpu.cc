@@ -53,7 +53,6 @@ struct Instance::GpuShape {
 
 struct Instance::GpuGeneration {
   SliceLease lease;
-  void* stream = nullptr;
   std::map<std::string, GpuShape> shapes;
   int users = 0;  // batches (and compiles) using it and not yet done
   size_t bytes = 0;
@@ -68,7 +67,6 @@ void Instance::AttachGpu(GpuSlices* gpu, SliceLease lease, Completion how, int p
   lease_ = lease;
   cur_ = std::make_shared<GpuGeneration>();
   cur_->lease = lease;
-  cur_->stream = gpu->device().Stream(lease.place);
 }
 
 SliceLease Instance::lease() const {
@@ -92,7 +90,7 @@ Result<std::unique_ptr<Instance::GpuCopy>> Instance::CompileForGpu(
   if (!c->gexe)
     return Status::Internal("model '" + model_->name() + "': the " + engine_->name() +
                             " engine gave an executable the GPU data path cannot run");
-  TESSERA_RETURN_IF_ERROR(c->gexe->Bind(gen.stream));
+  TESSERA_RETURN_IF_ERROR(gpu_->device().Bind(gen.lease.place, c->gexe));
   c->bytes = c->exe->info().activation_bytes;
   for (const auto& s : c->gexe->device_inputs()) {
     TESSERA_ASSIGN_OR_RETURN(void* p, c->pool->Get(s.bytes));
@@ -316,7 +314,6 @@ void Instance::ExecuteOnGpu(std::vector<RequestPtr> batch) {
 Status Instance::PrepareMove(const SliceLease& next) {
   auto gen = std::make_shared<GpuGeneration>();
   gen->lease = next;
-  gen->stream = gpu_->device().Stream(next.place);
   struct Want {
     std::string key;
     int64_t rows;

@@ -87,7 +87,7 @@ Result<Runner1> Prepare(Engine& engine, const Graph& graph, runtime::GpuSlices& 
   TESSERA_ASSIGN_OR_RETURN(r.exe, engine.Compile(graph, o));
   r.g = dynamic_cast<GpuExecutable*>(r.exe.get());
   if (!r.g) return Status::Internal("the CUDA engine gave no GPU executable");
-  TESSERA_RETURN_IF_ERROR(r.g->Bind(gpu.device().Stream(lease.place)));
+  TESSERA_RETURN_IF_ERROR(gpu.device().Bind(lease.place, r.g));
   for (const auto& s : r.g->device_inputs()) {
     TESSERA_ASSIGN_OR_RETURN(void* p, gpu.pinned().Get(s.bytes));
     std::memset(p, 0, s.bytes);

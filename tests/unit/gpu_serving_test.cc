@@ -174,6 +174,11 @@ class FakeDevice final : public GpuDevice {
     std::lock_guard<std::mutex> lock(pinned_mu_);
     pinned_.emplace_back(reinterpret_cast<uintptr_t>(p), bytes);
   }
+  Status Bind(uint64_t place, GpuExecutable* exe) override {
+    void* s = Stream(place);
+    if (!s) return Status::Internal("place " + std::to_string(place) + " does not exist");
+    return exe->Bind(s);
+  }
   Status Submit(const Batch& b, Completion how, std::function<void(Status)> done) override {
     if (!Stream(b.place))
       return Status::Internal("place " + std::to_string(b.place) + " does not exist");

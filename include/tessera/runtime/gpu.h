@@ -68,8 +68,13 @@ class GpuDevice {
   virtual ~GpuDevice() = default;
   virtual const GpuLayout& layout() const = 0;
   virtual SliceProvider& provider() = 0;
-  // The compute stream of a place (what a GpuExecutable is bound to).
+  // The compute stream of a place.
   virtual void* Stream(uint64_t place) = 0;
+  // Binds `exe` to the place's stream (GpuExecutable::Bind: its CUDA graph is captured there).
+  // A capture must not meet another thread's work on the same stream (it would be captured, or
+  // break the capture): Bind and Submit exclude each other per stream, which matters where
+  // places share one (the unconfined place, `exclusive`).
+  virtual Status Bind(uint64_t place, GpuExecutable* exe) = 0;
   // Pinned (page-locked) host memory: DMA-able, so copies need no staging.
   virtual Result<void*> HostAlloc(size_t bytes) = 0;
   virtual void HostFree(void* p) = 0;
