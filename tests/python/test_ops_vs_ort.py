@@ -148,6 +148,8 @@ CASES = [
     case("LogSoftmax", [("x", r(3, 8))]),
     case("LayerNormalization", [("x", r(2, 5, 16)), ("c_g", r(16)), ("c_b", r(16))], {"epsilon": 1e-5}, id="LayerNorm-last"),
     case("LayerNormalization", [("x", r(2, 3, 4)), ("c_g", r(3, 4))], {"axis": 1}, id="LayerNorm-axis1-nobias"),
+    case("LayerNormalization", [("x", r(2, 5, 16)), ("c_g", r(16)), ("c_b", r(16))], {"axis": -1}, outs=3,
+         id="LayerNorm-mean-invstd"),
     case("ReduceMean", [("x", r(2, 3, 4))], {"axes": [-1], "keepdims": 1}, id="ReduceMean-last"),
     case("ReduceMean", [("x", r(2, 3, 4, 5))], {"axes": [1, 3], "keepdims": 0}, id="ReduceMean-inner-axes"),
     case("ReduceSum", [("x", r(2, 3, 4)), ("c_a", np.array([0], np.int64))], id="ReduceSum-axes-input"),

@@ -456,8 +456,9 @@ class CudaExecutable final : public GpuExecutable {
                 "softmax kernel");
   }
   Status Enqueue(const Step&, const LayerNormInstr& l) {
+    auto opt = [&](const Ref& r) { return r.valid() ? static_cast<float*>(Out(r)) : nullptr; };
     return Cuda(LaunchLayerNorm(l, F(l.in), F(l.scale), F(l.bias), static_cast<float*>(Out(l.out)),
-                                stream_),
+                                opt(l.mean), opt(l.inv_std), stream_),
                 "layernorm kernel");
   }
   Status Enqueue(const Step&, const GatherInstr& g) {

@@ -152,7 +152,7 @@ __global__ void SoftmaxColumnsKernel(const SoftmaxInstr s, const float* x, float
 // One block per row: mean, then the variance around it (two passes over the row, which stays
 // in L1 / L2), then the affine output.
 __global__ void LayerNormKernel(const LayerNormInstr l, const float* x, const float* g,
-                                const float* b, float* y) {
+                                const float* b, float* y, float* mean_out, float* inv_out) {
   __shared__ float scratch[32];
   const float* xr = x + blockIdx.x * l.cols;
   float* yr = y + blockIdx.x * l.cols;
@@ -169,6 +169,10 @@ __global__ void LayerNormKernel(const LayerNormInstr l, const float* x, const fl
   for (int64_t c = threadIdx.x; c < l.cols; c += blockDim.x) {
     const float o = (xr[c] - mean) * inv * g[c];
     yr[c] = b ? o + b[c] : o;
+  }
+  if (threadIdx.x == 0) {
+    if (mean_out) mean_out[blockIdx.x] = mean;
+    if (inv_out) inv_out[blockIdx.x] = inv;
   }
 }
 
@@ -331,10 +335,12 @@ cudaError_t LaunchSoftmax(const SoftmaxInstr& s, const float* in, float* out, cu
 }
 
 cudaError_t LaunchLayerNorm(const LayerNormInstr& l, const float* in, const float* scale,
-                            const float* bias, float* out, cudaStream_t stream) {
+                            const float* bias, float* out, float* mean, float* inv_std,
+                            cudaStream_t stream) {
   if (l.rows == 0) return cudaSuccess;
   const int threads = l.cols >= 256 ? 256 : (l.cols >= 128 ? 128 : 32);
-  LayerNormKernel<<<static_cast<unsigned>(l.rows), threads, 0, stream>>>(l, in, scale, bias, out);
+  LayerNormKernel<<<static_cast<unsigned>(l.rows), threads, 0, stream>>>(l, in, scale, bias, out,
+                                                                         mean, inv_std);
   return cudaGetLastError();
 }
 

@@ -14,8 +14,10 @@ cudaError_t LaunchCopy(const CopyInstr& c, const void* in, void* out, cudaStream
 cudaError_t LaunchFill(const FillInstr& f, void* out, cudaStream_t stream);
 cudaError_t LaunchReduce(const ReduceInstr& r, const float* in, float* out, cudaStream_t stream);
 cudaError_t LaunchSoftmax(const SoftmaxInstr& s, const float* in, float* out, cudaStream_t stream);
+// `mean` / `inv_std` (per row) may be null.
 cudaError_t LaunchLayerNorm(const LayerNormInstr& l, const float* in, const float* scale,
-                            const float* bias, float* out, cudaStream_t stream);
+                            const float* bias, float* out, float* mean, float* inv_std,
+                            cudaStream_t stream);
 // Sets *error to 1 when an index is out of range (that row is zero-filled).
 cudaError_t LaunchGather(const GatherInstr& g, const void* data, const void* index, void* out,
                          int32_t* error, cudaStream_t stream);

@@ -788,9 +788,6 @@ class Lowerer {
   Status LayerNorm(const Node& n) {
     const auto& xm = Meta(n.inputs[0]);
     if (!IsFloatType(xm.dtype)) return Status::Unimplemented(n.Describe() + ": FP32 only");
-    for (size_t i = 1; i < n.outputs.size(); ++i)
-      if (!n.outputs[i].empty())
-        return Status::Unimplemented(n.Describe() + ": Mean / InvStdDev outputs");
     const int64_t r = static_cast<int64_t>(xm.shape.size());
     const int64_t axis = ops::NormalizeAxis(n.GetInt("axis", -1), r);
     LayerNormInstr l;
@@ -802,6 +799,8 @@ class Lowerer {
     l.scale = Of(n.inputs[1]);
     l.bias = Opt(n, 2);
     l.out = Of(n.outputs[0]);
+    if (n.outputs.size() > 1 && !n.outputs[1].empty()) l.mean = Of(n.outputs[1]);
+    if (n.outputs.size() > 2 && !n.outputs[2].empty()) l.inv_std = Of(n.outputs[2]);
     Emit(n, l);
     return Status::OK();
   }

@@ -150,6 +150,7 @@ struct LayerNormInstr {
   int64_t rows = 1, cols = 1;
   float eps = 1e-5f;
   Ref in, scale, bias, out;
+  Ref mean, inv_std;  // optional outputs 1 and 2: per row, FP32
 };
 
 // data viewed as [outer, axis_dim, inner]; out[o, j, i] = data[o, idx[j], i] for `count`
@@ -301,6 +302,8 @@ void ForEachRef(Instr& instr, Fn&& fn) {
           fn(x.scale);
           fn(x.bias);
           fn(x.out);
+          fn(x.mean);
+          fn(x.inv_std);
         } else if constexpr (std::is_same_v<T, GatherInstr>) {
           fn(x.data);
           fn(x.index);

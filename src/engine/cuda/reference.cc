@@ -95,6 +95,8 @@ class HostRunner {
         const float v = (xr[c] - static_cast<float>(mean)) * inv * g[c];
         y[r * l.cols + c] = b ? v + b[c] : v;
       }
+      if (l.mean.valid()) static_cast<float*>(Out(l.mean))[r] = static_cast<float>(mean);
+      if (l.inv_std.valid()) static_cast<float*>(Out(l.inv_std))[r] = inv;
     }
   }
   void operator()(const GatherInstr& g) const {
