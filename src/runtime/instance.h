@@ -32,7 +32,7 @@ class Instance {
   Status Warmup();
   // Runs `batch` (requests batchable together) and answers every request.
   void Execute(std::vector<RequestPtr> batch);
-  size_t memory_bytes() const;  // activation arenas (and pinned buffers on a GPU)
+  size_t memory_bytes() const;  // activation arenas (on its device)
   // True when the config fixes every input dim (besides the batch): the executables for every
   // batch size can be compiled at warm-up and no request can need another.
   static bool ShapesFixed(const ServedModel& m);

@@ -34,7 +34,7 @@ struct Instance::GpuCopy {
   GpuExecutable* gexe = nullptr;
   std::vector<void*> in, out;
   int32_t* err = nullptr;
-  size_t bytes = 0;  // device arena + pinned buffers
+  size_t bytes = 0;  // device memory: the activation arena and workspace (not the pinned buffers)
   bool busy = false;
   ~GpuCopy() {
     exe.reset();  // waits for its stream before the buffers are reused
@@ -95,12 +95,10 @@ Result<std::unique_ptr<Instance::GpuCopy>> Instance::CompileForGpu(
   for (const auto& s : c->gexe->device_inputs()) {
     TESSERA_ASSIGN_OR_RETURN(void* p, c->pool->Get(s.bytes));
     c->in.push_back(p);
-    c->bytes += s.bytes;
   }
   for (const auto& s : c->gexe->device_outputs()) {
     TESSERA_ASSIGN_OR_RETURN(void* p, c->pool->Get(s.bytes));
     c->out.push_back(p);
-    c->bytes += s.bytes;
   }
   TESSERA_ASSIGN_OR_RETURN(void* e, c->pool->Get(sizeof(int32_t)));
   c->err = static_cast<int32_t*>(e);
