@@ -6,8 +6,10 @@
 #include <cstdlib>
 #include <thread>
 
+#include "engine/cuda/reference.h"
 #include "server/server.h"
 #include "tessera/core/body.h"
+#include "tessera/runtime/emulated_gpu.h"
 #include "tools/commands.h"
 #ifdef TESSERA_HAVE_CUDA
 #include "gpu/data_path.h"
@@ -43,9 +45,23 @@ struct Opts {
 // One sliced GPU per visible device, as --sharing says. auto: green contexts, or plain streams
 // (with a warning) where the driver has none; none: no slicing, GPU models run on their
 // engine's own stream. An explicit kind that cannot work is an error.
-Result<std::vector<std::shared_ptr<runtime::GpuSlices>>> SliceGpus(const std::string& sharing) {
+Result<std::vector<std::shared_ptr<runtime::GpuSlices>>> SliceGpus(const std::string& sharing,
+                                                                   const std::string& engine) {
   std::vector<std::shared_ptr<runtime::GpuSlices>> out;
   if (sharing == "none") return out;
+  if (engine == "cuda-host") {  // one emulated GPU: the GPU serving path without a GPU
+    if (sharing != "auto" && sharing != "emulated")
+      return Status::InvalidArgument(
+          "--engine cuda-host runs on an emulated GPU: use --sharing "
+          "emulated (or auto, or none)");
+    out.push_back(std::make_shared<runtime::GpuSlices>(
+        runtime::CreateEmulatedGpu(runtime::EmulatedGpuLayout(0))));
+    spdlog::warn("{}: sharing emulated (slices are accounted, not enforced; for testing)",
+                 out.back()->layout().Describe());
+    return out;
+  }
+  if (sharing == "emulated")
+    return Status::InvalidArgument("--sharing emulated needs --engine cuda-host");
 #ifdef TESSERA_HAVE_CUDA
   auto devices = gpu::ListDevices();
   if (!devices.ok() || devices->empty()) {
@@ -87,6 +103,20 @@ Result<EngineFactory> ChooseEngines(const std::string& choice) {
     no_gpu = Status::OK();
 #endif
   if (choice == "cuda" && !no_gpu.ok()) return no_gpu.WithContext("--engine cuda");
+  if (choice == "cuda-host") {
+    spdlog::warn(
+        "engine: cuda-host (the CUDA backend's lowered programs interpreted on the host, on an "
+        "emulated GPU: for testing the GPU serving path, slow)");
+    return EngineFactory([](const ModelConfig& c, int listed) -> Result<std::unique_ptr<Engine>> {
+      for (const auto& g : c.instance_groups)
+        if (g.kind == InstanceGroup::Kind::kCpu) return CreateCpuEngine(0);
+      GpuPrecision p = GpuPrecision::kFp32;
+      if (auto it = c.parameters.find("precision"); it != c.parameters.end()) {
+        TESSERA_ASSIGN_OR_RETURN(p, ParseGpuPrecision(it->second));
+      }
+      return cuda::CreateHostProgramEngine(p, listed >= 0 ? listed : 0);
+    });
+  }
   const bool gpu_default = choice == "cuda" || (choice == "auto" && no_gpu.ok());
   if (gpu_default) {
     spdlog::info("engine: cuda (models run on the GPU unless their instance_group says KIND_CPU)");
@@ -146,7 +176,7 @@ int Run(const Opts& o) {
   mo.engine = std::move(engines).value();
   auto gpus = o.engine == "cpu" ? Result<std::vector<std::shared_ptr<runtime::GpuSlices>>>(
                                       std::vector<std::shared_ptr<runtime::GpuSlices>>{})
-                                : SliceGpus(o.sharing);
+                                : SliceGpus(o.sharing, o.engine);
   if (!gpus.ok()) {
     fmt::print(stderr, "error: {}\n", gpus.status().ToString());
     return 1;
@@ -180,7 +210,7 @@ int Run(const Opts& o) {
   if (so.admin_token.empty())
     if (const char* t = std::getenv("TESSERA_ADMIN_TOKEN")) so.admin_token = t;
   so.exit_timeout_s = o.exit_timeout;
-  so.pin_system_shm = !mo.gpus.empty();
+  so.pin_system_shm = !mo.gpus.empty() && o.engine != "cuda-host";
 
   // Frontends first, so health checks answer (live, not ready) while models load.
   auto server = server::Server::Start(&manager, so);
@@ -283,10 +313,12 @@ Runner SetupServe(CLI::App& app) {
                  "On SIGTERM, how long in-flight requests may take to finish")
       ->capture_default_str();
   app.add_option("--engine", o->engine,
-                 "auto (the GPU when one is visible, else the CPU), cpu or cuda; a model's "
-                 "instance_group kind (KIND_CPU / KIND_GPU) decides for that model")
+                 "auto (the GPU when one is visible, else the CPU), cpu, cuda, or cuda-host (the "
+                 "CUDA backend's programs interpreted on the host, on an emulated GPU: tests the "
+                 "GPU serving path without a GPU, slowly); a model's instance_group kind "
+                 "(KIND_CPU / KIND_GPU) decides for that model")
       ->default_val("auto")
-      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+      ->check(CLI::IsMember({"auto", "cpu", "cuda", "cuda-host"}));
   app.add_option("--memory-budget-mib", o->memory_budget_mib,
                  "Memory the CPU models may hold together (weights + activation arenas); a load "
                  "past it fails with who holds what (0: no limit; GPU models are held to their "
@@ -297,10 +329,11 @@ Runner SetupServe(CLI::App& app) {
                  "How GPU models share a GPU: green (CUDA green contexts: each instance on its "
                  "own SMs, slice_sms / slice_percent in its config, resizable live), streams "
                  "(one stream per instance on the whole GPU, uncontrolled), exclusive (one "
-                 "batch at a time), none (no slicing: each executable on its own stream); auto: "
-                 "green, or streams where the driver has no green contexts")
+                 "batch at a time), none (no slicing: each executable on its own stream), "
+                 "emulated (with --engine cuda-host); auto: green, or streams where the driver "
+                 "has no green contexts")
       ->default_val("auto")
-      ->check(CLI::IsMember({"auto", "green", "streams", "exclusive", "none"}));
+      ->check(CLI::IsMember({"auto", "green", "streams", "exclusive", "none", "emulated"}));
   app.add_option("--completion", o->completion,
                  "How a GPU batch's end is learned: event (a notifier thread per GPU, woken by "
                  "the batch's event), sync (the executor waits in cudaStreamSynchronize) or "

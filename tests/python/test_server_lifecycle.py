@@ -483,3 +483,83 @@ def test_gpu_sharing_without_a_gpu_is_a_clear_error(tessera_bin, tmp_path):
     r = subprocess.run([str(tessera_bin), "serve", "--model-repository", str(repo),
                         "--sharing", "halves"], capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "halves" in r.stderr, r.stderr
+    # The emulated GPU goes with the host-interpreted CUDA engine only, and the other way round.
+    for args, said in [(["--sharing", "emulated"], "needs --engine cuda-host"),
+                       (["--engine", "cuda-host", "--sharing", "green"], "--sharing emulated")]:
+        r = subprocess.run([str(tessera_bin), "serve", "--model-repository", str(repo),
+                            "--http-port", "-1", "--grpc-port", "-1", "--metrics-port", "-1",
+                            *args], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and said in r.stderr, (args, r.stderr)
+
+
+def test_gpu_slices_resize_live_on_the_emulated_gpu(tessera_bin, tmp_path):
+    """The GPU serving path end to end without a GPU: --engine cuda-host runs the CUDA backend's
+    lowered programs on the host, on an emulated GPU whose slices are accounted like a real one's.
+    Slices per instance, answers, live resize in SMs under traffic (HTTP, CLI, gRPC), refusals,
+    metrics."""
+    import shutil
+    import subprocess
+    repo = make_repo(tessera_bin, tmp_path / "repo", "tiny_mlp")
+    shutil.copytree(repo / "tiny_mlp", repo / "cpu_mlp")
+    shutil.copytree(repo / "tiny_mlp", repo / "neighbour")
+    for name, extra in [("tiny_mlp", 'instance_group { count: 2 kind: KIND_GPU }\n'
+                                     'parameters { key: "slice_sms" value: { string_value: "16" } }\n'),
+                        ("neighbour", 'instance_group { count: 1 kind: KIND_GPU }\n'
+                                      'parameters { key: "slice_sms" value: { string_value: "64" } }\n'),
+                        ("cpu_mlp", "instance_group { count: 1 kind: KIND_CPU }\n")]:
+        cfg = repo / name / "config.pbtxt"
+        cfg.write_text(cfg.read_text().replace('name: "tiny_mlp"', f'name: "{name}"') + extra)
+    s = TesseraServer(repo, "--engine", "cuda-host", "--admin-token", "sesame")
+    base = f"http://{s.http}/v2/models/tiny_mlp/slice"
+    auth = {"Authorization": "Bearer sesame"}
+    try:
+        code, body = request(base)
+        assert code == 200, body
+        assert (body["engine"], body["sms"], body["gpu_sms"], body["confined"], body["sharing"]) == \
+            ("cuda-host", 16, 132, True, "emulated"), body
+        # Same answers as the CPU engine, and the slice each batch ran on.
+        for v in (0.25, -1.5):
+            g = infer(s, body=tiny_body(v, rows=3, params={"tessera_timing": True}))
+            c = infer(s, "cpu_mlp", body=tiny_body(v, rows=3))
+            assert g[0] == 200 and c[0] == 200, (g, c)
+            assert g[1]["parameters"]["tessera_gpu_sms"] == 16
+            np.testing.assert_allclose(g[1]["outputs"][0]["data"], c[1]["outputs"][0]["data"],
+                                       rtol=1e-5, atol=1e-5)
+        traffic = Traffic(s)
+        try:
+            time.sleep(0.3)
+            for n in (32, 24, 8):
+                r = subprocess.run([str(tessera_bin), "slice", "--url", s.http, "--admin-token",
+                                    "sesame", "set", "tiny_mlp", str(n)],
+                                   capture_output=True, text=True, timeout=60)
+                assert r.returncode == 0, r.stdout + r.stderr
+                assert f"{n} of 132 SMs" in r.stdout and "resized live in" in r.stdout, r.stdout
+                time.sleep(0.3)
+            # Refusals change nothing: not whole groups, more than the GPU, more than is free.
+            code, body = request(base, {"sms": 20}, auth)
+            assert code == 400 and "multiple of 8" in body["error"], body
+            code, body = request(base, {"sms": 136}, auth)
+            assert code == 400 and "at most 128" in body["error"], body
+            code, body = request(base, {"sms": 40}, auth)  # 2 x 40 + 64 > 128
+            assert code == 429 and "nothing was changed" in body["error"], body
+            code, body = request(base, {"threads": 2}, auth)
+            assert code == 400 and '{"sms": N}' in body["error"], body
+            assert request(base, {"sms": 16})[0] == 401  # no token
+        finally:
+            traffic.stop()
+        assert traffic.failed == 0, traffic.errors[:3]
+        assert traffic.ok > 0
+        code, body = request(base)
+        assert body["sms"] == 8 and body["resize_ms"] > 0, body
+        assert infer(s, body=tiny_body(params={"tessera_timing": True}))[1]["parameters"][
+            "tessera_gpu_sms"] == 8
+        # Over gRPC too.
+        r = subprocess.run([str(tessera_bin), "slice", "--protocol", "grpc", "--url", s.grpc,
+                            "--admin-token", "sesame", "set", "tiny_mlp", "16"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and "16 of 132 SMs" in r.stdout, r.stdout + r.stderr
+        text = urllib.request.urlopen(f"http://localhost:{s.metrics_port}/metrics").read().decode()
+        assert 'tessera_model_slice_sms{model="tiny_mlp",gpu="0",sharing="emulated"} 16' in text
+        assert 'tessera_model_slice_sms{model="neighbour",gpu="0",sharing="emulated"} 64' in text
+    finally:
+        assert s.stop() == 0, s.output()

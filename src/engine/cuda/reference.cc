@@ -236,22 +236,60 @@ Status RunOnHost(const Program& program, const std::vector<Tensor>& inputs,
 
 namespace {
 
-class HostProgramExecutable final : public Executable {
+// Also a GpuExecutable whose "device" is host memory: one persistent arena, the inputs and
+// outputs at their planned places in it, Enqueue running the program there. An emulated GPU
+// (runtime/emulated_gpu.h) serves it as the CUDA engine's executables are served.
+class HostProgramExecutable final : public GpuExecutable {
  public:
-  explicit HostProgramExecutable(Program p) : p_(std::move(p)) {}
+  explicit HostProgramExecutable(Program p)
+      : p_(std::move(p)),
+        arena_(Tensor::Allocate(DataType::kUInt8, {static_cast<int64_t>(p_.arena_bytes)})) {
+    info_ = p_.info;
+    info_.activation_bytes = p_.arena_bytes;
+    HostRunner view(p_, arena_.data<uint8_t>());
+    for (const auto& s : p_.inputs)
+      in_.push_back({s.spec, view.Out(s.ref), static_cast<size_t>(s.bytes)});
+    for (const auto& s : p_.outputs)
+      out_.push_back({s.spec, const_cast<void*>(view.In(s.ref)), static_cast<size_t>(s.bytes)});
+  }
   Status Run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs) override {
     return RunOnHost(p_, inputs, outputs);
   }
-  const ExecutableInfo& info() const override { return p_.info; }
+  const ExecutableInfo& info() const override { return info_; }
+  const std::vector<DeviceSlot>& device_inputs() const override { return in_; }
+  const std::vector<DeviceSlot>& device_outputs() const override { return out_; }
+  const void* device_error_word() const override {
+    return arena_.data<uint8_t>() + p_.error_offset;
+  }
+  Status Bind(void* stream) override {
+    bound_ = stream;
+    return Status::OK();
+  }
+  Status Enqueue(void* stream) override {
+    if (stream != bound_)
+      return Status::Internal("host program enqueued on a stream it is not bound to");
+    uint8_t* arena = arena_.data<uint8_t>();
+    std::memset(arena + p_.error_offset, 0, sizeof(int32_t));
+    HostRunner run(p_, arena);
+    for (const auto& s : p_.steps) std::visit(run, s.instr);
+    return Status::OK();
+  }
 
  private:
   Program p_;
+  Tensor arena_;
+  ExecutableInfo info_;
+  std::vector<DeviceSlot> in_, out_;
+  void* bound_ = nullptr;
 };
 
 class HostProgramEngine final : public Engine {
  public:
-  explicit HostProgramEngine(GpuPrecision p) : opts_{MatmulTypeOf(p)} {}
+  HostProgramEngine(GpuPrecision p, int device) : opts_{MatmulTypeOf(p)}, device_(device) {}
   std::string name() const override { return "cuda-host"; }
+  std::string device() const override {
+    return device_ < 0 ? "cpu" : "cuda:" + std::to_string(device_);
+  }
   Result<std::unique_ptr<Executable>> Compile(const Graph& graph,
                                               const CompileOptions& options) override {
     TESSERA_ASSIGN_OR_RETURN(auto prepared, PrepareGraph(graph, options));
@@ -261,12 +299,13 @@ class HostProgramEngine final : public Engine {
 
  private:
   LowerOptions opts_;
+  int device_;
 };
 
 }  // namespace
 
-std::unique_ptr<Engine> CreateHostProgramEngine(GpuPrecision precision) {
-  return std::make_unique<HostProgramEngine>(precision);
+std::unique_ptr<Engine> CreateHostProgramEngine(GpuPrecision precision, int emulated_gpu) {
+  return std::make_unique<HostProgramEngine>(precision, emulated_gpu);
 }
 
 }  // namespace tessera::cuda

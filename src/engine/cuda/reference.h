@@ -16,10 +16,12 @@ Status RunOnHost(const Program& program, const std::vector<Tensor>& inputs,
                  std::vector<Tensor>* outputs);
 
 // An Engine that lowers like the CUDA backend and runs the Program with RunOnHost: `tessera infer
-// --engine cuda-host`, to see what the GPU path computes on a machine without a GPU.
-// An Engine that lowers like the CUDA backend and runs the Program with RunOnHost: `tessera infer
 // --engine cuda-host`, to see what the GPU path computes on a machine without a GPU. FP16 / BF16
-// precisions round GEMM and convolution operands as the GPU does; TF32 runs as FP32 here.
-std::unique_ptr<Engine> CreateHostProgramEngine(GpuPrecision precision = GpuPrecision::kFp32);
+// precisions round GEMM and convolution operands as the GPU does; TF32 runs as FP32 here. Its
+// executables are GpuExecutables over host memory; with `emulated_gpu` >= 0 the engine says it
+// runs on that GPU ("cuda:N"), so that `tessera serve --engine cuda-host` puts its models on an
+// emulated GPU's slices (runtime/emulated_gpu.h).
+std::unique_ptr<Engine> CreateHostProgramEngine(GpuPrecision precision = GpuPrecision::kFp32,
+                                                int emulated_gpu = -1);
 
 }  // namespace tessera::cuda
