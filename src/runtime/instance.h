@@ -59,8 +59,11 @@ class Instance {
   };
   MoveReport FlipAndDrain();
   void CancelMove();
-  // When the first batch on the place of the last flip was submitted (0: none yet).
-  int64_t first_submit_after_flip_ns() const;
+  // The host-side gap of the last flip, in us: how long the first batch on the new place waited
+  // because of the move, from the later of the old place's last completion and that batch's
+  // oldest request's arrival, to its submission (0: no wait); -1 while unknown (no flip, no batch
+  // on the old place, or none yet on the new one).
+  double last_flip_gap_us() const;
   // Waits until no batch of this instance is on the GPU, frees its GPU executables and returns
   // its lease to `gpu` (executor stopped).
   void DetachGpu();
@@ -75,8 +78,9 @@ class Instance {
   Result<std::vector<Tensor>> RunOnceOnGpu(int64_t rows, const std::vector<Tensor>& inputs);
   // A free copy of the executable for (rows, shapes) on the current generation, compiled when
   // missing; marks it busy and counts the batch on its generation.
+  // `ready_ns`: when the batch's oldest request was queued (0: a warm-up run).
   Result<std::pair<std::shared_ptr<GpuGeneration>, GpuCopy*>> AcquireGpuCopy(
-      int64_t rows, const std::vector<Shape>& item_shapes);
+      int64_t rows, const std::vector<Shape>& item_shapes, int64_t ready_ns);
   void ReleaseGpuCopy(GpuCopy* copy);  // its buffers are free for the next batch
   void FinishGpuBatch(GpuGeneration* gen, int64_t done_ns);  // answered: no longer a user
 
@@ -104,6 +108,7 @@ class Instance {
   std::condition_variable gcv_;
   SliceLease lease_;
   std::shared_ptr<GpuGeneration> cur_, pending_, draining_;
+  int64_t flip_old_last_done_ns_ = 0;  // guarded by gmu_
   std::atomic<size_t> gpu_arena_bytes_{0};
 };
 

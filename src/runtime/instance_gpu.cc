@@ -58,6 +58,7 @@ struct Instance::GpuGeneration {
   size_t bytes = 0;
   int64_t tick = 0;
   int64_t first_submit_ns = 0, last_done_ns = 0;
+  int64_t first_ready_ns = 0;  // when the first batch's oldest request was queued
 };
 
 void Instance::AttachGpu(GpuSlices* gpu, SliceLease lease, Completion how, int pipeline) {
@@ -106,7 +107,7 @@ Result<std::unique_ptr<Instance::GpuCopy>> Instance::CompileForGpu(
 }
 
 Result<std::pair<std::shared_ptr<Instance::GpuGeneration>, Instance::GpuCopy*>>
-Instance::AcquireGpuCopy(int64_t rows, const std::vector<Shape>& item_shapes) {
+Instance::AcquireGpuCopy(int64_t rows, const std::vector<Shape>& item_shapes, int64_t ready_ns) {
   const std::string key = ExecutableKey(rows, item_shapes);
   std::unique_lock<std::mutex> lock(gmu_);
   for (;;) {
@@ -122,7 +123,10 @@ Instance::AcquireGpuCopy(int64_t rows, const std::vector<Shape>& item_shapes) {
       if (!c->busy) {
         c->busy = true;
         ++gen->users;
-        if (!gen->first_submit_ns) gen->first_submit_ns = Now();
+        if (!gen->first_submit_ns) {
+          gen->first_submit_ns = Now();
+          gen->first_ready_ns = ready_ns;
+        }
         return std::make_pair(gen, c.get());
       }
     if (static_cast<int>(sh.copies.size()) < pipeline_) {
@@ -188,7 +192,7 @@ Result<std::vector<Tensor>> Instance::RunOnceOnGpu(int64_t rows,
     if (model_->config().max_batch_size > 0) s.erase(s.begin());
     items.push_back(s);
   }
-  TESSERA_ASSIGN_OR_RETURN(auto acquired, AcquireGpuCopy(rows, items));
+  TESSERA_ASSIGN_OR_RETURN(auto acquired, AcquireGpuCopy(rows, items, 0));
   auto [gen, copy] = acquired;
   const auto& slots = copy->gexe->device_inputs();
   for (size_t i = 0; i < inputs.size() && i < slots.size(); ++i)
@@ -237,7 +241,10 @@ void Instance::ExecuteOnGpu(std::vector<RequestPtr> batch) {
   auto layout = LayoutBatch(*model_, f->batch);
   if (!layout.ok()) return fail_all(f->batch, layout.status());
   f->layout = std::move(layout).value();
-  auto acquired = AcquireGpuCopy(f->layout.bucket, f->layout.items);
+  int64_t ready = f->t_dispatch;
+  for (const auto& r : f->batch)
+    if (r->timing.enqueue > 0) ready = std::min(ready, r->timing.enqueue);
+  auto acquired = AcquireGpuCopy(f->layout.bucket, f->layout.items, ready);
   if (!acquired.ok()) return fail_all(f->batch, acquired.status());
   std::tie(f->gen, f->copy) = *acquired;
   // The batch's inputs in pinned memory: one request that fills its bucket is read where it is
@@ -376,6 +383,7 @@ Instance::MoveReport Instance::FlipAndDrain() {
     gcv_.wait(lock, [&] { return draining_->users == 0; });
     r.old_last_done_ns = draining_->last_done_ns;
     r.drained_ns = Now();
+    flip_old_last_done_ns_ = r.old_last_done_ns;
     old = std::move(draining_);
   }
   gpu_arena_bytes_ -= old->bytes;
@@ -390,9 +398,14 @@ Instance::MoveReport Instance::FlipAndDrain() {
   return r;
 }
 
-int64_t Instance::first_submit_after_flip_ns() const {
+double Instance::last_flip_gap_us() const {
   std::lock_guard<std::mutex> lock(gmu_);
-  return cur_ ? cur_->first_submit_ns : 0;
+  if (!cur_ || !flip_old_last_done_ns_ || !cur_->first_submit_ns) return -1;
+  // Time the first batch on the new place waited because of the move: from when the old place
+  // was done (or the batch's oldest request arrived, if later) to its submission. Idle time with
+  // nothing queued is not a gap.
+  const int64_t from = std::max(flip_old_last_done_ns_, cur_->first_ready_ns);
+  return std::max<int64_t>(0, cur_->first_submit_ns - from) / 1e3;
 }
 
 void Instance::DetachGpu() {

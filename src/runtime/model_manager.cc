@@ -38,11 +38,11 @@ struct ModelManager::Entry {
   std::map<int64_t, std::shared_ptr<ServedModel>> versions;
   ModelState state = ModelState::kUnavailable;
   std::string reason;
-  std::string stamp;    // what the files looked like at the last load (poll mode)
-  int threads = 0;      // a slice set live (tessera slice set); 0: the configured size
-  int sms = 0;          // a GPU slice set live, in SMs; 0: the configured size
-  bool wanted = false;  // the server was told to serve it
-  double resize_ms = 0, resize_gap_us = -1;  // the last live GPU resize
+  std::string stamp;     // what the files looked like at the last load (poll mode)
+  int threads = 0;       // a slice set live (tessera slice set); 0: the configured size
+  int sms = 0;           // a GPU slice set live, in SMs; 0: the configured size
+  bool wanted = false;   // the server was told to serve it
+  double resize_ms = 0;  // the last live GPU resize (its gap is read from the versions)
 };
 
 struct ModelManager::Impl {
@@ -450,7 +450,9 @@ Result<SliceState> ModelManager::Slice(const std::string& name) const {
     }
   }
   s.resize_ms = it->second->resize_ms;
-  s.resize_gap_us = it->second->resize_gap_us;
+  if (s.resize_ms > 0)
+    for (const auto& [v, m] : it->second->versions)
+      s.resize_gap_us = std::max(s.resize_gap_us, m->ResizeGapUs());
   return s;
 }
 
@@ -513,10 +515,9 @@ Result<SliceState> ModelManager::SetSliceSms(const std::string& name, int sms) {
     std::lock_guard<std::mutex> lock(impl_->mu);
     entry->sms = sms;
     entry->resize_ms = ms;
-    entry->resize_gap_us = gap_us;
   }
   spdlog::info("model '{}': every instance now on a {}-SM slice ({:.1f} ms, gap {})", name, sms, ms,
-               gap_us < 0 ? std::string("unknown: no batch ran across the flip")
+               gap_us < 0 ? std::string("not known yet: no batch on both sides of the flip so far")
                           : fmt::format("{:.0f} us", gap_us));
   return Slice(name);
 }

@@ -257,13 +257,19 @@ Result<ServedModel::MoveResult> ServedModel::MoveSlices(int sms) {
     TESSERA_RETURN_IF_ERROR(moving[k]->gpu()->CommitResize(old[k]));
     const Instance::MoveReport m = moving[k]->FlipAndDrain();
     TESSERA_RETURN_IF_ERROR(moving[k]->gpu()->FinishResize(old[k]));
-    const int64_t first = moving[k]->first_submit_after_flip_ns();
-    if (m.old_last_done_ns > 0 && first > 0)
-      r.gap_us = std::max(r.gap_us, std::max<int64_t>(0, first - m.old_last_done_ns) / 1e3);
+    (void)m;
   }
   r.ms = (Now() - t0) / 1e6;
+  r.gap_us = ResizeGapUs();
   slice_sms_ = sms;
   return r;
+}
+
+double ServedModel::ResizeGapUs() const {
+  double gap = -1;
+  for (const auto& i : instances_)
+    if (i->on_gpu()) gap = std::max(gap, i->last_flip_gap_us());
+  return gap;
 }
 
 size_t ServedModel::memory_bytes() const {

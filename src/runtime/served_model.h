@@ -80,6 +80,9 @@ class ServedModel final : public ModelHandle, public std::enable_shared_from_thi
     double gap_us = -1;
   };
   Result<MoveResult> MoveSlices(int sms);
+  // The largest host-side gap of the last move's flips (Instance::last_flip_gap_us); -1 while
+  // none is known. Known once a batch has run on each side of a flip, so it may come later.
+  double ResizeGapUs() const;
   // Answers one request of a finished or failed batch and updates the statistics.
   void Answer(RequestPtr r, InferenceResponse&& resp);
 

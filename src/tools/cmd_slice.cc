@@ -55,7 +55,8 @@ int Print(const View& v, bool set) {
         "resized live in {:.1f} ms; gap between the old slice's last batch and the new "
         "one's first: {}\n",
         v.resize_ms,
-        v.resize_gap_us < 0 ? std::string("unknown (no batch ran across the flip)")
+        v.resize_gap_us < 0 ? std::string("not known yet (it needs a batch on each side of the "
+                                          "flip; `tessera slice get` shows it later)")
                             : fmt::format("{:.0f} us", v.resize_gap_us));
   return 0;
 }

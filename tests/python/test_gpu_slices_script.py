@@ -1,5 +1,5 @@
 """bench/gpu_slices.py's plumbing (server per sharing mode, scenario, sweep, live slice changes
-under load, result parsing) in its --dry-run form on the CPU engine: the GPU benchmark itself
+in SMs under load, result parsing) in its --dry-run form on an emulated GPU: the benchmark itself
 runs on a GPU machine, where nothing else would catch a broken script first."""
 import json
 import subprocess
@@ -22,4 +22,5 @@ def test_the_gpu_slices_benchmark_runs_end_to_end_on_the_cpu(tessera_bin, tmp_pa
         assert iso["p99_alone_ms"] > 0 and iso["p99_with_neighbour_ms"] > 0
     rz = res["resize"]
     assert rz["failed"] == 0 and rz["requests"] > 0
-    assert [c["threads"] for c in rz["changes"]] == [2, 1]
+    assert [c["sms"] for c in rz["changes"]] == [32, 16]
+    assert all(c["resize_ms"] > 0 for c in rz["changes"]), rz

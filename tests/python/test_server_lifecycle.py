@@ -551,6 +551,8 @@ def test_gpu_slices_resize_live_on_the_emulated_gpu(tessera_bin, tmp_path):
         assert traffic.ok > 0
         code, body = request(base)
         assert body["sms"] == 8 and body["resize_ms"] > 0, body
+        # Traffic ran on both sides of the last flip: the gap it caused is known.
+        assert body["resize_gap_us"] >= 0, body
         assert infer(s, body=tiny_body(params={"tessera_timing": True}))[1]["parameters"][
             "tessera_gpu_sms"] == 8
         # Over gRPC too.

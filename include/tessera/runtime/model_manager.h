@@ -78,8 +78,8 @@ struct SliceState {
   bool confined = false;  // holds a slice (else runs on the whole GPU)
   std::string sharing;    // "green", "mps", "streams", "exclusive"
   // The last live resize (SetSliceSms): how long it took, and the host-side gap between the
-  // old slice's last batch finishing and the new slice's first batch starting (-1: unknown,
-  // e.g. no batch ran during the move; 0: they overlapped).
+  // old slice's last batch finishing and the new slice's first batch starting (0: they
+  // overlapped; -1: not known yet, until a batch has run on each side of the flip).
   double resize_ms = 0;
   double resize_gap_us = -1;
 };
