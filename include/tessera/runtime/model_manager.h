@@ -124,8 +124,8 @@ class ModelManager {
   Result<SliceState> Slice(const std::string& name) const;
   // Changes the model's slice live: every ready version's instances take `threads` compute
   // threads from their next batch on (nothing queued or running fails; a reload keeps it).
-  // InvalidArgument for a size the machine cannot give; Unimplemented on GPU instances (live
-  // GPU resize comes with the GPU slices work).
+  // InvalidArgument for a size the machine cannot give, and for GPU models (their slice is set
+  // in SMs: SetSliceSms).
   Result<SliceState> SetSliceThreads(const std::string& name, int threads);
   // Changes a GPU model's slice live, make before break: every instance of every ready version
   // gets a new slice of `sms` SMs, compiled and warmed up there while the old one serves; the

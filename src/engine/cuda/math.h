@@ -280,17 +280,10 @@ TESSERA_HD int64_t LoadI(const void* p, DataType t, int64_t i) {
       return static_cast<const uint8_t*>(p)[i];
   }
 }
-TESSERA_HD void StoreF(void* p, DataType t, int64_t i, float v) {
+// The integer and bool stores of StoreF / StoreI (one rule for both value types).
+template <typename V>
+TESSERA_HD void StoreInteger(void* p, DataType t, int64_t i, V v) {
   switch (t) {
-    case DataType::kFloat32:
-      static_cast<float*>(p)[i] = v;
-      break;
-    case DataType::kFloat16:
-      static_cast<uint16_t*>(p)[i] = FloatToHalf(v);
-      break;
-    case DataType::kBFloat16:
-      static_cast<uint16_t*>(p)[i] = FloatToBf16(v);
-      break;
     case DataType::kInt64:
       static_cast<int64_t*>(p)[i] = static_cast<int64_t>(v);
       break;
@@ -307,6 +300,21 @@ TESSERA_HD void StoreF(void* p, DataType t, int64_t i, float v) {
       static_cast<uint8_t*>(p)[i] = static_cast<uint8_t>(v);
   }
 }
+TESSERA_HD void StoreF(void* p, DataType t, int64_t i, float v) {
+  switch (t) {
+    case DataType::kFloat32:
+      static_cast<float*>(p)[i] = v;
+      break;
+    case DataType::kFloat16:
+      static_cast<uint16_t*>(p)[i] = FloatToHalf(v);
+      break;
+    case DataType::kBFloat16:
+      static_cast<uint16_t*>(p)[i] = FloatToBf16(v);
+      break;
+    default:
+      StoreInteger(p, t, i, v);
+  }
+}
 TESSERA_HD void StoreI(void* p, DataType t, int64_t i, int64_t v) {
   switch (t) {
     case DataType::kFloat32:
@@ -314,20 +322,8 @@ TESSERA_HD void StoreI(void* p, DataType t, int64_t i, int64_t v) {
     case DataType::kBFloat16:
       StoreF(p, t, i, static_cast<float>(v));
       break;
-    case DataType::kInt64:
-      static_cast<int64_t*>(p)[i] = v;
-      break;
-    case DataType::kInt32:
-      static_cast<int32_t*>(p)[i] = static_cast<int32_t>(v);
-      break;
-    case DataType::kInt8:
-      static_cast<int8_t*>(p)[i] = static_cast<int8_t>(v);
-      break;
-    case DataType::kBool:
-      static_cast<uint8_t*>(p)[i] = v != 0;
-      break;
     default:
-      static_cast<uint8_t*>(p)[i] = static_cast<uint8_t>(v);
+      StoreInteger(p, t, i, v);
   }
 }
 
