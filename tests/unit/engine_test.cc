@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
 
 #include "tessera/model/onnx_import.h"
 #include "test_graphs.h"
@@ -148,6 +149,88 @@ TEST(CpuEngine, PackedGemmMatMulMatchesOneDnnWithBiasResidualAndRelu) {
     for (int64_t i = 0; i < outs[0][0].numel(); ++i)
       ASSERT_NEAR(outs[0][0].data<float>()[i], outs[v][0].data<float>()[i], 1e-5)
           << "variant " << v;
+}
+
+// Runs `g` optimized and unoptimized (every node as written) on the same input and checks they
+// agree; returns the optimized executable's profile labels.
+std::map<std::string, double> ExpectOptimizedMatchesPlain(const Graph& g, const Shape& in_shape,
+                                                          bool packed_gemm = true) {
+  auto engine = CreateCpuEngine();
+  CompileOptions opt, plain;
+  opt.profile = true;
+  opt.packed_gemm = packed_gemm;
+  opt.batch = plain.batch = in_shape[0];
+  plain.optimize = false;
+  std::vector<Tensor> in{Ramp(in_shape)}, a, b;
+  auto x = engine->Compile(g, opt);
+  auto y = engine->Compile(g, plain);
+  EXPECT_TRUE(x.ok()) << x.status().ToString();
+  EXPECT_TRUE(y.ok()) << y.status().ToString();
+  if (!x.ok() || !y.ok()) return {};
+  EXPECT_TRUE((*x)->Run(in, &a).ok());
+  EXPECT_TRUE((*y)->Run(in, &b).ok());
+  EXPECT_EQ(a[0].shape(), b[0].shape());
+  for (int64_t i = 0; i < b[0].numel(); ++i)
+    EXPECT_NEAR(a[0].data<float>()[i], b[0].data<float>()[i], 1e-5) << "element " << i;
+  return (*x)->OpProfileMs();
+}
+
+TEST(CpuEngine, AttentionTransposesBecomeMatMulStrides) {
+  // Attention's head split and merge: x [batch, seq, heads, dim] read as Q, K^T and V through
+  // Transposes, and the result transposed back; on the CPU the four Transposes become strides of
+  // the two MatMuls.
+  auto g = ImportOnnx(MakeModel([](zoo::GraphBuilder& b) {
+    auto x = b.Input("x", kF, {2, 6, 4, 8});
+    auto head = [&](const std::vector<int64_t>& perm) {
+      return b.Op("Transpose", {x}, {zoo::A("perm", perm)});
+    };
+    auto s = b.Op("MatMul", {head({0, 2, 1, 3}), head({0, 2, 3, 1})});
+    auto p = b.Op("Softmax", {s}, {zoo::A("axis", int64_t{-1})});
+    auto o = b.Op("MatMul", {p, head({0, 2, 1, 3})});
+    b.Output(b.Op("Transpose", {o}, {zoo::A("perm", std::vector<int64_t>{0, 2, 1, 3})}), kF,
+             {2, 6, 4, 8});
+  }));
+  ASSERT_TRUE(g.ok()) << g.status().ToString();
+  const auto labels = ExpectOptimizedMatchesPlain(*g, {2, 6, 4, 8});
+  EXPECT_EQ(labels.count("Transpose"), 0u) << "a Transpose was still copied";
+  EXPECT_EQ(labels.count("MatMul"), 1u);
+}
+
+TEST(CpuEngine, UnusualTransposesAroundAMatMulStillComputeTheRightThing) {
+  // Rank 5 with the batch axes shuffled too: right whether folded into strides (where oneDNN
+  // has a fast kernel for them) or planned as copies (where it has not).
+  auto g = ImportOnnx(MakeModel([](zoo::GraphBuilder& b) {
+    auto x = b.Input("x", kF, {3, 2, 4, 5, 6});
+    auto a = b.Op("Transpose", {x}, {zoo::A("perm", std::vector<int64_t>{4, 1, 0, 3, 2})});
+    auto w = b.Op("Transpose", {x}, {zoo::A("perm", std::vector<int64_t>{4, 1, 0, 2, 3})});
+    auto y = b.Op("MatMul", {a, w});  // [6, 2, 3, 5, 4] x [6, 2, 3, 4, 5]
+    b.Output(b.Op("Transpose", {y}, {zoo::A("perm", std::vector<int64_t>{2, 0, 3, 1, 4})}), kF,
+             {3, 6, 5, 2, 5});
+  }));
+  ASSERT_TRUE(g.ok()) << g.status().ToString();
+  // oneDNN 2.6 has only its reference kernel for these strides, so this case is planned as the
+  // Transposes and a dense MatMul again.
+  const auto labels = ExpectOptimizedMatchesPlain(*g, {3, 2, 4, 5, 6});
+  EXPECT_EQ(labels.count("MatMul"), 1u);
+}
+
+TEST(CpuEngine, GeluFusedIntoAMatMulMatchesWithPackedGemmAndOneDnn) {
+  // torch's erf GELU after a MatMul with constant weights: fused into the packed GEMM's
+  // epilogue, or split off again after oneDNN's MatMul.
+  auto g = ImportOnnx(MakeModel([](zoo::GraphBuilder& b) {
+    auto x = b.Input("x", kF, {1, 7, 40});
+    auto h = b.Op("Add", {b.Op("MatMul", {x, b.Weight("w", {40, 50}, -0.5f, 0.5f)}),
+                          b.Weight("bias", {50}, -0.5f, 0.5f)});
+    auto erf = b.Op("Erf", {b.Op("Div", {h, b.ConstFloat("sqrt2", std::sqrt(2.0f))})});
+    auto gelu = b.Op("Mul", {b.Op("Mul", {h, b.Op("Add", {erf, b.ConstFloat("one", 1.0f)})}),
+                             b.ConstFloat("half", 0.5f)});
+    b.Output(gelu, kF, {1, 7, 50});
+  }));
+  ASSERT_TRUE(g.ok()) << g.status().ToString();
+  for (bool packed : {true, false}) {
+    const auto labels = ExpectOptimizedMatchesPlain(*g, {1, 7, 40}, packed);
+    EXPECT_EQ(labels.count("Gelu"), packed ? 0u : 1u) << (packed ? "packed" : "oneDNN");
+  }
 }
 
 TEST(CpuEngine, CompilesOfOneModelShareDerivedWeightsThroughTheConstantCache) {

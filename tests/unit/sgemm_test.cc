@@ -7,6 +7,8 @@
 #include <random>
 #include <vector>
 
+#include "engine/cpu/vec_math.h"
+
 namespace tessera::cpu {
 namespace {
 
@@ -45,6 +47,9 @@ std::vector<float> Reference(const Case& c, const std::vector<float>& a,
           break;
         case GemmEpilogue::Act::kClip:
           s = std::min<double>(ep.beta, std::max<double>(ep.alpha, s));
+          break;
+        case GemmEpilogue::Act::kGelu:
+          s = 0.5 * s * (1.0 + std::erf(s / std::sqrt(2.0)));
           break;
       }
       out[i * c.n + j] = static_cast<float>(s);
@@ -104,6 +109,41 @@ TEST(PackedGemm, AppliesActivationsLast) {
   ep.alpha = -0.5f;
   ep.beta = 0.75f;
   Check({19, 300, 40}, ep, true);
+  ep.act = GemmEpilogue::Act::kGelu;
+  for (const Case& c : kShapes) Check(c, ep, true);
+}
+
+// Exp8 and GeluErf8 over `x`, eight lanes at a time (x.size() a multiple of 8).
+TESSERA_AVX2 void VectorMath(const std::vector<float>& x, std::vector<float>* e,
+                             std::vector<float>* g) {
+  e->resize(x.size());
+  g->resize(x.size());
+  for (size_t i = 0; i < x.size(); i += 8) {
+    const __m256 v = _mm256_loadu_ps(x.data() + i);
+    _mm256_storeu_ps(e->data() + i, Exp8(v));
+    _mm256_storeu_ps(g->data() + i, GeluErf8(v));
+  }
+}
+
+TEST(VectorMath, ExpAndGeluMatchDoublePrecision) {
+  if (!PackedGemmSupported()) GTEST_SKIP() << "no AVX2/FMA on this CPU";
+  std::vector<float> x;
+  for (int i = -96000; i < 96000; ++i) x.push_back(i * 1e-3f);  // [-96, 96) in steps of 1e-3
+  std::vector<float> e, g;
+  VectorMath(x, &e, &g);
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double xi = x[i];
+    const double ge = 0.5 * xi * (1.0 + std::erf(xi / std::sqrt(2.0)));
+    // GELU: the erfc approximation's 1.5e-7 absolute error, scaled by |x| / 2.
+    ASSERT_NEAR(g[i], ge, 1e-7 * std::max(1.0, std::fabs(xi)) + 1e-7 * std::fabs(ge)) << xi;
+    if (xi < -87.34) {
+      ASSERT_LE(e[i], 1.2e-38f) << xi;  // flushed to (at most) the smallest normal
+    } else if (xi > -87.33 && xi < 88.37) {
+      ASSERT_NEAR(e[i] / std::exp(xi), 1.0, 3e-7) << xi;
+    } else if (xi > 88.38) {
+      ASSERT_NEAR(e[i] / std::exp(double{88.3762626f}), 1.0, 3e-7) << xi;  // clamped, finite
+    }
+  }
 }
 
 TEST(PackedGemm, HonoursRowStridesOfAAndC) {

@@ -190,6 +190,7 @@ class CpuExecutable final : public Executable {
  public:
   explicit CpuExecutable(const CompileOptions& o)
       : profile_(o.profile),
+        optimize_(o.optimize),
         winograd_(o.winograd),
         packed_gemm_(o.packed_gemm),
         constants_(o.constants.get()) {}
@@ -209,7 +210,7 @@ class CpuExecutable final : public Executable {
   std::vector<std::unique_ptr<Step>> steps_;
   std::vector<std::string> labels_;
   bool profile_;
-  bool winograd_, packed_gemm_;
+  bool optimize_, winograd_, packed_gemm_;
   ConstantCache* constants_;  // only during Build: executables must not keep the cache alive
   std::map<std::string, double> profile_ms_;
 };
@@ -219,11 +220,11 @@ Status CpuExecutable::Build(PreparedGraph p) {
   graph_ = std::move(p.graph);
   meta_ = std::move(p.meta);
   for (auto& [name, t] : graph_.initializers) meta_[name].constant = &t;
+  if (optimize_) FoldTransposesIntoMatMul(&graph_, &meta_);
   LayoutPlanner planner(&ctx_, &graph_, &meta_);
   planner.winograd = winograd_;
   planner.packed_gemm = packed_gemm_;
   planner.cache = constants_;
-  planner.model_weight_bytes = graph_.WeightBytes();
   for (const auto& n : graph_.nodes) TESSERA_RETURN_IF_ERROR(planner.PlanNode(n));
   std::vector<std::string> outs;
   for (const auto& o : graph_.outputs) outs.push_back(planner.EnsurePlain(o.name));

@@ -226,10 +226,86 @@ Status PlanPool(LayoutPlanner* p, const Node& n) {
   }
 }
 
+namespace {
+
+memory::desc ViewDesc(const StridedView& v) { return memory::desc(v.dims, dt::f32, v.strides); }
+
+// A MatMul that FoldTransposesIntoMatMul gave strided operands or destination, planned as the
+// Transposes and dense MatMul it came from (for layouts oneDNN has no fast kernel for).
+Status PlanUnfolded(LayoutPlanner* p, const Node& n) {
+  Node mm = n;
+  int counter = 0;
+  auto temp = [&](const std::string& base, const Shape& shape) {
+    std::string name = base + "#unfolded" + std::to_string(counter++);
+    (*p->meta())[name] = {DataType::kFloat32, shape, nullptr};
+    return name;
+  };
+  auto permuted = [](const Shape& s, const std::vector<int64_t>& perm) {
+    Shape out;
+    for (int64_t ax : perm) out.push_back(s[ax]);
+    return out;
+  };
+  for (int i = 0; i < 2; ++i) {
+    const char* attr = i == 0 ? "tessera.perm_a" : "tessera.perm_b";
+    const std::vector<int64_t> perm = n.GetInts(attr);
+    mm.attrs.erase(attr);
+    if (perm.empty()) continue;
+    Node t;
+    t.op = "Transpose";
+    t.name = n.name + "/transpose" + std::to_string(i);
+    t.SetInts("perm", perm);
+    t.inputs = {n.inputs[i]};
+    t.outputs = {temp(n.inputs[i], permuted(p->meta()->at(n.inputs[i]).shape, perm))};
+    TESSERA_RETURN_IF_ERROR(p->PlanNode(t));
+    mm.inputs[i] = t.outputs[0];
+  }
+  const std::vector<int64_t> perm_y = n.GetInts("tessera.perm_y");
+  mm.attrs.erase("tessera.perm_y");
+  if (perm_y.empty()) return p->PlanNode(mm);
+  const Shape& zs = p->meta()->at(n.outputs[0]).shape;
+  Shape ys(zs.size());
+  for (size_t i = 0; i < perm_y.size(); ++i) ys[perm_y[i]] = zs[i];
+  mm.outputs[0] = temp(n.outputs[0], ys);
+  TESSERA_RETURN_IF_ERROR(p->PlanNode(mm));
+  Node t;
+  t.op = "Transpose";
+  t.name = n.name + "/transpose_out";
+  t.SetInts("perm", perm_y);
+  t.inputs = {mm.outputs[0]};
+  t.outputs = n.outputs;
+  return p->PlanNode(t);
+}
+
+}  // namespace
+
 Status PlanMatMul(LayoutPlanner* p, const Node& n) {
   DnnlContext* ctx = p->ctx();
+  // oneDNN's gemm-based MatMul applies a GELU post-op slowly (BERT's FFN); its jit eltwise,
+  // as a step after the product, is faster.
+  if (n.GetString("tessera.act", "") == "Gelu") {
+    Node mm = n;
+    mm.attrs.erase("tessera.act");
+    mm.outputs = {n.outputs[0] + "#pre_gelu"};
+    (*p->meta())[mm.outputs[0]] = {DataType::kFloat32, p->meta()->at(n.outputs[0]).shape, nullptr};
+    TESSERA_RETURN_IF_ERROR(PlanMatMul(p, mm));
+    Node gelu;
+    gelu.op = "Gelu";
+    gelu.name = n.name + "/gelu";
+    gelu.inputs = mm.outputs;
+    gelu.outputs = n.outputs;
+    return p->PlanNode(gelu);
+  }
   const std::string an = p->EnsurePlain(n.inputs[0]), bn = p->EnsurePlain(n.inputs[1]);
   Shape a = p->meta()->at(an).shape, b = p->meta()->at(bn).shape;
+  // Operands and destination that FoldTransposesIntoMatMul left transposed in place.
+  const std::vector<int64_t> perm_a = n.GetInts("tessera.perm_a"),
+                             perm_b = n.GetInts("tessera.perm_b"),
+                             perm_y = n.GetInts("tessera.perm_y");
+  const bool strided = !perm_a.empty() || !perm_b.empty() || !perm_y.empty();
+  const memory::desc a_view = perm_a.empty() ? memory::desc() : ViewDesc(TransposedRead(a, perm_a));
+  const memory::desc b_view = perm_b.empty() ? memory::desc() : ViewDesc(TransposedRead(b, perm_b));
+  if (!perm_a.empty()) a = a_view.dims();
+  if (!perm_b.empty()) b = b_view.dims();
   if (a.size() == 1) a.insert(a.begin(), 1);
   if (b.size() == 1) b.push_back(1);
   const size_t r = std::max(a.size(), b.size());
@@ -248,7 +324,11 @@ Status PlanMatMul(LayoutPlanner* p, const Node& n) {
   dnnl::primitive_attr attr;
   attr.set_post_ops(po);
   if (n.Has("tessera.scale")) attr.set_output_scales(0, {n.GetFloat("tessera.scale", 1.f)});
-  const memory::desc a_md = Plain(a), b_md = Plain(b), o_md = Plain(os);
+  const memory::desc a_md = perm_a.empty() ? Plain(a) : a_view;
+  const memory::desc b_md = perm_b.empty() ? Plain(b) : b_view;
+  const memory::desc o_md =
+      perm_y.empty() ? Plain(os)
+                     : ViewDesc(TransposedWrite(p->meta()->at(n.outputs[0]).shape, perm_y));
   Shape bs(r, 1);
   bs[r - 1] = os[r - 1];
   const memory::desc bias_md = has_bias ? Plain(bs) : memory::desc();
@@ -278,12 +358,13 @@ Status PlanMatMul(LayoutPlanner* p, const Node& n) {
     }
     dnnl::matmul::desc d(a_md, w_md, bias_md, o_md);
     dnnl::matmul::primitive_desc pd(d, attr, ctx->engine);
+    if (strided && std::string(pd.impl_info_str()).rfind("ref", 0) == 0) return PlanUnfolded(p, n);
     std::vector<std::string> reads{an};
     if (!bpacked) reads.push_back(bn);
     if (has_bias) reads.push_back(bias);
     if (has_sum) reads.push_back(res);
     const bool inplace = has_sum && !p->IsConst(res);
-    p->Add({"MatMul",
+    p->Add({b_const ? "MatMul (weights)" : "MatMul",
             reads,
             {y},
             inplace ? res : "",

@@ -10,10 +10,6 @@ namespace tessera::cpu {
 namespace {
 
 constexpr int64_t kMaxRows = 512;
-// Above this much weight a model's weights stream from DRAM on every inference; there oneDNN's
-// sgemm (which packs B on the fly, as one sequential stream) measured 3-9% faster in bert_base
-// (340 MB), while the pre-packed kernel won by ~15% with B cache-resident (bench/README.md).
-constexpr size_t kMaxModelWeightBytes = size_t{24} << 20;
 
 class PackedMatMulStep final : public Step {
  public:
@@ -40,7 +36,6 @@ class PackedMatMulStep final : public Step {
 
 Result<bool> TryPlanPackedMatMul(LayoutPlanner* p, const Node& n) {
   if (!p->packed_gemm || !PackedGemmSupported() || n.inputs.size() < 2) return false;
-  if (p->model_weight_bytes > kMaxModelWeightBytes) return false;
   const std::string& bn = n.inputs[1];
   if (!p->IsConst(bn)) return false;
   const Tensor& w = p->graph()->initializers.at(bn);
@@ -66,6 +61,8 @@ Result<bool> TryPlanPackedMatMul(LayoutPlanner* p, const Node& n) {
     ep.act = GemmEpilogue::Act::kClip;
     ep.alpha = n.GetFloat("tessera.alpha", 0);
     ep.beta = n.GetFloat("tessera.beta", 0);
+  } else if (act == "Gelu") {
+    ep.act = GemmEpilogue::Act::kGelu;
   } else if (!act.empty()) {
     return false;
   }
@@ -98,7 +95,7 @@ Result<bool> TryPlanPackedMatMul(LayoutPlanner* p, const Node& n) {
   if (has_bias) reads.push_back(bias);
   if (has_sum) reads.push_back(res);
   const bool inplace = has_sum && !p->IsConst(res);
-  p->Add({"MatMul",
+  p->Add({"MatMul (weights, packed)",
           reads,
           {y},
           inplace ? res : "",

@@ -17,8 +17,8 @@ namespace tessera::cpu {
 //   v = A x B (+ C's previous contents when `accumulate`); v *= scale; v += bias[n];
 //   v = act(v)
 struct GemmEpilogue {
-  enum class Act { kNone, kRelu, kLeakyRelu, kClip };
-  const float* bias = nullptr;  // [N] or null
+  enum class Act { kNone, kRelu, kLeakyRelu, kClip, kGelu };  // kGelu: the erf form
+  const float* bias = nullptr;                                // [N] or null
   float scale = 1.0f;
   bool accumulate = false;  // add into C (a residual already seeded there)
   Act act = Act::kNone;

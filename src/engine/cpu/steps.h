@@ -68,9 +68,8 @@ class LayoutPlanner {
   Tensor Reordered(const std::string& source, const dnnl::memory::desc& from,
                    const dnnl::memory::desc& to);
   ConstantCache* cache = nullptr;
-  bool winograd = true;           // let eligible 3x3 convs use Winograd (winograd.cc)
-  bool packed_gemm = true;        // constant-weight MatMuls on the packed GEMM (packed_matmul.cc)
-  size_t model_weight_bytes = 0;  // all of the model's constants: decides the GEMM above
+  bool winograd = true;     // let eligible 3x3 convs use Winograd (winograd.cc)
+  bool packed_gemm = true;  // constant-weight MatMuls on the packed GEMM (packed_matmul.cc)
   Graph* graph() { return graph_; }
   passes::MetaMap* meta() { return meta_; }
   void SetLayout(const std::string& v, const dnnl::memory::desc& d);
@@ -111,6 +110,21 @@ Result<bool> TryPlanWinogradConv(LayoutPlanner* p, const Node& n);
 Result<bool> TryPlanPackedMatMul(LayoutPlanner* p, const Node& n);
 Result<bool> TryPlanSoftmax(LayoutPlanner* p, const Node& n);
 Result<bool> TryPlanLayerNorm(LayoutPlanner* p, const Node& n);
+// CPU-only graph rewrite before planning: Transposes feeding or reading a MatMul of two
+// activations become its strided operands / destination (attributes tessera.perm_a, perm_b,
+// perm_y, which PlanMatMul reads). Returns how many Transposes it removed.
+int FoldTransposesIntoMatMul(Graph* g, passes::MetaMap* meta);
+// A float tensor computed at run time (not a constant).
+bool IsFloatActivation(const Graph& g, const passes::MetaMap& meta, const std::string& v);
+// A strided view of a dense tensor: element (i0, i1, ...) at sum(i_d * strides[d]).
+struct StridedView {
+  Shape dims;
+  std::vector<int64_t> strides;
+};
+// transpose(stored, perm) read in place (perm empty: as stored).
+StridedView TransposedRead(const Shape& stored, const std::vector<int64_t>& perm);
+// A result y laid out so that transpose(y, perm) is the dense tensor `stored`.
+StridedView TransposedWrite(const Shape& stored, const std::vector<int64_t>& perm);
 // A reorder from `src` (in `from` layout) to `dst` (in `to` layout).
 void PlanReorder(LayoutPlanner* p, const std::string& src, const std::string& dst,
                  const dnnl::memory::desc& from, const dnnl::memory::desc& to);

@@ -8,32 +8,6 @@
 namespace tessera::passes {
 namespace {
 
-struct Uses {
-  std::unordered_map<std::string, std::vector<size_t>> users;
-  std::unordered_set<std::string> graph_outputs;
-  std::unordered_map<std::string, size_t> producer;
-
-  explicit Uses(const Graph& g) {
-    for (size_t i = 0; i < g.nodes.size(); ++i) {
-      for (const auto& in : g.nodes[i].inputs)
-        if (!in.empty()) users[in].push_back(i);
-      for (const auto& o : g.nodes[i].outputs) producer[o] = i;
-    }
-    for (const auto& o : g.outputs) graph_outputs.insert(o.name);
-  }
-  // The single consumer of `v`, or -1.
-  int Single(const std::string& v) const {
-    if (graph_outputs.count(v)) return -1;
-    auto it = users.find(v);
-    if (it == users.end() || it->second.size() != 1) return -1;
-    return static_cast<int>(it->second[0]);
-  }
-  int Producer(const std::string& v) const {
-    auto it = producer.find(v);
-    return it == producer.end() ? -1 : static_cast<int>(it->second);
-  }
-};
-
 const Tensor* Const(const Graph& g, const std::string& v) {
   auto it = g.initializers.find(v);
   return it == g.initializers.end() ? nullptr : &it->second;
@@ -45,14 +19,6 @@ bool IsScalarConst(const Graph& g, const std::string& v, float value, float tol)
          std::fabs(t->data<float>()[0] - value) <= tol;
 }
 
-// Removes nodes flagged dead (op cleared) in one sweep.
-void Sweep(Graph* g) {
-  std::vector<Node> kept;
-  for (auto& n : g->nodes)
-    if (!n.op.empty()) kept.push_back(std::move(n));
-  g->nodes = std::move(kept);
-}
-
 // The other input of a binary node, given one of them.
 const std::string* Other(const Node& n, const std::string& v) {
   if (n.inputs.size() != 2) return nullptr;
@@ -62,6 +28,34 @@ const std::string* Other(const Node& n, const std::string& v) {
 }
 
 }  // namespace
+
+Uses::Uses(const Graph& g) {
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    for (const auto& in : g.nodes[i].inputs)
+      if (!in.empty()) users[in].push_back(i);
+    for (const auto& o : g.nodes[i].outputs) producer[o] = i;
+  }
+  for (const auto& o : g.outputs) graph_outputs.insert(o.name);
+}
+
+int Uses::Single(const std::string& v) const {
+  if (graph_outputs.count(v)) return -1;
+  auto it = users.find(v);
+  if (it == users.end() || it->second.size() != 1) return -1;
+  return static_cast<int>(it->second[0]);
+}
+
+int Uses::Producer(const std::string& v) const {
+  auto it = producer.find(v);
+  return it == producer.end() ? -1 : static_cast<int>(it->second);
+}
+
+void Sweep(Graph* g) {
+  std::vector<Node> kept;
+  for (auto& n : g->nodes)
+    if (!n.op.empty()) kept.push_back(std::move(n));
+  g->nodes = std::move(kept);
+}
 
 int FoldBatchNormIntoConv(Graph* g, MetaMap* meta, ConstantCache* cache) {
   Uses u(*g);
@@ -277,8 +271,9 @@ int FuseActivation(Graph* g, MetaMap* meta) {
     if (act.op == "Relu" || act.op == "Sigmoid" || act.op == "Tanh" || act.op == "HardSwish" ||
         act.op == "Gelu") {
       if (act.op == "Gelu" && act.GetString("approximate", "none") != "none") continue;
-      // oneDNN's gemm-based MatMul applies a GELU post-op slowly; a separate jit eltwise wins.
-      if (act.op == "Gelu" && p.op != "Conv") continue;
+      // Gemm has no GELU epilogue on the CPU; a MatMul's is the packed GEMM's (the CPU plan
+      // splits it off again where oneDNN runs the MatMul).
+      if (act.op == "Gelu" && p.op == "Gemm") continue;
       p.SetString("tessera.act", act.op);
     } else if (act.op == "LeakyRelu") {
       p.SetString("tessera.act", act.op);

@@ -5,6 +5,7 @@
 #include <map>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "engine/ops/ops.h"
@@ -27,6 +28,22 @@ Status InferAndFold(Graph* g, const std::map<std::string, Shape>& input_shapes, 
 
 // Removes nodes whose outputs reach no graph output, and unused initializers. Returns the count.
 int EliminateDeadNodes(Graph* g);
+
+// Who reads and who writes each value of a graph, for rewrites (indices into g.nodes, valid
+// until the node list changes).
+struct Uses {
+  std::unordered_map<std::string, std::vector<size_t>> users;
+  std::unordered_set<std::string> graph_outputs;
+  std::unordered_map<std::string, size_t> producer;
+
+  explicit Uses(const Graph& g);
+  // The single consumer of `v`, or -1 (also for graph outputs, which a rewrite must keep).
+  int Single(const std::string& v) const;
+  int Producer(const std::string& v) const;
+};
+
+// Removes the nodes a rewrite flagged dead (op cleared), in one sweep.
+void Sweep(Graph* g);
 
 // Fusions; each returns how many patterns it rewrote. `meta` stays valid for all values kept.
 // `cache` (may be null) shares the folded weights across compiles of the same model.
