@@ -36,6 +36,23 @@ struct Instance::GpuCopy {
   int32_t* err = nullptr;
   size_t bytes = 0;  // device memory: the activation arena and workspace (not the pinned buffers)
   bool busy = false;
+  // How a finished batch on this copy ended (`st`: the GPU work's status, then the error word a
+  // Gather sets for an index outside its data) and, when it succeeded, its outputs copied out of
+  // the pinned buffers, with their specs.
+  Status TakeOutputs(Status st, std::vector<Tensor>* outs, std::vector<TensorSpec>* specs) const {
+    if (st.ok() && *err != 0)
+      st = Status::InvalidArgument(
+          "an index in the input is out of range (a Gather met an index outside its data)");
+    if (!st.ok()) return st;
+    for (size_t o = 0; o < out.size(); ++o) {
+      const auto& spec = gexe->device_outputs()[o].spec;
+      Tensor t = Tensor::Allocate(spec.dtype, spec.shape);
+      std::memcpy(t.raw(), out[o], t.nbytes());
+      outs->push_back(std::move(t));
+      if (specs) specs->push_back(spec);
+    }
+    return st;
+  }
   ~GpuCopy() {
     exe.reset();  // waits for its stream before the buffers are reused
     for (void* p : in) pool->Put(p);
@@ -202,16 +219,8 @@ Result<std::vector<Tensor>> Instance::RunOnceOnGpu(int64_t rows,
   Status result;
   Status st = gpu_->device().Submit(b, Completion::kSync, [&](Status s) { result = s; });
   if (st.ok()) st = result;
-  if (st.ok() && *copy->err != 0)
-    st = Status::InvalidArgument("an index in the input is out of range");
   std::vector<Tensor> outs;
-  if (st.ok())
-    for (size_t o = 0; o < copy->out.size(); ++o) {
-      const auto& spec = copy->gexe->device_outputs()[o].spec;
-      Tensor t = Tensor::Allocate(spec.dtype, spec.shape);
-      std::memcpy(t.raw(), copy->out[o], t.nbytes());
-      outs.push_back(std::move(t));
-    }
+  st = copy->TakeOutputs(st, &outs, nullptr);
   ReleaseGpuCopy(copy);
   FinishGpuBatch(gen.get(), Now());
   if (!st.ok()) return st.WithContext("model '" + model_->name() + "'");
@@ -277,19 +286,9 @@ void Instance::ExecuteOnGpu(std::vector<RequestPtr> batch) {
       ~Finish() { inst->FinishGpuBatch(gen, t); }
     } finish{this, f->gen.get(), t_infer};
     GpuCopy* c = f->copy;
-    if (st.ok() && *c->err != 0)
-      st = Status::InvalidArgument(
-          "an index in the input is out of range (a Gather met an index outside its data)");
     std::vector<Tensor> outs;
     std::vector<TensorSpec> specs;
-    if (st.ok())
-      for (size_t o = 0; o < c->out.size(); ++o) {
-        const auto& spec = c->gexe->device_outputs()[o].spec;
-        Tensor t = Tensor::Allocate(spec.dtype, spec.shape);
-        std::memcpy(t.raw(), c->out[o], t.nbytes());
-        outs.push_back(std::move(t));
-        specs.push_back(spec);
-      }
+    st = c->TakeOutputs(st, &outs, &specs);
     ReleaseGpuCopy(c);  // its buffers are copied out: free for the next batch
     if (!st.ok()) return fail_all(f->batch, st.WithContext("model '" + model_->name() + "'"));
     const BatchLayout& l = f->layout;

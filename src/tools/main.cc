@@ -14,36 +14,36 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", "tessera 0.1.0");
   std::vector<std::pair<CLI::App*, tessera::cli::Runner>> cmds;
-  auto* serve = app.add_subcommand(
-      "serve", "Serve a model repository over KServe v2 HTTP + gRPC, with Prometheus metrics");
-  cmds.emplace_back(serve, tessera::cli::SetupServe(*serve));
-  auto* zoo = app.add_subcommand("zoo", "Write standard models as ONNX into a model repository");
-  cmds.emplace_back(zoo, tessera::cli::SetupZoo(*zoo));
-  auto* infer = app.add_subcommand("infer", "Run one model once (or repeatedly) and report");
-  cmds.emplace_back(infer, tessera::cli::SetupInfer(*infer));
-  auto* bench = app.add_subcommand(
-      "bench", "Open-loop multi-model load generator for KServe v2 servers; SLO goodput sweeps");
-  cmds.emplace_back(bench, tessera::cli::SetupBench(*bench));
-  auto* sink = app.add_subcommand(
-      "sink", "A KServe v2 endpoint that answers every inference at once (to measure clients)");
-  cmds.emplace_back(sink, tessera::cli::SetupSink(*sink));
-  auto* plan = app.add_subcommand(
-      "plan", "Plan slices per GPU for models (rate, SLO, profile): tessera, nexus or igniter");
-  cmds.emplace_back(plan, tessera::cli::SetupPlan(*plan));
-  auto* profile = app.add_subcommand(
-      "profile", "Measure a model's latency by batch x slice size and its memory (a plan input)");
-  cmds.emplace_back(profile, tessera::cli::SetupProfile(*profile));
-  auto* simulate = app.add_subcommand(
-      "simulate", "Plan a scenario and run the plan on a discrete-event simulator (virtual time)");
-  cmds.emplace_back(simulate, tessera::cli::SetupSimulate(*simulate));
-  auto* slice = app.add_subcommand("slice", "Show or change a served model's slice live");
-  cmds.emplace_back(slice, tessera::cli::SetupSlice(*slice));
-  auto* colocate = app.add_subcommand(
-      "colocate", "Calibrate the planner's interference model: models side by side on the cores");
-  cmds.emplace_back(colocate, tessera::cli::SetupColocate(*colocate));
-  auto* gpu_bench = app.add_subcommand(
-      "gpu-bench", "GPU data-path and completion micro-benchmarks (CUDA builds, on a GPU)");
-  cmds.emplace_back(gpu_bench, tessera::cli::SetupGpuBench(*gpu_bench));
+  namespace cli = tessera::cli;
+  const struct {
+    const char* name;
+    const char* help;
+    cli::Runner (*setup)(CLI::App&);
+  } kCommands[] = {
+      {"serve", "Serve a model repository over KServe v2 HTTP + gRPC, with Prometheus metrics",
+       cli::SetupServe},
+      {"zoo", "Write standard models as ONNX into a model repository", cli::SetupZoo},
+      {"infer", "Run one model once (or repeatedly) and report", cli::SetupInfer},
+      {"bench", "Open-loop multi-model load generator for KServe v2 servers; SLO goodput sweeps",
+       cli::SetupBench},
+      {"sink", "A KServe v2 endpoint that answers every inference at once (to measure clients)",
+       cli::SetupSink},
+      {"plan", "Plan slices per GPU for models (rate, SLO, profile): tessera, nexus or igniter",
+       cli::SetupPlan},
+      {"profile", "Measure a model's latency by batch x slice size and its memory (a plan input)",
+       cli::SetupProfile},
+      {"simulate", "Plan a scenario and run the plan on a discrete-event simulator (virtual time)",
+       cli::SetupSimulate},
+      {"slice", "Show or change a served model's slice live", cli::SetupSlice},
+      {"colocate", "Calibrate the planner's interference model: models side by side on the cores",
+       cli::SetupColocate},
+      {"gpu-bench", "GPU data-path and completion micro-benchmarks (CUDA builds, on a GPU)",
+       cli::SetupGpuBench},
+  };
+  for (const auto& c : kCommands) {
+    auto* sub = app.add_subcommand(c.name, c.help);
+    cmds.emplace_back(sub, c.setup(*sub));
+  }
   auto* ops = app.add_subcommand("ops", "List the ONNX ops the engine supports");
   cmds.emplace_back(ops, [] {
     for (const auto& op : tessera::SupportedOps()) fmt::print("{}\n", op);

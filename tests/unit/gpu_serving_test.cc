@@ -14,6 +14,7 @@
 #include <set>
 #include <thread>
 
+#include "fake_slice_provider.h"
 #include "server/metrics.h"
 #include "tessera/core/clock.h"
 #include "tessera/engine/cuda_engine.h"
@@ -104,35 +105,7 @@ class FakeGpuEngine final : public Engine {
   int gpu_;
 };
 
-class FakeProvider final : public runtime::SliceProvider {
- public:
-  std::string kind() const override { return "fake"; }
-  Result<uint64_t> Create(const std::vector<int>& groups) override {
-    std::lock_guard<std::mutex> lock(mu);
-    if (fail_next) {
-      fail_next = false;
-      return Status::Internal("green context creation failed (injected)");
-    }
-    live[next] = groups;
-    return next++;
-  }
-  void Destroy(uint64_t place) override {
-    std::lock_guard<std::mutex> lock(mu);
-    EXPECT_EQ(live.erase(place), 1u) << "place " << place << " destroyed twice or never made";
-  }
-  bool Live(uint64_t place) {
-    std::lock_guard<std::mutex> lock(mu);
-    return live.count(place) > 0;
-  }
-  std::map<uint64_t, std::vector<int>> Places() {
-    std::lock_guard<std::mutex> lock(mu);
-    return live;
-  }
-  std::mutex mu;
-  std::map<uint64_t, std::vector<int>> live;
-  uint64_t next = 1;
-  bool fail_next = false;
-};
+using FakeProvider = testing::FakeSliceProvider;
 
 // "Device" memory is host memory; the GPU is one worker thread that runs batches in order, and
 // completions go through a Notifier as on a real GPU.

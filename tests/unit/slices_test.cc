@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "fake_slice_provider.h"
+
 namespace tessera::runtime {
 namespace {
 
@@ -17,26 +19,7 @@ GpuLayout H100() {
   return g;
 }
 
-// Records every place it makes and destroys; fails a Create on request.
-class FakeProvider : public SliceProvider {
- public:
-  std::string kind() const override { return "fake"; }
-  Result<uint64_t> Create(const std::vector<int>& groups) override {
-    if (fail_next) {
-      fail_next = false;
-      return Status::Internal("green context creation failed (injected)");
-    }
-    live[next] = groups;
-    return next++;
-  }
-  void Destroy(uint64_t place) override {
-    EXPECT_EQ(live.count(place), 1u) << "destroyed twice or never made: " << place;
-    live.erase(place);
-  }
-  std::map<uint64_t, std::vector<int>> live;
-  uint64_t next = 1;
-  bool fail_next = false;
-};
+using FakeProvider = testing::FakeSliceProvider;
 
 bool Contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
