@@ -85,9 +85,10 @@ TEST(CpuEngine, ResidualThatIsAlsoTheConvInputIsNotOverwrittenInPlace) {
   }
 }
 
-TEST(CpuEngine, WinogradConvMatchesDirectConvWithBiasResidualAndRelu) {
+TEST(CpuEngine, WinogradConvMatchesDirectConvWithBiasResidualAndActivations) {
   // 3x3 stride-1 convs with 32 channels on 20x22 images: eligible for Winograd F(2x2,3x3).
-  // Odd output width exercises the partial last tile; the residual Add and Relu are fused in.
+  // Odd output width exercises the partial last tile; the residual Add and Relu, LeakyRelu and
+  // Clip are fused in.
   auto g = ImportOnnx(MakeModel([](zoo::GraphBuilder& b) {
     auto x = b.Input("x", kF, {2, 32, 20, 21});
     auto c = b.Op("Conv",
@@ -96,12 +97,17 @@ TEST(CpuEngine, WinogradConvMatchesDirectConvWithBiasResidualAndRelu) {
     auto y = b.Op("Relu", {b.Op("Add", {c, x})});
     auto c2 = b.Op("Conv", {y, b.Weight("w2", {40, 32, 3, 3}, -0.2f, 0.2f)},
                    {zoo::A("pads", std::vector<int64_t>{1, 1, 1, 1})});
-    b.Output(c2, kF, {2, 40, 20, 21});
+    auto l = b.Op("LeakyRelu", {c2}, {zoo::A("alpha", 0.1f)});
+    auto c3 = b.Op("Conv", {l, b.Weight("w3", {40, 40, 3, 3}, -0.2f, 0.2f)},
+                   {zoo::A("pads", std::vector<int64_t>{1, 1, 1, 1})});
+    auto clip = b.Op("Clip", {c3, b.ConstFloat("lo", -0.2f), b.ConstFloat("hi", 0.3f)});
+    b.Output(clip, kF, {2, 40, 20, 21});
   }));
   ASSERT_TRUE(g.ok()) << g.status().ToString();
   auto engine = CreateCpuEngine();
   CompileOptions wino, direct;
   wino.batch = direct.batch = 2;
+  wino.profile = true;
   direct.winograd = false;
   auto a = engine->Compile(*g, wino);
   auto b = engine->Compile(*g, direct);
@@ -118,7 +124,9 @@ TEST(CpuEngine, WinogradConvMatchesDirectConvWithBiasResidualAndRelu) {
         max_diff, std::abs(static_cast<double>(oa[0].data<float>()[i] - ob[0].data<float>()[i])));
   }
   EXPECT_GT(max_ref, 0.1);
-  EXPECT_LE(max_diff / max_ref, 1e-5);
+  // Three chained Winograd convs in fp32 (measured 2.3e-5): the engine's 1e-4 bound.
+  EXPECT_LE(max_diff / max_ref, 1e-4);
+  EXPECT_EQ((*a)->OpProfileMs().count("Conv 3x3 (Winograd)"), 1u) << "no conv took Winograd";
 }
 
 TEST(CpuEngine, PackedGemmMatMulMatchesOneDnnWithBiasResidualAndRelu) {

@@ -168,7 +168,13 @@ Status PlanConv(LayoutPlanner* p, const Node& n) {
     if (has_bias) reads.push_back(bias);
     if (has_sum) reads.push_back(res);
     const bool inplace = has_sum && !p->IsConst(res) && res_md == dst_md;
-    p->Add({"Conv",
+    // Profiles tell convolutions apart by kernel and stride ("Conv 3x3 /2").
+    std::string label = "Conv ";
+    for (size_t i = 0; i < geo.kernel.size(); ++i)
+      label += (i ? "x" : "") + std::to_string(geo.kernel[i]);
+    if (!geo.strides.empty() && geo.strides[0] > 1) label += " /" + std::to_string(geo.strides[0]);
+    if (group > 1) label += group == w.dim(0) ? " depthwise" : " grouped";
+    p->Add({label,
             reads,
             {y},
             inplace ? res : "",
