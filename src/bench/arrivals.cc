@@ -80,7 +80,6 @@ class Diurnal final : public ArrivalProcess {
  public:
   Diurnal(const ArrivalSpec& s, double rate, uint64_t seed)
       : rng_(seed),
-        rate_(rate),
         amp_(std::clamp(s.diurnal_amplitude, 0.0, 1.0)),
         omega_(2 * M_PI / (s.diurnal_period_s * kNsPerS)),
         phase_(2 * M_PI * s.diurnal_phase),
@@ -96,7 +95,7 @@ class Diurnal final : public ArrivalProcess {
 
  private:
   std::mt19937_64 rng_;
-  double rate_, amp_, omega_, phase_;
+  double amp_, omega_, phase_;
   std::exponential_distribution<double> gap_;
   double t_ = 0;
 };

@@ -6,6 +6,7 @@
 //   M[xi]          = V[xi] x U[xi]  16 GEMMs (one batched oneDNN matmul), U = G g G^T precomputed
 //   y              = A^T M A        output transform, + bias, + residual, activation
 #include <immintrin.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -37,48 +38,68 @@ struct WinoParams {
 
 #define TESSERA_AVX2 __attribute__((target("avx2,fma")))
 
-// One nChw8c channel block is one 8-lane vector: each transform works on whole vectors.
-TESSERA_AVX2 void InputTransform(const WinoGeometry& g, const float* x, float* v) {
-  const int64_t cb_count = g.c / kB, tiles = g.tiles(), vstride = tiles * g.c;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t p = 0; p < tiles; ++p)
-    for (int64_t cb = 0; cb < cb_count; ++cb) {
-      const int64_t b = p / (g.th * g.tw), t = p % (g.th * g.tw), ty = t / g.tw, tx = t % g.tw;
-      const float* base = x + (b * cb_count + cb) * g.h * g.w * kB;
-      __m256 d[4][4];  // the 4x4 input tile, zero outside the image
-      for (int i = 0; i < 4; ++i) {
-        const int64_t hh = ty * 2 - g.pt + i;
-        for (int j = 0; j < 4; ++j) {
-          const int64_t ww = tx * 2 - g.pl + j;
-          d[i][j] = hh >= 0 && hh < g.h && ww >= 0 && ww < g.w
-                        ? _mm256_loadu_ps(base + (hh * g.w + ww) * kB)
-                        : _mm256_setzero_ps();
-        }
-      }
-      float* out = v + p * g.c + cb * kB;
-      for (int i = 0; i < 4; ++i) {  // row i of B^T d, then times B
-        __m256 r[4];
-        for (int j = 0; j < 4; ++j) {
-          switch (i) {
-            case 0:
-              r[j] = _mm256_sub_ps(d[0][j], d[2][j]);
-              break;
-            case 1:
-              r[j] = _mm256_add_ps(d[1][j], d[2][j]);
-              break;
-            case 2:
-              r[j] = _mm256_sub_ps(d[2][j], d[1][j]);
-              break;
-            default:
-              r[j] = _mm256_sub_ps(d[1][j], d[3][j]);
-          }
-        }
-        _mm256_storeu_ps(out + (i * 4 + 0) * vstride, _mm256_sub_ps(r[0], r[2]));
-        _mm256_storeu_ps(out + (i * 4 + 1) * vstride, _mm256_add_ps(r[1], r[2]));
-        _mm256_storeu_ps(out + (i * 4 + 2) * vstride, _mm256_sub_ps(r[2], r[1]));
-        _mm256_storeu_ps(out + (i * 4 + 3) * vstride, _mm256_sub_ps(r[1], r[3]));
+// One nChw8c channel block is one 8-lane vector: each transform works on whole vectors, on work
+// items [begin, end) of (tile, channel block). The OpenMP region that splits the items is in a
+// plain function: clang does not carry target("avx2") into the region it outlines.
+TESSERA_AVX2 inline void InputTile(const WinoGeometry& g, const float* x, float* v, int64_t p,
+                                   int64_t cb) {
+  const int64_t cb_count = g.c / kB, vstride = g.tiles() * g.c;
+  const int64_t b = p / (g.th * g.tw), t = p % (g.th * g.tw), ty = t / g.tw, tx = t % g.tw;
+  const float* base = x + (b * cb_count + cb) * g.h * g.w * kB;
+  __m256 d[4][4];  // the 4x4 input tile, zero outside the image
+  for (int i = 0; i < 4; ++i) {
+    const int64_t hh = ty * 2 - g.pt + i;
+    for (int j = 0; j < 4; ++j) {
+      const int64_t ww = tx * 2 - g.pl + j;
+      d[i][j] = hh >= 0 && hh < g.h && ww >= 0 && ww < g.w
+                    ? _mm256_loadu_ps(base + (hh * g.w + ww) * kB)
+                    : _mm256_setzero_ps();
+    }
+  }
+  float* out = v + p * g.c + cb * kB;
+  for (int i = 0; i < 4; ++i) {  // row i of B^T d, then times B
+    __m256 r[4];
+    for (int j = 0; j < 4; ++j) {
+      switch (i) {
+        case 0:
+          r[j] = _mm256_sub_ps(d[0][j], d[2][j]);
+          break;
+        case 1:
+          r[j] = _mm256_add_ps(d[1][j], d[2][j]);
+          break;
+        case 2:
+          r[j] = _mm256_sub_ps(d[2][j], d[1][j]);
+          break;
+        default:
+          r[j] = _mm256_sub_ps(d[1][j], d[3][j]);
       }
     }
+    _mm256_storeu_ps(out + (i * 4 + 0) * vstride, _mm256_sub_ps(r[0], r[2]));
+    _mm256_storeu_ps(out + (i * 4 + 1) * vstride, _mm256_add_ps(r[1], r[2]));
+    _mm256_storeu_ps(out + (i * 4 + 2) * vstride, _mm256_sub_ps(r[2], r[1]));
+    _mm256_storeu_ps(out + (i * 4 + 3) * vstride, _mm256_sub_ps(r[1], r[3]));
+  }
+}
+
+TESSERA_AVX2 void InputTiles(const WinoGeometry& g, const float* x, float* v, int64_t begin,
+                             int64_t end) {
+  const int64_t cb_count = g.c / kB;
+  for (int64_t i = begin; i < end; ++i) InputTile(g, x, v, i / cb_count, i % cb_count);
+}
+
+// Splits `items` evenly over the team and runs `fn(begin, end)` on each share.
+template <typename F>
+void ForShares(int64_t items, F&& fn) {
+#pragma omp parallel
+  {
+    const int64_t t = omp_get_thread_num(), n = omp_get_num_threads();
+    fn(items * t / n, items * (t + 1) / n);
+  }
+}
+
+void InputTransform(const WinoGeometry& g, const float* x, float* v) {
+  ForShares(g.tiles() * (g.c / kB),
+            [&](int64_t begin, int64_t end) { InputTiles(g, x, v, begin, end); });
 }
 
 TESSERA_AVX2 inline __m256 Activate(__m256 v, const WinoParams& prm) {
@@ -96,41 +117,50 @@ TESSERA_AVX2 inline __m256 Activate(__m256 v, const WinoParams& prm) {
   return v;
 }
 
-TESSERA_AVX2 void OutputTransform(const WinoParams& prm, const float* m, const float* bias,
-                                  const float* res, float* y) {
+TESSERA_AVX2 inline void OutputTile(const WinoParams& prm, const float* m, const float* bias,
+                                    const float* res, float* y, int64_t p, int64_t kb) {
   const WinoGeometry& g = prm.g;
-  const int64_t kb_count = g.k / kB, tiles = g.tiles(), mstride = tiles * g.k;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t p = 0; p < tiles; ++p)
-    for (int64_t kb = 0; kb < kb_count; ++kb) {
-      const int64_t b = p / (g.th * g.tw), t = p % (g.th * g.tw), ty = t / g.tw, tx = t % g.tw;
-      const float* src = m + p * g.k + kb * kB;
-      __m256 r[2][4];  // A^T M
-      for (int j = 0; j < 4; ++j) {
-        const __m256 m0 = _mm256_loadu_ps(src + (0 * 4 + j) * mstride),
-                     m1 = _mm256_loadu_ps(src + (1 * 4 + j) * mstride),
-                     m2 = _mm256_loadu_ps(src + (2 * 4 + j) * mstride),
-                     m3 = _mm256_loadu_ps(src + (3 * 4 + j) * mstride);
-        r[0][j] = _mm256_add_ps(_mm256_add_ps(m0, m1), m2);
-        r[1][j] = _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3);
-      }
-      const __m256 bv = bias ? _mm256_loadu_ps(bias + kb * kB) : _mm256_setzero_ps();
-      const int64_t plane = (b * kb_count + kb) * g.oh * g.ow * kB;
-      for (int a = 0; a < 2; ++a) {
-        const int64_t oy = ty * 2 + a;
-        if (oy >= g.oh) break;
-        for (int c = 0; c < 2; ++c) {
-          const int64_t ox = tx * 2 + c;
-          if (ox >= g.ow) break;
-          const int64_t off = plane + (oy * g.ow + ox) * kB;
-          __m256 val = c == 0 ? _mm256_add_ps(_mm256_add_ps(r[a][0], r[a][1]), r[a][2])
-                              : _mm256_sub_ps(_mm256_sub_ps(r[a][1], r[a][2]), r[a][3]);
-          val = _mm256_add_ps(val, bv);
-          if (res) val = _mm256_add_ps(val, _mm256_loadu_ps(res + off));
-          _mm256_storeu_ps(y + off, Activate(val, prm));
-        }
-      }
+  const int64_t kb_count = g.k / kB, mstride = g.tiles() * g.k;
+  const int64_t b = p / (g.th * g.tw), t = p % (g.th * g.tw), ty = t / g.tw, tx = t % g.tw;
+  const float* src = m + p * g.k + kb * kB;
+  __m256 r[2][4];  // A^T M
+  for (int j = 0; j < 4; ++j) {
+    const __m256 m0 = _mm256_loadu_ps(src + (0 * 4 + j) * mstride),
+                 m1 = _mm256_loadu_ps(src + (1 * 4 + j) * mstride),
+                 m2 = _mm256_loadu_ps(src + (2 * 4 + j) * mstride),
+                 m3 = _mm256_loadu_ps(src + (3 * 4 + j) * mstride);
+    r[0][j] = _mm256_add_ps(_mm256_add_ps(m0, m1), m2);
+    r[1][j] = _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3);
+  }
+  const __m256 bv = bias ? _mm256_loadu_ps(bias + kb * kB) : _mm256_setzero_ps();
+  const int64_t plane = (b * kb_count + kb) * g.oh * g.ow * kB;
+  for (int a = 0; a < 2; ++a) {
+    const int64_t oy = ty * 2 + a;
+    if (oy >= g.oh) break;
+    for (int c = 0; c < 2; ++c) {
+      const int64_t ox = tx * 2 + c;
+      if (ox >= g.ow) break;
+      const int64_t off = plane + (oy * g.ow + ox) * kB;
+      __m256 val = c == 0 ? _mm256_add_ps(_mm256_add_ps(r[a][0], r[a][1]), r[a][2])
+                          : _mm256_sub_ps(_mm256_sub_ps(r[a][1], r[a][2]), r[a][3]);
+      val = _mm256_add_ps(val, bv);
+      if (res) val = _mm256_add_ps(val, _mm256_loadu_ps(res + off));
+      _mm256_storeu_ps(y + off, Activate(val, prm));
     }
+  }
+}
+
+TESSERA_AVX2 void OutputTiles(const WinoParams& prm, const float* m, const float* bias,
+                              const float* res, float* y, int64_t begin, int64_t end) {
+  const int64_t kb_count = prm.g.k / kB;
+  for (int64_t i = begin; i < end; ++i)
+    OutputTile(prm, m, bias, res, y, i / kb_count, i % kb_count);
+}
+
+void OutputTransform(const WinoParams& prm, const float* m, const float* bias, const float* res,
+                     float* y) {
+  ForShares(prm.g.tiles() * (prm.g.k / kB),
+            [&](int64_t begin, int64_t end) { OutputTiles(prm, m, bias, res, y, begin, end); });
 }
 
 // U^T[xi][k][c] = (G g G^T)[xi] for weights g[k][c][3][3]; stored K-major per xi so oneDNN's
