@@ -16,10 +16,10 @@ import results_file
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def run(tessera, args):
+def run(tessera, policies, args):
     with tempfile.TemporaryDirectory() as tmp:
         out = pathlib.Path(tmp) / "s.json"
-        subprocess.run([tessera, "simulate", "--policy", "all", "-q", "--json", str(out), *args],
+        subprocess.run([tessera, "simulate", "--policy", policies, "-q", "--json", str(out), *args],
                        check=True, capture_output=True, text=True)
         return json.loads(out.read_text())
 
@@ -32,33 +32,53 @@ def main():
     ap.add_argument("--batch-buckets", choices=("every", "pow2"), default="every",
                     help="pow2: batches padded to power-of-two executables, as the CPU server "
                          "does today (results go to <date>-sim-compare-pow2.json)")
+    ap.add_argument("--model-floor", type=float, default=0.99,
+                    help="every model must also reach this attainment (0: the fleet's only)")
+    ap.add_argument("--check-budget", type=float, default=None,
+                    help="Tessera's queue-check budget (requests simulated per plan)")
+    ap.add_argument("--check-attainment", type=float, default=None,
+                    help="Tessera's queue-check target (0: closed-form sizing only)")
+    ap.add_argument("--policies", default="all")
+    ap.add_argument("--cases", default="poisson100,gamma100,poisson400",
+                    help="comma-separated subset of poisson100, gamma100, poisson400")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     cases = []
-    for models, rate, arrival, duration in [(100, 1.5e5, "poisson", 15),
-                                            (100, 1.5e5, "gamma", 15),
-                                            (400, 4.5e5, "poisson", 8)]:
+    all_cases = {"poisson100": (100, 1.5e5, "poisson", 15), "gamma100": (100, 1.5e5, "gamma", 15),
+                 "poisson400": (400, 4.5e5, "poisson", 8)}
+    extra = ["--model-floor", str(args.model_floor)]
+    if args.check_budget is not None:
+        extra += ["--check-budget", str(args.check_budget)]
+    if args.check_attainment is not None:
+        extra += ["--check-attainment", str(args.check_attainment)]
+    for case in args.cases.split(","):
+        models, rate, arrival, duration = all_cases[case]
         for seed in range(1, args.seeds + 1):
-            doc = run(args.tessera, ["--synthetic", str(models), "--total-rate", str(rate),
-                                     "--arrival", arrival, "--seed", str(seed), "-d",
-                                     str(duration), "--warmup", "2", "--target",
-                                     str(args.target), "--batch-buckets", args.batch_buckets])
+            doc = run(args.tessera, args.policies,
+                      ["--synthetic", str(models), "--total-rate", str(rate),
+                       "--arrival", arrival, "--seed", str(seed), "-d",
+                       str(duration), "--warmup", "2", "--target",
+                       str(args.target), "--batch-buckets", args.batch_buckets, *extra])
             row = {"models": models, "total_rate_rps": rate, "arrival": arrival, "seed": seed,
                    "duration_s": duration}
             for name, p in doc["policies"].items():
                 row[name] = {k: p[k] for k in ("gpus_used", "planning_headroom", "target_met",
                                                "slo_attainment", "goodput_rps", "plan_ms",
                                                "sim_wall_s")}
-            t = row["tessera"]["gpus_used"]
-            for other in ("nexus", "igniter", "gslice"):
+                counted = [m["slo_attainment"] for m in p["models"] if m["sent"] >= 1000]
+                row[name]["min_model_attainment"] = min(counted) if counted else None
+            others = [p for p in row if p in ("nexus", "igniter", "gslice")] if "tessera" in row else []
+            for other in others:
                 # A ratio only between plans that both reached the target.
                 both = row["tessera"]["target_met"] and row[other]["target_met"]
+                t = row["tessera"]["gpus_used"]
                 row[f"tessera_over_{other}"] = (round(t / row[other]["gpus_used"], 3)
                                                 if both else None)
             cases.append(row)
             print(f"{models} models {arrival} seed {seed}: " + ", ".join(
                 f"{n} {row[n]['gpus_used']} GPUs (h {row[n]['planning_headroom']:.2f}, "
-                f"{100 * row[n]['slo_attainment']:.2f}%)" for n in ("tessera", "nexus", "igniter", "gslice")),
+                f"{100 * row[n]['slo_attainment']:.2f}%{'' if row[n]['target_met'] else ', never met'})"
+                for n in ("tessera", "nexus", "igniter", "gslice") if n in row),
                 flush=True)
     result = {"benchmark": "sim-compare", "date": doc["date"], "commit": doc["commit"],
               "machine": doc["machine"], "target_attainment": args.target,

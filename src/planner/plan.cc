@@ -60,6 +60,12 @@ Result<Plan> MakePlan(const PlanInput& in, Policy policy) {
     return Status::InvalidArgument("options.max_utilization: expected a number in (0, 1]");
   if (!(in.options.tail_probability > 0 && in.options.tail_probability < 0.5))
     return Status::InvalidArgument("options.tail_probability: expected a number in (0, 0.5)");
+  if (!(in.options.check_attainment >= 0 && in.options.check_attainment < 1))
+    return Status::InvalidArgument(
+        "options.check_attainment: expected a number in [0, 1) (0: no queue checks)");
+  if (in.options.check_arrivals < 1000 || in.options.check_budget < 0)
+    return Status::InvalidArgument(
+        "options: expected check_arrivals >= 1000 and check_budget >= 0");
   std::map<std::string, int> seen;
   for (const auto& m : in.models) {
     if (!(m.rate_rps > 0) || !(m.slo_ms > 0))
@@ -187,12 +193,28 @@ Result<PlanInput> ParsePlanInput(const json& doc, const std::string& what,
     const std::string at = what + ".options";
     if (!j.is_object()) return Bad(at, "an object", j);
     TESSERA_RETURN_IF_ERROR(
-        CheckKeys(j, at, {"max_utilization", "share_below_utilization", "tail_probability"}));
+        CheckKeys(j, at,
+                  {"max_utilization", "share_below_utilization", "tail_probability",
+                   "check_attainment", "check_arrivals", "check_budget"}));
     TESSERA_RETURN_IF_ERROR(GetNumber(j, "max_utilization", at, &in.options.max_utilization, 0));
     if (in.options.max_utilization > 1)
       return Bad(at + ".max_utilization", "a number in (0, 1]", j["max_utilization"]);
     TESSERA_RETURN_IF_ERROR(
         GetNumber(j, "share_below_utilization", at, &in.options.share_below_utilization, 0, true));
+    TESSERA_RETURN_IF_ERROR(GetNumber(j, "tail_probability", at, &in.options.tail_probability, 0));
+    TESSERA_RETURN_IF_ERROR(
+        GetNumber(j, "check_attainment", at, &in.options.check_attainment, 0, true));
+    if (in.options.check_attainment >= 1)
+      return Bad(at + ".check_attainment", "a number in [0, 1)", j["check_attainment"]);
+    double arrivals = in.options.check_arrivals,
+           budget = static_cast<double>(in.options.check_budget);
+    TESSERA_RETURN_IF_ERROR(GetNumber(j, "check_arrivals", at, &arrivals, 1000, true));
+    TESSERA_RETURN_IF_ERROR(GetNumber(j, "check_budget", at, &budget, 0, true));
+    if (arrivals > 1e8 || budget > 1e15)
+      return Status::InvalidArgument(
+          at + ": check_arrivals (<= 1e8) or check_budget (<= 1e15) too large");
+    in.options.check_arrivals = static_cast<int>(arrivals);
+    in.options.check_budget = static_cast<int64_t>(budget);
   }
   TESSERA_RETURN_IF_ERROR(Require(doc, "models", what));
   const json& models = doc["models"];

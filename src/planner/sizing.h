@@ -1,6 +1,7 @@
 // Shared latency arithmetic of the planner policies (private to src/planner).
 #pragma once
 
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <string>
@@ -91,6 +92,46 @@ struct DutyPlan {
 };
 DutyPlan MergeSessions(const std::vector<DutyMember>& members, const std::vector<double>& own_d,
                        const LatencyFn& lat, double rho, const PoissonTable* pt = nullptr);
+
+// The queues of one slice, simulated on a virtual clock with the runtime's batching rule
+// (runtime/model_queue.h, and the fleet simulator's): when the slice is free, the next member in
+// round-robin order with work drops what can no longer make its deadline, then runs the largest
+// batch, up to its limit, whose p99 meets its oldest request's deadline; a batch takes
+// mean + std x N(0,1) (at least half the mean). The planner checks slice sizes with it: the
+// closed-form bound (2 x p99, Poisson overflow, rho) asks 20-30% more SMs than a slice needs.
+struct QueueTables {
+  QueueTables(const Profile& p, double sms, double f, double slo_ms);
+  int64_t slo_ns = 0;
+  int max_batch = 0;  // the largest batch whose p99 fits the SLO (0: none)
+  std::vector<int64_t> p99_ns;
+  std::vector<double> mean_ns, std_ns;
+};
+struct QueueMember {
+  const QueueTables* t = nullptr;
+  int max_batch = 0;
+  double rate_rps = 0;
+  double cv = 1;  // arrival gaps' coefficient of variation (1: Poisson; more: gamma)
+};
+struct MemberOutcome {
+  int64_t requests = 0;    // counted (after the first tenth of the span)
+  double attainment = 1;   // share answered within SLO
+  double quantile_ms = 0;  // latency at the quantile asked for (dropped: infinite)
+};
+struct SliceOutcome {
+  std::vector<MemberOutcome> members;
+  double attainment = 0;      // the lowest member's
+  double busy = 0;            // share of time the slice computes
+  bool stopped = false;       // stopped early: a member could no longer reach stop_below
+  bool passed_early = false;  // stopped early: every member clean for 3 / (1 - stop_below)
+  int64_t drawn = 0;          // arrivals drawn
+  int64_t simulated_ns = 0;
+};
+// About `arrivals` requests in all; quantile_ms only when `quantile` > 0. With `stop_below` > 0
+// it stops as soon as some member's misses rule out that attainment, or as soon as every member
+// has answered 3 / (1 - stop_below) requests in a row within SLO (rule of three), so a check far
+// from the threshold costs a fraction of one near it. Deterministic for a seed.
+SliceOutcome SimulateSlice(const std::vector<QueueMember>& members, int arrivals, uint64_t seed,
+                           double quantile, double stop_below = 0);
 
 // Printf into a std::string.
 std::string Fmt(const char* fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -12,9 +12,18 @@ namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
+// A slice's queues for a queue check: members (indices into in.models), their rates and batch
+// limits (0: the largest batch whose p99 fits the SLO).
+struct Check {
+  std::vector<size_t> models;
+  std::vector<double> rates;
+  std::vector<int> limits;
+};
+
 // A slice waiting to be placed, with what is needed to re-predict it on its GPU.
 struct Item {
   Slice slice;
+  bool checked = false;  // sized by a queue check (else by the closed-form bound)
   double f_max = 1;
   std::vector<size_t> models;  // indices into in.models, one per member
   std::vector<int> batches;    // per member (shared slices)
@@ -64,32 +73,146 @@ Plan PlanTessera(const PlanInput& in) {
   std::vector<size_t> share;                      // models that may share a slice
   std::vector<int> own_sms(in.models.size(), 0);  // for those: their own slice's size
 
-  auto dedicated_item = [&](size_t mi, int sms, double rate) {
-    const ModelDemand& m = in.models[mi];
-    const Dedicated d = SizeDedicated(m.profile, sms, rate, m.slo_ms, f0, rho, tables.For(m));
-    Item it;
-    it.slice.sms = sms;
-    it.slice.busy = d.busy;
-    it.slice.pressure = SlicePressure(m.profile.mem_intensity, sms, gpu.sms, d.busy);
-    it.slice.memory_bytes = m.profile.memory_bytes;
-    it.slice.members.push_back({m.name, rate, m.slo_ms, d.max_batch, d.predicted_ms});
-    it.slice.why = Fmt(
-        "%d SMs (%.0f%% of the GPU), max batch %d: carries %.1f req/s, %.0f%% of its capacity "
-        "%.1f req/s; batches of %d keep up with Poisson arrivals (overflow <= %.0f%%), worst case "
-        "%.2f ms <= SLO %.1f ms",
-        sms, 100.0 * sms / gpu.sms, d.max_batch, rate, 100 * rate / d.cap_rps, d.cap_rps,
-        d.used_batch, 100 * in.options.tail_probability, d.predicted_ms, m.slo_ms);
-    it.f_max = MaxInflation(m.profile, sms, rate, m.slo_ms, rho, tables.For(m));
-    it.models.push_back(mi);
-    items.push_back(std::move(it));
-    return d.cap_rps;
+  // Queue checks (options.check_attainment > 0): a slice's queues simulated with the runtime's
+  // batching rule (SimulateSlice) decide its size: the fewest granules at which every member
+  // answers the target share within SLO at the typical inflation, and the largest inflation at
+  // which that still holds (the packing's interference bound). The same random draws for every
+  // size of one slice, so the sizes compare like for like. Without budget left, a slice keeps
+  // its closed-form size.
+  const double target = in.options.check_attainment;
+  int64_t budget = target > 0 ? in.options.check_budget : 0;
+  const int per_check = in.options.check_arrivals;
+  // The target must hold at rate / rho: max_utilization's headroom for what the checks do not
+  // model (the neighbours' load changing from moment to moment, rates drifting).
+  const double load = 1 / rho;
+  auto simulate = [&](const Check& c, int sms, double f, double load = 1, double quantile = 0) {
+    std::vector<QueueTables> t;
+    t.reserve(c.models.size());
+    std::vector<QueueMember> q;
+    uint64_t seed = 1469598103934665603ull;  // FNV-1a of the member names
+    for (size_t k = 0; k < c.models.size(); ++k) {
+      const ModelDemand& m = in.models[c.models[k]];
+      t.emplace_back(m.profile, sms, f, m.slo_ms);
+      q.push_back({&t.back(), c.limits[k] ? c.limits[k] : t.back().max_batch, c.rates[k] * load,
+                   m.arrival_cv});
+      for (unsigned char ch : m.name) seed = (seed ^ ch) * 1099511628211ull;
+    }
+    SliceOutcome o = SimulateSlice(q, per_check, seed, quantile, quantile > 0 ? 0 : target);
+    budget -= o.drawn;
+    return o;
+  };
+  struct Fit {
+    int sms = 0;  // 0: no size up to the GPU passes (or no budget): keep the closed form
+    double f_max = 1;
+    SliceOutcome worst;    // at f_max and rate / rho, with the latency quantile
+    bool minimal = false;  // one granule less was checked and fell short
+  };
+  auto fit = [&](const Check& c, int start) {
+    Fit out;
+    // A fit takes about a dozen checks; one that could not finish keeps the closed form.
+    if (budget < 12 * int64_t{per_check}) return out;
+    auto ok = [&](const SliceOutcome& o) { return o.attainment >= target; };
+    auto pass = [&](int sms) { return ok(simulate(c, sms, f0, load)); };
+    int hi = std::max(1, start / g);  // in granules; passes once found
+    int lo = 1;                       // below it, everything checked fell short
+    if (!pass(hi * g)) {
+      // Up from the closed form, one granule at a time (a bursty model may need more).
+      do {
+        if (++hi * g > usable || budget <= 0) return out;
+      } while (!pass(hi * g));
+      lo = hi;
+    }
+    while (lo < hi && budget > 0) {
+      const int mid = (lo + hi) / 2;
+      if (pass(mid * g))
+        hi = mid;
+      else
+        lo = mid + 1;
+    }
+    out.sms = hi * g;
+    out.minimal = lo == hi && hi > 1;
+    // The inflation it tolerates, to within an eighth of f0, up to 1.5 f0: a lower bound, which
+    // is what the packing needs.
+    double flo = f0, step = 0.25 * f0;
+    for (int it = 0; it < 2 && budget > 0; ++it, step /= 2)
+      if (ok(simulate(c, out.sms, flo + step, load))) flo += step;
+    if (flo > 1.3 * f0 && budget > 0 && ok(simulate(c, out.sms, 1.5 * f0, load))) flo = 1.5 * f0;
+    // Early passes may accept a size the full run just misses: the full run at the size and
+    // inflation chosen has the last word (and gives the quantile), stepping back to f0, then up
+    // a granule at a time.
+    for (;;) {
+      out.worst = simulate(c, out.sms, flo, load, target);
+      if (ok(out.worst)) break;
+      if (flo > f0) {
+        flo = f0;
+        continue;
+      }
+      out.sms += g;
+      out.minimal = false;
+      if (out.sms > usable || budget <= 0) return Fit{};
+    }
+    out.f_max = flo;
+    return out;
   };
 
+  // A dedicated slice of `sms` (the closed-form size) for `rate`, fitted by queue checks unless
+  // `pre` brings the fit already.
+  auto dedicated_item = [&](size_t mi, int sms, double rate, const Fit* pre = nullptr) {
+    const ModelDemand& m = in.models[mi];
+    Item it;
+    it.models.push_back(mi);
+    const Check c{{mi}, {rate}, {0}};
+    const Fit fitted = pre ? *pre : fit(c, sms);
+    it.checked = fitted.sms > 0;
+    double cap = rate;
+    if (it.checked) {
+      sms = fitted.sms;
+      const QueueTables t(m.profile, sms, f0, m.slo_ms);
+      const SliceOutcome& q = fitted.worst;
+      it.f_max = fitted.f_max;
+      it.slice.busy = q.busy;
+      it.slice.members.push_back({m.name, rate, m.slo_ms, t.max_batch, q.members[0].quantile_ms});
+      it.slice.why =
+          Fmt("%d SMs (%.0f%% of the GPU), max batch %d: its queue, simulated with the runtime's "
+              "batching rule at %.0f%% of its %.1f req/s and inflation %.2f (the most its "
+              "neighbours may cause), answers %.3f%% within SLO %.1f ms (target %.2f%%; busy "
+              "%.0f%%)%s",
+              sms, 100.0 * sms / gpu.sms, t.max_batch, 100 * load, rate, it.f_max,
+              100 * q.attainment, m.slo_ms, 100 * target, 100 * q.busy,
+              fitted.minimal ? Fmt("; %d SMs fall short", sms - g).c_str() : "");
+    } else {
+      const Dedicated d = SizeDedicated(m.profile, sms, rate, m.slo_ms, f0, rho, tables.For(m));
+      cap = d.cap_rps;
+      it.f_max = MaxInflation(m.profile, sms, rate, m.slo_ms, rho, tables.For(m));
+      it.slice.busy = d.busy;
+      it.slice.members.push_back({m.name, rate, m.slo_ms, d.max_batch, d.predicted_ms});
+      it.slice.why = Fmt(
+          "%d SMs (%.0f%% of the GPU), max batch %d: carries %.1f req/s, %.0f%% of its capacity "
+          "%.1f req/s; batches of %d keep up with Poisson arrivals (overflow <= %.0f%%), worst "
+          "case %.2f ms <= SLO %.1f ms",
+          sms, 100.0 * sms / gpu.sms, d.max_batch, rate, 100 * rate / d.cap_rps, d.cap_rps,
+          d.used_batch, 100 * in.options.tail_probability, d.predicted_ms, m.slo_ms);
+    }
+    it.slice.sms = sms;
+    it.slice.pressure = SlicePressure(m.profile.mem_intensity, sms, gpu.sms, it.slice.busy);
+    it.slice.memory_bytes = m.profile.memory_bytes;
+    items.push_back(std::move(it));
+    return cap;
+  };
+
+  // Closed-form sizes first, for every model; queue checks then go to the models with the most
+  // SMs at stake first, while the budget lasts.
+  struct Sized {
+    std::map<int, double> cap;  // slice SMs -> closed-form capacity in req/s
+    Choice best;
+  };
+  std::vector<Sized> sized(in.models.size());
+  std::vector<size_t> by_cost;
   for (size_t mi = 0; mi < in.models.size(); ++mi) {
     const ModelDemand& m = in.models[mi];
     ModelPlan& mp = plan.models[mi];
     mp.model = m.name;
-    std::map<int, double> cap;  // slice SMs -> capacity in req/s
+    std::map<int, double>& cap = sized[mi].cap;
     for (int s = g; s <= usable; s += g) {
       const double c = SliceCapacity(m.profile, s, m.slo_ms, f0, rho, tables.For(m), nullptr);
       if (c > 0) cap[s] = c;
@@ -105,7 +228,7 @@ Plan PlanTessera(const PlanInput& in) {
     }
     // The fewest SMs in total: n equal slices of one size, or k of the most efficient size
     // plus one smaller slice for the rest.
-    Choice best;
+    Choice& best = sized[mi].best;
     best.cost = std::numeric_limits<int64_t>::max();
     int s_eff = 0;
     for (const auto& [s, c] : cap) {
@@ -124,13 +247,59 @@ Plan PlanTessera(const PlanInput& in) {
           break;
         }
     }
+    by_cost.push_back(mi);
+  }
+  std::stable_sort(by_cost.begin(), by_cost.end(),
+                   [&](size_t a, size_t b) { return sized[a].best.cost > sized[b].best.cost; });
+  for (size_t mi : by_cost) {
+    const ModelDemand& m = in.models[mi];
+    ModelPlan& mp = plan.models[mi];
+    const std::map<int, double>& cap = sized[mi].cap;
+    const Choice& best = sized[mi].best;
     const int slices = best.count + (best.residual_sms ? 1 : 0);
-    if (slices == 1 && m.rate_rps / cap[best.sms] < in.options.share_below_utilization) {
+    if (slices == 1 && m.rate_rps / cap.at(best.sms) < in.options.share_below_utilization) {
       share.push_back(mi);
       own_sms[mi] = best.sms;
       continue;
     }
-    const double per = best.residual_sms ? cap[best.sms] : m.rate_rps / best.count;
+    // With queue checks: n equal replicas, each fitted, for the fewest SMs in total; n from one
+    // below the closed form's count to two above (or on until one passes: a bursty, tight-SLO
+    // model may need more replicas than the closed form thinks).
+    if (budget > 0) {
+      auto start_for = [&](double r) {
+        for (const auto& [s, c] : cap)
+          if (c >= r) return s;
+        return usable;
+      };
+      int best_n = 0;
+      Fit best_fit;
+      int64_t best_cost = std::numeric_limits<int64_t>::max();
+      const int last = slices == 1 ? 1 : slices + 2;
+      for (int n = std::max(1, slices - 1); budget > 0; ++n) {
+        if (n > last && (best_n > 0 || n > 4 * slices + 4)) break;
+        const Fit f = fit({{mi}, {m.rate_rps / n}, {0}}, start_for(m.rate_rps / n));
+        if (f.sms == 0) continue;
+        if (int64_t{n} * f.sms < best_cost) {
+          best_cost = int64_t{n} * f.sms;
+          best_n = n;
+          best_fit = f;
+        }
+      }
+      if (best_n > 0) {
+        for (int r = 0; r < best_n; ++r)
+          mp.planned_rps += dedicated_item(mi, best_fit.sms, m.rate_rps / best_n, &best_fit);
+        mp.slices = best_n;
+        mp.why = best_n == 1 ? Fmt("one slice of %d SMs: the smallest whose queue meets the "
+                                   "target at %.1f req/s",
+                                   best_fit.sms, m.rate_rps)
+                             : Fmt("%d slices of %d SMs: the fewest SMs in total (%lld) whose "
+                                   "queues meet the target at %.1f req/s each",
+                                   best_n, best_fit.sms, static_cast<long long>(best_cost),
+                                   m.rate_rps / best_n);
+        continue;
+      }
+    }
+    const double per = best.residual_sms ? cap.at(best.sms) : m.rate_rps / best.count;
     for (int r = 0; r < best.count; ++r) mp.planned_rps += dedicated_item(mi, best.sms, per);
     if (best.residual_sms)
       mp.planned_rps += dedicated_item(mi, best.residual_sms, best.residual_rps);
@@ -142,7 +311,7 @@ Plan PlanTessera(const PlanInput& in) {
                   "carry %.1f req/s; one %d-SM slice carries %.1f req/s",
                   slices, best.count, best.sms,
                   best.residual_sms ? Fmt(" + %d", best.residual_sms).c_str() : "",
-                  static_cast<long long>(best.cost), m.rate_rps, best.sms, cap[best.sms]);
+                  static_cast<long long>(best.cost), m.rate_rps, best.sms, cap.at(best.sms));
   }
 
   // Low-rate models share a slice round-robin, as the runtime serves a shared slice: one batch
@@ -249,40 +418,60 @@ Plan PlanTessera(const PlanInput& in) {
       plan.models[mi].why = Fmt("one slice of %d SMs (nothing to share it with)", gr.sms);
       continue;
     }
-    const int sms = gr.sms;
     const Round& r = gr.round;
+    Check c{gr.models, {}, std::vector<int>(gr.models.size(), 0)};
+    for (size_t mi : gr.models) c.rates.push_back(in.models[mi].rate_rps);
+    const Fit fitted = fit(c, gr.sms);
+    const int sms = fitted.sms > 0 ? fitted.sms : gr.sms;
     double sum_p99 = 0;
     for (size_t i = 0; i < gr.models.size(); ++i)
       sum_p99 += in.models[gr.models[i]].profile.P99Ms(r.batches[i], sms);
     Item it;
+    it.checked = fitted.sms > 0;
     it.slice.sms = sms;
     it.slice.duty_cycle_ms = r.round_ms;
-    it.f_max = r.f_max;
+    it.f_max = it.checked ? fitted.f_max : r.f_max;
     std::string names;
     for (size_t i = 0; i < gr.models.size(); ++i) {
       const ModelDemand& m = in.models[gr.models[i]];
-      const int b = r.batches[i];
-      const double busy = m.rate_rps * m.profile.MeanMs(b, sms) * f0 / (1000.0 * b);
+      int b = r.batches[i];
+      double predicted = (m.profile.P99Ms(b, sms) + sum_p99) * f0;
+      if (it.checked) {
+        b = QueueTables(m.profile, sms, f0, m.slo_ms).max_batch;
+        predicted = fitted.worst.members[i].quantile_ms;
+      }
+      const double busy =
+          m.rate_rps * m.profile.MeanMs(r.batches[i], sms) * f0 / (1000.0 * r.batches[i]);
       it.slice.busy += busy;
       it.slice.pressure += SlicePressure(m.profile.mem_intensity, sms, gpu.sms, busy);
       it.slice.memory_bytes += m.profile.memory_bytes;
-      it.slice.members.push_back(
-          {m.name, m.rate_rps, m.slo_ms, b, (m.profile.P99Ms(b, sms) + sum_p99) * f0});
+      it.slice.members.push_back({m.name, m.rate_rps, m.slo_ms, b, predicted});
       it.models.push_back(gr.models[i]);
-      it.batches.push_back(b);
-      names += (names.empty() ? "" : ", ") + m.name + Fmt(" (batch %d)", b);
+      it.batches.push_back(r.batches[i]);
+      names += (names.empty() ? "" : ", ") + m.name + Fmt(" (batch %d)", r.batches[i]);
       ModelPlan& mp = plan.models[gr.models[i]];
       mp.slices = 1;
-      mp.planned_rps = b * 1000.0 / r.round_ms;
+      mp.planned_rps = it.checked ? m.rate_rps : r.batches[i] * 1000.0 / r.round_ms;
       mp.why =
           Fmt("shares a %d-SM slice round-robin with %zu other models (it alone would keep "
               "it %.0f%% busy)",
               sms, gr.models.size() - 1, 100 * busy);
     }
-    it.slice.why = Fmt("%zu low-rate models take turns, one batch each per round of %.2f ms "
-                       "(busy %.0f%%): ",
-                       gr.models.size(), r.round_ms, 100 * r.busy) +
-                   names;
+    if (it.checked) {
+      it.slice.busy = fitted.worst.busy;
+      it.slice.why =
+          Fmt("%zu low-rate models take turns, one batch each (typically %s); their queues, "
+              "simulated with the runtime's batching rule at %.0f%% of their rates and inflation "
+              "%.2f (the most their neighbours may cause), answer >= %.3f%% within SLO each "
+              "(target %.2f%%; busy %.0f%%)",
+              gr.models.size(), names.c_str(), 100 * load, it.f_max, 100 * fitted.worst.attainment,
+              100 * target, 100 * fitted.worst.busy);
+    } else {
+      it.slice.why = Fmt("%zu low-rate models take turns, one batch each per round of %.2f ms "
+                         "(busy %.0f%%): ",
+                         gr.models.size(), r.round_ms, 100 * r.busy) +
+                     names;
+    }
     items.push_back(std::move(it));
   }
 
@@ -347,7 +536,9 @@ Plan PlanTessera(const PlanInput& in) {
       for (size_t k = 0; k < s.members.size(); ++k) {
         const ModelDemand& m = in.models[it.models[k]];
         SliceMember& sm = s.members[k];
-        if (s.duty_cycle_ms > 0) {
+        if (it.checked) {
+          // Simulated at the largest inflation the packing allows it (f_max), which bounds this.
+        } else if (s.duty_cycle_ms > 0) {
           sm.predicted_ms = (m.profile.P99Ms(it.batches[k], s.sms) + round_p99) * s.inflation;
         } else {
           const Dedicated d = SizeDedicated(m.profile, s.sms, sm.rate_rps, m.slo_ms, s.inflation,

@@ -12,7 +12,7 @@
 #include <thread>
 
 #include "tessera/bench/scenario.h"
-#include "tessera/sim/random.h"
+#include "tessera/core/random.h"
 
 namespace tessera::sim {
 namespace {

@@ -30,11 +30,33 @@ void AddSyntheticOptions(CLI::App& app, SyntheticFlags* f, const std::string& ve
                              SyntheticFlags::kDefaultRatePerModel))
       ->check(CLI::PositiveNumber);
   app.add_option("--seed", f->seed, "Seed of the synthetic workload");
+  app.add_option("--granularity", f->granularity_sms,
+                 "SM granularity of the synthetic GPUs' slices (default 8: Hopper's green-context "
+                 "groups)")
+      ->check(CLI::Range(1, 132));
+}
+
+void AddCheckOptions(CLI::App& app, CheckFlags* f) {
+  app.add_option("--check-attainment", f->attainment,
+                 "Tessera: the share of requests each slice's simulated queue must answer within "
+                 "SLO (default: the input's options.check_attainment, or 0.999; 0: closed-form "
+                 "sizing only)")
+      ->check(CLI::Range(0.0, 0.999999));
+  app.add_option("--check-budget", f->budget,
+                 "Tessera: requests its queue checks may simulate in one plan, largest models "
+                 "first (default: the input's options.check_budget, or 2e7: about half a second)")
+      ->check(CLI::Range(0.0, 1e15));
+}
+
+void ApplyCheckOptions(const CheckFlags& f, planner::PlanOptions* o) {
+  if (f.attainment >= 0) o->check_attainment = f.attainment;
+  if (f.budget >= 0) o->check_budget = static_cast<int64_t>(f.budget);
 }
 
 planner::PlanInput MakeSyntheticInput(const SyntheticFlags& f, int gpus) {
   planner::GpuSpec gpu;
   gpu.count = gpus > 0 ? gpus : 1000000;
+  gpu.granularity_sms = f.granularity_sms;
   const double total =
       f.total_rate > 0 ? f.total_rate : SyntheticFlags::kDefaultRatePerModel * f.models;
   return planner::SyntheticPlanInput(f.models, total, f.seed, gpu);

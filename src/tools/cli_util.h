@@ -23,10 +23,19 @@ struct SyntheticFlags {
   int models = 0;         // 0: not asked for
   double total_rate = 0;  // 0: kDefaultRatePerModel per model
   uint64_t seed = 1;
+  int granularity_sms = 8;  // the synthetic GPU's slice granularity
   static constexpr double kDefaultRatePerModel = 1500;
 };
 void AddSyntheticOptions(CLI::App& app, SyntheticFlags* f, const std::string& verb);
 // The synthetic plan input on H100-like GPUs; `gpus` <= 0: as many as it takes.
 planner::PlanInput MakeSyntheticInput(const SyntheticFlags& f, int gpus);
+
+// Tessera's queue-check options, shared by `plan` and `simulate` (< 0: the input's).
+struct CheckFlags {
+  double attainment = -1;
+  double budget = -1;
+};
+void AddCheckOptions(CLI::App& app, CheckFlags* f);
+void ApplyCheckOptions(const CheckFlags& f, planner::PlanOptions* o);
 
 }  // namespace tessera::cli

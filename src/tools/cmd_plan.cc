@@ -20,6 +20,7 @@ struct Opts {
   std::string input;
   SyntheticFlags synthetic;
   int gpus = 0;
+  CheckFlags checks;
   std::string policy = "tessera";
   std::string json_out;
   bool verbose = false, quiet = false;
@@ -58,6 +59,7 @@ int Run(const Opts& o) {
   } else {
     in = MakeSyntheticInput(o.synthetic, o.gpus);
   }
+  ApplyCheckOptions(o.checks, &in.options);
   auto policies = ParsePolicies(o.policy);
   if (!policies.ok()) return ExitWith(policies.status());
   json out = {{"date", UtcNow()},
@@ -118,6 +120,7 @@ Runner SetupPlan(CLI::App& app) {
       "plan broke an invariant, 2 bad input, 3 file not found. See docs/PLANNER.md.");
   app.add_option("-i,--input", o->input, "Plan input (JSON)");
   AddSyntheticOptions(app, &o->synthetic, "Plan");
+  AddCheckOptions(app, &o->checks);
   app.add_option("--gpus", o->gpus, "GPUs available (overrides the input's gpu.count)")
       ->check(CLI::Range(1, 1000000));
   app.add_option("-p,--policy", o->policy, "tessera, nexus, igniter, gslice, or all")

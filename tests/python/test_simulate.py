@@ -62,10 +62,30 @@ def test_target_search_meets_the_target(tessera_bin, tmp_path):
     r = simulate("--synthetic", 12, "--seed", 3, "-d", "6", "--warmup", "1", "--target", "0.99",
                  "--json", out)
     assert r.returncode == 0, r.stderr
-    p = json.loads(out.read_text())["policies"]["tessera"]
+    doc = json.loads(out.read_text())
+    p = doc["policies"]["tessera"]
     assert p["target_met"] and p["slo_attainment"] >= 0.99
     assert 0.5 <= p["planning_headroom"] <= 2.5
     assert "headroom" in r.stdout
+    # By default every model must reach 99% too (an SLO is each model's promise).
+    assert doc["model_floor"] == 0.99
+    assert min(m["slo_attainment"] for m in p["models"] if m["sent"] >= 1000) >= 0.99
+
+
+def test_queue_check_flags(tessera_bin, tmp_path):
+    # The plan with queue checks names them in its reasons; with --check-attainment 0 (or no
+    # budget) it is the closed form; a target of 1 or more is refused.
+    def plan(*args):
+        return subprocess.run([str(TESSERA), "plan", "--synthetic", "20", "--seed", "2", "-v",
+                               *map(str, args)], capture_output=True, text=True, timeout=120)
+    checked, closed, broke = plan(), plan("--check-attainment", 0), plan("--check-budget", 0)
+    for r in (checked, closed, broke):
+        assert r.returncode == 0, r.stderr
+    assert "simulated with the runtime's batching rule" in checked.stdout
+    assert "simulated" not in closed.stdout
+    assert closed.stdout.split("planned in")[0] == broke.stdout.split("planned in")[0]
+    r = plan("--check-attainment", 1.5)
+    assert r.returncode == 2 and "--check-attainment" in r.stderr
 
 
 def test_bad_scenarios_get_clear_errors(tessera_bin, tmp_path):

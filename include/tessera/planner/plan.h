@@ -55,6 +55,13 @@ struct PlanOptions {
   // Tessera sizes batches so that the requests arriving (Poisson) during one batch overflow the
   // next batch with at most this probability: the tail the SLO may miss.
   double tail_probability = 0.1;
+  // Tessera checks each dedicated slice by simulating its queue with the runtime's batching rule
+  // and shrinks it to the smallest size that still answers this share of requests within SLO
+  // (0: closed-form sizing only). `check_arrivals` requests per check; `check_budget` caps the
+  // requests simulated for one plan (largest slices first), which bounds the planning time.
+  double check_attainment = 0.999;
+  int check_arrivals = 20000;
+  int64_t check_budget = 20'000'000;
 };
 
 struct PlanInput {

@@ -1,15 +1,15 @@
-// Random draws for the simulator, where a simulated hour makes billions of them: xoshiro256**
-// (Blackman and Vigna) for the bits, and Marsaglia and Tsang's ziggurat for exponential and
-// normal variates (a table lookup and a compare ~98-99% of the time, instead of a log per
-// exponential or a log, a square root and a rejection loop per normal pair). The layer index
-// and the magnitude come from different bits of one 64-bit draw, which avoids the correlation
-// of the original 32-bit version.
+// Random draws for the simulator and the planner's queue checks, where a simulated hour makes
+// billions of them: xoshiro256** (Blackman and Vigna) for the bits, and Marsaglia and Tsang's
+// ziggurat for exponential and normal variates (a table lookup and a compare ~98-99% of the
+// time, instead of a log per exponential or a log, a square root and a rejection loop per normal
+// pair). The layer index and the magnitude come from different bits of one 64-bit draw, which
+// avoids the correlation of the original 32-bit version.
 #pragma once
 
 #include <bit>
 #include <cstdint>
 
-namespace tessera::sim {
+namespace tessera {
 
 class Rng {
  public:
@@ -74,4 +74,4 @@ inline double Rng::Normal() {
   return NormalSlow(u);
 }
 
-}  // namespace tessera::sim
+}  // namespace tessera

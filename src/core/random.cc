@@ -1,8 +1,8 @@
-#include "tessera/sim/random.h"
+#include "tessera/core/random.h"
 
 #include <cmath>
 
-namespace tessera::sim {
+namespace tessera {
 namespace {
 
 // Right edges of the base layers (Marsaglia and Tsang 2000), and the layers' common area.
@@ -96,4 +96,4 @@ double Rng::NormalSlow(uint64_t u) {
   }
 }
 
-}  // namespace tessera::sim
+}  // namespace tessera
