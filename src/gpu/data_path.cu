@@ -80,11 +80,12 @@ class CudaGpuDevice final : public runtime::GpuDevice {
     auto give_back = [this, inputs_in, computed, finished] {
       GiveEvents({inputs_in, computed, finished});
     };
-    Status st;
-    {
+    // Initialised, not assigned: nvcc warns that an assignment's result (a [[nodiscard]] Status&)
+    // is ignored.
+    const Status st = [&] {
       std::lock_guard<std::mutex> lock(StreamLock(compute));  // no capture on it meanwhile
-      st = Queue(b, cs, compute, inputs_in, computed, finished);
-    }
+      return Queue(b, cs, compute, inputs_in, computed, finished);
+    }();
     if (!st.ok()) {
       cudaStreamSynchronize(cs.out);  // whatever was queued finishes before its events go back
       give_back();

@@ -51,10 +51,26 @@ struct ModelManager::Impl {
   // Reserves a started version's memory on every device it uses; a refusal names who holds
   // the budget and reserves nothing.
   Status Reserve(const ManagerOptions& o, ServedModel& m) {
+    return ReserveBytes(o, m, m.memory_by_device(), Owner(m), "loading");
+  }
+  // A live resize's second set of arenas, held from before the new slices are made until the
+  // old ones are gone.
+  Status ReserveResize(const ManagerOptions& o, ServedModel& m, int sms) {
+    return ReserveBytes(o, m, m.resize_bytes_by_device(), ResizeOwner(m),
+                        "resizing to " + std::to_string(sms) + " SMs:");
+  }
+  void ReleaseResize(ServedModel& m) {
+    std::lock_guard<std::mutex> lock(mu);
+    for (auto& [dev, b] : budgets) b.Release(ResizeOwner(m));
+  }
+  static std::string ResizeOwner(const ServedModel& m) { return Owner(m) + " (resize)"; }
+  Status ReserveBytes(const ManagerOptions& o, ServedModel& m,
+                      const std::map<std::string, size_t>& by_device, const std::string& owner,
+                      const std::string& doing) {
     std::lock_guard<std::mutex> lock(mu);
     const auto engines = m.engines_by_device();
     std::vector<std::string> done;
-    for (const auto& [dev, bytes] : m.memory_by_device()) {
+    for (const auto& [dev, bytes] : by_device) {
       auto e = engines.find(dev);
       const int64_t cap = dev == "cpu"         ? o.cpu_memory_budget_bytes
                           : e != engines.end() ? e->second->memory_capacity_bytes()
@@ -66,9 +82,9 @@ struct ModelManager::Impl {
                  .emplace(dev, runtime::MemoryBudget(
                                    dev == "cpu" ? "the CPU" : "GPU " + dev.substr(5), cap))
                  .first;
-      Status st = it->second.Reserve(Owner(m), static_cast<int64_t>(bytes));
+      Status st = it->second.Reserve(owner, static_cast<int64_t>(bytes), doing);
       if (!st.ok()) {
-        for (const auto& d : done) budgets.at(d).Release(Owner(m));
+        for (const auto& d : done) budgets.at(d).Release(owner);
         return st;
       }
       done.push_back(dev);
@@ -503,6 +519,21 @@ Result<SliceState> ModelManager::SetSliceSms(const std::string& name, int sms) {
           (m->engine().name() == "cpu" ? " engine: its slice is set in threads ({\"threads\": N})"
                                        : " engine on a GPU that is not sliced (serve --sharing)"));
     TESSERA_RETURN_IF_ERROR(runtime::GroupsFor({sms, 0}, g->layout(), name).status());
+  }
+  // Make-before-break holds two sets of arenas for a while: that must fit the GPU's memory
+  // budget next to everything loaded, or nothing changes.
+  std::vector<ServedModel*> reserved;
+  struct ReleaseAll {
+    Impl& impl;
+    std::vector<ServedModel*>& models;
+    ~ReleaseAll() {
+      for (ServedModel* m : models) impl.ReleaseResize(*m);
+    }
+  } release_all{*impl_, reserved};
+  for (const auto& [v, m] : versions) {
+    Status st = impl_->ReserveResize(opts_, *m, sms);
+    if (!st.ok()) return st.WithContext("model '" + name + "'");
+    reserved.push_back(m.get());
   }
   const int64_t t0 = SystemClock::Default()->NowNs();
   double gap_us = -1;

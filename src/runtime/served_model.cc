@@ -203,6 +203,13 @@ std::map<std::string, size_t> ServedModel::memory_by_device() const {
   return out;
 }
 
+std::map<std::string, size_t> ServedModel::resize_bytes_by_device() const {
+  std::map<std::string, size_t> out;
+  for (const auto& i : instances_)
+    if (i->on_gpu()) out[i->engine().device()] += i->memory_bytes();
+  return out;
+}
+
 std::map<std::string, Engine*> ServedModel::engines_by_device() const {
   std::map<std::string, Engine*> out;
   for (const auto& e : engines_) out[e->device()] = e.get();

@@ -61,6 +61,9 @@ class ServedModel final : public ModelHandle, public std::enable_shared_from_thi
   // Memory held per device ("cpu", "cuda:0", ...): weights where instances run, plus their
   // arenas; and each device's engine, for its capacity.
   std::map<std::string, size_t> memory_by_device() const;
+  // What a live resize holds on top, per device, while new and old slices coexist: the arenas
+  // of its GPU instances (weights are shared).
+  std::map<std::string, size_t> resize_bytes_by_device() const;
   std::map<std::string, Engine*> engines_by_device() const;
   // Compute threads each instance runs its batches with (CPU engine); a change applies at each
   // instance's next batch boundary.

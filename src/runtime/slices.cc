@@ -202,7 +202,7 @@ std::vector<SliceInfo> SliceTable::List() const {
   return out;
 }
 
-Status MemoryBudget::Reserve(const std::string& owner, int64_t bytes) {
+Status MemoryBudget::Reserve(const std::string& owner, int64_t bytes, const std::string& doing) {
   if (bytes < 0)
     return Status::InvalidArgument(
         fmt::format("memory for '{}': {} bytes; expected >= 0", owner, bytes));
@@ -214,9 +214,9 @@ Status MemoryBudget::Reserve(const std::string& owner, int64_t bytes) {
     for (const auto& [o, b] : held_)
       holders += fmt::format("{}{} {}", holders.empty() ? "" : ", ", o, Gib(b));
     return Status::ResourceExhausted(fmt::format(
-        "loading '{}' needs {} of memory on {}, but {} of the {} budget is free (held by {}); "
+        "{} '{}' needs {} of memory on {}, but {} of the {} budget is free (held by {}); "
         "nothing was changed",
-        owner, Gib(bytes), device_, Gib(free()), Gib(bytes_),
+        doing, owner, Gib(bytes), device_, Gib(free()), Gib(bytes_),
         holders.empty() ? "nobody" : holders));
   }
   held_[owner] = bytes;

@@ -39,6 +39,7 @@ struct Observed {
   std::atomic<int64_t> host_allocs{0}, host_frees{0};
   std::atomic<bool> gather_fault{false};  // the next run reports an out-of-range index
   std::atomic<int> direct_inputs{0};      // inputs copied straight from pinned request memory
+  std::atomic<int64_t> gpu_memory{0};     // the fake GPUs' memory budget (0: none)
 };
 
 class FakeGpuExecutable final : public GpuExecutable {
@@ -89,6 +90,7 @@ class FakeGpuEngine final : public Engine {
   FakeGpuEngine(Observed* seen, int gpu) : cpu_(CreateCpuEngine(1)), seen_(seen), gpu_(gpu) {}
   std::string name() const override { return "cuda"; }
   std::string device() const override { return "cuda:" + std::to_string(gpu_); }
+  int64_t memory_capacity_bytes() const override { return seen_->gpu_memory.load(); }
   Result<std::unique_ptr<Executable>> Compile(const Graph& g, const CompileOptions& o) override {
     {
       std::lock_guard<std::mutex> lock(seen_->mu);
@@ -433,6 +435,44 @@ TEST_P(GpuServingTest, LiveResizeUnderLoadLosesNothing) {
   // A reload keeps the live size.
   ASSERT_TRUE(m.Load("tiny_mlp").ok());
   EXPECT_EQ(m.Slice("tiny_mlp")->sms, 16);
+}
+
+TEST_P(GpuServingTest, ResizeHoldsRoomForBothSlicesAndGivesItBack) {
+  WriteModel("tiny_mlp", SliceSms(16));
+  // Its memory alone, measured with room to spare.
+  int64_t alone = 0;
+  {
+    seen_.gpu_memory = int64_t{1} << 30;
+    ModelManager m(Options());
+    ASSERT_TRUE(m.Load("tiny_mlp").ok());
+    alone = static_cast<int64_t>(m.Stats("tiny_mlp", 0).value().at(0).memory_bytes);
+    ASSERT_GT(alone, 0);
+  }
+  // Exactly enough to load: the second set of arenas a resize needs does not fit; the model
+  // keeps serving on its slice.
+  {
+    seen_.gpu_memory = alone;
+    ModelManager m(Options());
+    ASSERT_TRUE(m.Load("tiny_mlp").ok());
+    auto r = m.SetSliceSms("tiny_mlp", 24);
+    EXPECT_EQ(r.status().code(), StatusCode::kResourceExhausted) << r.status().ToString();
+    EXPECT_TRUE(Contains(r.status().message(), "resizing to 24 SMs: 'tiny_mlp v1 (resize)' needs"))
+        << r.status().message();
+    EXPECT_TRUE(Contains(r.status().message(), "nothing was changed"));
+    EXPECT_EQ(m.Slice("tiny_mlp")->sms, 16);
+    EXPECT_TRUE(Infer(m, "tiny_mlp", 2).status.ok());
+  }
+  // Room for both: the resize goes through, and gives the room back (a second one fits too).
+  {
+    seen_.gpu_memory = 2 * alone;
+    ModelManager m(Options());
+    ASSERT_TRUE(m.Load("tiny_mlp").ok());
+    ASSERT_TRUE(m.SetSliceSms("tiny_mlp", 24).ok());
+    auto again = m.SetSliceSms("tiny_mlp", 8);
+    ASSERT_TRUE(again.ok()) << again.status().ToString();
+    EXPECT_EQ(again->sms, 8);
+    EXPECT_TRUE(Infer(m, "tiny_mlp", 2).status.ok());
+  }
 }
 
 TEST_P(GpuServingTest, InstancesSpreadOverTheGpusTheirGroupLists) {

@@ -120,7 +120,8 @@ class MemoryBudget {
   explicit MemoryBudget(const GpuLayout& gpu) : MemoryBudget(gpu.Describe(), gpu.memory_bytes) {}
   // `device` names it in messages ("GPU 0 (...)", "the CPU").
   MemoryBudget(std::string device, int64_t bytes) : device_(std::move(device)), bytes_(bytes) {}
-  Status Reserve(const std::string& owner, int64_t bytes);
+  // `doing` names the action in a refusal ("loading 'm v1' needs ...").
+  Status Reserve(const std::string& owner, int64_t bytes, const std::string& doing = "loading");
   void Release(const std::string& owner);
   int64_t used() const { return used_; }
   int64_t free() const { return bytes_ - used_; }
