@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <numeric>
 
 #include "sizing.h"
@@ -26,6 +27,25 @@ Tuner::Tuner(const PlanInput& in, TunerOptions options)
   int max_b = 1;
   for (const auto& m : in.models) max_b = std::max(max_b, m.profile.max_batch());
   tables_ = std::make_unique<detail::PoissonTables>(in.options.tail_probability, max_b);
+}
+
+void Tuner::Calibrate(const Plan& plan) {
+  std::map<std::string, size_t> index;
+  for (size_t i = 0; i < in_.models.size(); ++i) index[in_.models[i].name] = i;
+  for (const GpuPlan& g : plan.gpus)
+    for (const Slice& s : g.slices) {
+      if (s.members.size() != 1) continue;
+      auto it = index.find(s.members[0].model);
+      if (it == index.end()) continue;
+      const ModelDemand& m = in_.models[it->second];
+      const double f = std::max(f_typical_, s.inflation);
+      const double cap = detail::SliceCapacity(
+          m.profile, s.sms, m.slo_ms, f, in_.options.max_utilization, tables_->For(m), nullptr);
+      if (cap <= 0) continue;
+      ModelState& st = state_[it->second];
+      st.calibrated = std::max(st.calibrated, s.members[0].rate_rps / cap);
+      st.trust = st.calibrated;
+    }
 }
 
 std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
@@ -229,7 +249,7 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
       if (within < opt_.trust_attainment * finished)
         st.trust = std::max(1.0, std::min(st.trust, ratio) - 0.1);
       else if (ratio > 0.95 * st.trust)
-        st.trust = std::min(opt_.max_trust, st.trust + 0.02);
+        st.trust = std::min(std::max(opt_.max_trust, st.calibrated), st.trust + 0.02);
     }
     // Growth waits until the rate passes the trusted capacity; sizes stay the planner's.
     const double eff = st.rate / st.trust;

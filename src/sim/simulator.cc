@@ -307,8 +307,10 @@ class Fleet {
                 s.sms / gpu.sms, m.max_batch, models[it->second].profile.max_batch());
         }
       }
-    if (sc.tune.enabled && policy_ == planner::Policy::kTessera)
+    if (sc.tune.enabled && policy_ == planner::Policy::kTessera) {
       tuner_ = std::make_unique<planner::Tuner>(sc.plan, sc.tune.options);
+      tuner_->Calibrate(plan);
+    }
   }
   const std::string& bad() const { return bad_; }
 

@@ -468,6 +468,28 @@ TEST(Tuner, SteadyRateWithinTheBandsDoesNothing) {
     EXPECT_TRUE(t.Step(tuner_test::Observe({{0, 32}}, 0.7 * c, {96, 128})).empty()) << w;
 }
 
+TEST(Tuner, CalibratedToACheckedPlanItDoesNotGrowAtThePlannedRate) {
+  // A plan whose one slice carries 1.4x the tuner's closed-form capacity (as a queue-checked
+  // slice may): calibrated, the tuner leaves it be at that rate and grows it past it;
+  // uncalibrated, it grows it at once.
+  const auto in = OneModel(300, 20, LinearProfile("m"));
+  const double c = tuner_test::Cap(in, 32);
+  Plan plan;
+  plan.gpus.resize(1);
+  plan.gpus[0].slices.push_back({});
+  plan.gpus[0].slices[0].sms = 32;
+  plan.gpus[0].slices[0].members.push_back({"m", 1.4 * c, 20, 8, 10});
+  Tuner calibrated(in), plain(in);
+  calibrated.Calibrate(plan);
+  for (int w = 0; w < 10; ++w)
+    EXPECT_TRUE(calibrated.Step(tuner_test::Observe({{0, 32}}, 1.4 * c, {96, 128})).empty()) << w;
+  EXPECT_FALSE(plain.Step(tuner_test::Observe({{0, 32}}, 1.4 * c, {96, 128})).empty());
+  auto grow = calibrated.Step(tuner_test::Observe({{0, 32}}, 2.0 * c, {96, 128}));
+  ASSERT_FALSE(grow.empty());
+  EXPECT_EQ(grow[0].kind, TuneAction::Kind::kResize);
+  EXPECT_GT(grow[0].sms, 32);
+}
+
 TEST(Tuner, GrowsInPlaceThenSettles) {
   const auto in = OneModel(300, 20, LinearProfile("m"));
   Tuner t(in);

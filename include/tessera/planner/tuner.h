@@ -101,12 +101,18 @@ class Tuner {
   ~Tuner();
   // One window's observation in, the actions to apply now out. Deterministic.
   std::vector<TuneAction> Step(const FleetObservation& obs);
+  // Starts each model's trust where the plan put it: a slice the planner sized by a queue check
+  // carries more than the closed-form capacity the tuner computes, so without this the tuner
+  // would grow it at once. Trust = the largest planned rate / closed-form capacity over the
+  // model's dedicated slices (at least 1). Call once, before the first Step.
+  void Calibrate(const Plan& plan);
   const TunerOptions& options() const { return opt_; }
 
  private:
   struct ModelState {
-    double rate = -1;  // smoothed: follows a rise at once, a fall slowly
-    double trust = 1;  // learned multiplier on the planner's capacity
+    double rate = -1;       // smoothed: follows a rise at once, a fall slowly
+    double trust = 1;       // learned multiplier on the planner's capacity
+    double calibrated = 1;  // where Calibrate started it
     int low_windows = 0;
     int cooldown = 0;
   };
