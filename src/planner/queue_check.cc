@@ -6,40 +6,15 @@
 
 #include "sizing.h"
 #include "tessera/core/random.h"
+#include "tessera/core/time_ring.h"
 
 namespace tessera::planner::detail {
 namespace {
 
-// Arrival times (ns), oldest first, on a power-of-two ring.
-class Ring {
- public:
-  bool empty() const { return size_ == 0; }
-  size_t size() const { return size_; }
-  int64_t front() const { return buf_[head_]; }
-  void pop() {
-    head_ = (head_ + 1) & (buf_.size() - 1);
-    --size_;
-  }
-  void push(int64_t t) {
-    if (size_ == buf_.size()) {
-      std::vector<int64_t> bigger(2 * buf_.size());
-      for (size_t i = 0; i < size_; ++i) bigger[i] = buf_[(head_ + i) & (buf_.size() - 1)];
-      buf_.swap(bigger);
-      head_ = 0;
-    }
-    buf_[(head_ + size_) & (buf_.size() - 1)] = t;
-    ++size_;
-  }
-
- private:
-  std::vector<int64_t> buf_ = std::vector<int64_t>(256);
-  size_t head_ = 0, size_ = 0;
-};
-
 struct Stream {
   const QueueTables* t = nullptr;
-  int limit = 1;  // batch limit
-  Ring queue;
+  int limit = 1;     // batch limit
+  TimeRing queue;    // arrival times, oldest first
   double acc = 0;    // arrival clock (ns), exact
   int64_t next = 0;  // the next arrival, rounded
   double mean_gap_ns = 0;
@@ -124,7 +99,7 @@ SliceOutcome SimulateSlice(const std::vector<QueueMember>& members, int arrivals
   for (;;) {
     for (auto& st : s)
       while (st.next <= now) {
-        st.queue.push(st.next);
+        st.queue.push_back(st.next);
         advance(st);
       }
     bool ran = false;
@@ -139,7 +114,7 @@ SliceOutcome SimulateSlice(const std::vector<QueueMember>& members, int arrivals
           ++st.counted;
           if (keep) st.lat_ns.push_back(INFINITY);
         }
-        st.queue.pop();
+        st.queue.pop_front();
       }
       if (st.queue.empty()) continue;
       int b = static_cast<int>(std::min<size_t>(st.queue.size(), st.limit));
@@ -150,7 +125,7 @@ SliceOutcome SimulateSlice(const std::vector<QueueMember>& members, int arrivals
       const int64_t done = now + static_cast<int64_t>(run);
       for (int j = 0; j < b; ++j) {
         count(st, st.queue.front(), done - st.queue.front());
-        st.queue.pop();
+        st.queue.pop_front();
       }
       if (now >= warm_ns) busy_ns += done - now;
       now = done;

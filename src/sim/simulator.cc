@@ -13,6 +13,7 @@
 
 #include "tessera/bench/scenario.h"
 #include "tessera/core/random.h"
+#include "tessera/core/time_ring.h"
 
 namespace tessera::sim {
 namespace {
@@ -24,35 +25,6 @@ constexpr double kNsPerMs = 1e6;
 // 2^-8 relative error (0.4%) keeps each model's histogram small enough (~70 KiB) that thousands
 // of them stay out of each other's way in the cache.
 constexpr int kHistogramBits = 8;
-
-// A FIFO of arrival times on a power-of-two ring that grows by doubling: fewer branches and no
-// block allocations per push and pop than std::deque (both happen once per simulated request).
-class TimeRing {
- public:
-  bool empty() const { return size_ == 0; }
-  size_t size() const { return size_; }
-  int64_t front() const { return buf_[head_]; }
-  void pop_front() {
-    head_ = (head_ + 1) & mask_;
-    --size_;
-  }
-  void push_back(int64_t t) {
-    if (size_ == buf_.size()) Grow();
-    buf_[(head_ + size_) & mask_] = t;
-    ++size_;
-  }
-
- private:
-  void Grow() {
-    std::vector<int64_t> bigger(std::max<size_t>(16, 2 * buf_.size()));
-    for (size_t i = 0; i < size_; ++i) bigger[i] = buf_[(head_ + i) & mask_];
-    buf_ = std::move(bigger);
-    head_ = 0;
-    mask_ = buf_.size() - 1;
-  }
-  std::vector<int64_t> buf_;
-  size_t head_ = 0, size_ = 0, mask_ = 0;
-};
 
 // One model's queue on one slice: arrival times (ns), oldest first. One SLO per model, so the
 // earliest deadline is always the front.
