@@ -195,7 +195,7 @@ Result<PlanInput> ParsePlanInput(const json& doc, const std::string& what,
     TESSERA_RETURN_IF_ERROR(
         CheckKeys(j, at,
                   {"max_utilization", "share_below_utilization", "tail_probability",
-                   "check_attainment", "check_arrivals", "check_budget"}));
+                   "check_attainment", "check_arrivals", "check_budget", "batch_buckets"}));
     TESSERA_RETURN_IF_ERROR(GetNumber(j, "max_utilization", at, &in.options.max_utilization, 0));
     if (in.options.max_utilization > 1)
       return Bad(at + ".max_utilization", "a number in (0, 1]", j["max_utilization"]);
@@ -213,6 +213,12 @@ Result<PlanInput> ParsePlanInput(const json& doc, const std::string& what,
     if (arrivals > 1e8 || budget > 1e15)
       return Status::InvalidArgument(
           at + ": check_arrivals (<= 1e8) or check_budget (<= 1e15) too large");
+    if (j.contains("batch_buckets")) {
+      const json& b = j["batch_buckets"];
+      if (b != "every" && b != "pow2")
+        return Bad(at + ".batch_buckets", "\"every\" or \"pow2\"", b);
+      in.options.pow2_buckets = b == "pow2";
+    }
     in.options.check_arrivals = static_cast<int>(arrivals);
     in.options.check_budget = static_cast<int64_t>(budget);
   }

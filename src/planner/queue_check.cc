@@ -1,6 +1,7 @@
 // The queues of one slice, simulated with the runtime's batching rule: the planner's check of a
 // slice size against the SLO attainment its models must reach. See sizing.h.
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <random>
 
@@ -26,7 +27,7 @@ struct Stream {
 
 }  // namespace
 
-QueueTables::QueueTables(const Profile& p, double sms, double f, double slo_ms) {
+QueueTables::QueueTables(const Profile& p, double sms, double f, double slo_ms, bool pow2) {
   slo_ns = static_cast<int64_t>(slo_ms * 1e6);
   const int top = p.max_batch();
   p99_ns.assign(top + 1, 0);
@@ -38,6 +39,16 @@ QueueTables::QueueTables(const Profile& p, double sms, double f, double slo_ms) 
     std_ns[b] = p.StdMs(b, sms) * f * 1e6;
     // A batch whose p99 alone passes the SLO is never dispatched.
     if (p99_ns[b] <= slo_ns) max_batch = b;
+  }
+  if (!pow2) return;
+  // Padded: the buckets are the powers of two below max_batch, and max_batch. Latency grows
+  // with the batch, so a padded batch still fits the SLO.
+  for (int b = top; b >= 1; --b) {
+    const int bucket =
+        std::min(static_cast<int>(std::bit_ceil(static_cast<unsigned>(b))), std::max(b, max_batch));
+    p99_ns[b] = p99_ns[bucket];
+    mean_ns[b] = mean_ns[bucket];
+    std_ns[b] = std_ns[bucket];
   }
 }
 

@@ -100,7 +100,9 @@ DutyPlan MergeSessions(const std::vector<DutyMember>& members, const std::vector
 // mean + std x N(0,1) (at least half the mean). The planner checks slice sizes with it: the
 // closed-form bound (2 x p99, Poisson overflow, rho) asks 20-30% more SMs than a slice needs.
 struct QueueTables {
-  QueueTables(const Profile& p, double sms, double f, double slo_ms);
+  // With `pow2`, a batch of b costs its bucket: the smallest power of two >= b, or max_batch
+  // when that is smaller (the executables the CPU server compiles).
+  QueueTables(const Profile& p, double sms, double f, double slo_ms, bool pow2 = false);
   int64_t slo_ns = 0;
   int max_batch = 0;  // the largest batch whose p99 fits the SLO (0: none)
   std::vector<int64_t> p99_ns;

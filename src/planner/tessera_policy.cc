@@ -92,7 +92,7 @@ Plan PlanTessera(const PlanInput& in) {
     uint64_t seed = 1469598103934665603ull;  // FNV-1a of the member names
     for (size_t k = 0; k < c.models.size(); ++k) {
       const ModelDemand& m = in.models[c.models[k]];
-      t.emplace_back(m.profile, sms, f, m.slo_ms);
+      t.emplace_back(m.profile, sms, f, m.slo_ms, in.options.pow2_buckets);
       q.push_back({&t.back(), c.limits[k] ? c.limits[k] : t.back().max_batch, c.rates[k] * load,
                    m.arrival_cv});
       for (unsigned char ch : m.name) seed = (seed ^ ch) * 1099511628211ull;

@@ -1074,6 +1074,8 @@ Result<SimScenario> ParseSimScenario(const nlohmann::json& doc, const std::strin
     }
   }
   TESSERA_ASSIGN_OR_RETURN(sc.plan, planner::ParsePlanInput(plan_doc, what, base_dir));
+  // The planner's queue checks pad batches as the simulated runtime does.
+  sc.plan.options.pow2_buckets = sc.batch_buckets == SimScenario::Buckets::kPow2;
   if (sc.arrivals.size() != sc.plan.models.size())
     return Status::InvalidArgument(what + ".models: every model needs an object");
   // The planner sizes for the burstiness the scenario declares (unless the model says).

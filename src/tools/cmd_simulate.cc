@@ -94,6 +94,7 @@ int Run(const Opts& o) {
   if (!o.batch_buckets.empty())
     sc.batch_buckets =
         o.batch_buckets == "pow2" ? SimScenario::Buckets::kPow2 : SimScenario::Buckets::kEvery;
+  sc.plan.options.pow2_buckets = sc.batch_buckets == SimScenario::Buckets::kPow2;
   auto policies = ParsePolicies(o.policy);
   if (!policies.ok()) return ExitWith(policies.status());
   double rate = 0;

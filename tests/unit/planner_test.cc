@@ -366,6 +366,38 @@ TEST(QueueCheck, AnIdleSliceAnswersInOneBatchTime) {
   EXPECT_GT(o.busy, 0.005);
 }
 
+TEST(QueueCheck, Pow2BucketsCostABatchItsBucket) {
+  // p99(b) on 8 SMs = (1 + b) x 0.825 ms; padded, a batch of 3 costs 4, 5-8 cost 8, and past 16
+  // the max batch (23) is the last bucket.
+  const Profile p = LinearProfile("m", 132, 0.05);
+  const detail::QueueTables every(p, 8, 1.0, 20), pow2(p, 8, 1.0, 20, true);
+  EXPECT_EQ(pow2.max_batch, every.max_batch);
+  EXPECT_EQ(pow2.p99_ns[3], every.p99_ns[4]);
+  EXPECT_EQ(pow2.p99_ns[4], every.p99_ns[4]);
+  EXPECT_EQ(pow2.p99_ns[5], every.p99_ns[8]);
+  EXPECT_EQ(pow2.mean_ns[17], every.mean_ns[23]);
+  EXPECT_EQ(pow2.p99_ns[23], every.p99_ns[23]);
+  EXPECT_EQ(pow2.p99_ns[1], every.p99_ns[1]);
+  // Padding costs attainment near the edge: same load, fewer answered in time.
+  const double rate = 900;
+  const auto a = detail::SimulateSlice({{&every, 64, rate, 1}}, 40000, 5, 0);
+  const auto b = detail::SimulateSlice({{&pow2, 64, rate, 1}}, 40000, 5, 0);
+  EXPECT_LT(b.attainment, a.attainment);
+  EXPECT_GT(b.busy, a.busy);
+  auto in = ParsePlanInput(json::parse(R"({"options":{"batch_buckets":"pow2"},
+      "models":[{"name":"a","rate":1,"slo_ms":5,"synthetic":"resnet50"}]})"),
+                           "in.json", ".");
+  ASSERT_TRUE(in.ok()) << in.status().message();
+  EXPECT_TRUE(in->options.pow2_buckets);
+  EXPECT_NE(ParsePlanInput(json::parse(R"({"options":{"batch_buckets":"odd"},
+      "models":[{"name":"a","rate":1,"slo_ms":5,"synthetic":"resnet50"}]})"),
+                           "in.json", ".")
+                .status()
+                .message()
+                .find("in.json.options.batch_buckets"),
+            std::string::npos);
+}
+
 TEST(QueueCheck, AnOverloadedSliceMissesAndStopsEarly) {
   // 8 SMs carry at most 64 / ((1 + 64) x 0.825 ms) = 1194 req/s: 5000 req/s is hopeless.
   const Profile p = LinearProfile("m", 132, 0.05);

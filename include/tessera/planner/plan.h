@@ -62,6 +62,9 @@ struct PlanOptions {
   double check_attainment = 0.999;
   int check_arrivals = 20000;
   int64_t check_budget = 20'000'000;
+  // The runtime pads a batch to the smallest power-of-two executable that holds it (and the max
+  // batch), as the CPU server does: the queue checks then cost a batch its bucket's latency.
+  bool pow2_buckets = false;
 };
 
 struct PlanInput {
