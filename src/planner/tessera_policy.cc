@@ -85,7 +85,9 @@ Plan PlanTessera(const PlanInput& in) {
   // The target must hold at rate / rho: max_utilization's headroom for what the checks do not
   // model (the neighbours' load changing from moment to moment, rates drifting).
   const double load = 1 / rho;
-  auto simulate = [&](const Check& c, int sms, double f, double load = 1, double quantile = 0) {
+  // One check: the slice's members at `scale` x their rates and inflation f; the latency at
+  // `quantile` when > 0 (a full run), else a run that may stop early at the target.
+  auto simulate = [&](const Check& c, int sms, double f, double scale, double quantile = 0) {
     std::vector<QueueTables> t;
     t.reserve(c.models.size());
     std::vector<QueueMember> q;
@@ -93,7 +95,7 @@ Plan PlanTessera(const PlanInput& in) {
     for (size_t k = 0; k < c.models.size(); ++k) {
       const ModelDemand& m = in.models[c.models[k]];
       t.emplace_back(m.profile, sms, f, m.slo_ms, in.options.pow2_buckets);
-      q.push_back({&t.back(), c.limits[k] ? c.limits[k] : t.back().max_batch, c.rates[k] * load,
+      q.push_back({&t.back(), c.limits[k] ? c.limits[k] : t.back().max_batch, c.rates[k] * scale,
                    m.arrival_cv});
       for (unsigned char ch : m.name) seed = (seed ^ ch) * 1099511628211ull;
     }

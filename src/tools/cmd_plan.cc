@@ -114,7 +114,10 @@ Runner SetupPlan(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   app.footer(
       "Input file: {\"gpu\": {\"kind\", \"count\", \"sms\", \"granularity_sms\", "
-      "\"memory_gib\"}, \"interference\": {\"alpha\"}, \"models\": [{\"name\", \"rate\", "
+      "\"memory_gib\"}, \"interference\": {\"alpha\"}, optional \"options\": {\"max_utilization\", "
+      "\"share_below_utilization\", \"tail_probability\", \"check_attainment\", "
+      "\"check_arrivals\", \"check_budget\", \"batch_buckets\": every|pow2}, \"models\": "
+      "[{\"name\", \"rate\", "
       "\"slo_ms\", \"profile\": FILE | {...} | \"synthetic\": FAMILY, optional \"arrival_cv\" "
       "(burstiness, 1 = Poisson)}]}. Exit codes: 0 ok, 1 a "
       "plan broke an invariant, 2 bad input, 3 file not found. See docs/PLANNER.md.");

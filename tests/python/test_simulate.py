@@ -72,6 +72,25 @@ def test_target_search_meets_the_target(tessera_bin, tmp_path):
     assert min(m["slo_attainment"] for m in p["models"] if m["sent"] >= 1000) >= 0.99
 
 
+def test_model_floor_holds_every_model(tessera_bin, tmp_path):
+    # Judged on the fleet alone (floor 0), a loose target lets the search starve a model; with
+    # a floor every model must reach it, which costs GPUs.
+    def run(floor):
+        out = tmp_path / f"f{floor}.json"
+        r = simulate("--synthetic", 12, "--seed", 3, "-d", "6", "--warmup", "1", "--target",
+                     "0.9", "--model-floor", floor, "-q", "--json", out)
+        assert r.returncode == 0, r.stderr
+        p = json.loads(out.read_text())["policies"]["tessera"]
+        assert p["target_met"]
+        return p, min(m["slo_attainment"] for m in p["models"] if m["sent"] >= 1000)
+    loose, loose_min = run(0)
+    strict, strict_min = run(0.99999)
+    assert loose_min < 0.99999 <= strict_min
+    assert strict["gpus_used"] >= loose["gpus_used"]
+    r = simulate("--synthetic", 5, "--target", "0.9", "--model-floor", "1.5")
+    assert r.returncode == 2 and "--model-floor" in r.stderr
+
+
 def test_queue_check_flags(tessera_bin, tmp_path):
     # The plan with queue checks names them in its reasons; with --check-attainment 0 (or no
     # budget) it is the closed form; a target of 1 or more is refused.
@@ -86,6 +105,13 @@ def test_queue_check_flags(tessera_bin, tmp_path):
     assert closed.stdout.split("planned in")[0] == broke.stdout.split("planned in")[0]
     r = plan("--check-attainment", 1.5)
     assert r.returncode == 2 and "--check-attainment" in r.stderr
+    # Synthetic GPUs with 4-SM granules: slices in multiples of 4, not all of 8.
+    r = plan("--granularity", 4)
+    assert r.returncode == 0, r.stderr
+    sizes = [float(line.split()[0]) for line in r.stdout.splitlines() if " SMs  " in line]
+    assert sizes and all(s % 4 == 0 for s in sizes) and any(s % 8 for s in sizes)
+    r = plan("--granularity", 0)
+    assert r.returncode == 2 and "--granularity" in r.stderr
 
 
 def test_bad_scenarios_get_clear_errors(tessera_bin, tmp_path):

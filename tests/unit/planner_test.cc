@@ -344,8 +344,10 @@ TEST(PlanInput, QueueCheckOptionsAreValidated) {
                 .message()
                 .find("in.json.options.check_arrivals: expected a number >= 1000"),
             std::string::npos);
-  auto ok = parse(R"({"check_attainment":0.99,"check_arrivals":5000,"check_budget":0})");
+  auto ok = parse(
+      R"({"check_attainment":0.99,"check_arrivals":5000,"check_budget":0,"tail_probability":0.2})");
   ASSERT_TRUE(ok.ok()) << ok.status().message();
+  EXPECT_EQ(ok->options.tail_probability, 0.2);  // listed before, but was not read
   EXPECT_EQ(ok->options.check_attainment, 0.99);
   EXPECT_EQ(ok->options.check_arrivals, 5000);
   EXPECT_EQ(ok->options.check_budget, 0);
