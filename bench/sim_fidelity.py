@@ -11,7 +11,12 @@ that). A slice is then one core. The simulation runs twice:
               4, 8), fitted as median(b) = transit + k x engine mean(b): k (the server's
               compute slowed by its own I/O threads on the same core) scales every batch time
               and transit (the network, the client, the fixed work per request) becomes the
-              scenario's "transit_ms".
+              scenario's "transit_ms";
+  in-run      the engine profile scaled by what the server itself measured while under the load
+              (its statistics' batch_stats: compute time per executed batch, per power-of-two
+              executable), transit = the client's mean latency - the server's mean request
+              latency in the same run. This isolates the simulator's queueing and batching model
+              from the VM's speed drifting between profiling and load (tens of percent here).
 Reports p50, p99 and goodput from the server and both simulations, and their ratios. Writes
 bench/results/<date>-sim-fidelity.json.
 
@@ -25,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.request
 
 import results_file  # noqa: E402  (bench/, the script's own folder)
 
@@ -47,6 +53,55 @@ def bench(url, cpu, *args):
                                *map(str, args), "--json", str(out)], cpu),
                        check=True, capture_output=True, text=True)
         return json.loads(out.read_text())["run"]["models"][0]
+
+
+def server_stats(url):
+    """The model's inference and batch statistics from the server (KServe v2 statistics)."""
+    with urllib.request.urlopen(f"http://{url}/v2/models/{MODEL}/stats", timeout=30) as r:
+        return json.loads(r.read())["model_stats"][0]
+
+
+def bucket(rows):
+    """The power-of-two executable a batch of `rows` runs on (the CPU server pads to these)."""
+    b = 1
+    while b < rows:
+        b *= 2
+    return b
+
+
+def in_run_profile(engine, before, after, client_mean_ms):
+    """The engine profile scaled, per executable, by the compute times the server recorded
+    between two statistics snapshots; plus the mean transit outside the server."""
+    def per_rows(s):
+        out = {}
+        for b in s.get("batch_stats", []):
+            ns = sum(b[k]["ns"] for k in ("compute_input", "compute_infer", "compute_output"))
+            out[int(b["batch_size"])] = (b["compute_infer"]["count"], ns)
+        return out
+    b0, b1 = per_rows(before), per_rows(after)
+    by_bucket = {}
+    for rows, (n, ns) in b1.items():
+        n0, ns0 = b0.get(rows, (0, 0))
+        if n - n0 > 0:
+            c, t = by_bucket.get(bucket(rows), (0, 0))
+            by_bucket[bucket(rows)] = (c + n - n0, t + ns - ns0)
+    mean = {p["batch"]: p["mean_ms"] for p in engine["points"]}
+    scale = {b: (t / c / 1e6) / mean[b] for b, (c, t) in by_bucket.items() if b in mean}
+    executions = sum(c for c, _ in by_bucket.values())
+    k_all = (sum(t / 1e6 for b, (c, t) in by_bucket.items() if b in mean) /
+             sum(c * mean[b] for b, (c, t) in by_bucket.items() if b in mean)) if scale else 1.0
+    points = [dict(p, mean_ms=p["mean_ms"] * scale.get(p["batch"], k_all),
+                   p99_ms=p["p99_ms"] * scale.get(p["batch"], k_all),
+                   std_ms=p["std_ms"] * scale.get(p["batch"], k_all)) for p in engine["points"]]
+    ok0, ok1 = before["inference_stats"]["success"], after["inference_stats"]["success"]
+    served = ok1["count"] - ok0["count"]
+    server_mean_ms = (ok1["ns"] - ok0["ns"]) / served / 1e6 if served else 0.0
+    transit = max(0.0, client_mean_ms - server_mean_ms)
+    fit = {"executions": executions, "scale_by_batch": {str(b): round(v, 4)
+                                                        for b, v in sorted(scale.items())},
+           "k": k_all, "server_mean_ms": server_mean_ms, "client_mean_ms": client_mean_ms,
+           "transit_ms": transit}
+    return dict(engine, gpu="cpu-in-run", points=points), fit
 
 
 def fit_line(xs, ys):
@@ -130,11 +185,20 @@ def main():
                 rate = round(load * capacity, 1)
                 fit, cal = calibrate()
                 transit_ms = fit["transit_ms"]
+                before = server_stats(server.http)
                 meas = bench(server.grpc, client_cpu, "--rate", rate, "--slo-ms", slo_ms,
                              "-d", args.seconds, "--warmup", 3)
-                row = {"load": load, "rate_rps": rate, "calibration": fit}
+                run_prof, run_fit = in_run_profile(engine, before, server_stats(server.http),
+                                                   meas["mean_ms"])
+                print(f"in the run: compute x{run_fit['k']:.3f} the engine profile "
+                      f"({run_fit['executions']} batches), transit {run_fit['transit_ms']:.3f} ms",
+                      flush=True)
+                run_path = tmp / "in_run.json"
+                run_path.write_text(json.dumps(run_prof))
+                row = {"load": load, "rate_rps": rate, "calibration": fit, "in_run": run_fit}
                 for label, profile, transit in (("engine", prof, 0.0),
-                                                ("calibrated", cal, transit_ms)):
+                                                ("calibrated", cal, transit_ms),
+                                                ("in-run", run_path, run_fit["transit_ms"])):
                     sim = simulate(tmp, str(profile), rate, slo_ms, args.seconds, transit)
                     row[label] = {}
                     for k in ("p50_ms", "p99_ms", "goodput_rps"):
