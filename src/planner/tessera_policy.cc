@@ -13,11 +13,15 @@ namespace {
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
 // A slice's queues for a queue check: members (indices into in.models), their rates and batch
-// limits (0: the largest batch whose p99 fits the SLO).
+// limits (0: the largest batch whose p99 fits the SLO). `split`: the slice is one of that many
+// equal replicas of its (single) model, fed round-robin as the runtime's router feeds them, so
+// it sees every split-th arrival: for a renewal process whose gaps have coefficient of variation
+// cv, its gaps are sums of `split` of them, cv / sqrt(split).
 struct Check {
   std::vector<size_t> models;
   std::vector<double> rates;
   std::vector<int> limits;
+  int split = 1;
 };
 
 // A slice waiting to be placed, with what is needed to re-predict it on its GPU.
@@ -96,7 +100,7 @@ Plan PlanTessera(const PlanInput& in) {
       const ModelDemand& m = in.models[c.models[k]];
       t.emplace_back(m.profile, sms, f, m.slo_ms, in.options.pow2_buckets);
       q.push_back({&t.back(), c.limits[k] ? c.limits[k] : t.back().max_batch, c.rates[k] * scale,
-                   m.arrival_cv});
+                   m.arrival_cv / std::sqrt(static_cast<double>(c.split))});
       for (unsigned char ch : m.name) seed = (seed ^ ch) * 1099511628211ull;
     }
     SliceOutcome o = SimulateSlice(q, per_check, seed, quantile, quantile > 0 ? 0 : target);
@@ -279,7 +283,7 @@ Plan PlanTessera(const PlanInput& in) {
       const int last = slices == 1 ? 1 : slices + 2;
       for (int n = std::max(1, slices - 1); budget > 0; ++n) {
         if (n > last && (best_n > 0 || n > 4 * slices + 4)) break;
-        const Fit f = fit({{mi}, {m.rate_rps / n}, {0}}, start_for(m.rate_rps / n));
+        const Fit f = fit({{mi}, {m.rate_rps / n}, {0}, n}, start_for(m.rate_rps / n));
         if (f.sms == 0) continue;
         if (int64_t{n} * f.sms < best_cost) {
           best_cost = int64_t{n} * f.sms;

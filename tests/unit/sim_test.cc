@@ -324,17 +324,74 @@ TEST(QueueCheck, AgreesWithTheFleetSimulatorOnOneSlice) {
   }
 }
 
+// A model's equal replicas are fed round-robin, so each sees every n-th arrival: with gamma
+// gaps of cv 2 and 3 replicas, gaps of cv 2 / sqrt(3). The planner checks a replica that way
+// (Check::split); checking it at the model's own cv would be far too pessimistic.
+TEST(QueueCheck, ReplicasFedRoundRobinSeeEveryNthArrival) {
+  auto vit = planner::SyntheticFamily("vit_b16").value();
+  const Profile p = planner::MakeSyntheticProfile(vit, "H100", 132, 8);
+  const double slo = 5, rate = 1150, sms = 56;
+  const int n = 3;
+  const planner::detail::QueueTables t(p, sms, 1.0, slo);
+  auto check = [&](double cv) {
+    return planner::detail::SimulateSlice({{&t, t.max_batch, rate, cv}}, 400000, 3, 0).attainment;
+  };
+  SimScenario sc = OneModel(n * rate, slo, bench::ArrivalSpec::Kind::kGamma, p);
+  sc.arrivals[0].cv = 2;
+  sc.plan.interference = planner::InterferenceModel(0);
+  sc.duration_s = 400000 / rate;
+  Plan plan;
+  plan.policy = Policy::kTessera;
+  plan.gpus.resize(n);
+  for (auto& g : plan.gpus) {
+    g.slices.push_back({});
+    g.slices[0].sms = sms;
+    g.slices[0].members.push_back({p.model, rate, slo, t.max_batch, 0});
+  }
+  const SimResult fleet = Simulate(sc, plan).value();
+  const double a = fleet.total.attainment();
+  EXPECT_LT(a, 0.9995) << "pick a case that misses some";
+  const double split = check(2 / std::sqrt(double{n})), whole = check(2);
+  EXPECT_NEAR(split, a, 0.15 * (1 - a) + 0.0005);
+  EXPECT_GT(1 - whole, 3 * (1 - a)) << "the model's own cv would overstate the misses";
+}
+
 // Checked plans keep their promise in the fleet: each model within SLO for >= 99% of its
 // requests and the fleet for >= 99.9%, at the planned rates, neighbours' interference included.
-TEST(QueueCheck, CheckedPlansMeetTheirTargetInTheFleet) {
+// A bursty model too big for one slice: its replicas, checked at cv / sqrt(replicas), keep the
+// check's target in the fleet at the load the check assumed (rate / max_utilization).
+TEST(QueueCheck, BurstyReplicasKeepTheTargetAtTheCheckedLoad) {
+  auto vit = planner::SyntheticFamily("vit_b16").value();
+  const Profile p = planner::MakeSyntheticProfile(vit, "H100", 132, 8);
+  SimScenario sc = OneModel(6000, 5, bench::ArrivalSpec::Kind::kGamma, p);
+  sc.arrivals[0].cv = 2;
+  sc.plan.models[0].arrival_cv = 2;
+  sc.plan.gpu.count = 20;
+  sc.plan.interference = planner::InterferenceModel(0);
+  const Plan plan = planner::MakePlan(sc.plan, Policy::kTessera).value();
+  ASSERT_GE(plan.models[0].slices, 3) << plan.models[0].why;
+  sc.load = 1 / sc.plan.options.max_utilization;
+  sc.duration_s = 60;
+  const SimResult r = Simulate(sc, plan).value();
+  EXPECT_GE(r.total.attainment(), 0.998) << plan.models[0].why;
+}
+
+// With gamma arrivals (cv 2), replicas are checked at cv / sqrt(replicas) and shared slices at
+// their members' own cv.
+class CheckedPlans : public testing::TestWithParam<double> {};
+
+TEST_P(CheckedPlans, MeetTheirTargetInTheFleet) {
+  const double cv = GetParam();
   planner::GpuSpec gpu;
   gpu.count = 1000;
   SimScenario sc;
   sc.plan = planner::SyntheticPlanInput(60, 60 * 1500.0, 5, gpu);
-  for (const auto& m : sc.plan.models) {
+  for (auto& m : sc.plan.models) {
     bench::ArrivalSpec a;
-    a.kind = bench::ArrivalSpec::Kind::kPoisson;
+    a.kind = cv > 1 ? bench::ArrivalSpec::Kind::kGamma : bench::ArrivalSpec::Kind::kPoisson;
+    a.cv = cv;
     a.rate = m.rate_rps;
+    m.arrival_cv = cv;
     sc.arrivals.push_back(a);
   }
   sc.duration_s = 12;
@@ -349,6 +406,11 @@ TEST(QueueCheck, CheckedPlansMeetTheirTargetInTheFleet) {
     EXPECT_GE(m.attainment(), 0.99) << m.name;
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Arrivals, CheckedPlans, testing::Values(1.0, 2.0),
+                         [](const testing::TestParamInfo<double>& i) {
+                           return i.param > 1 ? std::string("Gamma") : std::string("Poisson");
+                         });
 
 TEST(SimScenario, ParsesArrivalsAndNamesBadFields) {
   const std::string dir = testing::TempDir();
