@@ -41,6 +41,15 @@ struct Bin {
   std::vector<size_t> items;
 };
 
+// A multi-replica model's checked options (n replicas of a fitted size each) and the items of
+// the one in the plan.
+struct Alternatives {
+  size_t model = 0;
+  std::vector<std::pair<int, size_t>> options;  // (n, index into the fits)
+  size_t chosen = 0;                            // index into options
+  std::vector<size_t> items;                    // the chosen option's items
+};
+
 struct Choice {
   int sms = 0;           // slice size of the replicas
   int count = 0;         // replicas of that size
@@ -257,6 +266,21 @@ Plan PlanTessera(const PlanInput& in) {
   }
   std::stable_sort(by_cost.begin(), by_cost.end(),
                    [&](size_t a, size_t b) { return sized[a].best.cost > sized[b].best.cost; });
+  // Multi-replica models keep every checked option: the packing may trade a few SMs for a GPU.
+  std::vector<Fit> fits;
+  std::vector<Alternatives> alts;
+  auto cost_of = [&](std::pair<int, size_t> option) {
+    return int64_t{option.first} * fits[option.second].sms;
+  };
+  auto replicas = [&](size_t mi, std::pair<int, size_t> option) {
+    const auto [n, fi] = option;
+    std::vector<size_t> ids;
+    for (int r = 0; r < n; ++r) {
+      dedicated_item(mi, fits[fi].sms, in.models[mi].rate_rps / n, &fits[fi]);
+      ids.push_back(items.size() - 1);
+    }
+    return ids;
+  };
   for (size_t mi : by_cost) {
     const ModelDemand& m = in.models[mi];
     ModelPlan& mp = plan.models[mi];
@@ -277,31 +301,24 @@ Plan PlanTessera(const PlanInput& in) {
           if (c >= r) return s;
         return usable;
       };
-      int best_n = 0;
-      Fit best_fit;
+      Alternatives alt;
+      alt.model = mi;
       int64_t best_cost = std::numeric_limits<int64_t>::max();
       const int last = slices == 1 ? 1 : slices + 2;
       for (int n = std::max(1, slices - 1); budget > 0; ++n) {
-        if (n > last && (best_n > 0 || n > 4 * slices + 4)) break;
+        if (n > last && (!alt.options.empty() || n > 4 * slices + 4)) break;
         const Fit f = fit({{mi}, {m.rate_rps / n}, {0}, n}, start_for(m.rate_rps / n));
         if (f.sms == 0) continue;
+        fits.push_back(f);
+        alt.options.emplace_back(n, fits.size() - 1);
         if (int64_t{n} * f.sms < best_cost) {
           best_cost = int64_t{n} * f.sms;
-          best_n = n;
-          best_fit = f;
+          alt.chosen = alt.options.size() - 1;
         }
       }
-      if (best_n > 0) {
-        for (int r = 0; r < best_n; ++r)
-          mp.planned_rps += dedicated_item(mi, best_fit.sms, m.rate_rps / best_n, &best_fit);
-        mp.slices = best_n;
-        mp.why = best_n == 1 ? Fmt("one slice of %d SMs: the smallest whose queue meets the "
-                                   "target at %.1f req/s",
-                                   best_fit.sms, m.rate_rps)
-                             : Fmt("%d slices of %d SMs: the fewest SMs in total (%lld) whose "
-                                   "queues meet the target at %.1f req/s each",
-                                   best_n, best_fit.sms, static_cast<long long>(best_cost),
-                                   m.rate_rps / best_n);
+      if (!alt.options.empty()) {
+        alt.items = replicas(mi, alt.options[alt.chosen]);
+        alts.push_back(std::move(alt));
         continue;
       }
     }
@@ -481,51 +498,187 @@ Plan PlanTessera(const PlanInput& in) {
     items.push_back(std::move(it));
   }
 
-  // Best-fit decreasing: the fullest GPU that has room and whose slices all still meet their
-  // SLOs with the newcomer's memory pressure added.
-  std::vector<size_t> order(items.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    const Slice &x = items[a].slice, &y = items[b].slice;
-    if (x.sms != y.sms) return x.sms > y.sms;
-    if (x.pressure != y.pressure) return x.pressure > y.pressure;
-    return x.members[0].model < y.members[0].model;
-  });
-  std::vector<Bin> bins;
-  for (size_t ii : order) {
-    const Item& it = items[ii];
-    const double own_slack = slack(it.f_max);
-    int pick = -1;
-    for (size_t bi = 0; bi < bins.size(); ++bi) {
-      const Bin& b = bins[bi];
-      if (b.free_sms < it.slice.sms || b.free_mem < it.slice.memory_bytes) continue;
-      if (b.pressure + it.slice.pressure > b.limit || b.pressure > own_slack) continue;
-      if (pick < 0 || b.free_sms < bins[pick].free_sms) pick = static_cast<int>(bi);
-    }
-    if (pick < 0) {
-      if (static_cast<int>(bins.size()) >= gpu.count || it.slice.memory_bytes > gpu.memory_bytes) {
-        for (size_t mi : it.models) {
-          plan.unplaced.push_back(
-              {in.models[mi].name, (it.slice.memory_bytes > gpu.memory_bytes
-                                        ? Fmt("a slice needs %lld bytes, more than a GPU's memory",
-                                              static_cast<long long>(it.slice.memory_bytes))
-                                        : Fmt("no room for a %.0f-SM slice on the %d GPUs given",
-                                              it.slice.sms, gpu.count))});
-          plan.models[mi].slices -= 1;
-          plan.models[mi].why += " (not all slices placed)";
-        }
-        continue;
+  // Best-fit decreasing over the items in use: the fullest GPU that has room and whose slices
+  // all still meet their SLOs with the newcomer's memory pressure added. Pure: items that find
+  // no GPU are listed, not reported.
+  std::vector<char> in_use(items.size(), 1);  // options not chosen get items only when tried
+  struct Packing {
+    std::vector<Bin> bins;
+    std::vector<size_t> unplaced;  // items
+    int64_t sms = 0;               // in the items in use
+  };
+  auto pack = [&] {
+    Packing out;
+    std::vector<size_t> order;
+    for (size_t i = 0; i < items.size(); ++i)
+      if (in_use[i]) {
+        order.push_back(i);
+        out.sms += static_cast<int64_t>(items[i].slice.sms);
       }
-      bins.push_back({static_cast<double>(usable), gpu.memory_bytes, 0, kInf, {}});
-      pick = static_cast<int>(bins.size()) - 1;
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+      const Slice &x = items[a].slice, &y = items[b].slice;
+      if (x.sms != y.sms) return x.sms > y.sms;
+      if (x.pressure != y.pressure) return x.pressure > y.pressure;
+      if (x.members[0].model != y.members[0].model) return x.members[0].model < y.members[0].model;
+      return a < b;
+    });
+    std::vector<Bin>& bins = out.bins;
+    for (size_t ii : order) {
+      const Item& it = items[ii];
+      const double own_slack = slack(it.f_max);
+      int pick = -1;
+      for (size_t bi = 0; bi < bins.size(); ++bi) {
+        const Bin& b = bins[bi];
+        if (b.free_sms < it.slice.sms || b.free_mem < it.slice.memory_bytes) continue;
+        if (b.pressure + it.slice.pressure > b.limit || b.pressure > own_slack) continue;
+        if (pick < 0 || b.free_sms < bins[pick].free_sms) pick = static_cast<int>(bi);
+      }
+      if (pick < 0) {
+        if (static_cast<int>(bins.size()) >= gpu.count ||
+            it.slice.memory_bytes > gpu.memory_bytes) {
+          out.unplaced.push_back(ii);
+          continue;
+        }
+        bins.push_back({static_cast<double>(usable), gpu.memory_bytes, 0, kInf, {}});
+        pick = static_cast<int>(bins.size()) - 1;
+      }
+      Bin& b = bins[pick];
+      b.free_sms -= it.slice.sms;
+      b.free_mem -= it.slice.memory_bytes;
+      b.pressure += it.slice.pressure;
+      b.limit = std::min(b.limit, own_slack + it.slice.pressure);
+      b.items.push_back(ii);
     }
-    Bin& b = bins[pick];
-    b.free_sms -= it.slice.sms;
-    b.free_mem -= it.slice.memory_bytes;
-    b.pressure += it.slice.pressure;
-    b.limit = std::min(b.limit, own_slack + it.slice.pressure);
-    b.items.push_back(ii);
+    return out;
+  };
+  Packing packed = pack();
+
+  // Where the packing needs more GPUs than the SMs do (granules that do not fill a GPU: this
+  // matters on small fleets), try the multi-replica models' other options: more, smaller
+  // replicas or fewer, larger ones may fill the GPUs better than the fewest SMs. Every
+  // combination when there are few (cheapest first), else one model's option at a time. Fewest
+  // GPUs first, then fewest SMs.
+  auto gpus_for = [&](int64_t sms) { return (sms + usable - 1) / usable; };
+  std::vector<std::vector<std::vector<size_t>>> option_items(alts.size());
+  auto use = [&](size_t a, size_t k) {
+    Alternatives& alt = alts[a];
+    for (size_t ii : alt.items) in_use[ii] = 0;
+    std::vector<size_t>& ids = option_items[a][k];
+    if (ids.empty()) {
+      ids = replicas(alt.model, alt.options[k]);
+      in_use.resize(items.size(), 0);
+    }
+    for (size_t ii : ids) in_use[ii] = 1;
+    alt.items = ids;
+    alt.chosen = k;
+  };
+  std::vector<size_t> fewest_sms(alts.size());  // each model's cheapest option
+  for (size_t a = 0; a < alts.size(); ++a) {
+    option_items[a].resize(alts[a].options.size());
+    option_items[a][alts[a].chosen] = alts[a].items;
+    fewest_sms[a] = alts[a].chosen;
   }
+  constexpr size_t kSearchGpus = 64, kCombinations = 512;
+  constexpr int kRepacks = 256;
+  if (!alts.empty() && packed.unplaced.empty() && packed.bins.size() <= kSearchGpus &&
+      static_cast<int64_t>(packed.bins.size()) > gpus_for(packed.sms)) {
+    int64_t fixed = packed.sms;
+    for (const Alternatives& a : alts) fixed -= cost_of(a.options[a.chosen]);
+    std::vector<size_t> best(fewest_sms), now(alts.size(), 0);
+    size_t best_gpus = packed.bins.size();
+    auto try_now = [&] {
+      for (size_t a = 0; a < alts.size(); ++a) use(a, now[a]);
+      const Packing p = pack();
+      if (!p.unplaced.empty() || p.bins.size() >= best_gpus) return false;
+      best_gpus = p.bins.size();
+      best = now;
+      return true;
+    };
+    size_t combinations = 1;
+    for (const Alternatives& a : alts)
+      combinations = std::min(kCombinations + 1, combinations * a.options.size());
+    if (combinations <= kCombinations) {
+      std::vector<std::pair<int64_t, std::vector<size_t>>> all;
+      for (size_t c = 0; c < combinations; ++c) {
+        int64_t sms = fixed;
+        for (size_t a = 0, rest = c; a < alts.size(); ++a) {
+          now[a] = rest % alts[a].options.size();
+          rest /= alts[a].options.size();
+          sms += cost_of(alts[a].options[now[a]]);
+        }
+        all.emplace_back(sms, now);
+      }
+      std::stable_sort(all.begin(), all.end(),
+                       [](const auto& x, const auto& y) { return x.first < y.first; });
+      for (const auto& [sms, combination] : all) {
+        if (gpus_for(sms) >= static_cast<int64_t>(best_gpus)) break;
+        now = combination;
+        try_now();
+      }
+    } else {
+      now = best;
+      int repacks = 0;
+      for (bool better = true; better && repacks < kRepacks;) {
+        better = false;
+        for (size_t a = 0; a < alts.size() && !better && repacks < kRepacks; ++a) {
+          int64_t sms = fixed;
+          for (size_t b = 0; b < alts.size(); ++b) sms += cost_of(alts[b].options[best[b]]);
+          for (size_t k = 0; k < alts[a].options.size() && !better; ++k) {
+            const int64_t with =
+                sms - cost_of(alts[a].options[best[a]]) + cost_of(alts[a].options[k]);
+            if (k == best[a] || gpus_for(with) >= static_cast<int64_t>(best_gpus)) continue;
+            now = best;
+            now[a] = k;
+            ++repacks;
+            better = try_now();
+          }
+        }
+      }
+    }
+    for (size_t a = 0; a < alts.size(); ++a) use(a, best[a]);
+    packed = pack();
+  }
+
+  // The multi-replica models' reasons, for the option in the plan.
+  for (size_t a = 0; a < alts.size(); ++a) {
+    const Alternatives& alt = alts[a];
+    const ModelDemand& m = in.models[alt.model];
+    ModelPlan& mp = plan.models[alt.model];
+    const auto [n, fi] = alt.options[alt.chosen];
+    mp.slices = n;
+    mp.planned_rps = m.rate_rps;
+    const int sms = fits[fi].sms;
+    if (alt.chosen != fewest_sms[a]) {
+      const auto [n0, f0i] = alt.options[fewest_sms[a]];
+      mp.why =
+          Fmt("%d slices of %d SMs (%lld in total) whose queues meet the target at %.1f "
+              "req/s each: these pack onto fewer GPUs than the fewest SMs (%d x %d)",
+              n, sms, static_cast<long long>(cost_of(alt.options[alt.chosen])), m.rate_rps / n, n0,
+              fits[f0i].sms);
+    } else if (n == 1) {
+      mp.why = Fmt("one slice of %d SMs: the smallest whose queue meets the target at %.1f req/s",
+                   sms, m.rate_rps);
+    } else {
+      mp.why =
+          Fmt("%d slices of %d SMs: the fewest SMs in total (%lld) whose queues meet the "
+              "target at %.1f req/s each",
+              n, sms, static_cast<long long>(cost_of(alt.options[alt.chosen])), m.rate_rps / n);
+    }
+  }
+  for (size_t ii : packed.unplaced) {
+    const Item& it = items[ii];
+    for (size_t mi : it.models) {
+      plan.unplaced.push_back(
+          {in.models[mi].name, (it.slice.memory_bytes > gpu.memory_bytes
+                                    ? Fmt("a slice needs %lld bytes, more than a GPU's memory",
+                                          static_cast<long long>(it.slice.memory_bytes))
+                                    : Fmt("no room for a %.0f-SM slice on the %d GPUs given",
+                                          it.slice.sms, gpu.count))});
+      plan.models[mi].slices -= 1;
+      plan.models[mi].why += " (not all slices placed)";
+    }
+  }
+  const std::vector<Bin>& bins = packed.bins;
 
   // Re-predict every slice with its real neighbours.
   for (size_t bi = 0; bi < bins.size(); ++bi) {
