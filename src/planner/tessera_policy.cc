@@ -580,19 +580,28 @@ Plan PlanTessera(const PlanInput& in) {
   }
   constexpr size_t kSearchGpus = 64, kCombinations = 512;
   constexpr int kRepacks = 256;
-  if (!alts.empty() && packed.unplaced.empty() && packed.bins.size() <= kSearchGpus &&
-      static_cast<int64_t>(packed.bins.size()) > gpus_for(packed.sms)) {
+  if (!alts.empty() && packed.bins.size() <= kSearchGpus &&
+      (!packed.unplaced.empty() ||
+       static_cast<int64_t>(packed.bins.size()) > gpus_for(packed.sms))) {
     int64_t fixed = packed.sms;
     for (const Alternatives& a : alts) fixed -= cost_of(a.options[a.chosen]);
     std::vector<size_t> best(fewest_sms), now(alts.size(), 0);
-    size_t best_gpus = packed.bins.size();
+    // Fewest slices left unplaced (on a fleet of gpu.count GPUs), then fewest GPUs.
+    size_t best_unplaced = packed.unplaced.size(), best_gpus = packed.bins.size();
     auto try_now = [&] {
       for (size_t a = 0; a < alts.size(); ++a) use(a, now[a]);
       const Packing p = pack();
-      if (!p.unplaced.empty() || p.bins.size() >= best_gpus) return false;
+      if (std::pair(p.unplaced.size(), p.bins.size()) >= std::pair(best_unplaced, best_gpus))
+        return false;
+      best_unplaced = p.unplaced.size();
       best_gpus = p.bins.size();
       best = now;
       return true;
+    };
+    // While something is unplaced any option may help; after, only those whose SMs need fewer
+    // GPUs than the best so far.
+    auto hopeless = [&](int64_t sms) {
+      return best_unplaced == 0 && gpus_for(sms) >= static_cast<int64_t>(best_gpus);
     };
     size_t combinations = 1;
     for (const Alternatives& a : alts)
@@ -611,7 +620,7 @@ Plan PlanTessera(const PlanInput& in) {
       std::stable_sort(all.begin(), all.end(),
                        [](const auto& x, const auto& y) { return x.first < y.first; });
       for (const auto& [sms, combination] : all) {
-        if (gpus_for(sms) >= static_cast<int64_t>(best_gpus)) break;
+        if (hopeless(sms)) break;
         now = combination;
         try_now();
       }
@@ -626,7 +635,7 @@ Plan PlanTessera(const PlanInput& in) {
           for (size_t k = 0; k < alts[a].options.size() && !better; ++k) {
             const int64_t with =
                 sms - cost_of(alts[a].options[best[a]]) + cost_of(alts[a].options[k]);
-            if (k == best[a] || gpus_for(with) >= static_cast<int64_t>(best_gpus)) continue;
+            if (k == best[a] || hopeless(with)) continue;
             now = best;
             now[a] = k;
             ++repacks;

@@ -490,6 +490,12 @@ TEST(Tessera, ReplicaOptionsTradeSmsForAGpu) {
   double sms = 0;
   for (const auto& g : plan.gpus) sms += g.sms_used;
   EXPECT_GT(sms, 4 * 128);  // the SMs need 5 GPUs anyway: the search did not go below them
+  // On a fleet of exactly 5 GPUs the fewest SMs would leave a replica unplaced; the options
+  // place everything.
+  in.gpu.count = 5;
+  const Plan five = MakePlan(in, Policy::kTessera).value();
+  EXPECT_TRUE(five.unplaced.empty());
+  EXPECT_EQ(PlanToJson(five)["gpus"].dump(), PlanToJson(plan)["gpus"].dump());
 }
 
 namespace tuner_test {
