@@ -15,15 +15,58 @@ namespace tessera::planner {
 using detail::Fmt;
 using detail::SliceCapacity;
 
+LiveInterference::LiveInterference(size_t capacity, int64_t min_batches)
+    : capacity_(std::max<size_t>(1, capacity)), min_batches_(std::max<int64_t>(1, min_batches)) {}
+
+void LiveInterference::Add(const CoLocationSample& s) {
+  if (ring_.size() < capacity_) {
+    ring_.push_back(s);
+    return;
+  }
+  ring_[next_] = s;
+  next_ = (next_ + 1) % capacity_;
+}
+
+void LiveInterference::Observe(const PlanInput& in, const FleetObservation& obs) {
+  // Each slice's pressure as the planner counts it (its most memory-intensive member), summed
+  // per GPU; a slice's neighbours are the rest of its GPU.
+  std::vector<double> own(obs.slices.size(), 0);
+  std::vector<double> per_gpu;
+  for (size_t i = 0; i < obs.slices.size(); ++i) {
+    const SliceObservation& s = obs.slices[i];
+    if (s.gpu < 0) continue;
+    double intensity = 0;
+    for (const auto& m : s.members)
+      if (m.model < in.models.size())
+        intensity = std::max(intensity, in.models[m.model].profile.mem_intensity);
+    own[i] = SlicePressure(intensity, s.sms, in.gpu.sms, s.busy);
+    if (per_gpu.size() <= static_cast<size_t>(s.gpu)) per_gpu.resize(s.gpu + 1, 0);
+    per_gpu[s.gpu] += own[i];
+  }
+  for (size_t i = 0; i < obs.slices.size(); ++i) {
+    const SliceObservation& s = obs.slices[i];
+    if (s.gpu < 0 || s.batches < min_batches_ || !(s.alone_ms > 0) || !(s.batch_ms > 0)) continue;
+    Add({s.alone_ms, s.batch_ms, std::max(0.0, per_gpu[s.gpu] - own[i])});
+  }
+}
+
+std::vector<CoLocationSample> LiveInterference::samples() const {
+  std::vector<CoLocationSample> out(ring_.begin() + static_cast<std::ptrdiff_t>(next_),
+                                    ring_.end());
+  out.insert(out.end(), ring_.begin(), ring_.begin() + static_cast<std::ptrdiff_t>(next_));
+  return out;
+}
+
+Result<InterferenceModel> LiveInterference::Fit() const { return InterferenceModel::Fit(ring_); }
+
 Tuner::~Tuner() = default;
 
 Tuner::Tuner(const PlanInput& in, TunerOptions options)
-    : in_(in), opt_(options), state_(in.models.size()) {
+    : in_(in), opt_(options), interference_(in.interference), state_(in.models.size()) {
   usable_sms_ = UsableSms(in.gpu, Policy::kTessera);
-  double mean_intensity = 0;
-  for (const auto& m : in.models) mean_intensity += m.profile.mem_intensity;
-  mean_intensity /= std::max<size_t>(1, in.models.size());
-  f_typical_ = in.interference.Inflation(0.7 * mean_intensity);
+  for (const auto& m : in.models) mean_intensity_ += m.profile.mem_intensity;
+  mean_intensity_ /= std::max<size_t>(1, in.models.size());
+  f_typical_ = interference_.Inflation(0.7 * mean_intensity_);
   int max_b = 1;
   for (const auto& m : in.models) max_b = std::max(max_b, m.profile.max_batch());
   tables_ = std::make_unique<detail::PoissonTables>(in.options.tail_probability, max_b);
@@ -53,6 +96,15 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
   const int g = gpu.granularity_sms;
   const double rho = in_.options.max_utilization;
   detail::PoissonTables& tables = *tables_;
+  // Interference from what the slices show, once there is enough of it.
+  live_.Observe(in_, obs);
+  if (opt_.learn_interference_after > 0 &&
+      static_cast<int64_t>(live_.size()) >= opt_.learn_interference_after) {
+    if (auto fitted = live_.Fit(); fitted.ok()) {
+      interference_ = *fitted;
+      f_typical_ = interference_.Inflation(0.7 * mean_intensity_);
+    }
+  }
 
   // The GPUs the caller offers (at most gpu.count): a fleet of a million allowed GPUs is not
   // scanned a million times a window.
@@ -85,7 +137,7 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
       for (const Ref& r : *list) observed[mi] += r.member->arrival_rps;
   std::vector<bool> acted(in_.models.size(), false);
   auto inflation_on = [&](int gi, double own) {
-    return std::max(f_typical_, in_.interference.Inflation(std::max(0.0, pressure[gi] - own)));
+    return std::max(f_typical_, interference_.Inflation(std::max(0.0, pressure[gi] - own)));
   };
   auto own_pressure = [&](const SliceObservation& s, size_t mi) {
     return SlicePressure(in_.models[mi].profile.mem_intensity, s.sms, gpu.sms, s.busy);

@@ -65,6 +65,8 @@ struct SliceState {
   bool remove_when_ready = false;  // removal waits for the model's new slices
   bool gone = false;
   int64_t w_busy_ns = 0;
+  int64_t w_batches = 0;
+  double w_alone_ns = 0;        // the profile's mean time alone for the window's batches
   std::vector<size_t> lazy;     // member queues whose model draws its own arrivals
   int64_t wake_at = INT64_MAX;  // the pending kWake event, if any
 };
@@ -279,6 +281,8 @@ class Fleet {
                 s.sms / gpu.sms, m.max_batch, models[it->second].profile.max_batch());
         }
       }
+    actual_ =
+        sc.actual_alpha >= 0 ? planner::InterferenceModel(sc.actual_alpha) : sc.plan.interference;
     if (sc.tune.enabled && policy_ == planner::Policy::kTessera) {
       tuner_ = std::make_unique<planner::Tuner>(sc.plan, sc.tune.options);
       tuner_->Calibrate(plan);
@@ -433,6 +437,7 @@ class Fleet {
     res.replicas_removed = removed_;
     res.timeline = std::move(timeline_);
     res.actions = std::move(actions_);
+    res.interference_samples = live_.samples();
     res.total.name = "total";
     res.total.latency_ns = bench::Histogram(kHistogramBits);
     for (auto& o : outcomes_) {
@@ -622,7 +627,14 @@ class Fleet {
       so.sms = s.sms;
       so.busy = std::min(1.0, s.w_busy_ns / (window_s * 1e9));
       so.changing = s.pending.active || s.draining || s.remove_when_ready;
+      so.batches = s.w_batches;
+      if (s.w_batches > 0) {
+        so.batch_ms = s.w_busy_ns / (1e6 * s.w_batches);
+        so.alone_ms = s.w_alone_ns / (1e6 * s.w_batches);
+      }
       s.w_busy_ns = 0;
+      s.w_batches = 0;
+      s.w_alone_ns = 0;
       for (size_t qi : s.queues) {
         Queue& q = queues_[qi];
         w.ok += q.w_within;
@@ -633,10 +645,11 @@ class Fleet {
             {q.model, q.rate_rps, q.w_finished, q.w_within, routers_[q.model].WeightOf(qi)});
         q.w_arrived = q.w_finished = q.w_within = 0;
       }
-      if (tuner_) obs.slices.push_back(std::move(so));
+      obs.slices.push_back(std::move(so));
     }
     w.gpus = GpusInUse();
     timeline_.push_back(w);
+    live_.Observe(sc_.plan, obs);
     if (!tuner_) return;
     using Kind = planner::TuneAction::Kind;
     for (const auto& a : tuner_->Step(obs)) {
@@ -670,9 +683,7 @@ class Fleet {
     }
   }
 
-  double Inflation(const SliceState& s) const {
-    return sc_.plan.interference.Inflation(gpu_pressure_[s.gpu]);
-  }
+  double Inflation(const SliceState& s) const { return actual_.Inflation(gpu_pressure_[s.gpu]); }
 
   static void Finish(Queue& q, bool within) {
     ++q.w_finished;
@@ -732,6 +743,8 @@ class Fleet {
       o.late += late;
       ++batches_;
       s.w_busy_ns += run_ns;
+      ++s.w_batches;
+      s.w_alone_ns += mean * kNsPerMs;
       s.next = pos + 1 == n ? 0 : pos + 1;
       s.running = true;
       s.running_pressure = q.pressure;
@@ -787,6 +800,8 @@ class Fleet {
   double gpu_capacity_ = 0;
   EventHeap events_;
   std::unique_ptr<planner::Tuner> tuner_;
+  planner::InterferenceModel actual_;  // what slows the simulated slices down
+  planner::LiveInterference live_{SimResult::kInterferenceSamples / 4};
   std::vector<WindowPoint> timeline_;
   std::vector<std::string> actions_;
   int64_t warmup_ns_ = 0, interval_ns_ = 0, delay_ns_ = 0;
@@ -908,6 +923,9 @@ SimResult Merge(const SimScenario& sc, const std::vector<Part>& parts,
     out.batches += r.batches;
     out.peak_gpus += r.peak_gpus;
     out.mean_gpus += r.mean_gpus;
+    for (const auto& smp : r.interference_samples)
+      if (out.interference_samples.size() < SimResult::kInterferenceSamples)
+        out.interference_samples.push_back(smp);
     if (out.timeline.empty()) {
       out.timeline = r.timeline;
     } else {
@@ -922,6 +940,21 @@ SimResult Merge(const SimScenario& sc, const std::vector<Part>& parts,
   }
   out.wall_s = wall_s;
   return out;
+}
+
+// What the live samples say about interference, against what the planner was told.
+SimResult WithInterferenceFit(const SimScenario& sc, SimResult r) {
+  SimResult::InterferenceFit& f = r.interference;
+  f.samples = static_cast<int64_t>(r.interference_samples.size());
+  f.planner_alpha = sc.plan.interference.alpha();
+  f.actual_alpha = sc.actual_alpha >= 0 ? sc.actual_alpha : f.planner_alpha;
+  f.planner_error = sc.plan.interference.Evaluate(r.interference_samples);
+  if (auto fitted = planner::InterferenceModel::Fit(r.interference_samples); fitted.ok()) {
+    f.fitted = true;
+    f.alpha = fitted->alpha();
+    f.fit_error = fitted->Evaluate(r.interference_samples);
+  }
+  return r;
 }
 
 }  // namespace
@@ -944,7 +977,7 @@ Result<SimResult> Simulate(const SimScenario& scenario, const Plan& plan) {
   if (parts.size() <= 1) {
     Fleet fleet(scenario, plan);
     if (!fleet.bad().empty()) return Status::InvalidArgument("simulate: " + fleet.bad());
-    return fleet.Run();
+    return WithInterferenceFit(scenario, fleet.Run());
   }
   // Independent groups of GPUs, largest first, on the machine's threads.
   const auto wall0 = std::chrono::steady_clock::now();
@@ -969,8 +1002,10 @@ Result<SimResult> Simulate(const SimScenario& scenario, const Plan& plan) {
   for (auto& t : threads) t.join();
   for (const auto& e : errors)
     if (!e.empty()) return Status::InvalidArgument("simulate: " + e);
-  return Merge(scenario, parts, std::move(results),
-               std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count());
+  return WithInterferenceFit(
+      scenario,
+      Merge(scenario, parts, std::move(results),
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count()));
 }
 
 Status ParseTune(const nlohmann::json& j, const std::string& where, SimScenario::Tune* t) {
@@ -978,10 +1013,11 @@ Status ParseTune(const nlohmann::json& j, const std::string& where, SimScenario:
   using json_fields::GetInt;
   using json_fields::GetNumber;
   if (!j.is_object()) return Bad(where, "an object", j);
-  TESSERA_RETURN_IF_ERROR(json_fields::CheckKeys(
-      j, where,
-      {"enabled", "interval_s", "resize_delay_s", "grow_above", "target_load", "shrink_below",
-       "shrink_windows", "cooldown_windows", "attainment_floor", "max_trust"}));
+  TESSERA_RETURN_IF_ERROR(
+      json_fields::CheckKeys(j, where,
+                             {"enabled", "interval_s", "resize_delay_s", "grow_above",
+                              "target_load", "shrink_below", "shrink_windows", "cooldown_windows",
+                              "attainment_floor", "max_trust", "learn_interference_after"}));
   t->enabled = true;
   TESSERA_RETURN_IF_ERROR(json_fields::GetBool(j, "enabled", where, &t->enabled));
   TESSERA_RETURN_IF_ERROR(GetNumber(j, "interval_s", where, &t->interval_s, 0));
@@ -998,6 +1034,8 @@ Status ParseTune(const nlohmann::json& j, const std::string& where, SimScenario:
   n = o.cooldown_windows;
   TESSERA_RETURN_IF_ERROR(GetInt(j, "cooldown_windows", where, &n, 0));
   o.cooldown_windows = static_cast<int>(n);
+  TESSERA_RETURN_IF_ERROR(
+      GetInt(j, "learn_interference_after", where, &o.learn_interference_after, 0));
   return ValidateTune(*t, where);
 }
 
@@ -1007,8 +1045,8 @@ Result<SimScenario> ParseSimScenario(const nlohmann::json& doc, const std::strin
   using json_fields::GetInt;
   using json_fields::GetNumber;
   if (!doc.is_object()) return Bad(what, "a JSON object", doc);
-  static const char* kSimKeys[] = {"duration_s", "warmup_s", "seed",
-                                   "load",       "tune",     "batch_buckets"};
+  static const char* kSimKeys[] = {"duration_s",    "warmup_s",           "seed", "load", "tune",
+                                   "batch_buckets", "actual_interference"};
   static const char* kArrivalKeys[] = {"arrival",
                                        "cv",
                                        "burst_ratio",
@@ -1030,6 +1068,13 @@ Result<SimScenario> ParseSimScenario(const nlohmann::json& doc, const std::strin
     return Status::InvalidArgument(what + ".warmup_s: must be below duration_s");
   if (doc.contains("tune"))
     TESSERA_RETURN_IF_ERROR(ParseTune(doc["tune"], what + ".tune", &sc.tune));
+  if (doc.contains("actual_interference")) {
+    const auto& a = doc["actual_interference"];
+    const std::string where = what + ".actual_interference";
+    if (!a.is_object() || !a.contains("alpha")) return Bad(where, "{\"alpha\": number >= 0}", a);
+    TESSERA_RETURN_IF_ERROR(json_fields::CheckKeys(a, where, {"alpha"}));
+    TESSERA_RETURN_IF_ERROR(GetNumber(a, "alpha", where, &sc.actual_alpha, 0, true));
+  }
   if (doc.contains("batch_buckets")) {
     const auto& b = doc["batch_buckets"];
     if (b == "every")

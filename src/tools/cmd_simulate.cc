@@ -32,6 +32,7 @@ struct Opts {
   double tune_interval = -1, resize_delay = -1;
   bool show_actions = false;
   double max_trust = 0;
+  double actual_alpha = -1;   // < 0: the scenario's
   std::string batch_buckets;  // empty: the scenario's
   std::string json_out;
   bool quiet = false;
@@ -91,6 +92,7 @@ int Run(const Opts& o) {
   if (o.tune_interval > 0) sc.tune.interval_s = o.tune_interval;
   if (o.resize_delay >= 0) sc.tune.resize_delay_s = o.resize_delay;
   if (o.max_trust >= 1) sc.tune.options.max_trust = o.max_trust;
+  if (o.actual_alpha >= 0) sc.actual_alpha = o.actual_alpha;
   if (!o.batch_buckets.empty())
     sc.batch_buckets =
         o.batch_buckets == "pow2" ? SimScenario::Buckets::kPow2 : SimScenario::Buckets::kEvery;
@@ -114,6 +116,8 @@ int Run(const Opts& o) {
       {"warmup_s", sc.warmup_s},
       {"load", sc.load},
       {"interference_alpha", sc.plan.interference.alpha()},
+      {"actual_interference_alpha",
+       sc.actual_alpha >= 0 ? sc.actual_alpha : sc.plan.interference.alpha()},
       {"batch_buckets", sc.batch_buckets == SimScenario::Buckets::kPow2 ? "pow2" : "every"},
       {"tuner", sc.tune.enabled ? json{{"interval_s", sc.tune.interval_s},
                                        {"resize_delay_s", sc.tune.resize_delay_s},
@@ -205,6 +209,29 @@ int Run(const Opts& o) {
                    ? fmt::format("  mean {:.1f} GPUs, {} resizes, +{}/-{} replicas", res.mean_gpus,
                                  res.resizes, res.replicas_added, res.replicas_removed)
                    : "");
+    const SimResult::InterferenceFit& fi = res.interference;
+    auto error_json = [](const planner::PredictionError& e) {
+      return json{
+          {"samples", e.samples}, {"mean_abs_rel", e.mean_abs_rel}, {"max_abs_rel", e.max_abs_rel}};
+    };
+    const json interference = {
+        {"planner_alpha", fi.planner_alpha},
+        {"actual_alpha", fi.actual_alpha},
+        {"live_samples", fi.samples},
+        {"live_alpha", fi.fitted ? json(fi.alpha) : json(nullptr)},
+        {"live_fit_error", fi.fitted ? error_json(fi.fit_error) : json(nullptr)},
+        {"planner_error", error_json(fi.planner_error)}};
+    if (!o.quiet) {
+      if (fi.fitted)
+        fmt::print(
+            "  interference from live statistics: alpha {:.3f} from {} slice windows "
+            "(prediction error {:.1f}% mean, {:.1f}% max; the planner's alpha {:.2f}: "
+            "{:.1f}% mean)\n",
+            fi.alpha, fi.samples, 100 * fi.fit_error.mean_abs_rel, 100 * fi.fit_error.max_abs_rel,
+            fi.planner_alpha, 100 * fi.planner_error.mean_abs_rel);
+      else
+        fmt::print("  interference from live statistics: no slice had busy neighbours\n");
+    }
     json models = json::array();
     for (const auto& m : res.models) models.push_back(Summary(m, res.simulated_s));
     json timeline = json::array();
@@ -235,6 +262,7 @@ int Run(const Opts& o) {
         {"sim_wall_s", res.wall_s},
         {"requests_simulated", res.requests},
         {"batches", res.batches},
+        {"interference", interference},
         {"models", models}};
   }
   if (o.target > 0) {
@@ -293,6 +321,11 @@ Runner SetupSimulate(CLI::App& app) {
                  "Let the tuner learn to load a model up to this multiple of the planner's "
                  "capacity while the SLO holds (default: scenario's, or 1 = off)")
       ->check(CLI::Range(1.0, 2.0));
+  app.add_option("--actual-alpha", o->actual_alpha,
+                 "The simulated GPU's real interference alpha, when the planner is told another "
+                 "(its input's interference.alpha): what live calibration must find (default: "
+                 "scenario's actual_interference, or the planner's)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--batch-buckets", o->batch_buckets,
                  "every: a batch costs its own size (an executable per size); pow2: padded to "
                  "power-of-two executables as the CPU server does (default: scenario's, or every)")

@@ -163,3 +163,28 @@ def test_plot_sim_draws_a_simulate_result(tessera_bin, tmp_path):
     p = subprocess.run([sys.executable, str(ROOT / "bench" / "plot_sim.py"), str(bad)],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode != 0 and "not a tessera simulate" in p.stderr
+
+
+def test_interference_is_calibrated_from_live_statistics(tessera_bin, tmp_path):
+    # The planner is told alpha 0.6 (the scenario's); the simulated GPU has 1.5. The windows'
+    # slice samples find 1.5, and predict batch times better than the planner's alpha.
+    out = tmp_path / "sim.json"
+    r = simulate("-s", EXAMPLE, "-d", "20", "--warmup", "2", "--actual-alpha", "1.5",
+                 "--json", out)
+    assert r.returncode == 0, r.stderr
+    assert "interference from live statistics: alpha" in r.stdout
+    doc = json.loads(out.read_text())
+    assert doc["actual_interference_alpha"] == 1.5
+    fit = doc["policies"]["tessera"]["interference"]
+    assert fit["planner_alpha"] == doc["interference_alpha"]
+    assert fit["live_samples"] > 20
+    assert abs(fit["live_alpha"] - 1.5) < 0.15 * 1.5, fit
+    assert fit["live_fit_error"]["mean_abs_rel"] < fit["planner_error"]["mean_abs_rel"]
+    bad = tmp_path / "bad.json"
+    scenario = json.loads(EXAMPLE.read_text())
+    scenario["actual_interference"] = {"alpha": -1}
+    bad.write_text(json.dumps(scenario))
+    r = simulate("-s", bad)
+    assert r.returncode == 2 and "actual_interference.alpha" in r.stderr, r.stderr
+    r = simulate("-s", EXAMPLE, "--actual-alpha", "-1")
+    assert r.returncode == 2 and "--actual-alpha" in r.stderr

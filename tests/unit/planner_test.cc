@@ -530,6 +530,96 @@ double Cap(const PlanInput& in, double sms) {
 
 }  // namespace tuner_test
 
+// Two slices of two models on one GPU, both busy `busy`; their batches take the profile's time
+// alone (10 ms) inflated by `alpha` x the other's pressure (intensity 0.5, 64 of 132 SMs).
+FleetObservation Colocated(double alpha, double busy, int64_t batches, double rate = 10) {
+  FleetObservation o;
+  const double neighbour = SlicePressure(0.5, 64, 132, busy);
+  for (int i = 0; i < 2; ++i) {
+    SliceObservation s;
+    s.id = i;
+    s.gpu = 0;
+    s.sms = 64;
+    s.busy = busy;
+    s.members.push_back({static_cast<size_t>(i), rate, 10, 10, rate});
+    s.batches = batches;
+    s.alone_ms = 10;
+    s.batch_ms = 10 * (1 + alpha * neighbour);
+    o.slices.push_back(s);
+  }
+  o.free_sms = {0};
+  return o;
+}
+
+PlanInput TwoModels(double alpha) {
+  PlanInput in;
+  in.gpu.count = 1;
+  in.interference = InterferenceModel(alpha);
+  for (const char* name : {"a", "b"})
+    in.models.push_back({name, 10, 100, LinearProfile(name, 132, 1.0, 0.5)});
+  return in;
+}
+
+TEST(LiveInterference, FitsAlphaFromSliceWindows) {
+  const PlanInput in = TwoModels(0.1);
+  LiveInterference live(8);
+  EXPECT_FALSE(live.Fit().ok());  // nothing yet
+  // Idle neighbours say nothing about alpha; slices with too few batches give no sample.
+  live.Observe(in, Colocated(1.5, 0, 10));
+  live.Observe(in, Colocated(1.5, 0.8, 2));
+  EXPECT_EQ(live.size(), 2u);
+  EXPECT_FALSE(live.Fit().ok());
+  for (double busy : {0.2, 0.5, 0.9}) live.Observe(in, Colocated(1.5, busy, 10));
+  EXPECT_EQ(live.size(), 8u);  // the ring holds the most recent 8
+  const auto samples = live.samples();
+  EXPECT_NEAR(samples.back().neighbour_pressure, SlicePressure(0.5, 64, 132, 0.9), 1e-12);
+  EXPECT_NEAR(samples.front().neighbour_pressure, 0, 1e-12);
+  auto fit = live.Fit();
+  ASSERT_TRUE(fit.ok()) << fit.status().message();
+  EXPECT_NEAR(fit->alpha(), 1.5, 1e-9);
+  EXPECT_LT(fit->Evaluate(samples).max_abs_rel, 1e-9);
+  EXPECT_GT(InterferenceModel(0.1).Evaluate(samples).mean_abs_rel, 0.05);
+}
+
+TEST(Tuner, LearnsInterferenceFromItsWindows) {
+  // Told alpha 0.1, shown windows of alpha 1.5: after learn_interference_after samples the
+  // tuner predicts with the live fit; with learning off it keeps the plan input's.
+  const PlanInput in = TwoModels(0.1);
+  TunerOptions learn, fixed;
+  learn.learn_interference_after = 20;
+  fixed.learn_interference_after = 0;
+  Tuner a(in, learn), b(in, fixed);
+  for (int w = 0; w < 9; ++w) {
+    a.Step(Colocated(1.5, 0.7, 10));
+    b.Step(Colocated(1.5, 0.7, 10));
+  }
+  EXPECT_EQ(a.interference().alpha(), 0.1);  // 18 samples: not yet
+  a.Step(Colocated(1.5, 0.7, 10));
+  b.Step(Colocated(1.5, 0.7, 10));
+  EXPECT_NEAR(a.interference().alpha(), 1.5, 1e-9);
+  EXPECT_EQ(b.interference().alpha(), 0.1);
+  EXPECT_EQ(b.live_interference().size(), 20u);  // observed all the same
+  // And sizes with it: a rate at 90% of what a slice carries at the told alpha is past what it
+  // carries at the learned one. The learning tuner adds capacity; the other sees no need.
+  PlanInput two = in;
+  two.gpu.count = 2;
+  const detail::PoissonTable pt(two.options.tail_probability, 64);
+  const auto& m = two.models[0];
+  const double told =
+      detail::SliceCapacity(m.profile, 64, m.slo_ms, two.interference.Inflation(0.35),
+                            two.options.max_utilization, pt, nullptr);
+  Tuner c(two, learn), d(two, fixed);
+  bool grew_c = false, grew_d = false;
+  for (int w = 0; w < 12; ++w) {
+    FleetObservation o = Colocated(1.5, 0.7, 10, 0.9 * told);
+    o.free_sms = {4, 128};
+    grew_c |= !c.Step(o).empty();
+    grew_d |= !d.Step(o).empty();
+  }
+  EXPECT_TRUE(grew_c);
+  EXPECT_FALSE(grew_d);
+}
+
 TEST(Tuner, SteadyRateWithinTheBandsDoesNothing) {
   const auto in = OneModel(300, 20, LinearProfile("m"));
   Tuner t(in);

@@ -412,6 +412,71 @@ INSTANTIATE_TEST_SUITE_P(Arrivals, CheckedPlans, testing::Values(1.0, 2.0),
                            return i.param > 1 ? std::string("Gamma") : std::string("Poisson");
                          });
 
+// The simulated GPU's interference differs from the planner's (alpha 1.2 against 0.3): the
+// windows' slice samples find it. Without neighbours busy there is nothing to fit.
+TEST(Simulator, CalibratesInterferenceFromLiveStatistics) {
+  planner::GpuSpec gpu;
+  gpu.count = 100;
+  SimScenario sc;
+  sc.plan = planner::SyntheticPlanInput(30, 30 * 1500.0, 2, gpu);
+  sc.plan.interference = planner::InterferenceModel(0.3);
+  for (const auto& m : sc.plan.models) {
+    bench::ArrivalSpec a;
+    a.kind = bench::ArrivalSpec::Kind::kPoisson;
+    a.rate = m.rate_rps;
+    sc.arrivals.push_back(a);
+  }
+  sc.duration_s = 10;
+  sc.warmup_s = 1;
+  sc.actual_alpha = 1.2;
+  const Plan plan = planner::MakePlan(sc.plan, Policy::kTessera).value();
+  const SimResult r = Simulate(sc, plan).value();
+  const auto& f = r.interference;
+  EXPECT_EQ(f.planner_alpha, 0.3);
+  EXPECT_EQ(f.actual_alpha, 1.2);
+  EXPECT_GT(f.samples, 50);
+  EXPECT_EQ(f.samples, static_cast<int64_t>(r.interference_samples.size()));
+  ASSERT_TRUE(f.fitted);
+  EXPECT_NEAR(f.alpha, 1.2, 0.1);
+  EXPECT_LT(f.fit_error.mean_abs_rel, f.planner_error.mean_abs_rel);
+  // As planned (no actual_alpha), the fit agrees with the planner's.
+  sc.actual_alpha = -1;
+  const SimResult same = Simulate(sc, plan).value();
+  EXPECT_NEAR(same.interference.alpha, 0.3, 0.05);
+  // One model alone on its GPU: no neighbours, no fit.
+  SimScenario one = OneModel(
+      100, 20, bench::ArrivalSpec::Kind::kPoisson,
+      planner::MakeSyntheticProfile(planner::SyntheticFamily("resnet50").value(), "H100", 132, 8));
+  one.duration_s = 5;
+  one.warmup_s = 1;
+  const SimResult alone =
+      Simulate(one, planner::MakePlan(one.plan, Policy::kTessera).value()).value();
+  EXPECT_FALSE(alone.interference.fitted);
+}
+
+TEST(SimScenario, ActualInterferenceIsParsedAndChecked) {
+  const std::string dir = testing::TempDir();
+  auto parse = [&](const std::string& text) {
+    return ParseSimScenario(json::parse(text), "s.json", dir);
+  };
+  auto ok = parse(R"({"actual_interference": {"alpha": 0.9}, "models": [
+      {"name": "a", "rate": 10, "slo_ms": 20, "synthetic": "resnet18"}]})");
+  ASSERT_TRUE(ok.ok()) << ok.status().message();
+  EXPECT_EQ(ok->actual_alpha, 0.9);
+  EXPECT_LT(parse(R"({"models": [{"name": "a", "rate": 10, "slo_ms": 20,
+                "synthetic": "resnet18"}]})")
+                ->actual_alpha,
+            0);
+  for (const char* bad : {R"({"actual_interference": {"alpha": -1}, "models": []})",
+                          R"({"actual_interference": 0.5, "models": []})",
+                          R"({"actual_interference": {"alpha": 1, "beta": 2}, "models": []})"}) {
+    auto r = parse(bad);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.status().message().find("s.json.actual_interference"), std::string::npos)
+        << r.status().message();
+  }
+}
+
 TEST(SimScenario, ParsesArrivalsAndNamesBadFields) {
   const std::string dir = testing::TempDir();
   { std::ofstream(dir + "/t.txt") << "0\n0.001\n0.002\n0.004\n"; }

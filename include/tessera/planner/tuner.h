@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "tessera/planner/interference.h"
 #include "tessera/planner/plan.h"
 
 namespace tessera::planner {
@@ -48,6 +49,11 @@ struct SliceObservation {
   double busy = 0;        // share of the window spent computing
   bool changing = false;  // a resize is in flight: no new action on it
   std::vector<MemberObservation> members;
+  // Batches it ran in the window, their mean time (ms) as observed, and the profile's mean
+  // time for the same batches alone on a slice of this size: a live interference sample.
+  int64_t batches = 0;
+  double batch_ms = 0;
+  double alone_ms = 0;
 };
 
 struct FleetObservation {
@@ -93,6 +99,33 @@ struct TunerOptions {
   // peak at different times and misses 99.9% when they all rise together.
   double max_trust = 1.0;
   double trust_attainment = 0.999;
+  // Interference learned from the windows (LiveInterference) replaces the plan input's alpha
+  // once this many samples are held (0: always the plan input's).
+  int64_t learn_interference_after = 200;
+};
+
+// Interference calibrated from live statistics: every window, each slice that ran at least
+// `min_batches` batches gives a sample (its mean batch time against the profile's time alone,
+// with its neighbours' pressure from their busy share, size and memory intensity, as the
+// planner computes it). Keeps the most recent `capacity` samples; alpha by least squares over
+// them (InterferenceModel::Fit) and its prediction error (Evaluate).
+class LiveInterference {
+ public:
+  explicit LiveInterference(size_t capacity = 4096, int64_t min_batches = 3);
+  // Adds the window's samples; models are indices into in.models.
+  void Observe(const PlanInput& in, const FleetObservation& obs);
+  void Add(const CoLocationSample& s);
+  // The samples held, oldest first.
+  std::vector<CoLocationSample> samples() const;
+  size_t size() const { return ring_.size(); }
+  // InvalidArgument while no sample has neighbours with pressure > 0.
+  Result<InterferenceModel> Fit() const;
+
+ private:
+  size_t capacity_;
+  int64_t min_batches_;
+  std::vector<CoLocationSample> ring_;
+  size_t next_ = 0;  // where the next sample goes once the ring is full
 };
 
 class Tuner {
@@ -107,6 +140,10 @@ class Tuner {
   // model's dedicated slices (at least 1). Call once, before the first Step.
   void Calibrate(const Plan& plan);
   const TunerOptions& options() const { return opt_; }
+  // The interference model in use: the plan input's until enough windows were seen, then the
+  // live fit.
+  const InterferenceModel& interference() const { return interference_; }
+  const LiveInterference& live_interference() const { return live_; }
 
  private:
   struct ModelState {
@@ -118,6 +155,9 @@ class Tuner {
   };
   const PlanInput& in_;
   TunerOptions opt_;
+  InterferenceModel interference_;
+  LiveInterference live_;
+  double mean_intensity_ = 0;
   int usable_sms_ = 0;
   double f_typical_ = 1;
   std::vector<ModelState> state_;

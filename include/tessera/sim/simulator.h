@@ -49,6 +49,10 @@ struct SimScenario {
   // Offered load relative to the planned rates (1: as planned). The plan is made for the
   // nominal rates; the simulation sends load x those.
   double load = 1.0;
+  // The GPU's real interference when it differs from what the planner is told
+  // (plan.interference): the simulated slices slow down by this alpha while the planner and the
+  // tuner start from the plan's. < 0: the plan's.
+  double actual_alpha = -1;
   struct Tune {
     bool enabled = false;         // run Tessera's online tuner on a tessera plan
     double interval_s = 1.0;      // observation window (also the timeline's step)
@@ -92,6 +96,18 @@ struct SimResult {
   int64_t replicas_added = 0, replicas_removed = 0;
   std::vector<WindowPoint> timeline;
   std::vector<std::string> actions;  // the tuner's actions with their reasons (first 1000)
+  // Interference calibrated from live statistics: every window's slice samples (observed batch
+  // time, the profile's alone, neighbours' pressure; planner::LiveInterference), at most
+  // kInterferenceSamples of them, and what they say.
+  static constexpr size_t kInterferenceSamples = 16384;
+  std::vector<planner::CoLocationSample> interference_samples;
+  struct InterferenceFit {
+    int64_t samples = 0;
+    double planner_alpha = 0, actual_alpha = 0;
+    bool fitted = false;                                // false: no sample had neighbours
+    double alpha = 0;                                   // the live fit
+    planner::PredictionError fit_error, planner_error;  // on the samples
+  } interference;
   double goodput_rps() const { return simulated_s > 0 ? total.ok / simulated_s : 0; }
 };
 
