@@ -32,8 +32,9 @@ struct Opts {
   double tune_interval = -1, resize_delay = -1;
   bool show_actions = false;
   double max_trust = 0;
-  double actual_alpha = -1;   // < 0: the scenario's
-  std::string batch_buckets;  // empty: the scenario's
+  double actual_alpha = -1;               // < 0: the scenario's
+  int64_t learn_interference_after = -1;  // < 0: the scenario's
+  std::string batch_buckets;              // empty: the scenario's
   std::string json_out;
   bool quiet = false;
 };
@@ -93,6 +94,8 @@ int Run(const Opts& o) {
   if (o.resize_delay >= 0) sc.tune.resize_delay_s = o.resize_delay;
   if (o.max_trust >= 1) sc.tune.options.max_trust = o.max_trust;
   if (o.actual_alpha >= 0) sc.actual_alpha = o.actual_alpha;
+  if (o.learn_interference_after >= 0)
+    sc.tune.options.learn_interference_after = o.learn_interference_after;
   if (!o.batch_buckets.empty())
     sc.batch_buckets =
         o.batch_buckets == "pow2" ? SimScenario::Buckets::kPow2 : SimScenario::Buckets::kEvery;
@@ -119,15 +122,17 @@ int Run(const Opts& o) {
       {"actual_interference_alpha",
        sc.actual_alpha >= 0 ? sc.actual_alpha : sc.plan.interference.alpha()},
       {"batch_buckets", sc.batch_buckets == SimScenario::Buckets::kPow2 ? "pow2" : "every"},
-      {"tuner", sc.tune.enabled ? json{{"interval_s", sc.tune.interval_s},
-                                       {"resize_delay_s", sc.tune.resize_delay_s},
-                                       {"grow_above", sc.tune.options.grow_above},
-                                       {"target_load", sc.tune.options.target_load},
-                                       {"shrink_below", sc.tune.options.shrink_below},
-                                       {"shrink_windows", sc.tune.options.shrink_windows},
-                                       {"cooldown_windows", sc.tune.options.cooldown_windows},
-                                       {"max_trust", sc.tune.options.max_trust}}
-                                : json(nullptr)},
+      {"tuner", sc.tune.enabled
+                    ? json{{"interval_s", sc.tune.interval_s},
+                           {"resize_delay_s", sc.tune.resize_delay_s},
+                           {"grow_above", sc.tune.options.grow_above},
+                           {"target_load", sc.tune.options.target_load},
+                           {"shrink_below", sc.tune.options.shrink_below},
+                           {"shrink_windows", sc.tune.options.shrink_windows},
+                           {"cooldown_windows", sc.tune.options.cooldown_windows},
+                           {"max_trust", sc.tune.options.max_trust},
+                           {"learn_interference_after", sc.tune.options.learn_interference_after}}
+                    : json(nullptr)},
       {"policies", json::object()}};
   if (!o.quiet)
     fmt::print("{} models, {:.0f} req/s offered (load {:.2f} of planned), {:.0f} s simulated\n",
@@ -325,6 +330,11 @@ Runner SetupSimulate(CLI::App& app) {
                  "The simulated GPU's real interference alpha, when the planner is told another "
                  "(its input's interference.alpha): what live calibration must find (default: "
                  "scenario's actual_interference, or the planner's)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--learn-interference-after", o->learn_interference_after,
+                 "The tuner predicts with interference fitted from the windows once it holds "
+                 "this many slice samples (default: scenario's, or 0: never, the plan input's "
+                 "alpha)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--batch-buckets", o->batch_buckets,
                  "every: a batch costs its own size (an executable per size); pow2: padded to "
