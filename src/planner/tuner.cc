@@ -304,7 +304,11 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
         st.trust = std::min(std::max(opt_.max_trust, st.calibrated), st.trust + 0.02);
     }
     // Growth waits until the rate passes the trusted capacity; sizes stay the planner's.
-    const double eff = st.rate / st.trust;
+    // A window's count is Poisson: growth waits until the rate is past capacity by more than
+    // grow_sigma standard deviations of that count, so the noise of one window (which the plan's
+    // max_utilization slack absorbs) does not move slices.
+    const double noise = opt_.grow_sigma * std::sqrt(std::max(0.0, st.rate) / obs.window_s);
+    const double eff = std::max(0.0, st.rate - noise) / st.trust;
     std::sort(cur.begin(), cur.end(), [](const Cur& a, const Cur& b) {
       return a.s->sms != b.s->sms ? a.s->sms > b.s->sms : a.s->id < b.s->id;
     });

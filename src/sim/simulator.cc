@@ -1013,11 +1013,11 @@ Status ParseTune(const nlohmann::json& j, const std::string& where, SimScenario:
   using json_fields::GetInt;
   using json_fields::GetNumber;
   if (!j.is_object()) return Bad(where, "an object", j);
-  TESSERA_RETURN_IF_ERROR(
-      json_fields::CheckKeys(j, where,
-                             {"enabled", "interval_s", "resize_delay_s", "grow_above",
-                              "target_load", "shrink_below", "shrink_windows", "cooldown_windows",
-                              "attainment_floor", "max_trust", "learn_interference_after"}));
+  TESSERA_RETURN_IF_ERROR(json_fields::CheckKeys(
+      j, where,
+      {"enabled", "interval_s", "resize_delay_s", "grow_above", "target_load", "shrink_below",
+       "shrink_windows", "cooldown_windows", "attainment_floor", "max_trust",
+       "learn_interference_after", "grow_sigma"}));
   t->enabled = true;
   TESSERA_RETURN_IF_ERROR(json_fields::GetBool(j, "enabled", where, &t->enabled));
   TESSERA_RETURN_IF_ERROR(GetNumber(j, "interval_s", where, &t->interval_s, 0));
@@ -1028,6 +1028,7 @@ Status ParseTune(const nlohmann::json& j, const std::string& where, SimScenario:
   TESSERA_RETURN_IF_ERROR(GetNumber(j, "shrink_below", where, &o.shrink_below, 0));
   TESSERA_RETURN_IF_ERROR(GetNumber(j, "attainment_floor", where, &o.attainment_floor, 0));
   TESSERA_RETURN_IF_ERROR(GetNumber(j, "max_trust", where, &o.max_trust, 1, true));
+  TESSERA_RETURN_IF_ERROR(GetNumber(j, "grow_sigma", where, &o.grow_sigma, 0, true));
   int64_t n = o.shrink_windows;
   TESSERA_RETURN_IF_ERROR(GetInt(j, "shrink_windows", where, &n, 1));
   o.shrink_windows = static_cast<int>(n);

@@ -807,14 +807,31 @@ TEST(Gslice, AdmitsAtTheKneeOrWhatTheRateNeeds) {
 namespace tessera::planner {
 namespace {
 
+TEST(Tuner, OneWindowsPoissonNoiseDoesNotGrowASlice) {
+  // A window's count at rate r has standard deviation sqrt(r) per second: 1.5 of them past
+  // capacity is noise the plan's slack absorbs; 3.5 is a rise. grow_sigma 0 grows at either.
+  const auto in = OneModel(300, 20, LinearProfile("m"));
+  const double c = tuner_test::Cap(in, 32);
+  const double sd = std::sqrt(c);
+  Tuner t(in);
+  for (int w = 0; w < 10; ++w)
+    EXPECT_TRUE(t.Step(tuner_test::Observe({{0, 32}}, c + 1.5 * sd, {96})).empty()) << w;
+  EXPECT_FALSE(t.Step(tuner_test::Observe({{0, 32}}, c + 3.5 * sd, {96})).empty());
+  TunerOptions any;
+  any.grow_sigma = 0;
+  Tuner eager(in, any);
+  EXPECT_FALSE(eager.Step(tuner_test::Observe({{0, 32}}, c + 1.5 * sd, {96})).empty());
+}
+
 TEST(Tuner, LearnedTrustDelaysGrowthUntilTheSloSlips) {
   const auto in = OneModel(300, 20, LinearProfile("m"));
   const double c = tuner_test::Cap(in, 32);
-  // Default (no trust): 1.05x capacity grows at once.
-  Tuner plain(in);
+  // Default (no trust): 1.05x capacity grows at once (with any excess counted: grow_sigma 0).
+  TunerOptions o;
+  o.grow_sigma = 0;
+  Tuner plain(in, o);
   EXPECT_FALSE(plain.Step(tuner_test::Observe({{0, 32}}, 1.05 * c, {96})).empty());
   // With trust: windows that hold the SLO just under capacity build it up...
-  TunerOptions o;
   o.max_trust = 1.3;
   Tuner t(in, o);
   for (int w = 0; w < 10; ++w)

@@ -82,7 +82,9 @@ struct TuneAction {
 };
 
 struct TunerOptions {
-  double grow_above = 1.0;    // of capacity (which keeps max_utilization slack): grow past it
+  double grow_above = 1.0;  // of capacity (which keeps max_utilization slack): grow past it
+  // ... by more than this many standard deviations of a Poisson window count (0: any excess)
+  double grow_sigma = 2.5;
   double target_load = 0.85;  // new sizes carry the rate at this share of their capacity
   double shrink_below = 0.5;  // of capacity: shrink after shrink_windows windows below this
   int shrink_windows = 5;
