@@ -287,7 +287,9 @@ Runner SetupSimulate(CLI::App& app) {
       "\"warmup_s\", \"seed\", \"load\", \"batch_buckets\" (every|pow2: padded as the CPU "
       "server pads), per model the arrival fields of bench scenarios "
       "(\"arrival\": poisson|constant|gamma|bursty|diurnal|trace, ...) and \"transit_ms\", and "
-      "\"tune\": {...} for the online tuner. Exit codes: 0 ok, 2 bad input, 3 file not found. "
+      "\"tune\": {...} for the online tuner, \"actual_interference\": {\"alpha\"} for a GPU "
+      "that interferes unlike the plan input says (the live calibration reported per policy "
+      "finds it). Exit codes: 0 ok, 2 bad input, 3 file not found. "
       "See docs/PLANNER.md.");
   app.add_option("-s,--scenario", o->scenario, "Scenario file (JSON)");
   AddSyntheticOptions(app, &o->synthetic, "Simulate");

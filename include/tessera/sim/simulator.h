@@ -117,7 +117,8 @@ Result<SimResult> Simulate(const SimScenario& scenario, const planner::Plan& pla
 
 // Scenario file: a plan input (planner/plan.h) plus "duration_s", "warmup_s", "seed", "load",
 // optionally "tune": {"enabled", "interval_s", "resize_delay_s", "grow_above", "target_load",
-// "shrink_below", "shrink_windows", "cooldown_windows", "attainment_floor", "max_trust"},
+// "shrink_below", "shrink_windows", "cooldown_windows", "attainment_floor", "max_trust",
+// "learn_interference_after", "grow_sigma"}, "actual_interference": {"alpha"},
 // and per model the arrival fields of `tessera bench` scenarios ("arrival", "cv", "burst_*",
 // "diurnal_*", "trace") and "transit_ms"; "batch_buckets": "every" | "pow2". Errors name the
 // field.
