@@ -72,6 +72,43 @@ Tuner::Tuner(const PlanInput& in, TunerOptions options)
   tables_ = std::make_unique<detail::PoissonTables>(in.options.tail_probability, max_b);
 }
 
+double Tuner::CheckedCapacity(size_t mi, double sms) {
+  const int key = static_cast<int>(std::lround(sms));
+  auto [it, fresh] = checked_.try_emplace({mi, key}, 0.0);
+  if (!fresh) return it->second;
+  const ModelDemand& m = in_.models[mi];
+  const detail::QueueTables t(m.profile, sms, f_typical_, m.slo_ms, in_.options.pow2_buckets);
+  if (t.max_batch == 0) return 0;
+  // No rate above the service rate at the largest batch is carried; bisect below it.
+  double lo = 0, hi = 1e9 * t.max_batch / std::max(1.0, t.mean_ns[t.max_batch]);
+  const double target = in_.options.check_attainment > 0 ? in_.options.check_attainment : 0.999;
+  const double load = 1 / in_.options.max_utilization;
+  uint64_t seed = 1469598103934665603ull;  // FNV-1a of the name, as the planner's checks
+  for (unsigned char ch : m.name) seed = (seed ^ ch) * 1099511628211ull;
+  for (int i = 0; i < 10; ++i) {
+    const double mid = 0.5 * (lo + hi);
+    const auto o = detail::SimulateSlice({{&t, t.max_batch, mid * load, m.arrival_cv}},
+                                         in_.options.check_arrivals, seed, 0, target);
+    (o.attainment >= target ? lo : hi) = mid;
+  }
+  return it->second = lo;
+}
+
+double Tuner::Capacity(size_t mi, double sms, double f, int* mb) {
+  const ModelDemand& m = in_.models[mi];
+  const double rho = in_.options.max_utilization;
+  const double closed = SliceCapacity(m.profile, sms, m.slo_ms, f, rho, tables_->For(m), mb);
+  if (!opt_.checked_capacity) return closed;
+  // The checked capacity at the typical inflation, moved to f as the closed form moves.
+  const double typical =
+      SliceCapacity(m.profile, sms, m.slo_ms, f_typical_, rho, tables_->For(m), nullptr);
+  const double checked = CheckedCapacity(mi, sms);
+  if (mb)
+    *mb = detail::QueueTables(m.profile, sms, f, m.slo_ms, in_.options.pow2_buckets).max_batch;
+  if (typical <= 0 || closed <= 0) return checked * std::min(1.0, f_typical_ / f);
+  return checked * closed / typical;
+}
+
 void Tuner::Calibrate(const Plan& plan) {
   std::map<std::string, size_t> index;
   for (size_t i = 0; i < in_.models.size(); ++i) index[in_.models[i].name] = i;
@@ -80,10 +117,8 @@ void Tuner::Calibrate(const Plan& plan) {
       if (s.members.size() != 1) continue;
       auto it = index.find(s.members[0].model);
       if (it == index.end()) continue;
-      const ModelDemand& m = in_.models[it->second];
       const double f = std::max(f_typical_, s.inflation);
-      const double cap = detail::SliceCapacity(
-          m.profile, s.sms, m.slo_ms, f, in_.options.max_utilization, tables_->For(m), nullptr);
+      const double cap = Capacity(it->second, s.sms, f, nullptr);
       if (cap <= 0) continue;
       ModelState& st = state_[it->second];
       st.calibrated = std::max(st.calibrated, s.members[0].rate_rps / cap);
@@ -95,7 +130,6 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
   const GpuSpec& gpu = in_.gpu;
   const int g = gpu.granularity_sms;
   const double rho = in_.options.max_utilization;
-  detail::PoissonTables& tables = *tables_;
   // Interference from what the slices show, once there is enough of it.
   live_.Observe(in_, obs);
   if (opt_.learn_interference_after > 0 &&
@@ -103,6 +137,7 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
     if (auto fitted = live_.Fit(); fitted.ok()) {
       interference_ = *fitted;
       f_typical_ = interference_.Inflation(0.7 * mean_intensity_);
+      checked_.clear();  // computed at the old typical inflation
     }
   }
 
@@ -142,10 +177,7 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
   auto own_pressure = [&](const SliceObservation& s, size_t mi) {
     return SlicePressure(in_.models[mi].profile.mem_intensity, s.sms, gpu.sms, s.busy);
   };
-  auto cap = [&](size_t mi, double sms, double f, int* mb) {
-    const ModelDemand& m = in_.models[mi];
-    return SliceCapacity(m.profile, sms, m.slo_ms, f, rho, tables.For(m), mb);
-  };
+  auto cap = [&](size_t mi, double sms, double f, int* mb) { return Capacity(mi, sms, f, mb); };
   // The smallest whole-granule size in (from, to] that carries `want`; `to` when none does,
   // `from` when nothing is bigger.
   auto size_for = [&](size_t mi, double from, double to, double f, double want) {

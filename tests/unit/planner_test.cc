@@ -528,6 +528,16 @@ double Cap(const PlanInput& in, double sms) {
                                nullptr);
 }
 
+// The band logic on the closed-form capacity (the tuner's defaults size by queue checks, whose
+// capacities these tests do not compute): the bands these tests were written for.
+TunerOptions ClosedForm() {
+  TunerOptions o;
+  o.checked_capacity = false;
+  o.target_load = 0.85;
+  o.shrink_below = 0.5;
+  return o;
+}
+
 }  // namespace tuner_test
 
 // Two slices of two models on one GPU, both busy `busy`; their batches take the profile's time
@@ -622,7 +632,7 @@ TEST(Tuner, LearnsInterferenceFromItsWindows) {
 
 TEST(Tuner, SteadyRateWithinTheBandsDoesNothing) {
   const auto in = OneModel(300, 20, LinearProfile("m"));
-  Tuner t(in);
+  Tuner t(in, tuner_test::ClosedForm());
   const double c = tuner_test::Cap(in, 32);
   for (int w = 0; w < 50; ++w)
     EXPECT_TRUE(t.Step(tuner_test::Observe({{0, 32}}, 0.7 * c, {96, 128})).empty()) << w;
@@ -650,9 +660,31 @@ TEST(Tuner, CalibratedToACheckedPlanItDoesNotGrowAtThePlannedRate) {
   EXPECT_GT(grow[0].sms, 32);
 }
 
+TEST(Tuner, ChecksCapacityAsThePlannerDoes) {
+  // A queue-checked plan's slice carries its planned rate by the tuner's own check too (no
+  // Calibrate needed); 1.6x that rate grows it.
+  PlanInput in;
+  in.gpu.count = 4;
+  in.models.push_back(
+      {"vit", 900, 10, MakeSyntheticProfile(SyntheticFamily("vit_b16").value(), "H100", 132, 8)});
+  const Plan plan = MakePlan(in, Policy::kTessera).value();
+  ASSERT_EQ(plan.gpus_used(), 1);
+  const Slice& s = plan.gpus[0].slices[0];
+  const double free = 128 - s.sms;
+  Tuner checked(in);
+  for (int w = 0; w < 10; ++w)
+    EXPECT_TRUE(checked.Step(tuner_test::Observe({{0, s.sms}}, 900, {free, 128})).empty()) << w;
+  auto grow = checked.Step(tuner_test::Observe({{0, s.sms}}, 1.6 * 900, {free, 128}));
+  ASSERT_FALSE(grow.empty());
+  EXPECT_EQ(grow[0].kind, TuneAction::Kind::kResize);
+  EXPECT_GT(grow[0].sms, s.sms);
+  // Sized by the check: one granule less would not carry the rate at target_load.
+  EXPECT_GE(grow[0].weight * checked.options().target_load, 1.6 * 900 - 1e-6);
+}
+
 TEST(Tuner, GrowsInPlaceThenSettles) {
   const auto in = OneModel(300, 20, LinearProfile("m"));
-  Tuner t(in);
+  Tuner t(in, tuner_test::ClosedForm());
   const double c = tuner_test::Cap(in, 32);
   auto acts = t.Step(tuner_test::Observe({{0, 32}}, 1.5 * c, {96, 128}));
   ASSERT_EQ(acts.size(), 1u);
@@ -687,7 +719,7 @@ TEST(Tuner, AddsAReplicaWhenItsGpuIsFull) {
 
 TEST(Tuner, ShrinksOnlyAfterConsecutiveLowWindowsAndOscillationDoesNothing) {
   const auto in = OneModel(300, 20, LinearProfile("m"));
-  Tuner t(in);
+  Tuner t(in, tuner_test::ClosedForm());
   const double c = tuner_test::Cap(in, 64);
   // A rate that swings between the bands every few windows never moves the slice.
   for (int w = 0; w < 60; ++w) {
@@ -710,7 +742,7 @@ TEST(Tuner, ShrinksOnlyAfterConsecutiveLowWindowsAndOscillationDoesNothing) {
 
 TEST(Tuner, ConsolidatesALightGpuMakeBeforeBreak) {
   const auto in = OneModel(300, 20, LinearProfile("m"));
-  Tuner t(in);
+  Tuner t(in, tuner_test::ClosedForm());
   const double c = tuner_test::Cap(in, 32);
   // Two GPUs holding 32 of 128 SMs each: one is emptied onto the other.
   auto acts = t.Step(tuner_test::Observe({{0, 32}, {1, 32}}, 1.2 * c, {96, 96}));
@@ -721,7 +753,7 @@ TEST(Tuner, ConsolidatesALightGpuMakeBeforeBreak) {
   EXPECT_NE(acts[0].gpu, static_cast<int>(acts[1].gpu));
   EXPECT_NE(acts[0].why.find("consolidating"), std::string::npos) << acts[0].why;
   // Nothing to gain on a GPU holding more than consolidate_below: no move.
-  Tuner t2(in);
+  Tuner t2(in, tuner_test::ClosedForm());
   EXPECT_TRUE(
       t2.Step(tuner_test::Observe({{0, 64}, {1, 64}}, 1.4 * tuner_test::Cap(in, 64), {64, 64}))
           .empty());
@@ -729,7 +761,7 @@ TEST(Tuner, ConsolidatesALightGpuMakeBeforeBreak) {
 
 TEST(Tuner, RemovesASpareReplicaAndMissedSloGrows) {
   const auto in = OneModel(300, 20, LinearProfile("m"));
-  TunerOptions no_moves;
+  TunerOptions no_moves = tuner_test::ClosedForm();
   no_moves.consolidate_below = 0;
   Tuner t(in, no_moves);
   const double c = tuner_test::Cap(in, 32);
@@ -739,7 +771,7 @@ TEST(Tuner, RemovesASpareReplicaAndMissedSloGrows) {
   ASSERT_FALSE(acts.empty());
   EXPECT_EQ(acts[0].kind, TuneAction::Kind::kRemove);
   // Attainment under the floor grows the slice even at a rate inside the bands.
-  Tuner t2(in);
+  Tuner t2(in, tuner_test::ClosedForm());
   auto obs = tuner_test::Observe({{0, 32}}, 0.7 * c, {96});
   obs.slices[0].members[0].finished = 1000;
   obs.slices[0].members[0].within_slo = 900;
@@ -813,11 +845,11 @@ TEST(Tuner, OneWindowsPoissonNoiseDoesNotGrowASlice) {
   const auto in = OneModel(300, 20, LinearProfile("m"));
   const double c = tuner_test::Cap(in, 32);
   const double sd = std::sqrt(c);
-  Tuner t(in);
+  Tuner t(in, tuner_test::ClosedForm());
   for (int w = 0; w < 10; ++w)
     EXPECT_TRUE(t.Step(tuner_test::Observe({{0, 32}}, c + 1.5 * sd, {96})).empty()) << w;
   EXPECT_FALSE(t.Step(tuner_test::Observe({{0, 32}}, c + 3.5 * sd, {96})).empty());
-  TunerOptions any;
+  TunerOptions any = tuner_test::ClosedForm();
   any.grow_sigma = 0;
   Tuner eager(in, any);
   EXPECT_FALSE(eager.Step(tuner_test::Observe({{0, 32}}, c + 1.5 * sd, {96})).empty());
@@ -827,7 +859,7 @@ TEST(Tuner, LearnedTrustDelaysGrowthUntilTheSloSlips) {
   const auto in = OneModel(300, 20, LinearProfile("m"));
   const double c = tuner_test::Cap(in, 32);
   // Default (no trust): 1.05x capacity grows at once (with any excess counted: grow_sigma 0).
-  TunerOptions o;
+  TunerOptions o = tuner_test::ClosedForm();
   o.grow_sigma = 0;
   Tuner plain(in, o);
   EXPECT_FALSE(plain.Step(tuner_test::Observe({{0, 32}}, 1.05 * c, {96})).empty());

@@ -20,8 +20,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tessera/planner/interference.h"
@@ -85,8 +87,8 @@ struct TunerOptions {
   double grow_above = 1.0;  // of capacity (which keeps max_utilization slack): grow past it
   // ... by more than this many standard deviations of a Poisson window count (0: any excess)
   double grow_sigma = 2.5;
-  double target_load = 0.85;  // new sizes carry the rate at this share of their capacity
-  double shrink_below = 0.5;  // of capacity: shrink after shrink_windows windows below this
+  double target_load = 0.95;  // new sizes carry the rate at this share of their capacity
+  double shrink_below = 0.7;  // of capacity: shrink after shrink_windows windows below this
   int shrink_windows = 5;
   int cooldown_windows = 3;        // no action on a model for this many windows after one
   double attainment_floor = 0.99;  // a window below this (with enough requests) means grow
@@ -106,6 +108,10 @@ struct TunerOptions {
   // measured (docs/PLANNER.md), the tuner's closed-form capacity at the learned, higher alpha
   // took 35-60% more GPUs than reacting to attainment alone, at the same attainment.
   int64_t learn_interference_after = 0;
+  // Capacity by the planner's queue check (the largest rate at which the slice's simulated
+  // queue meets options.check_attainment at rate / max_utilization, at the typical inflation,
+  // scaled to the GPU's by the closed form) instead of the closed form alone.
+  bool checked_capacity = true;
 };
 
 // Interference calibrated from live statistics: every window, each slice that ran at least
@@ -157,8 +163,13 @@ class Tuner {
     int low_windows = 0;
     int cooldown = 0;
   };
+  // A slice's capacity (req/s) for model mi at inflation f; *mb gets its batch limit.
+  double Capacity(size_t mi, double sms, double f, int* mb);
+  double CheckedCapacity(size_t mi, double sms);  // at f_typical_, cached
+
   const PlanInput& in_;
   TunerOptions opt_;
+  std::map<std::pair<size_t, int>, double> checked_;  // (model, SMs) -> CheckedCapacity
   InterferenceModel interference_;
   LiveInterference live_;
   double mean_intensity_ = 0;
