@@ -1,6 +1,7 @@
-// Tessera's online tuner: see tuner.h. Capacities come from the planner's own arithmetic
-// (SliceCapacity: batch limit from 2 x p99 x f <= SLO, Poisson overflow, max utilisation) at the
-// inflation each GPU shows in the window, so a tuned slice satisfies what a planned one does.
+// Tessera's online tuner: see tuner.h. Capacities come from the planner's own queue check (or,
+// with checked_capacity off, its closed form: batch limit from 2 x p99 x f <= SLO, Poisson
+// overflow, max utilisation) at the inflation each GPU shows in the window, so a tuned slice
+// satisfies what a planned one does.
 #include "tessera/planner/tuner.h"
 
 #include <algorithm>

@@ -2,7 +2,8 @@
 //
 // Two tuners, both pure logic (no clock, no I/O; the caller observes and applies):
 //   Tuner            Tessera's: once per window, per model, compares the observed rate with the
-//                    capacity of its slices at the inflation its GPU shows now. It grows a slice
+//                    capacity of its slices (by the planner's queue check) at the inflation its
+//                    GPU shows now. It grows a slice
 //                    in place (live resize, make-before-break) or adds a replica when the rate
 //                    passes `grow_above` of capacity or attainment falls below the floor, and
 //                    shrinks or removes one only after `shrink_windows` windows in a row below
@@ -99,14 +100,14 @@ struct TunerOptions {
   // Online correction of the planner's capacity (off by default, 1): a model whose windows
   // hold trust_attainment near its trusted capacity gains 0.02 of trust per window, up to
   // max_trust, and growth waits until the rate passes capacity x trust; a window below
-  // trust_attainment takes 0.1 off. Measured (docs/PLANNER.md): 1.3 saves a GPU when models
-  // peak at different times and misses 99.9% when they all rise together.
+  // trust_attainment takes 0.1 off. Measured (docs/PLANNER.md): on top of checked capacities
+  // 1.3 misses 99.9%; with the closed form it saved a GPU when models peak at different times.
   double max_trust = 1.0;
   double trust_attainment = 0.999;
   // Interference learned from the windows (LiveInterference) replaces the plan input's alpha
-  // once this many samples are held (0, the default: always the plan input's). Off by default:
-  // measured (docs/PLANNER.md), the tuner's closed-form capacity at the learned, higher alpha
-  // took 35-60% more GPUs than reacting to attainment alone, at the same attainment.
+  // once this many samples are held (0, the default: always the plan input's). Measured
+  // (docs/PLANNER.md): it holds the SLO where the GPU interferes far more than told, but costs
+  // GPUs where it interferes somewhat more (33 where 26 held the SLO).
   int64_t learn_interference_after = 0;
   // Capacity by the planner's queue check (the largest rate at which the slice's simulated
   // queue meets options.check_attainment at rate / max_utilization, at the typical inflation,
