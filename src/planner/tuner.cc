@@ -336,6 +336,17 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
       else if (ratio > 0.95 * st.trust)
         st.trust = std::min(std::max(opt_.max_trust, st.calibrated), st.trust + 0.02);
     }
+    // The other way: a window that missed the floor while the rate was within capacity says the
+    // capacity is not what the model thinks (interference, a profile off): trust goes below 1,
+    // to 0.9 of the load it missed at, so the model grows and does not shrink back into the
+    // misses (without it, a tuner told the wrong interference added replicas on each miss and
+    // removed them five windows later, every 12 s). It recovers by recover_trust a window.
+    if (missed && total > 0 && rate <= opt_.grow_above * st.trust * total)
+      st.trust = std::max(opt_.min_trust, 0.9 * std::min(st.trust, rate / total));
+    else if (st.trust < 1)
+      st.trust = std::min(1.0, st.trust + opt_.recover_trust);
+    const double derate = std::min(1.0, st.trust);
+    need = st.rate / (opt_.target_load * derate);
     // Growth waits until the rate passes the trusted capacity; sizes stay the planner's.
     // A window's count is Poisson: growth waits until the rate is past capacity by more than
     // grow_sigma standard deviations of that count, so the noise of one window (which the plan's
@@ -432,7 +443,7 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
         if (c <= 0) break;
         deficit -= c;
       }
-    } else if (st.rate < opt_.shrink_below * total) {
+    } else if (st.rate / derate < opt_.shrink_below * total) {
       if (++st.low_windows >= opt_.shrink_windows) {
         st.low_windows = 0;
         const size_t smallest = cur.size() - 1;

@@ -782,6 +782,32 @@ TEST(Tuner, RemovesASpareReplicaAndMissedSloGrows) {
   EXPECT_NE(acts[0].why.find("SLO attainment"), std::string::npos);
 }
 
+TEST(Tuner, AMissWithinCapacityStopsItShrinkingBackIntoMisses) {
+  // Two replicas at 0.3x their capacity: the tuner removes one within a few windows. After a
+  // window that missed the floor at that rate, the capacity is derated and nothing is removed.
+  const auto in = OneModel(300, 20, LinearProfile("m"));
+  const double c = tuner_test::Cap(in, 32);
+  auto light = [&] { return tuner_test::Observe({{0, 32}, {1, 32}}, 0.6 * c, {96, 96}); };
+  TunerOptions o = tuner_test::ClosedForm();
+  o.consolidate_below = 0;
+  Tuner plain(in, o), burnt(in, o);
+  bool removed = false;
+  for (int w = 0; w < 12; ++w)
+    for (const auto& a : plain.Step(light())) removed |= a.kind == TuneAction::Kind::kRemove;
+  EXPECT_TRUE(removed);
+  auto missed = light();
+  for (auto& s : missed.slices) {
+    s.members[0].finished = 1000;
+    s.members[0].within_slo = 900;
+  }
+  const auto grow = burnt.Step(missed);
+  ASSERT_FALSE(grow.empty());
+  EXPECT_NE(grow[0].why.find("SLO attainment"), std::string::npos) << grow[0].why;
+  for (int w = 0; w < 12; ++w)
+    for (const auto& a : burnt.Step(light()))
+      EXPECT_NE(a.kind, TuneAction::Kind::kRemove) << w << ": " << a.why;
+}
+
 TEST(Gslice, SelfTuningFollowsItsRules) {
   // In the rate band, under SLO: p x (1 - headroom / SLO) = 0.5 x 0.2 = 0.10, after 5 in a row.
   GsliceSelfTuner g(0.5, 8, 64);

@@ -104,6 +104,11 @@ struct TunerOptions {
   // 1.3 misses 99.9%; with the closed form it saved a GPU when models peak at different times.
   double max_trust = 1.0;
   double trust_attainment = 0.999;
+  // A window below attainment_floor at a rate within capacity lowers the model's trust below 1
+  // (capacity is then derated by it for growth, sizes and shrinking), down to min_trust; it
+  // recovers by recover_trust a window.
+  double min_trust = 0.3;
+  double recover_trust = 0.005;
   // Interference learned from the windows (LiveInterference) replaces the plan input's alpha
   // once this many samples are held (0, the default: always the plan input's). Measured
   // (docs/PLANNER.md): it holds the SLO where the GPU interferes far more than told, but costs
