@@ -6,22 +6,12 @@ whose simulated attainment reaches the target. Writes bench/results/<date>-sim-c
 Workloads are synthetic (docs/PLANNER.md): their profiles are assumptions with H100-like
 numbers, not measurements, so these are planner-versus-planner results on one model of a GPU."""
 import argparse
-import json
 import pathlib
-import subprocess
-import tempfile
 
 import results_file
+from sim_run import simulate
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def run(tessera, policies, args):
-    with tempfile.TemporaryDirectory() as tmp:
-        out = pathlib.Path(tmp) / "s.json"
-        subprocess.run([tessera, "simulate", "--policy", policies, "-q", "--json", str(out), *args],
-                       check=True, capture_output=True, text=True)
-        return json.loads(out.read_text())
 
 
 def main():
@@ -54,11 +44,11 @@ def main():
     for case in args.cases.split(","):
         models, rate, arrival, duration = all_cases[case]
         for seed in range(1, args.seeds + 1):
-            doc = run(args.tessera, args.policies,
-                      ["--synthetic", str(models), "--total-rate", str(rate),
-                       "--arrival", arrival, "--seed", str(seed), "-d",
-                       str(duration), "--warmup", "2", "--target",
-                       str(args.target), "--batch-buckets", args.batch_buckets, *extra])
+            doc = simulate(args.tessera,
+                           ["--policy", args.policies, "--synthetic", models, "--total-rate",
+                            rate, "--arrival", arrival, "--seed", seed, "-d", duration,
+                            "--warmup", 2, "--target", args.target, "--batch-buckets",
+                            args.batch_buckets, *extra])
             row = {"models": models, "total_rate_rps": rate, "arrival": arrival, "seed": seed,
                    "duration_s": duration}
             for name, p in doc["policies"].items():

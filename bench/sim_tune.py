@@ -16,20 +16,12 @@ Profiles are synthetic (docs/PLANNER.md), so these are simulated results, not GP
 import argparse
 import json
 import pathlib
-import subprocess
 import tempfile
 
 import results_file
+from sim_run import simulate
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def simulate(tessera, args):
-    with tempfile.TemporaryDirectory() as tmp:
-        out = pathlib.Path(tmp) / "s.json"
-        subprocess.run([tessera, "simulate", "-q", "--json", str(out), *args], check=True,
-                       capture_output=True, text=True)
-        return json.loads(out.read_text())
 
 
 def summary(p):

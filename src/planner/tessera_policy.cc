@@ -6,6 +6,7 @@
 #include <map>
 
 #include "sizing.h"
+#include "tessera/core/random.h"
 
 namespace tessera::planner::detail {
 namespace {
@@ -104,13 +105,13 @@ Plan PlanTessera(const PlanInput& in) {
     std::vector<QueueTables> t;
     t.reserve(c.models.size());
     std::vector<QueueMember> q;
-    uint64_t seed = 1469598103934665603ull;  // FNV-1a of the member names
+    uint64_t seed = kFnvOffset;  // FNV-1a of the member names
     for (size_t k = 0; k < c.models.size(); ++k) {
       const ModelDemand& m = in.models[c.models[k]];
       t.emplace_back(m.profile, sms, f, m.slo_ms, in.options.pow2_buckets);
       q.push_back({&t.back(), c.limits[k] ? c.limits[k] : t.back().max_batch, c.rates[k] * scale,
                    m.arrival_cv / std::sqrt(static_cast<double>(c.split))});
-      for (unsigned char ch : m.name) seed = (seed ^ ch) * 1099511628211ull;
+      seed = Fnv1a(m.name, seed);
     }
     SliceOutcome o = SimulateSlice(q, per_check, seed, quantile, quantile > 0 ? 0 : target);
     budget -= o.drawn;

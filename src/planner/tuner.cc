@@ -10,6 +10,7 @@
 #include <numeric>
 
 #include "sizing.h"
+#include "tessera/core/random.h"
 
 namespace tessera::planner {
 
@@ -73,41 +74,44 @@ Tuner::Tuner(const PlanInput& in, TunerOptions options)
   tables_ = std::make_unique<detail::PoissonTables>(in.options.tail_probability, max_b);
 }
 
-double Tuner::CheckedCapacity(size_t mi, double sms) {
+const Tuner::Checked& Tuner::CheckedCapacity(size_t mi, double sms) {
   const int key = static_cast<int>(std::lround(sms));
-  auto [it, fresh] = checked_.try_emplace({mi, key}, 0.0);
-  if (!fresh) return it->second;
+  auto [it, fresh] = checked_.try_emplace({mi, key});
+  Checked& c = it->second;
+  if (!fresh) return c;
   const ModelDemand& m = in_.models[mi];
+  c.closed = SliceCapacity(m.profile, sms, m.slo_ms, f_typical_, in_.options.max_utilization,
+                           tables_->For(m), nullptr);
   const detail::QueueTables t(m.profile, sms, f_typical_, m.slo_ms, in_.options.pow2_buckets);
-  if (t.max_batch == 0) return 0;
+  if (t.max_batch == 0) return c;
   // No rate above the service rate at the largest batch is carried; bisect below it.
   double lo = 0, hi = 1e9 * t.max_batch / std::max(1.0, t.mean_ns[t.max_batch]);
   const double target = in_.options.check_attainment > 0 ? in_.options.check_attainment : 0.999;
   const double load = 1 / in_.options.max_utilization;
-  uint64_t seed = 1469598103934665603ull;  // FNV-1a of the name, as the planner's checks
-  for (unsigned char ch : m.name) seed = (seed ^ ch) * 1099511628211ull;
+  const uint64_t seed = Fnv1a(m.name);  // as the planner's checks seed a one-model slice
   for (int i = 0; i < 10; ++i) {
     const double mid = 0.5 * (lo + hi);
     const auto o = detail::SimulateSlice({{&t, t.max_batch, mid * load, m.arrival_cv}},
                                          in_.options.check_arrivals, seed, 0, target);
     (o.attainment >= target ? lo : hi) = mid;
   }
-  return it->second = lo;
+  c.rps = lo;
+  return c;
 }
 
 double Tuner::Capacity(size_t mi, double sms, double f, int* mb) {
   const ModelDemand& m = in_.models[mi];
   const double rho = in_.options.max_utilization;
-  const double closed = SliceCapacity(m.profile, sms, m.slo_ms, f, rho, tables_->For(m), mb);
-  if (!opt_.checked_capacity) return closed;
+  if (!opt_.checked_capacity)
+    return SliceCapacity(m.profile, sms, m.slo_ms, f, rho, tables_->For(m), mb);
   // The checked capacity at the typical inflation, moved to f as the closed form moves.
-  const double typical =
-      SliceCapacity(m.profile, sms, m.slo_ms, f_typical_, rho, tables_->For(m), nullptr);
-  const double checked = CheckedCapacity(mi, sms);
+  const Checked& c = CheckedCapacity(mi, sms);
   if (mb)
     *mb = detail::QueueTables(m.profile, sms, f, m.slo_ms, in_.options.pow2_buckets).max_batch;
-  if (typical <= 0 || closed <= 0) return checked * std::min(1.0, f_typical_ / f);
-  return checked * closed / typical;
+  if (f == f_typical_) return c.rps;
+  const double closed = SliceCapacity(m.profile, sms, m.slo_ms, f, rho, tables_->For(m), nullptr);
+  if (c.closed <= 0 || closed <= 0) return c.rps * std::min(1.0, f_typical_ / f);
+  return c.rps * closed / c.closed;
 }
 
 void Tuner::Calibrate(const Plan& plan) {
@@ -131,15 +135,19 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
   const GpuSpec& gpu = in_.gpu;
   const int g = gpu.granularity_sms;
   const double rho = in_.options.max_utilization;
-  // Interference from what the slices show, once there is enough of it.
-  live_.Observe(in_, obs);
-  if (opt_.learn_interference_after > 0 &&
-      static_cast<int64_t>(live_.size()) >= opt_.learn_interference_after) {
-    if (auto fitted = live_.Fit(); fitted.ok()) {
-      interference_ = *fitted;
-      f_typical_ = interference_.Inflation(0.7 * mean_intensity_);
-      checked_.clear();  // computed at the old typical inflation
-    }
+  // Interference from what the slices show, once there is enough of it. A refit that moves
+  // alpha by less than 2% keeps the model in use: checked capacities are computed at the
+  // typical inflation and are worth keeping.
+  if (opt_.learn_interference_after > 0) {
+    live_.Observe(in_, obs);
+    const double now = interference_.alpha();
+    if (static_cast<int64_t>(live_.size()) >= opt_.learn_interference_after)
+      if (auto fitted = live_.Fit();
+          fitted.ok() && std::fabs(fitted->alpha() - now) > 0.02 * std::max(now, 0.05)) {
+        interference_ = *fitted;
+        f_typical_ = interference_.Inflation(0.7 * mean_intensity_);
+        checked_.clear();
+      }
   }
 
   // The GPUs the caller offers (at most gpu.count): a fleet of a million allowed GPUs is not

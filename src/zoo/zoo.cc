@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "tessera/core/random.h"
 #include "tessera/model/onnx_import.h"
 #include "zoo/builder.h"
 
@@ -26,8 +27,7 @@ const std::vector<ZooEntry>& Entries() {
 Result<BuiltModel> Build(const std::string& name, uint64_t seed) {
   onnx::ModelProto m;
   // Each model gets its own stream of weights, independent of build order.
-  uint64_t s = 1469598103934665603ull;  // FNV-1a of the name: the same on every platform
-  for (unsigned char ch : name) s = (s ^ ch) * 1099511628211ull;
+  uint64_t s = Fnv1a(name);
   s ^= seed * 0x9E3779B97F4A7C15ull;
   if (name == "resnet18")
     m = BuildResNet(18, s);

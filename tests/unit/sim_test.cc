@@ -467,6 +467,24 @@ TEST(SimScenario, ActualInterferenceIsParsedAndChecked) {
                 "synthetic": "resnet18"}]})")
                 ->actual_alpha,
             0);
+  // The tuner's keys of this change, read and checked.
+  auto tuned = parse(R"({"tune": {"grow_sigma": 1.5, "checked_capacity": false,
+      "learn_interference_after": 40}, "models": [
+      {"name": "a", "rate": 10, "slo_ms": 20, "synthetic": "resnet18"}]})");
+  ASSERT_TRUE(tuned.ok()) << tuned.status().message();
+  EXPECT_EQ(tuned->tune.options.grow_sigma, 1.5);
+  EXPECT_FALSE(tuned->tune.options.checked_capacity);
+  EXPECT_EQ(tuned->tune.options.learn_interference_after, 40);
+  for (const auto& [text, field] : std::vector<std::pair<const char*, const char*>>{
+           {R"({"tune": {"grow_sigma": -1}, "models": []})", "s.json.tune.grow_sigma"},
+           {R"({"tune": {"checked_capacity": "yes"}, "models": []})",
+            "s.json.tune.checked_capacity"},
+           {R"({"tune": {"learn_interference_after": -3}, "models": []})",
+            "s.json.tune.learn_interference_after"}}) {
+    auto r = parse(text);
+    ASSERT_FALSE(r.ok()) << text;
+    EXPECT_NE(r.status().message().find(field), std::string::npos) << r.status().message();
+  }
   for (const char* bad : {R"({"actual_interference": {"alpha": -1}, "models": []})",
                           R"({"actual_interference": 0.5, "models": []})",
                           R"({"actual_interference": {"alpha": 1, "beta": 2}, "models": []})"}) {

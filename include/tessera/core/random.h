@@ -8,8 +8,17 @@
 
 #include <bit>
 #include <cstdint>
+#include <string_view>
 
 namespace tessera {
+
+// FNV-1a of `s`, continuing from `h`: a seed from a name that is the same on every platform
+// and build (chain calls to hash several names).
+constexpr uint64_t kFnvOffset = 1469598103934665603ull;
+constexpr uint64_t Fnv1a(std::string_view s, uint64_t h = kFnvOffset) {
+  for (unsigned char ch : s) h = (h ^ ch) * 1099511628211ull;
+  return h;
+}
 
 class Rng {
  public:

@@ -157,7 +157,7 @@ class Tuner {
   void Calibrate(const Plan& plan);
   const TunerOptions& options() const { return opt_; }
   // The interference model in use: the plan input's until enough windows were seen, then the
-  // live fit.
+  // live fit (with learn_interference_after > 0, which is also when the windows are observed).
   const InterferenceModel& interference() const { return interference_; }
   const LiveInterference& live_interference() const { return live_; }
 
@@ -171,11 +171,15 @@ class Tuner {
   };
   // A slice's capacity (req/s) for model mi at inflation f; *mb gets its batch limit.
   double Capacity(size_t mi, double sms, double f, int* mb);
-  double CheckedCapacity(size_t mi, double sms);  // at f_typical_, cached
+  struct Checked {
+    double rps = 0;     // the checked capacity at f_typical_
+    double closed = 0;  // the closed form's there, to move it to another inflation
+  };
+  const Checked& CheckedCapacity(size_t mi, double sms);  // cached
 
   const PlanInput& in_;
   TunerOptions opt_;
-  std::map<std::pair<size_t, int>, double> checked_;  // (model, SMs) -> CheckedCapacity
+  std::map<std::pair<size_t, int>, Checked> checked_;  // by (model, SMs)
   InterferenceModel interference_;
   LiveInterference live_;
   double mean_intensity_ = 0;
