@@ -308,7 +308,7 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
       // Only on shared slices: move out to a dedicated slice when its turn no longer suffices.
       bool crowded = missed;
       for (const Ref& r : shr) crowded |= r.slice->busy > opt_.grow_above;
-      if (!crowded) continue;
+      if (!crowded || !opt_.add_slices) continue;
       const double c = add_slice(mi, need, [&](double s, int gi, double c) {
         return Fmt(
             "%s outgrew its shared slice (%.1f req/s%s): a dedicated %.0f-SM slice on GPU %d "
@@ -407,7 +407,7 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
       }
       // A model on one slice that cannot grow where it is moves whole to a GPU with room for
       // the size it needs (make-before-break) rather than spreading into small replicas.
-      if (deficit > 0 && !wait_for_donors && cur.size() == 1) {
+      if (deficit > 0 && !wait_for_donors && cur.size() == 1 && opt_.add_slices) {
         const SliceObservation& s0 = *cur[0].s;
         int to = -1;
         double to_sms = 0, to_cap = 0;
@@ -441,7 +441,7 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
           deficit = 0;
         }
       }
-      while (deficit > 0 && !wait_for_donors) {
+      while (deficit > 0 && !wait_for_donors && opt_.add_slices) {
         const double c = add_slice(mi, deficit, [&](double s, int gi, double c) {
           return Fmt(
               "%s: %s (%.1f of %.1f req/s) and no room to grow in place: a replica of %.0f SMs "
@@ -455,7 +455,7 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
       if (++st.low_windows >= opt_.shrink_windows) {
         st.low_windows = 0;
         const size_t smallest = cur.size() - 1;
-        if (cur.size() > 1 && total - cur[smallest].cap >= need) {
+        if (cur.size() > 1 && total - cur[smallest].cap >= need && opt_.add_slices) {
           const SliceObservation& s = *cur[smallest].s;
           out.push_back(
               {TuneAction::Kind::kRemove, s.id, mi, s.gpu, 0, 0, 0,
@@ -508,7 +508,7 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
   std::vector<bool> touched(ngpu, false);
   for (const TuneAction& a : out) touched[a.gpu] = true;
   int victim = -1;
-  for (int gi = 0; gi < ngpu && consolidate_wait_ == 0; ++gi) {
+  for (int gi = 0; gi < ngpu && consolidate_wait_ == 0 && opt_.add_slices; ++gi) {
     if (slices_on[gi] == 0 || touched[gi]) continue;
     const double held = usable_sms_ - free[gi];
     if (held > opt_.consolidate_below * usable_sms_) continue;

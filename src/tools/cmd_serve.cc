@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "engine/cuda/reference.h"
+#include "server/serve_tuner.h"
 #include "server/server.h"
 #include "tessera/core/body.h"
 #include "tessera/runtime/emulated_gpu.h"
@@ -40,6 +41,8 @@ struct Opts {
   std::string sharing = "auto";
   std::string completion = "event";
   int gpu_pipeline = 2;
+  bool tune = false;
+  double tune_window = 5;
 };
 
 // One sliced GPU per visible device, as --sharing says. auto: green contexts, or plain streams
@@ -254,6 +257,17 @@ int Run(const Opts& o) {
       }
     });
 
+  std::unique_ptr<server::ServeTuner> tuner;
+  if (o.tune) {
+    server::ServeTunerOptions to;
+    to.window_s = o.tune_window;
+    tuner = std::make_unique<server::ServeTuner>(&manager, to);
+    tuner->Start();
+    fmt::print("tuner    every {:g} s: resizes models with slo_ms and profile parameters\n",
+               o.tune_window);
+    std::fflush(stdout);
+  }
+
   int sig = 0;
   sigwait(&set, &sig);
   fmt::print("received {}: stopping (in-flight requests get up to {} s)\n",
@@ -261,6 +275,7 @@ int Run(const Opts& o) {
   std::fflush(stdout);
   polling = false;
   if (poller.joinable()) poller.join();
+  tuner.reset();
   const size_t left = (*server)->Shutdown();
   server->reset();
   fmt::print("stopped{}\n", left ? fmt::format(" ({} request(s) were still running)", left) : "");
@@ -312,6 +327,13 @@ Runner SetupServe(CLI::App& app) {
   app.add_option("--exit-timeout-secs", o->exit_timeout,
                  "On SIGTERM, how long in-flight requests may take to finish")
       ->capture_default_str();
+  app.add_flag("--tune", o->tune,
+               "Run the online tuner: every --tune-window seconds it resizes each model that "
+               "has slo_ms and profile parameters (a `tessera profile` file) and one instance, "
+               "live, from its observed rate and SLO attainment (CPU: compute threads; sliced "
+               "GPU: SMs)");
+  app.add_option("--tune-window", o->tune_window, "Seconds between the tuner's decisions")
+      ->check(CLI::Range(0.1, 3600.0));
   app.add_option("--engine", o->engine,
                  "auto (the GPU when one is visible, else the CPU), cpu, cuda, or cuda-host (the "
                  "CUDA backend's programs interpreted on the host, on an emulated GPU: tests the "

@@ -718,6 +718,28 @@ TEST(Tuner, AddsAReplicaWhenItsGpuIsFull) {
   EXPECT_TRUE(rerouted);
 }
 
+TEST(Tuner, WithoutNewSlicesItOnlyResizesInPlace) {
+  // add_slices off (tessera serve --tune): a full GPU gets no replica, a light one is not
+  // consolidated; growth in place still happens where there is room.
+  const auto in = OneModel(300, 20, LinearProfile("m"));
+  TunerOptions o;
+  o.add_slices = false;
+  const double c = tuner_test::Cap(in, 32);
+  Tuner full(in, o);
+  for (int w = 0; w < 10; ++w)
+    for (const auto& a : full.Step(tuner_test::Observe({{0, 32}}, 1.5 * c, {0, 128})))
+      EXPECT_EQ(a.kind, TuneAction::Kind::kResize) << w << ": " << a.why;
+  Tuner light(in, o);
+  for (int w = 0; w < 10; ++w)
+    for (const auto& a : light.Step(tuner_test::Observe({{0, 32}, {1, 32}}, 1.2 * c, {96, 96})))
+      EXPECT_NE(a.kind, TuneAction::Kind::kAdd) << w << ": " << a.why;
+  Tuner room(in, o);
+  auto acts = room.Step(tuner_test::Observe({{0, 32}}, 1.5 * c, {96, 128}));
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_EQ(acts[0].kind, TuneAction::Kind::kResize);
+  EXPECT_GT(acts[0].sms, 32);
+}
+
 TEST(Tuner, ShrinksOnlyAfterConsecutiveLowWindowsAndOscillationDoesNothing) {
   const auto in = OneModel(300, 20, LinearProfile("m"));
   Tuner t(in, tuner_test::ClosedForm());

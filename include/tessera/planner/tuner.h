@@ -118,6 +118,10 @@ struct TunerOptions {
   // queue meets options.check_attainment at rate / max_utilization, at the typical inflation,
   // scaled to the GPU's by the closed form) instead of the closed form alone.
   bool checked_capacity = true;
+  // New slices (replicas, moves to another GPU, a dedicated slice for a model on a shared one,
+  // consolidation). false: slices only change size in place (and neighbours donate SMs), as in
+  // `tessera serve --tune`, whose models keep the instances their configs give them.
+  bool add_slices = true;
 };
 
 // Interference calibrated from live statistics: every window, each slice that ran at least

@@ -1,0 +1,315 @@
+#include "server/serve_tuner.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <thread>
+
+#include "tessera/planner/profile.h"
+#include "tessera/runtime/gpu.h"
+
+namespace tessera::server {
+namespace {
+
+// Cumulative counts of one model over its ready versions.
+struct Totals {
+  uint64_t arrived = 0;   // answered, failed or refused for a full queue
+  uint64_t finished = 0;  // judged against the SLO
+  uint64_t within = 0;
+  uint64_t batches = 0;
+  double compute_ns = 0;
+  std::map<uint64_t, uint64_t> rows;  // executed batch rows -> count
+};
+
+Totals Sum(const std::vector<ModelStatsSnapshot>& snaps) {
+  Totals t;
+  for (const auto& s : snaps) {
+    const uint64_t full = s.rejects[static_cast<size_t>(RejectReason::kQueueFull)];
+    t.arrived += s.success.count + s.fail.count + full;
+    t.finished += s.slo_met + s.slo_missed + full;
+    t.within += s.slo_met;
+    t.batches += s.execution_count;
+    t.compute_ns += double(s.compute_input.ns + s.compute_infer.ns + s.compute_output.ns);
+    for (const auto& [rows, n] : s.batch_rows) t.rows[rows] += n;
+  }
+  return t;
+}
+
+int64_t Bucket(int64_t rows, int max_batch) {
+  int64_t b = 1;
+  while (b < rows) b *= 2;
+  return std::min<int64_t>(b, std::max<int64_t>(rows, max_batch));
+}
+
+}  // namespace
+
+struct ServeTuner::Fleet {
+  bool gpu = false;
+  planner::PlanInput in;
+  std::unique_ptr<planner::Tuner> tuner;
+  struct Member {
+    std::string name;
+    int device = 0;  // GPU index (0 on the CPU)
+    double size = 0;
+    Totals last;
+    bool have_last = false;
+  };
+  std::vector<Member> members;  // parallel to in.models
+};
+
+ServeTuner::ServeTuner(ModelManager* manager, ServeTunerOptions options)
+    : manager_(manager), opt_(std::move(options)) {
+  // The server's models keep the instances their configs give them.
+  opt_.tuner.add_slices = false;
+  if (opt_.cpu_cores <= 0)
+    opt_.cpu_cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+ServeTuner::~ServeTuner() { Stop(); }
+
+void ServeTuner::Start() {
+  thread_ = std::thread([this] {
+    auto last = std::chrono::steady_clock::now();
+    std::unique_lock<std::mutex> lock(stop_mu_);
+    while (!stop_) {
+      stop_cv_.wait_for(lock, std::chrono::duration<double>(opt_.window_s),
+                        [this] { return stop_; });
+      if (stop_) break;
+      const auto now = std::chrono::steady_clock::now();
+      const double window = std::chrono::duration<double>(now - last).count();
+      last = now;
+      lock.unlock();
+      Tick(window);
+      lock.lock();
+    }
+  });
+}
+
+void ServeTuner::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(stop_mu_);
+    stop_ = true;
+  }
+  stop_cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+std::vector<TunedModelInfo> ServeTuner::Models() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return models_;
+}
+
+std::vector<std::string> ServeTuner::History() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return history_;
+}
+
+// Looks the ready models up; when the set (names, versions, profiles, devices) changed, starts
+// the tuners again on it. Called with mu_ held.
+void ServeTuner::Rebuild() {
+  std::vector<TunedModelInfo> infos;
+  std::string signature;
+  struct Pending {
+    size_t info;
+    planner::ModelDemand demand;
+    int device;
+    bool gpu;
+  };
+  std::vector<Pending> tuned;
+  for (const auto& e : manager_->Index()) {
+    if (e.state != ModelState::kReady) continue;
+    TunedModelInfo info;
+    info.name = e.name;
+    auto handle = manager_->Get(e.name);
+    auto slice = manager_->Slice(e.name);
+    if (!handle.ok() || !slice.ok()) continue;
+    const ModelConfig& c = (*handle)->config();
+    signature += fmt::format("{}@{};", e.name, e.version);
+    double slo_ms = 0;
+    if (auto it = c.parameters.find("slo_ms"); it != c.parameters.end())
+      slo_ms = std::atof(it->second.c_str());
+    auto prof = c.parameters.find("profile");
+    const bool cpu = slice->engine == "cpu";
+    if (!(slo_ms > 0)) {
+      info.reason = "no slo_ms parameter";
+    } else if (prof == c.parameters.end() || prof->second.empty()) {
+      info.reason =
+          "no profile parameter (a `tessera profile` file, relative to the model's "
+          "directory)";
+    } else if (c.InstanceCount() != 1) {
+      info.reason =
+          fmt::format("{} instances: the tuner sizes single-instance models", c.InstanceCount());
+    } else if (!cpu && !(slice->gpu >= 0 && slice->confined)) {
+      info.reason = "runs unconfined on its GPU (no slice_sms): there is no slice to resize";
+    } else {
+      const auto path =
+          std::filesystem::path(manager_->options().repository) / e.name / prof->second;
+      auto p = planner::LoadProfile(path.string());
+      signature += path.string() + ";";
+      if (!p.ok()) {
+        info.reason = "profile: " + p.status().message();
+      } else {
+        info.tuned = true;
+        info.device = cpu ? "cpu" : fmt::format("gpu {}", slice->gpu);
+        info.size = cpu ? slice->threads : slice->sms;
+        planner::ModelDemand d;
+        d.name = e.name;
+        d.slo_ms = slo_ms;
+        d.profile = std::move(p).value();
+        tuned.push_back({infos.size(), std::move(d), cpu ? 0 : slice->gpu, !cpu});
+      }
+    }
+    signature += info.tuned ? "+;" : "-;";
+    infos.push_back(std::move(info));
+  }
+  if (signature == signature_) {
+    models_ = std::move(infos);
+    return;
+  }
+  signature_ = signature;
+  fleets_.clear();
+  for (const bool gpu : {false, true}) {
+    auto f = std::make_unique<Fleet>();
+    f->gpu = gpu;
+    planner::GpuSpec& spec = f->in.gpu;
+    if (gpu) {
+      const auto& gpus = manager_->options().gpus;
+      if (gpus.empty() || !gpus.front()) continue;
+      spec.kind = gpus.front()->layout().name;
+      spec.count = static_cast<int>(gpus.size());
+      spec.sms = gpus.front()->layout().sms;
+      spec.granularity_sms = gpus.front()->layout().group_sms;
+      spec.memory_bytes = gpus.front()->layout().memory_bytes;
+    } else {
+      spec.kind = "cpu";
+      spec.count = 1;
+      spec.sms = opt_.cpu_cores;
+      spec.granularity_sms = 1;
+    }
+    // The runtime pads a batch to the smallest executable that holds it.
+    f->in.options.pow2_buckets = true;
+    for (auto& t : tuned) {
+      if (t.gpu != gpu) continue;
+      f->members.push_back({t.demand.name, t.device, infos[t.info].size, {}, false});
+      f->in.models.push_back(std::move(t.demand));
+    }
+    if (f->members.empty()) continue;
+    f->tuner = std::make_unique<planner::Tuner>(f->in, opt_.tuner);
+    fleets_.push_back(std::move(f));
+  }
+  models_ = std::move(infos);
+  std::string names;
+  for (const auto& m : models_)
+    if (m.tuned) names += (names.empty() ? "" : ", ") + m.name + " (" + m.device + ")";
+  spdlog::info("tuner: tuning {}", names.empty() ? std::string("no model") : names);
+  for (const auto& m : models_)
+    if (!m.tuned) spdlog::info("tuner: not tuning '{}': {}", m.name, m.reason);
+}
+
+std::vector<std::string> ServeTuner::Tick(double window_s) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Rebuild();
+  std::vector<std::string> lines;
+  for (auto& fleet : fleets_) {
+    planner::FleetObservation obs;
+    obs.window_s = window_s;
+    const int ngpu = fleet->in.gpu.count;
+    obs.free_sms.assign(ngpu, 0);
+    if (fleet->gpu) {
+      const auto& gpus = manager_->options().gpus;
+      for (int g = 0; g < ngpu; ++g)
+        if (gpus[g]) obs.free_sms[g] = double(gpus[g]->free_groups() * gpus[g]->layout().group_sms);
+    } else {
+      // Cores are not held the way SMs are: the OS time-shares threads, and the models the
+      // tuner does not size share the cores with the ones it does. What the tuned models hold
+      // is what the tuner sizes against.
+      int held = 0;
+      for (const auto& m : fleet->members)
+        if (auto s = manager_->Slice(m.name); s.ok()) held += s->threads;
+      obs.free_sms[0] = std::max(0, opt_.cpu_cores - held);
+    }
+    bool baseline = false;
+    for (size_t mi = 0; mi < fleet->members.size(); ++mi) {
+      auto& m = fleet->members[mi];
+      auto stats = manager_->Stats(m.name, 0);
+      auto slice = manager_->Slice(m.name);
+      if (!stats.ok() || !slice.ok()) continue;
+      const Totals now = Sum(*stats);
+      m.size = fleet->gpu ? slice->sms : slice->threads;
+      if (!m.have_last) {
+        m.last = now;
+        m.have_last = true;
+        baseline = true;
+        continue;
+      }
+      const Totals& was = m.last;
+      planner::SliceObservation so;
+      so.id = static_cast<int>(mi);
+      so.gpu = m.device;
+      so.sms = m.size;
+      const planner::Profile& p = fleet->in.models[mi].profile;
+      so.max_batch = p.max_batch();
+      so.batches = static_cast<int64_t>(now.batches - was.batches);
+      const double compute = now.compute_ns - was.compute_ns;
+      so.busy = std::clamp(compute / (window_s * 1e9), 0.0, 1.0);
+      if (so.batches > 0) {
+        so.batch_ms = compute / 1e6 / double(so.batches);
+        double alone = 0;
+        for (const auto& [rows, n] : now.rows) {
+          const auto it = was.rows.find(rows);
+          const uint64_t k = n - (it == was.rows.end() ? 0 : it->second);
+          if (k > 0)
+            alone += double(k) *
+                     p.MeanMs(static_cast<int>(Bucket(int64_t(rows), p.max_batch())), m.size);
+        }
+        so.alone_ms = alone / double(so.batches);
+      }
+      so.members.push_back({mi, double(now.arrived - was.arrived) / window_s,
+                            static_cast<int64_t>(now.finished - was.finished),
+                            static_cast<int64_t>(now.within - was.within), 1.0});
+      spdlog::debug(
+          "tuner: {}: {:.1f} req/s, {} of {} within the SLO, {} batches, busy {:.2f}, on {:g}",
+          m.name, so.members[0].arrival_rps, so.members[0].within_slo, so.members[0].finished,
+          so.batches, so.busy, so.sms);
+      obs.slices.push_back(std::move(so));
+      m.last = now;
+    }
+    if (baseline || obs.slices.empty()) continue;
+    using Kind = planner::TuneAction::Kind;
+    for (const auto& a : fleet->tuner->Step(obs)) {
+      if (a.kind == Kind::kRoute) continue;  // one slice per model: nothing to route
+      const auto& m = fleet->members.at(static_cast<size_t>(a.slice >= 0 ? a.slice : 0));
+      std::string line;
+      if (a.kind != Kind::kResize) {
+        line = "not applied (the server does not add or remove instances): " + a.why;
+      } else {
+        const int size = static_cast<int>(std::lround(a.sms));
+        auto r = fleet->gpu ? manager_->SetSliceSms(m.name, size)
+                            : manager_->SetSliceThreads(m.name, size);
+        line = r.ok() ? a.why : fmt::format("{} -- failed: {}", a.why, r.status().ToString());
+      }
+      if (!fleet->gpu) {  // the planner's words for a CPU slice
+        for (size_t at = 0; (at = line.find(" SMs", at)) != std::string::npos; at += 8)
+          line.replace(at, 4, " threads");
+        for (size_t at = 0; (at = line.find("on GPU 0", at)) != std::string::npos; at += 10)
+          line.replace(at, 8, "on the CPU");
+      }
+      spdlog::info("tuner: {}", line);
+      lines.push_back(line);
+      if (history_.size() >= 1000) history_.erase(history_.begin());
+      history_.push_back(line);
+    }
+  }
+  for (auto& info : models_)
+    if (info.tuned)
+      if (auto s = manager_->Slice(info.name); s.ok())
+        info.size = info.device == "cpu" ? s->threads : s->sms;
+  return lines;
+}
+
+}  // namespace tessera::server

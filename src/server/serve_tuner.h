@@ -1,0 +1,83 @@
+// `tessera serve --tune`: the planner's online tuner (planner::Tuner) run on the live server.
+//
+// Once per window it reads every tuned model's statistics (requests arrived, answered within
+// the SLO, batches and their compute time), hands them to the tuner as one window's
+// observation, and applies what comes back through the live resize the admin API uses:
+// compute threads for CPU models (ModelManager::SetSliceThreads), SMs for models on a sliced
+// GPU (SetSliceSms, make-before-break). The tuner's hysteresis (bands, Poisson noise filter,
+// cool-down, shrink after several quiet windows) is the simulator's, unchanged.
+//
+// A model is tuned when it is ready, has one instance, an `slo_ms` parameter and a `profile`
+// parameter: a `tessera profile` file (latency by batch x slice size), relative to the model's
+// directory. Each device is one tuner's fleet: the CPU (slices are threads, 1 at a time, up to
+// its cores) and the sliced GPUs (slices are SMs in whole groups). The server's models keep the
+// instances their configs give them, so the tuner only changes sizes in place
+// (TunerOptions::add_slices false): no replicas, no moves, no consolidation. The batcher picks
+// batch sizes per request deadline, so the tuner's batch limit is reported, not applied.
+//
+// Thread-safe: Tick runs on the tuner's thread (Start) or on the caller's (tests).
+#pragma once
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tessera/planner/tuner.h"
+#include "tessera/runtime/model_manager.h"
+
+namespace tessera::server {
+
+struct ServeTunerOptions {
+  double window_s = 5;  // seconds between decisions
+  planner::TunerOptions tuner;
+  int cpu_cores = 0;  // the CPU fleet's size in threads; 0: the machine's
+};
+
+// One model as the tuner sees it: tuned (with its device and current size) or why not.
+struct TunedModelInfo {
+  std::string name;
+  bool tuned = false;
+  std::string reason;  // why it is not tuned
+  std::string device;  // "cpu" or "gpu N"
+  double size = 0;     // threads or SMs
+};
+
+class ServeTuner {
+ public:
+  ServeTuner(ModelManager* manager, ServeTunerOptions options);
+  ~ServeTuner();
+  ServeTuner(const ServeTuner&) = delete;
+  ServeTuner& operator=(const ServeTuner&) = delete;
+
+  // A thread that calls Tick every window_s seconds until Stop (or destruction).
+  void Start();
+  void Stop();
+  // One window of `window_s` seconds ending now: the models are looked up again (loads and
+  // unloads restart the tuner on the new set), the window observed, the actions applied.
+  // Returns one line per action taken or refused. The first window after a (re)start only
+  // takes the statistics' baseline.
+  std::vector<std::string> Tick(double window_s);
+  std::vector<TunedModelInfo> Models() const;
+  // Every action line so far (the last 1000).
+  std::vector<std::string> History() const;
+
+ private:
+  struct Fleet;
+  void Rebuild();
+  ModelManager* manager_;
+  ServeTunerOptions opt_;
+  mutable std::mutex mu_;
+  std::string signature_;
+  std::vector<TunedModelInfo> models_;
+  std::vector<std::unique_ptr<Fleet>> fleets_;
+  std::vector<std::string> history_;
+  std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+}  // namespace tessera::server

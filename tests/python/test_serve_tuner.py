@@ -1,0 +1,115 @@
+"""`tessera serve --tune`: the planner's online tuner resizing a live model's slice from what the
+server observes (rate, SLO attainment), through the same live resize as the admin API."""
+import json
+import os
+import re
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from server_util import TESSERA, TesseraServer, write_zoo
+
+
+def profile(model, ms_per_row_by_size, unit="cpu", gpu_sms=2):
+    """A profile whose batch of b rows takes b x ms_per_row on a slice of that size (no gain
+    from batching), so the tuner's capacities are easy to reason about: about
+    1000 / ms_per_row req/s before its utilisation slack."""
+    points = []
+    for size, ms in ms_per_row_by_size.items():
+        for b in (1, 2, 4, 8):
+            points.append({"sms": size, "batch": b, "mean_ms": b * ms, "std_ms": 0.05 * b * ms,
+                           "p99_ms": 1.1 * b * ms})
+    return {"model": model, "gpu": unit, "gpu_sms": gpu_sms, "memory_bytes": 1 << 20,
+            "mem_intensity": 0.1, "points": points}
+
+
+def add_params(repo, model, **params):
+    cfg = repo / model / "config.pbtxt"
+    cfg.write_text(cfg.read_text() + "".join(
+        f'parameters {{ key: "{k}" value {{ string_value: "{v}" }} }}\n'
+        for k, v in params.items()))
+
+
+def slice_of(s, model):
+    with urllib.request.urlopen(f"http://{s.http}/v2/models/{model}/slice", timeout=30) as r:
+        return json.loads(r.read())
+
+
+def wait_until(pred, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def load(s, model, rate, seconds):
+    r = subprocess.run([str(TESSERA), "bench", "-q", "-m", model, "-u", s.grpc, "--rate",
+                        str(rate), "-d", str(seconds), "--warmup", "0", "--slo-ms", "5000"],
+                       capture_output=True, text=True, timeout=seconds + 60)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_tuner_grows_a_loaded_cpu_slice_and_shrinks_it_when_the_load_goes(tmp_path):
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("needs two cores: a CPU slice of 1 thread grows to 2")
+    repo = write_zoo(tmp_path / "repo", "tiny_mlp")
+    for name in ("untuned", "bad_profile"):
+        (repo / name).mkdir()
+        (repo / name / "1").symlink_to(repo / "tiny_mlp" / "1", target_is_directory=True)
+        (repo / name / "config.pbtxt").write_text(
+            (repo / "tiny_mlp" / "config.pbtxt").read_text().replace('"tiny_mlp"', f'"{name}"'))
+    # The profile says one thread carries about 40 req/s and two about 80: the real model is
+    # far faster, so only the tuner's decision moves the slice, and it is deterministic.
+    (repo / "tiny_mlp" / "profile.json").write_text(
+        json.dumps(profile("tiny_mlp", {1: 25.0, 2: 12.5})))
+    add_params(repo, "tiny_mlp", slo_ms=1000, profile="profile.json")
+    add_params(repo, "untuned", slo_ms=1000)
+    (repo / "bad_profile" / "p.json").write_text('{"model": "x", "points": []}')
+    add_params(repo, "bad_profile", slo_ms=1000, profile="p.json")
+    s = TesseraServer(repo, "--threads-per-instance", 1, "--tune", "--tune-window", 0.5, "-v")
+    try:
+        assert slice_of(s, "tiny_mlp")["threads"] == 1
+        s._wait_for(r"tuner: tuning tiny_mlp \(cpu\)$", 30)
+        s._wait_for(r"not tuning 'untuned': no profile parameter", 5)
+        s._wait_for(r"not tuning 'bad_profile': profile: .*p\.json", 5)
+        # 80 req/s against a 1-thread capacity of about 35: the slice grows to 2 threads.
+        load(s, "tiny_mlp", 80, 4)
+        assert slice_of(s, "tiny_mlp")["threads"] == 2, s.output()
+        line = s._wait_for(r"tuner: tiny_mlp: rate near capacity .*1 -> 2 threads", 5)
+        assert "SMs" not in line
+        # Nothing arrives: after the tuner's quiet windows it gives the thread back.
+        wait_until(lambda: slice_of(s, "tiny_mlp")["threads"] == 1, 30, "the slice to shrink")
+        s._wait_for(r"tuner: tiny_mlp: .* 2 -> 1 threads", 5)
+        # The neighbours were never touched.
+        assert slice_of(s, "untuned")["threads"] == 1
+        assert slice_of(s, "bad_profile")["threads"] == 1
+    finally:
+        s.stop()
+
+
+def test_the_tuner_resizes_a_gpu_slice_in_sms_on_the_emulated_gpu(tmp_path):
+    """The GPU path end to end without a GPU (--engine cuda-host): the slice grows in whole
+    8-SM groups, make-before-break, through the same SetSliceSms as `tessera slice set`."""
+    repo = write_zoo(tmp_path / "repo", "tiny_mlp")
+    sizes = {8: 25.0, 16: 12.5, 24: 25.0 / 3, 32: 6.25}
+    (repo / "tiny_mlp" / "profile.json").write_text(
+        json.dumps(profile("tiny_mlp", sizes, unit="emulated", gpu_sms=132)))
+    cfg = repo / "tiny_mlp" / "config.pbtxt"
+    cfg.write_text(cfg.read_text() + "instance_group { count: 1 kind: KIND_GPU }\n")
+    add_params(repo, "tiny_mlp", slo_ms=1000, profile="profile.json", slice_sms=8)
+    s = TesseraServer(repo, "--engine", "cuda-host", "--tune", "--tune-window", 0.5, "-v")
+    try:
+        assert slice_of(s, "tiny_mlp")["sms"] == 8
+        s._wait_for(r"tuner: tuning tiny_mlp \(gpu 0\)$", 30)
+        load(s, "tiny_mlp", 80, 4)
+        wait_until(lambda: slice_of(s, "tiny_mlp")["sms"] > 8, 10, "the slice to grow")
+        body = slice_of(s, "tiny_mlp")
+        assert body["sms"] % 8 == 0 and body["resize_ms"] > 0, body
+        line = s._wait_for(r"tuner: tiny_mlp: rate near capacity .*8 -> \d+ SMs", 5)
+        assert re.search(r"capacity [\d.]+ req/s", line), line
+    finally:
+        s.stop()
