@@ -29,6 +29,8 @@ struct ServerOptions {
   // Page-lock system shared-memory regions at registration (the server slices GPUs), so their
   // tensors reach the GPU by DMA without a staging copy.
   bool pin_system_shm = false;
+  // More Prometheus text appended to /metrics (the online tuner's series); may be empty.
+  std::function<std::string()> extra_metrics;
 };
 
 class ServerContext {

@@ -285,13 +285,16 @@ std::vector<std::string> ServeTuner::Tick(double window_s) {
       if (a.kind == Kind::kRoute) continue;  // one slice per model: nothing to route
       const auto& m = fleet->members.at(static_cast<size_t>(a.slice >= 0 ? a.slice : 0));
       std::string line;
+      Counts& n = counts_[m.name];
       if (a.kind != Kind::kResize) {
         line = "not applied (the server does not add or remove instances): " + a.why;
+        ++n.refused;
       } else {
         const int size = static_cast<int>(std::lround(a.sms));
         auto r = fleet->gpu ? manager_->SetSliceSms(m.name, size)
                             : manager_->SetSliceThreads(m.name, size);
         line = r.ok() ? a.why : fmt::format("{} -- failed: {}", a.why, r.status().ToString());
+        ++(!r.ok() ? n.refused : size > m.size ? n.grow : n.shrink);
       }
       if (!fleet->gpu) {  // the planner's words for a CPU slice
         for (size_t at = 0; (at = line.find(" SMs", at)) != std::string::npos; at += 8)
@@ -310,6 +313,27 @@ std::vector<std::string> ServeTuner::Tick(double window_s) {
       if (auto s = manager_->Slice(info.name); s.ok())
         info.size = info.device == "cpu" ? s->threads : s->sms;
   return lines;
+}
+
+std::string ServeTuner::PrometheusText() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string out =
+      "# HELP tessera_tuner_tuned Models the online tuner sizes (1) or does not (0; the log "
+      "says why)\n"
+      "# TYPE tessera_tuner_tuned gauge\n";
+  for (const auto& m : models_)
+    out += fmt::format("tessera_tuner_tuned{{model=\"{}\"}} {}\n", m.name, m.tuned ? 1 : 0);
+  out +=
+      "# HELP tessera_tuner_resizes_total Live resizes the online tuner made (grow, shrink) or "
+      "could not make (refused)\n"
+      "# TYPE tessera_tuner_resizes_total counter\n";
+  for (const auto& [name, n] : counts_)
+    for (const auto& [dir, v] : {std::pair<const char*, uint64_t>{"grow", n.grow},
+                                 {"shrink", n.shrink},
+                                 {"refused", n.refused}})
+      out += fmt::format("tessera_tuner_resizes_total{{model=\"{}\",direction=\"{}\"}} {}\n", name,
+                         dir, v);
+  return out;
 }
 
 }  // namespace tessera::server

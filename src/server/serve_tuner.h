@@ -19,6 +19,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -63,6 +64,9 @@ class ServeTuner {
   std::vector<TunedModelInfo> Models() const;
   // Every action line so far (the last 1000).
   std::vector<std::string> History() const;
+  // Prometheus text: tessera_tuner_tuned{model} (1 tuned, 0 not) and
+  // tessera_tuner_resizes_total{model,direction="grow"|"shrink"|"refused"}.
+  std::string PrometheusText() const;
 
  private:
   struct Fleet;
@@ -74,6 +78,10 @@ class ServeTuner {
   std::vector<TunedModelInfo> models_;
   std::vector<std::unique_ptr<Fleet>> fleets_;
   std::vector<std::string> history_;
+  struct Counts {
+    uint64_t grow = 0, shrink = 0, refused = 0;
+  };
+  std::map<std::string, Counts> counts_;  // by model
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;
   bool stop_ = false;

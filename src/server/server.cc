@@ -34,17 +34,18 @@ Result<std::unique_ptr<Server>> Server::Start(ModelManager* manager, ServerOptio
     mo.port = options.metrics_port;
     mo.threads = 1;
     mo.max_body_bytes = 1 << 20;
-    auto metrics =
-        HttpServer::Start(mo, [manager](HttpRequest&& r, std::shared_ptr<HttpReplier> rep) {
-          if (r.path != "/metrics") {
-            rep->Reply(ErrorResponse(Status::NotFound("metrics are at /metrics")));
-            return;
-          }
-          HttpResponse out;
-          out.headers.emplace_back("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
-          out.body = PrometheusText(*manager);
-          rep->Reply(std::move(out));
-        });
+    auto metrics = HttpServer::Start(mo, [manager, extra = options.extra_metrics](
+                                             HttpRequest&& r, std::shared_ptr<HttpReplier> rep) {
+      if (r.path != "/metrics") {
+        rep->Reply(ErrorResponse(Status::NotFound("metrics are at /metrics")));
+        return;
+      }
+      HttpResponse out;
+      out.headers.emplace_back("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+      out.body = PrometheusText(*manager);
+      if (extra) out.body += extra();
+      rep->Reply(std::move(out));
+    });
     if (!metrics.ok()) return metrics.status().WithContext("metrics");
     s->metrics_ = std::move(metrics).value();
   }

@@ -214,6 +214,13 @@ int Run(const Opts& o) {
     if (const char* t = std::getenv("TESSERA_ADMIN_TOKEN")) so.admin_token = t;
   so.exit_timeout_s = o.exit_timeout;
   so.pin_system_shm = !mo.gpus.empty() && o.engine != "cuda-host";
+  std::unique_ptr<server::ServeTuner> tuner;
+  if (o.tune) {
+    server::ServeTunerOptions to;
+    to.window_s = o.tune_window;
+    tuner = std::make_unique<server::ServeTuner>(&manager, to);
+    so.extra_metrics = [t = tuner.get()] { return t->PrometheusText(); };
+  }
 
   // Frontends first, so health checks answer (live, not ready) while models load.
   auto server = server::Server::Start(&manager, so);
@@ -257,11 +264,7 @@ int Run(const Opts& o) {
       }
     });
 
-  std::unique_ptr<server::ServeTuner> tuner;
-  if (o.tune) {
-    server::ServeTunerOptions to;
-    to.window_s = o.tune_window;
-    tuner = std::make_unique<server::ServeTuner>(&manager, to);
+  if (tuner) {
     tuner->Start();
     fmt::print("tuner    every {:g} s: resizes models with slo_ms and profile parameters\n",
                o.tune_window);
@@ -275,7 +278,7 @@ int Run(const Opts& o) {
   std::fflush(stdout);
   polling = false;
   if (poller.joinable()) poller.join();
-  tuner.reset();
+  if (tuner) tuner->Stop();  // the metrics frontend may still read it until the server goes
   const size_t left = (*server)->Shutdown();
   server->reset();
   fmt::print("stopped{}\n", left ? fmt::format(" ({} request(s) were still running)", left) : "");

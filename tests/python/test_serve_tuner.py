@@ -62,10 +62,11 @@ def test_the_tuner_grows_a_loaded_cpu_slice_and_shrinks_it_when_the_load_goes(tm
         (repo / name / "1").symlink_to(repo / "tiny_mlp" / "1", target_is_directory=True)
         (repo / name / "config.pbtxt").write_text(
             (repo / "tiny_mlp" / "config.pbtxt").read_text().replace('"tiny_mlp"', f'"{name}"'))
-    # The profile says one thread carries about 40 req/s and two about 80: the real model is
-    # far faster, so only the tuner's decision moves the slice, and it is deterministic.
+    # The profile says one thread carries about 40 req/s and two about 125 (so 2 is the size
+    # the tuner picks for 80, whatever the cores): the real model is far faster, so only the
+    # tuner's decision moves the slice, and it is deterministic.
     (repo / "tiny_mlp" / "profile.json").write_text(
-        json.dumps(profile("tiny_mlp", {1: 25.0, 2: 12.5})))
+        json.dumps(profile("tiny_mlp", {1: 25.0, 2: 8.0})))
     add_params(repo, "tiny_mlp", slo_ms=1000, profile="profile.json")
     add_params(repo, "untuned", slo_ms=1000)
     (repo / "bad_profile" / "p.json").write_text('{"model": "x", "points": []}')
@@ -87,6 +88,16 @@ def test_the_tuner_grows_a_loaded_cpu_slice_and_shrinks_it_when_the_load_goes(tm
         # The neighbours were never touched.
         assert slice_of(s, "untuned")["threads"] == 1
         assert slice_of(s, "bad_profile")["threads"] == 1
+        # What the tuner did, in the Prometheus metrics.
+        with urllib.request.urlopen(f"http://localhost:{s.metrics_port}/metrics",
+                                    timeout=30) as r:
+            metrics = r.read().decode()
+        for series in ('tessera_tuner_tuned{model="tiny_mlp"} 1',
+                       'tessera_tuner_tuned{model="untuned"} 0',
+                       'tessera_tuner_resizes_total{model="tiny_mlp",direction="grow"} 1',
+                       'tessera_tuner_resizes_total{model="tiny_mlp",direction="shrink"} 1',
+                       'tessera_tuner_resizes_total{model="tiny_mlp",direction="refused"} 0'):
+            assert series in metrics, metrics
     finally:
         s.stop()
 
