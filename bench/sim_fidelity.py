@@ -14,8 +14,8 @@ that). A slice is then one core. The simulation runs twice:
               scenario's "transit_ms";
   in-run      the engine profile scaled by what the server itself measured while under the load
               (its statistics' batch_stats: compute time per executed batch, per power-of-two
-              executable), transit = the client's mean latency - the server's mean request
-              latency in the same run. This isolates the simulator's queueing and batching model
+              executable, mean and spread), transit = the client's mean latency - the server's
+              mean request latency in the same run. This isolates the simulator's queueing and batching model
               from the VM's speed drifting between profiling and load (tens of percent here).
 Each simulated figure is the simulator's expectation: one run --windows times as long as the
 measurement. Beside it, the 5th..95th percentile of the statistic over --windows simulated runs
@@ -76,34 +76,49 @@ def bucket(rows):
 
 def in_run_profile(engine, before, after, client_mean_ms):
     """The engine profile scaled, per executable, by the compute times the server recorded
-    between two statistics snapshots; plus the mean transit outside the server."""
+    between two statistics snapshots (mean, and the spread from the server's sum of squares,
+    "tessera_compute_ms_sq"); plus the mean transit outside the server."""
     def per_rows(s):
         out = {}
         for b in s.get("batch_stats", []):
             ns = sum(b[k]["ns"] for k in ("compute_input", "compute_infer", "compute_output"))
-            out[int(b["batch_size"])] = (b["compute_infer"]["count"], ns)
+            out[int(b["batch_size"])] = (b["compute_infer"]["count"], ns,
+                                         b.get("tessera_compute_ms_sq", 0.0))
         return out
     b0, b1 = per_rows(before), per_rows(after)
     by_bucket = {}
-    for rows, (n, ns) in b1.items():
-        n0, ns0 = b0.get(rows, (0, 0))
+    for rows, (n, ns, sq) in b1.items():
+        n0, ns0, sq0 = b0.get(rows, (0, 0, 0.0))
         if n - n0 > 0:
-            c, t = by_bucket.get(bucket(rows), (0, 0))
-            by_bucket[bucket(rows)] = (c + n - n0, t + ns - ns0)
+            c, t, q = by_bucket.get(bucket(rows), (0, 0, 0.0))
+            by_bucket[bucket(rows)] = (c + n - n0, t + ns - ns0, q + sq - sq0)
     mean = {p["batch"]: p["mean_ms"] for p in engine["points"]}
-    scale = {b: (t / c / 1e6) / mean[b] for b, (c, t) in by_bucket.items() if b in mean}
-    executions = sum(c for c, _ in by_bucket.values())
-    k_all = (sum(t / 1e6 for b, (c, t) in by_bucket.items() if b in mean) /
-             sum(c * mean[b] for b, (c, t) in by_bucket.items() if b in mean)) if scale else 1.0
+    scale = {b: (t / c / 1e6) / mean[b] for b, (c, t, _) in by_bucket.items() if b in mean}
+    # The spread as it ran (the server's I/O threads and the VM interrupt compute on its core:
+    # several times the quiet profile's), where enough batches ran to estimate it.
+    std = {b: max(0.0, q / c - (t / c / 1e6) ** 2) ** 0.5
+           for b, (c, t, q) in by_bucket.items() if b in mean and c >= 20 and q > 0}
+    executions = sum(c for c, _, _ in by_bucket.values())
+    k_all = (sum(t / 1e6 for b, (c, t, _) in by_bucket.items() if b in mean) /
+             sum(c * mean[b] for b, (c, t, _) in by_bucket.items() if b in mean)) if scale else 1.0
+    # Where the run had too few batches of a size to measure its spread: the measured sizes'
+    # spread relative to the profile's, applied to the profile's.
+    quiet = {p["batch"]: p["std_ms"] for p in engine["points"]}
+    ratios = [std[b] / (quiet[b] * scale[b]) for b in std if quiet.get(b, 0) > 0]
+    std_ratio = sum(ratios) / len(ratios) if ratios else 1.0
     points = [dict(p, mean_ms=p["mean_ms"] * scale.get(p["batch"], k_all),
                    p99_ms=p["p99_ms"] * scale.get(p["batch"], k_all),
-                   std_ms=p["std_ms"] * scale.get(p["batch"], k_all)) for p in engine["points"]]
+                   std_ms=std.get(p["batch"],
+                                  p["std_ms"] * scale.get(p["batch"], k_all) * std_ratio))
+              for p in engine["points"]]
     ok0, ok1 = before["inference_stats"]["success"], after["inference_stats"]["success"]
     served = ok1["count"] - ok0["count"]
     server_mean_ms = (ok1["ns"] - ok0["ns"]) / served / 1e6 if served else 0.0
     transit = max(0.0, client_mean_ms - server_mean_ms)
     fit = {"executions": executions, "scale_by_batch": {str(b): round(v, 4)
                                                         for b, v in sorted(scale.items())},
+           "std_ms_by_batch": {str(b): round(v, 3) for b, v in sorted(std.items())},
+           "std_vs_profile": round(std_ratio, 3),
            "k": k_all, "server_mean_ms": server_mean_ms, "client_mean_ms": client_mean_ms,
            "transit_ms": transit}
     return dict(engine, gpu="cpu-in-run", points=points), fit
@@ -216,7 +231,8 @@ def main():
                 run_prof, run_fit = in_run_profile(engine, before, server_stats(server.http),
                                                    meas["mean_ms"])
                 print(f"in the run: compute x{run_fit['k']:.3f} the engine profile "
-                      f"({run_fit['executions']} batches), transit {run_fit['transit_ms']:.3f} ms",
+                      f"({run_fit['executions']} batches), spread x{run_fit['std_vs_profile']:.2f} "
+                      f"the profile's, transit {run_fit['transit_ms']:.3f} ms",
                       flush=True)
                 run_path = tmp / "in_run.json"
                 run_path.write_text(json.dumps(run_prof))

@@ -224,6 +224,8 @@ std::string StatsJson(const std::vector<ModelStatsSnapshot>& snaps) {
       Duration(w, "compute_input", b.compute_input);
       Duration(w, "compute_infer", b.compute_infer);
       Duration(w, "compute_output", b.compute_output);
+      w.Key("tessera_compute_ms_sq");
+      w.Double(b.compute_ms_sq);
       w.EndObject();
     }
     w.EndArray();

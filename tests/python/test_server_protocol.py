@@ -213,6 +213,11 @@ def test_statistics_count_requests_and_batches(server):
     for k in ["queue", "compute_input", "compute_infer", "compute_output"]:
         assert after["inference_stats"][k]["ns"] > before["inference_stats"][k]["ns"]
     assert any(b["batch_size"] == 2 for b in after["batch_stats"])
+    # Tessera's spread of a batch's compute time: sum of squares (ms^2) >= n x mean^2.
+    for b in after["batch_stats"]:
+        n = b["compute_infer"]["count"]
+        ms = sum(b[k]["ns"] for k in ("compute_input", "compute_infer", "compute_output")) / 1e6
+        assert b["tessera_compute_ms_sq"] >= ms * ms / n * (1 - 1e-9) > 0, b
     mem = after["memory_usage"][0]
     assert mem["type"] == "CPU" and mem["byte_size"] > 16 * 64 * 4  # at least the weights
     g = tg.InferenceServerClient(server.grpc).get_inference_statistics("tiny_mlp")

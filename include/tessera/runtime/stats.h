@@ -23,6 +23,10 @@ struct DurationStat {
 struct BatchStat {
   uint64_t batch_size = 0;
   DurationStat compute_input, compute_infer, compute_output;
+  // Tessera's: the sum over executions of (input + infer + output time in ms)^2, so a reader
+  // gets the spread of a batch's compute time (variance = sum_sq / n - mean^2), not only its
+  // mean. HTTP statistics carry it as "tessera_compute_ms_sq".
+  double compute_ms_sq = 0;
 };
 
 // Why the runtime refused or dropped a request.
