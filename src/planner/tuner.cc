@@ -200,7 +200,7 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
   // Where a new slice for model mi goes: best fit among the GPUs in use (the fullest one
   // where a slice carrying `want` fits), else the in-use GPU where the largest slice fits, else
   // the first empty GPU; -1 when the fleet is full. *sms gets the slice's size there.
-  auto place = [&](size_t mi, double want, double* sms) {
+  auto place = [&](size_t mi, double want, double* sms, bool may_open) {
     int fit = -1, largest = -1;
     double fit_sms = 0, largest_sms = 0, largest_cap = 0;
     for (int gi = 0; gi < ngpu; ++gi) {
@@ -214,7 +214,7 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
     }
     if (fit >= 0) return *sms = fit_sms, fit;
     if (largest >= 0 && largest_cap >= 0.25 * want) return *sms = largest_sms, largest;
-    for (int gi = 0; gi < ngpu; ++gi)
+    for (int gi = 0; gi < ngpu && may_open; ++gi)
       if (slices_on[gi] == 0 && free[gi] >= g) {
         const double to = std::min<double>(usable_sms_, std::floor(free[gi] / g) * g);
         *sms = size_for(mi, 0, to, inflation_on(gi, 0), want);
@@ -227,9 +227,9 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
   std::vector<TuneAction> out;
   // Adds a dedicated slice for model mi sized for `want` req/s where `place` puts it, with the
   // reason why(sms, gpu, capacity), and books its SMs; returns its capacity, 0 if none fits.
-  auto add_slice = [&](size_t mi, double want, auto why) {
+  auto add_slice = [&](size_t mi, double want, bool may_open, auto why) {
     double s = 0;
-    const int gi = place(mi, want, &s);
+    const int gi = place(mi, want, &s, may_open);
     if (gi < 0) return 0.0;
     int mb = 0;
     const double c = cap(mi, s, inflation_on(gi, 0), &mb);
@@ -309,7 +309,7 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
       bool crowded = missed;
       for (const Ref& r : shr) crowded |= r.slice->busy > opt_.grow_above;
       if (!crowded || !opt_.add_slices) continue;
-      const double c = add_slice(mi, need, [&](double s, int gi, double c) {
+      const double c = add_slice(mi, need, true, [&](double s, int gi, double c) {
         return Fmt(
             "%s outgrew its shared slice (%.1f req/s%s): a dedicated %.0f-SM slice on GPU %d "
             "carries %.1f req/s",
@@ -441,8 +441,13 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
           deficit = 0;
         }
       }
+      // A GPU not in use opens only on evidence that the slices cannot carry the load: a
+      // missed window, or a rate past their raw capacity (beyond the max_utilization slack
+      // that the capacity keeps). Until then the slack carries the rise; an opened GPU is the
+      // fleet's most expensive step and, as rates fall back, the one least often undone.
+      const bool may_open = !opt_.open_on_evidence || missed || st.rate >= total / rho;
       while (deficit > 0 && !wait_for_donors && opt_.add_slices) {
-        const double c = add_slice(mi, deficit, [&](double s, int gi, double c) {
+        const double c = add_slice(mi, deficit, may_open, [&](double s, int gi, double c) {
           return Fmt(
               "%s: %s (%.1f of %.1f req/s) and no room to grow in place: a replica of %.0f SMs "
               "on GPU %d, capacity %.1f req/s",

@@ -718,6 +718,32 @@ TEST(Tuner, AddsAReplicaWhenItsGpuIsFull) {
   EXPECT_TRUE(rerouted);
 }
 
+TEST(Tuner, OpensAGpuOnlyOnEvidence) {
+  // A full GPU and a rate just past capacity but within the slack capacity keeps
+  // (max_utilization): no new GPU yet. Past the raw capacity, or after a missed window, it opens.
+  const auto in = OneModel(300, 20, LinearProfile("m"));
+  TunerOptions o = tuner_test::ClosedForm();
+  o.grow_sigma = 0;
+  const double c = tuner_test::Cap(in, 32);
+  auto adds = [](const std::vector<TuneAction>& acts) {
+    int n = 0;
+    for (const auto& a : acts) n += a.kind == TuneAction::Kind::kAdd;
+    return n;
+  };
+  Tuner waits(in, o);
+  for (int w = 0; w < 5; ++w)
+    EXPECT_EQ(adds(waits.Step(tuner_test::Observe({{0, 32}}, 1.05 * c, {0, 128}))), 0) << w;
+  EXPECT_EQ(adds(waits.Step(tuner_test::Observe({{0, 32}}, 1.15 * c, {0, 128}))), 1);
+  Tuner missed(in, o);
+  auto obs = tuner_test::Observe({{0, 32}}, 1.05 * c, {0, 128});
+  obs.slices[0].members[0].finished = 1000;
+  obs.slices[0].members[0].within_slo = 900;
+  EXPECT_EQ(adds(missed.Step(obs)), 1);
+  o.open_on_evidence = false;
+  Tuner eager(in, o);
+  EXPECT_EQ(adds(eager.Step(tuner_test::Observe({{0, 32}}, 1.05 * c, {0, 128}))), 1);
+}
+
 TEST(Tuner, WithoutNewSlicesItOnlyResizesInPlace) {
   // add_slices off (tessera serve --tune): a full GPU gets no replica, a light one is not
   // consolidated; growth in place still happens where there is room.

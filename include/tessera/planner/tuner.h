@@ -122,6 +122,9 @@ struct TunerOptions {
   // consolidation). false: slices only change size in place (and neighbours donate SMs), as in
   // `tessera serve --tune`, whose models keep the instances their configs give them.
   bool add_slices = true;
+  // A replica goes onto a GPU not in use only after a missed window or a rate past the slices'
+  // raw capacity (capacity / max_utilization); false: as soon as the rate passes capacity.
+  bool open_on_evidence = true;
 };
 
 // Interference calibrated from live statistics: every window, each slice that ran at least
