@@ -445,7 +445,11 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
       // missed window, or a rate past their raw capacity (beyond the max_utilization slack
       // that the capacity keeps). Until then the slack carries the rise; an opened GPU is the
       // fleet's most expensive step and, as rates fall back, the one least often undone.
-      const bool may_open = !opt_.open_on_evidence || missed || st.rate >= total / rho;
+      const double strict =
+          in_.options.check_attainment > 0 ? in_.options.check_attainment : opt_.attainment_floor;
+      const bool strict_miss = finished >= opt_.min_requests && within < strict * finished;
+      const bool may_open = !opt_.open_on_evidence || missed || strict_miss ||
+                            st.rate >= opt_.open_above * total / rho;
       while (deficit > 0 && !wait_for_donors && opt_.add_slices) {
         const double c = add_slice(mi, deficit, may_open, [&](double s, int gi, double c) {
           return Fmt(

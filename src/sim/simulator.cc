@@ -1013,11 +1013,12 @@ Status ParseTune(const nlohmann::json& j, const std::string& where, SimScenario:
   using json_fields::GetInt;
   using json_fields::GetNumber;
   if (!j.is_object()) return Bad(where, "an object", j);
-  TESSERA_RETURN_IF_ERROR(json_fields::CheckKeys(
-      j, where,
-      {"enabled", "interval_s", "resize_delay_s", "grow_above", "target_load", "shrink_below",
-       "shrink_windows", "cooldown_windows", "attainment_floor", "max_trust",
-       "learn_interference_after", "grow_sigma", "checked_capacity", "open_on_evidence"}));
+  TESSERA_RETURN_IF_ERROR(
+      json_fields::CheckKeys(j, where,
+                             {"enabled", "interval_s", "resize_delay_s", "grow_above",
+                              "target_load", "shrink_below", "shrink_windows", "cooldown_windows",
+                              "attainment_floor", "max_trust", "learn_interference_after",
+                              "grow_sigma", "checked_capacity", "open_on_evidence", "open_above"}));
   t->enabled = true;
   TESSERA_RETURN_IF_ERROR(json_fields::GetBool(j, "enabled", where, &t->enabled));
   TESSERA_RETURN_IF_ERROR(GetNumber(j, "interval_s", where, &t->interval_s, 0));
@@ -1031,6 +1032,7 @@ Status ParseTune(const nlohmann::json& j, const std::string& where, SimScenario:
   TESSERA_RETURN_IF_ERROR(GetNumber(j, "grow_sigma", where, &o.grow_sigma, 0, true));
   TESSERA_RETURN_IF_ERROR(json_fields::GetBool(j, "checked_capacity", where, &o.checked_capacity));
   TESSERA_RETURN_IF_ERROR(json_fields::GetBool(j, "open_on_evidence", where, &o.open_on_evidence));
+  TESSERA_RETURN_IF_ERROR(GetNumber(j, "open_above", where, &o.open_above, 1, true));
   int64_t n = o.shrink_windows;
   TESSERA_RETURN_IF_ERROR(GetInt(j, "shrink_windows", where, &n, 1));
   o.shrink_windows = static_cast<int>(n);

@@ -125,6 +125,7 @@ struct TunerOptions {
   // A replica goes onto a GPU not in use only after a missed window or a rate past the slices'
   // raw capacity (capacity / max_utilization); false: as soon as the rate passes capacity.
   bool open_on_evidence = true;
+  double open_above = 1.0;  // x raw capacity
 };
 
 // Interference calibrated from live statistics: every window, each slice that ran at least
