@@ -66,10 +66,10 @@ void ModelStats::RecordExecution(int64_t rows, int64_t input_ns, int64_t infer_n
   Add(&it->compute_input, input_ns);
   Add(&it->compute_infer, infer_ns);
   Add(&it->compute_output, output_ns);
-  const double ms = static_cast<double>(std::max<int64_t>(0, input_ns) +
-                                        std::max<int64_t>(0, infer_ns) +
-                                        std::max<int64_t>(0, output_ns)) /
-                    1e6;
+  const double ms =
+      static_cast<double>(std::max<int64_t>(0, input_ns) + std::max<int64_t>(0, infer_ns) +
+                          std::max<int64_t>(0, output_ns)) /
+      1e6;
   it->compute_ms_sq += ms * ms;
 }
 
