@@ -52,6 +52,9 @@ struct ServeTuner::Fleet {
   bool gpu = false;
   planner::PlanInput in;
   std::unique_ptr<planner::Tuner> tuner;
+  // Interference calibrated from these windows (slices that ran >= 3 batches next to busy
+  // neighbours): reported, and used by the tuner only with learn_interference_after > 0.
+  planner::LiveInterference live;
   struct Member {
     std::string name;
     int device = 0;  // GPU index (0 on the CPU)
@@ -280,6 +283,7 @@ std::vector<std::string> ServeTuner::Tick(double window_s) {
       m.last = now;
     }
     if (baseline || obs.slices.empty()) continue;
+    fleet->live.Observe(fleet->in, obs);
     using Kind = planner::TuneAction::Kind;
     for (const auto& a : fleet->tuner->Step(obs)) {
       if (a.kind == Kind::kRoute) continue;  // one slice per model: nothing to route
@@ -333,6 +337,36 @@ std::string ServeTuner::PrometheusText() const {
                                  {"refused", n.refused}})
       out += fmt::format("tessera_tuner_resizes_total{{model=\"{}\",direction=\"{}\"}} {}\n", name,
                          dir, v);
+  // The live interference estimator, by device; each family's lines together.
+  std::string samples, alpha, error;
+  for (const auto& f : fleets_) {
+    const std::string dev = f->gpu ? "gpu" : "cpu";
+    samples +=
+        fmt::format("tessera_interference_live_samples{{device=\"{}\"}} {}\n", dev, f->live.size());
+    const auto held = f->live.samples();
+    if (auto fit = f->live.Fit(); fit.ok()) {
+      alpha +=
+          fmt::format("tessera_interference_live_alpha{{device=\"{}\"}} {}\n", dev, fit->alpha());
+      error += fmt::format("tessera_interference_live_error{{device=\"{}\",alpha=\"fit\"}} {}\n",
+                           dev, fit->Evaluate(held).mean_abs_rel);
+      error += fmt::format("tessera_interference_live_error{{device=\"{}\",alpha=\"model\"}} {}\n",
+                           dev, f->tuner->interference().Evaluate(held).mean_abs_rel);
+    }
+  }
+  out +=
+      "# HELP tessera_interference_live_samples Slice windows the live interference estimator "
+      "holds, by device (a slice's batch time next to busy neighbours against the profile's "
+      "time alone)\n"
+      "# TYPE tessera_interference_live_samples gauge\n" +
+      samples +
+      "# HELP tessera_interference_live_alpha Interference alpha fitted from those samples "
+      "(latency x (1 + alpha x neighbours' pressure)); absent until a sample has neighbours\n"
+      "# TYPE tessera_interference_live_alpha gauge\n" +
+      alpha +
+      "# HELP tessera_interference_live_error Mean |predicted - observed| / observed batch time "
+      "on those samples, of the fitted alpha (fit) and of the tuner's (model)\n"
+      "# TYPE tessera_interference_live_error gauge\n" +
+      error;
   return out;
 }
 

@@ -104,23 +104,42 @@ def test_the_tuner_grows_a_loaded_cpu_slice_and_shrinks_it_when_the_load_goes(tm
 
 def test_the_tuner_resizes_a_gpu_slice_in_sms_on_the_emulated_gpu(tmp_path):
     """The GPU path end to end without a GPU (--engine cuda-host): the slice grows in whole
-    8-SM groups, make-before-break, through the same SetSliceSms as `tessera slice set`."""
+    8-SM groups, make-before-break, through the same SetSliceSms as `tessera slice set`; the
+    live interference estimator collects its neighbours' windows."""
+    import shutil
+    import threading
     repo = write_zoo(tmp_path / "repo", "tiny_mlp")
+    shutil.copytree(repo / "tiny_mlp", repo / "neighbour")
+    cfg = repo / "neighbour" / "config.pbtxt"
+    cfg.write_text(cfg.read_text().replace('"tiny_mlp"', '"neighbour"'))
     sizes = {8: 25.0, 16: 12.5, 24: 25.0 / 3, 32: 6.25}
-    (repo / "tiny_mlp" / "profile.json").write_text(
-        json.dumps(profile("tiny_mlp", sizes, unit="emulated", gpu_sms=132)))
-    cfg = repo / "tiny_mlp" / "config.pbtxt"
-    cfg.write_text(cfg.read_text() + "instance_group { count: 1 kind: KIND_GPU }\n")
-    add_params(repo, "tiny_mlp", slo_ms=1000, profile="profile.json", slice_sms=8)
-    s = TesseraServer(repo, "--engine", "cuda-host", "--tune", "--tune-window", 0.5, "-v")
+    for name in ("tiny_mlp", "neighbour"):
+        (repo / name / "profile.json").write_text(
+            json.dumps(profile(name, sizes, unit="emulated", gpu_sms=132)))
+        cfg = repo / name / "config.pbtxt"
+        cfg.write_text(cfg.read_text() + "instance_group { count: 1 kind: KIND_GPU }\n")
+        add_params(repo, name, slo_ms=1000, profile="profile.json", slice_sms=8)
+    s = TesseraServer(repo, "--engine", "cuda-host", "--tune", "--tune-window", 0.5)
     try:
         assert slice_of(s, "tiny_mlp")["sms"] == 8
-        s._wait_for(r"tuner: tuning tiny_mlp \(gpu 0\)$", 30)
+        s._wait_for(r"tuner: tuning (neighbour \(gpu 0\), tiny_mlp|tiny_mlp \(gpu 0\), "
+                    r"neighbour) \(gpu 0\)$", 30)
+        other = threading.Thread(target=load, args=(s, "neighbour", 20, 4))
+        other.start()
         load(s, "tiny_mlp", 80, 4)
+        other.join()
         wait_until(lambda: slice_of(s, "tiny_mlp")["sms"] > 8, 10, "the slice to grow")
         body = slice_of(s, "tiny_mlp")
         assert body["sms"] % 8 == 0 and body["resize_ms"] > 0, body
         line = s._wait_for(r"tuner: tiny_mlp: rate near capacity .*8 -> \d+ SMs", 5)
         assert re.search(r"capacity [\d.]+ req/s", line), line
+        # Both slices ran next to each other: the estimator holds their windows and fits alpha.
+        with urllib.request.urlopen(f"http://localhost:{s.metrics_port}/metrics",
+                                    timeout=30) as r:
+            metrics = r.read().decode()
+        held = re.search(r'tessera_interference_live_samples\{device="gpu"\} (\d+)', metrics)
+        assert held and int(held.group(1)) > 0, metrics
+        assert re.search(r'tessera_interference_live_alpha\{device="gpu"\} [\d.e+-]+', metrics)
+        assert 'tessera_interference_live_error{device="gpu",alpha="model"}' in metrics
     finally:
         s.stop()
