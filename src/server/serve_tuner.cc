@@ -215,9 +215,17 @@ void ServeTuner::Rebuild() {
 }
 
 std::vector<std::string> ServeTuner::Tick(double window_s) {
-  std::lock_guard<std::mutex> lock(mu_);
+  // Decided under the lock, applied outside it: a GPU resize compiles and warms up the new
+  // slice's executables, and /metrics must not wait for that.
+  struct Pending {
+    bool gpu;
+    std::string model;
+    double from;
+    planner::TuneAction action;
+  };
+  std::vector<Pending> pending;
+  std::unique_lock<std::mutex> lock(mu_);
   Rebuild();
-  std::vector<std::string> lines;
   for (auto& fleet : fleets_) {
     planner::FleetObservation obs;
     obs.window_s = window_s;
@@ -284,33 +292,43 @@ std::vector<std::string> ServeTuner::Tick(double window_s) {
     }
     if (baseline || obs.slices.empty()) continue;
     fleet->live.Observe(fleet->in, obs);
-    using Kind = planner::TuneAction::Kind;
     for (const auto& a : fleet->tuner->Step(obs)) {
-      if (a.kind == Kind::kRoute) continue;  // one slice per model: nothing to route
+      if (a.kind == planner::TuneAction::Kind::kRoute) continue;  // one slice per model
       const auto& m = fleet->members.at(static_cast<size_t>(a.slice >= 0 ? a.slice : 0));
-      std::string line;
-      Counts& n = counts_[m.name];
-      if (a.kind != Kind::kResize) {
-        line = "not applied (the server does not add or remove instances): " + a.why;
-        ++n.refused;
-      } else {
-        const int size = static_cast<int>(std::lround(a.sms));
-        auto r = fleet->gpu ? manager_->SetSliceSms(m.name, size)
-                            : manager_->SetSliceThreads(m.name, size);
-        line = r.ok() ? a.why : fmt::format("{} -- failed: {}", a.why, r.status().ToString());
-        ++(!r.ok() ? n.refused : size > m.size ? n.grow : n.shrink);
-      }
-      if (!fleet->gpu) {  // the planner's words for a CPU slice
-        for (size_t at = 0; (at = line.find(" SMs", at)) != std::string::npos; at += 8)
-          line.replace(at, 4, " threads");
-        for (size_t at = 0; (at = line.find("on GPU 0", at)) != std::string::npos; at += 10)
-          line.replace(at, 8, "on the CPU");
-      }
-      spdlog::info("tuner: {}", line);
-      lines.push_back(line);
-      if (history_.size() >= 1000) history_.erase(history_.begin());
-      history_.push_back(line);
+      pending.push_back({fleet->gpu, m.name, m.size, a});
     }
+  }
+  lock.unlock();
+  std::vector<std::string> lines;
+  std::vector<int> outcome;  // 1 grew, -1 shrank, 0 refused
+  for (const Pending& p : pending) {
+    const planner::TuneAction& a = p.action;
+    std::string line;
+    if (a.kind != planner::TuneAction::Kind::kResize) {
+      line = "not applied (the server does not add or remove instances): " + a.why;
+      outcome.push_back(0);
+    } else {
+      const int size = static_cast<int>(std::lround(a.sms));
+      auto r =
+          p.gpu ? manager_->SetSliceSms(p.model, size) : manager_->SetSliceThreads(p.model, size);
+      line = r.ok() ? a.why : fmt::format("{} -- failed: {}", a.why, r.status().ToString());
+      outcome.push_back(!r.ok() ? 0 : size > p.from ? 1 : -1);
+    }
+    if (!p.gpu) {  // the planner's words for a CPU slice
+      for (size_t at = 0; (at = line.find(" SMs", at)) != std::string::npos; at += 8)
+        line.replace(at, 4, " threads");
+      for (size_t at = 0; (at = line.find("on GPU 0", at)) != std::string::npos; at += 10)
+        line.replace(at, 8, "on the CPU");
+    }
+    spdlog::info("tuner: {}", line);
+    lines.push_back(line);
+  }
+  lock.lock();
+  for (size_t i = 0; i < pending.size(); ++i) {
+    Counts& n = counts_[pending[i].model];
+    ++(outcome[i] > 0 ? n.grow : outcome[i] < 0 ? n.shrink : n.refused);
+    if (history_.size() >= 1000) history_.erase(history_.begin());
+    history_.push_back(lines[i]);
   }
   for (auto& info : models_)
     if (info.tuned)
