@@ -133,6 +133,8 @@ void Tuner::Calibrate(const Plan& plan) {
 
 std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
   const GpuSpec& gpu = in_.gpu;
+  const char* U = opt_.slice_unit.c_str();   // in the reasons: "SM", "thread"
+  const char* D = opt_.device_name.c_str();  // "GPU", "CPU"
   const int g = gpu.granularity_sms;
   const double rho = in_.options.max_utilization;
   // Interference from what the slices show, once there is enough of it. A refit that moves
@@ -265,10 +267,10 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
       const double c = cap(b, ns, f, &mb);
       if (mb == 0) continue;
       out.push_back({TuneAction::Kind::kResize, o.id, b, gi, ns, mb, c,
-                     Fmt("%s gives %.0f SMs on GPU %d to %s (%.1f req/s fit %.0f SMs at %.0f%% "
+                     Fmt("%s gives %.0f %ss on %s %d to %s (%.1f req/s fit %.0f %ss at %.0f%% "
                          "load)",
-                         in_.models[b].name.c_str(), o.sms - ns, gi, in_.models[mi].name.c_str(), r,
-                         ns, 100 * r / c)});
+                         in_.models[b].name.c_str(), o.sms - ns, U, D, gi,
+                         in_.models[mi].name.c_str(), r, ns, U, 100 * r / c)});
       freed += o.sms - ns;
       acted[b] = true;
       state_[b].cooldown = opt_.cooldown_windows;
@@ -311,9 +313,9 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
       if (!crowded || !opt_.add_slices) continue;
       const double c = add_slice(mi, need, true, [&](double s, int gi, double c) {
         return Fmt(
-            "%s outgrew its shared slice (%.1f req/s%s): a dedicated %.0f-SM slice on GPU %d "
+            "%s outgrew its shared slice (%.1f req/s%s): a dedicated %.0f-%s slice on %s %d "
             "carries %.1f req/s",
-            model.name.c_str(), st.rate, missed ? ", SLO missed" : "", s, gi, c);
+            model.name.c_str(), st.rate, missed ? ", SLO missed" : "", s, U, D, gi, c);
       });
       if (c <= 0) continue;
       for (const Ref& r : shr)
@@ -382,8 +384,8 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
         new_cap[i] = cap(mi, ns, cur[i].f, &mb);
         if (mb == 0) continue;
         out.push_back({TuneAction::Kind::kResize, s.id, mi, s.gpu, ns, mb, new_cap[i],
-                       Fmt("%s: %s (%.1f of %.1f req/s): %.0f -> %.0f SMs, capacity %.1f req/s",
-                           model.name.c_str(), reason, st.rate, total, s.sms, ns, new_cap[i])});
+                       Fmt("%s: %s (%.1f of %.1f req/s): %.0f -> %.0f %ss, capacity %.1f req/s",
+                           model.name.c_str(), reason, st.rate, total, s.sms, ns, U, new_cap[i])});
         free[s.gpu] -= ns - s.sms;
         deficit -= new_cap[i] - cur[i].cap;
       }
@@ -429,14 +431,14 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
             free[s0.gpu] += a.sms - s0.sms;
             return true;
           });
-          out.push_back(
-              {TuneAction::Kind::kAdd, -1, mi, to, to_sms, to_mb, to_cap,
-               Fmt("%s: %s (%.1f of %.1f req/s) and no room on GPU %d: moves to a "
-                   "%.0f-SM slice on GPU %d, capacity %.1f req/s",
-                   model.name.c_str(), reason, st.rate, total, s0.gpu, to_sms, to, to_cap)});
+          out.push_back({TuneAction::Kind::kAdd, -1, mi, to, to_sms, to_mb, to_cap,
+                         Fmt("%s: %s (%.1f of %.1f req/s) and no room on %s %d: moves to a "
+                             "%.0f-%s slice on %s %d, capacity %.1f req/s",
+                             model.name.c_str(), reason, st.rate, total, D, s0.gpu, to_sms, U, D,
+                             to, to_cap)});
           out.push_back({TuneAction::Kind::kRemove, s0.id, mi, s0.gpu, 0, 0, 0,
-                         Fmt("%s: replaced by its slice on GPU %d once that is ready",
-                             model.name.c_str(), to)});
+                         Fmt("%s: replaced by its slice on %s %d once that is ready",
+                             model.name.c_str(), D, to)});
           free[to] -= to_sms;
           deficit = 0;
         }
@@ -453,9 +455,9 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
       while (deficit > 0 && !wait_for_donors && opt_.add_slices) {
         const double c = add_slice(mi, deficit, may_open, [&](double s, int gi, double c) {
           return Fmt(
-              "%s: %s (%.1f of %.1f req/s) and no room to grow in place: a replica of %.0f SMs "
-              "on GPU %d, capacity %.1f req/s",
-              model.name.c_str(), reason, st.rate, total, s, gi, c);
+              "%s: %s (%.1f of %.1f req/s) and no room to grow in place: a replica of %.0f %ss "
+              "on %s %d, capacity %.1f req/s",
+              model.name.c_str(), reason, st.rate, total, s, U, D, gi, c);
         });
         if (c <= 0) break;
         deficit -= c;
@@ -469,8 +471,8 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
           out.push_back(
               {TuneAction::Kind::kRemove, s.id, mi, s.gpu, 0, 0, 0,
                Fmt("%s: %.1f req/s for %.1f windows on %.1f req/s of capacity: the "
-                   "other replicas carry it; %.0f SMs freed",
-                   model.name.c_str(), st.rate, 1.0 * opt_.shrink_windows, total, s.sms)});
+                   "other replicas carry it; %.0f %ss freed",
+                   model.name.c_str(), st.rate, 1.0 * opt_.shrink_windows, total, s.sms, U)});
           new_cap[smallest] = 0;
         } else {
           // Shrink the largest slice to the smallest size that still carries the rest.
@@ -488,8 +490,8 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
             out.push_back(
                 {TuneAction::Kind::kResize, s.id, mi, s.gpu, ns, mb, new_cap[0],
                  Fmt("%s: %.1f req/s on %.1f req/s of capacity for %d windows: %.0f "
-                     "-> %.0f SMs",
-                     model.name.c_str(), st.rate, total, opt_.shrink_windows, s.sms, ns)});
+                     "-> %.0f %ss",
+                     model.name.c_str(), st.rate, total, opt_.shrink_windows, s.sms, ns, U)});
           }
         }
       }
@@ -558,16 +560,16 @@ std::vector<TuneAction> Tuner::Step(const FleetObservation& obs) {
       }
       room[to] -= s->sms;
       moves.push_back({TuneAction::Kind::kAdd, -1, mi, to, s->sms, mb, c,
-                       Fmt("consolidating: GPU %d holds %.0f of %d SMs; %s's %.0f-SM slice moves "
-                           "to GPU %d",
-                           victim, usable_sms_ - free[victim], usable_sms_,
-                           in_.models[mi].name.c_str(), s->sms, to)});
+                       Fmt("consolidating: %s %d holds %.0f of %d %ss; %s's %.0f-%s slice "
+                           "moves to %s %d",
+                           D, victim, usable_sms_ - free[victim], usable_sms_, U,
+                           in_.models[mi].name.c_str(), s->sms, U, D, to)});
     }
     if (movable && !moves.empty()) {
       for (const SliceObservation* s : moving) {
         moves.push_back(
             {TuneAction::Kind::kRemove, s->id, s->members[0].model, victim, 0, 0, 0,
-             Fmt("consolidating: GPU %d emptied once the moved slices are ready", victim)});
+             Fmt("consolidating: %s %d emptied once the moved slices are ready", D, victim)});
         state_[s->members[0].model].cooldown = opt_.cooldown_windows;
       }
       out.insert(out.end(), moves.begin(), moves.end());

@@ -10,6 +10,7 @@
 #include <map>
 #include <thread>
 
+#include "runtime/model_queue.h"
 #include "tessera/planner/profile.h"
 #include "tessera/runtime/gpu.h"
 
@@ -40,12 +41,6 @@ Totals Sum(const std::vector<ModelStatsSnapshot>& snaps) {
   return t;
 }
 
-int64_t Bucket(int64_t rows, int max_batch) {
-  int64_t b = 1;
-  while (b < rows) b *= 2;
-  return std::min<int64_t>(b, std::max<int64_t>(rows, max_batch));
-}
-
 }  // namespace
 
 struct ServeTuner::Fleet {
@@ -57,8 +52,8 @@ struct ServeTuner::Fleet {
   planner::LiveInterference live;
   struct Member {
     std::string name;
-    int device = 0;  // GPU index (0 on the CPU)
-    double size = 0;
+    int device = 0;                // GPU index (0 on the CPU)
+    runtime::QueueSettings queue;  // the executables a batch is padded to, as the runtime pads
     Totals last;
     bool have_last = false;
   };
@@ -102,43 +97,33 @@ void ServeTuner::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-std::vector<TunedModelInfo> ServeTuner::Models() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return models_;
-}
-
-std::vector<std::string> ServeTuner::History() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return history_;
-}
-
-// Looks the ready models up; when the set (names, versions, profiles, devices) changed, starts
-// the tuners again on it. Called with mu_ held.
+// Looks the ready models up; when the set changed (names, versions, devices, eligibility, the
+// profile files' paths and modification times), loads the profiles and starts the tuners again
+// on it. Called with mu_ held.
 void ServeTuner::Rebuild() {
-  std::vector<TunedModelInfo> infos;
-  std::string signature;
-  struct Pending {
+  struct Candidate {
     size_t info;
-    planner::ModelDemand demand;
-    int device;
+    std::string path;
+    double slo_ms;
     bool gpu;
+    int device;
+    runtime::QueueSettings queue;
   };
-  std::vector<Pending> tuned;
+  std::vector<ModelInfo> infos;
+  std::vector<Candidate> candidates;
+  std::string signature;
   for (const auto& e : manager_->Index()) {
     if (e.state != ModelState::kReady) continue;
-    TunedModelInfo info;
-    info.name = e.name;
     auto handle = manager_->Get(e.name);
     auto slice = manager_->Slice(e.name);
     if (!handle.ok() || !slice.ok()) continue;
     const ModelConfig& c = (*handle)->config();
-    signature += fmt::format("{}@{};", e.name, e.version);
-    double slo_ms = 0;
-    if (auto it = c.parameters.find("slo_ms"); it != c.parameters.end())
-      slo_ms = std::atof(it->second.c_str());
+    ModelInfo info{e.name, false, {}};
+    signature += fmt::format("{}@{}:{}:{};", e.name, e.version, slice->engine, slice->gpu);
+    const auto slo_ms = c.SloMs();
     auto prof = c.parameters.find("profile");
     const bool cpu = slice->engine == "cpu";
-    if (!(slo_ms > 0)) {
+    if (!slo_ms) {
       info.reason = "no slo_ms parameter";
     } else if (prof == c.parameters.end() || prof->second.empty()) {
       info.reason =
@@ -152,34 +137,23 @@ void ServeTuner::Rebuild() {
     } else {
       const auto path =
           std::filesystem::path(manager_->options().repository) / e.name / prof->second;
-      auto p = planner::LoadProfile(path.string());
-      signature += path.string() + ";";
-      if (!p.ok()) {
-        info.reason = "profile: " + p.status().message();
-      } else {
-        info.tuned = true;
-        info.device = cpu ? "cpu" : fmt::format("gpu {}", slice->gpu);
-        info.size = cpu ? slice->threads : slice->sms;
-        planner::ModelDemand d;
-        d.name = e.name;
-        d.slo_ms = slo_ms;
-        d.profile = std::move(p).value();
-        tuned.push_back({infos.size(), std::move(d), cpu ? 0 : slice->gpu, !cpu});
-      }
+      std::error_code ec;
+      const auto mtime = std::filesystem::last_write_time(path, ec);
+      signature += fmt::format("{}@{};", path.string(),
+                               ec ? 0 : static_cast<int64_t>(mtime.time_since_epoch().count()));
+      candidates.push_back({infos.size(), path.string(), *slo_ms, !cpu, cpu ? 0 : slice->gpu,
+                            runtime::QueueSettings::FromConfig(c, 0)});
     }
-    signature += info.tuned ? "+;" : "-;";
     infos.push_back(std::move(info));
   }
-  if (signature == signature_) {
-    models_ = std::move(infos);
-    return;
-  }
+  if (signature == signature_) return;
   signature_ = signature;
   fleets_.clear();
   for (const bool gpu : {false, true}) {
     auto f = std::make_unique<Fleet>();
     f->gpu = gpu;
     planner::GpuSpec& spec = f->in.gpu;
+    planner::TunerOptions o = opt_.tuner;
     if (gpu) {
       const auto& gpus = manager_->options().gpus;
       if (gpus.empty() || !gpus.front()) continue;
@@ -193,28 +167,44 @@ void ServeTuner::Rebuild() {
       spec.count = 1;
       spec.sms = opt_.cpu_cores;
       spec.granularity_sms = 1;
+      o.slice_unit = "thread";
+      o.device_name = "CPU";
     }
-    // The runtime pads a batch to the smallest executable that holds it.
+    // The runtime pads a batch to its smallest executable that holds it: powers of two up to
+    // the max batch (and preferred sizes, which the planner's checks do not model).
     f->in.options.pow2_buckets = true;
-    for (auto& t : tuned) {
-      if (t.gpu != gpu) continue;
-      f->members.push_back({t.demand.name, t.device, infos[t.info].size, {}, false});
-      f->in.models.push_back(std::move(t.demand));
+    for (auto& c : candidates) {
+      if (c.gpu != gpu) continue;
+      ModelInfo& info = infos[c.info];
+      auto p = planner::LoadProfile(c.path);
+      if (!p.ok()) {
+        info.reason = "profile: " + p.status().message();
+        continue;
+      }
+      info.tuned = true;
+      planner::ModelDemand d;
+      d.name = info.name;
+      d.slo_ms = c.slo_ms;
+      d.profile = std::move(p).value();
+      f->members.push_back({info.name, c.device, std::move(c.queue), {}, false});
+      f->in.models.push_back(std::move(d));
     }
     if (f->members.empty()) continue;
-    f->tuner = std::make_unique<planner::Tuner>(f->in, opt_.tuner);
+    f->tuner = std::make_unique<planner::Tuner>(f->in, o);
     fleets_.push_back(std::move(f));
   }
   models_ = std::move(infos);
   std::string names;
-  for (const auto& m : models_)
-    if (m.tuned) names += (names.empty() ? "" : ", ") + m.name + " (" + m.device + ")";
+  for (const auto& f : fleets_)
+    for (const auto& m : f->members)
+      names += fmt::format("{}{} ({})", names.empty() ? "" : ", ", m.name,
+                           f->gpu ? fmt::format("gpu {}", m.device) : std::string("cpu"));
   spdlog::info("tuner: tuning {}", names.empty() ? std::string("no model") : names);
   for (const auto& m : models_)
     if (!m.tuned) spdlog::info("tuner: not tuning '{}': {}", m.name, m.reason);
 }
 
-std::vector<std::string> ServeTuner::Tick(double window_s) {
+void ServeTuner::Tick(double window_s) {
   // Decided under the lock, applied outside it: a GPU resize compiles and warms up the new
   // slice's executables, and /metrics must not wait for that.
   struct Pending {
@@ -229,29 +219,15 @@ std::vector<std::string> ServeTuner::Tick(double window_s) {
   for (auto& fleet : fleets_) {
     planner::FleetObservation obs;
     obs.window_s = window_s;
-    const int ngpu = fleet->in.gpu.count;
-    obs.free_sms.assign(ngpu, 0);
-    if (fleet->gpu) {
-      const auto& gpus = manager_->options().gpus;
-      for (int g = 0; g < ngpu; ++g)
-        if (gpus[g]) obs.free_sms[g] = double(gpus[g]->free_groups() * gpus[g]->layout().group_sms);
-    } else {
-      // Cores are not held the way SMs are: the OS time-shares threads, and the models the
-      // tuner does not size share the cores with the ones it does. What the tuned models hold
-      // is what the tuner sizes against.
-      int held = 0;
-      for (const auto& m : fleet->members)
-        if (auto s = manager_->Slice(m.name); s.ok()) held += s->threads;
-      obs.free_sms[0] = std::max(0, opt_.cpu_cores - held);
-    }
     bool baseline = false;
+    int threads_held = 0;
     for (size_t mi = 0; mi < fleet->members.size(); ++mi) {
       auto& m = fleet->members[mi];
       auto stats = manager_->Stats(m.name, 0);
       auto slice = manager_->Slice(m.name);
       if (!stats.ok() || !slice.ok()) continue;
+      threads_held += slice->threads;
       const Totals now = Sum(*stats);
-      m.size = fleet->gpu ? slice->sms : slice->threads;
       if (!m.have_last) {
         m.last = now;
         m.have_last = true;
@@ -262,7 +238,7 @@ std::vector<std::string> ServeTuner::Tick(double window_s) {
       planner::SliceObservation so;
       so.id = static_cast<int>(mi);
       so.gpu = m.device;
-      so.sms = m.size;
+      so.sms = fleet->gpu ? slice->sms : slice->threads;
       const planner::Profile& p = fleet->in.models[mi].profile;
       so.max_batch = p.max_batch();
       so.batches = static_cast<int64_t>(now.batches - was.batches);
@@ -270,13 +246,13 @@ std::vector<std::string> ServeTuner::Tick(double window_s) {
       so.busy = std::clamp(compute / (window_s * 1e9), 0.0, 1.0);
       if (so.batches > 0) {
         so.batch_ms = compute / 1e6 / double(so.batches);
-        double alone = 0;
+        double alone = 0;  // the profile's time for the same batches, on their executables
         for (const auto& [rows, n] : now.rows) {
           const auto it = was.rows.find(rows);
           const uint64_t k = n - (it == was.rows.end() ? 0 : it->second);
           if (k > 0)
-            alone += double(k) *
-                     p.MeanMs(static_cast<int>(Bucket(int64_t(rows), p.max_batch())), m.size);
+            alone +=
+                double(k) * p.MeanMs(static_cast<int>(m.queue.BucketFor(int64_t(rows))), so.sms);
         }
         so.alone_ms = alone / double(so.batches);
       }
@@ -291,50 +267,51 @@ std::vector<std::string> ServeTuner::Tick(double window_s) {
       m.last = now;
     }
     if (baseline || obs.slices.empty()) continue;
+    const int ngpu = fleet->in.gpu.count;
+    obs.free_sms.assign(ngpu, 0);
+    if (fleet->gpu) {
+      const auto& gpus = manager_->options().gpus;
+      for (int g = 0; g < ngpu; ++g)
+        if (gpus[g]) obs.free_sms[g] = double(gpus[g]->free_groups() * gpus[g]->layout().group_sms);
+    } else {
+      // Cores are not held the way SMs are: the OS time-shares threads, and the models the
+      // tuner does not size share the cores with the ones it does. What the tuned models hold
+      // is what the tuner sizes against.
+      obs.free_sms[0] = std::max(0, opt_.cpu_cores - threads_held);
+    }
     fleet->live.Observe(fleet->in, obs);
     for (const auto& a : fleet->tuner->Step(obs)) {
       if (a.kind == planner::TuneAction::Kind::kRoute) continue;  // one slice per model
-      const auto& m = fleet->members.at(static_cast<size_t>(a.slice >= 0 ? a.slice : 0));
-      pending.push_back({fleet->gpu, m.name, m.size, a});
+      const size_t mi = static_cast<size_t>(a.slice >= 0 ? a.slice : 0);
+      double from = 0;
+      for (const auto& o : obs.slices)
+        if (o.id == a.slice) from = o.sms;
+      pending.push_back({fleet->gpu, fleet->members.at(mi).name, from, a});
     }
   }
   lock.unlock();
-  std::vector<std::string> lines;
   std::vector<int> outcome;  // 1 grew, -1 shrank, 0 refused
   for (const Pending& p : pending) {
     const planner::TuneAction& a = p.action;
-    std::string line;
     if (a.kind != planner::TuneAction::Kind::kResize) {
-      line = "not applied (the server does not add or remove instances): " + a.why;
+      spdlog::info("tuner: not applied (the server does not add or remove instances): {}", a.why);
       outcome.push_back(0);
-    } else {
-      const int size = static_cast<int>(std::lround(a.sms));
-      auto r =
-          p.gpu ? manager_->SetSliceSms(p.model, size) : manager_->SetSliceThreads(p.model, size);
-      line = r.ok() ? a.why : fmt::format("{} -- failed: {}", a.why, r.status().ToString());
-      outcome.push_back(!r.ok() ? 0 : size > p.from ? 1 : -1);
+      continue;
     }
-    if (!p.gpu) {  // the planner's words for a CPU slice
-      for (size_t at = 0; (at = line.find(" SMs", at)) != std::string::npos; at += 8)
-        line.replace(at, 4, " threads");
-      for (size_t at = 0; (at = line.find("on GPU 0", at)) != std::string::npos; at += 10)
-        line.replace(at, 8, "on the CPU");
-    }
-    spdlog::info("tuner: {}", line);
-    lines.push_back(line);
+    const int size = static_cast<int>(std::lround(a.sms));
+    auto r =
+        p.gpu ? manager_->SetSliceSms(p.model, size) : manager_->SetSliceThreads(p.model, size);
+    if (r.ok())
+      spdlog::info("tuner: {}", a.why);
+    else
+      spdlog::warn("tuner: {} -- failed: {}", a.why, r.status().ToString());
+    outcome.push_back(!r.ok() ? 0 : size > p.from ? 1 : -1);
   }
   lock.lock();
   for (size_t i = 0; i < pending.size(); ++i) {
     Counts& n = counts_[pending[i].model];
     ++(outcome[i] > 0 ? n.grow : outcome[i] < 0 ? n.shrink : n.refused);
-    if (history_.size() >= 1000) history_.erase(history_.begin());
-    history_.push_back(lines[i]);
   }
-  for (auto& info : models_)
-    if (info.tuned)
-      if (auto s = manager_->Slice(info.name); s.ok())
-        info.size = info.device == "cpu" ? s->threads : s->sms;
-  return lines;
 }
 
 std::string ServeTuner::PrometheusText() const {

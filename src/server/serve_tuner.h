@@ -37,15 +37,6 @@ struct ServeTunerOptions {
   int cpu_cores = 0;  // the CPU fleet's size in threads; 0: the machine's
 };
 
-// One model as the tuner sees it: tuned (with its device and current size) or why not.
-struct TunedModelInfo {
-  std::string name;
-  bool tuned = false;
-  std::string reason;  // why it is not tuned
-  std::string device;  // "cpu" or "gpu N"
-  double size = 0;     // threads or SMs
-};
-
 class ServeTuner {
  public:
   ServeTuner(ModelManager* manager, ServeTunerOptions options);
@@ -56,28 +47,29 @@ class ServeTuner {
   // A thread that calls Tick every window_s seconds until Stop (or destruction).
   void Start();
   void Stop();
-  // One window of `window_s` seconds ending now: the models are looked up again (loads and
-  // unloads restart the tuner on the new set), the window observed, the actions applied.
-  // Returns one line per action taken or refused. The first window after a (re)start only
-  // takes the statistics' baseline.
-  std::vector<std::string> Tick(double window_s);
-  std::vector<TunedModelInfo> Models() const;
-  // Every action line so far (the last 1000).
-  std::vector<std::string> History() const;
+  // One window of `window_s` seconds ending now: the models are looked up again (a load,
+  // unload, new version or changed profile file restarts the tuner on the new set), the window
+  // observed, the actions applied and logged. The first window after a (re)start only takes
+  // the statistics' baseline.
+  void Tick(double window_s);
   // Prometheus text: tessera_tuner_tuned{model} (1 tuned, 0 not) and
   // tessera_tuner_resizes_total{model,direction="grow"|"shrink"|"refused"}.
   std::string PrometheusText() const;
 
  private:
   struct Fleet;
+  struct ModelInfo {  // a ready model: tuned, or why not
+    std::string name;
+    bool tuned = false;
+    std::string reason;
+  };
   void Rebuild();
   ModelManager* manager_;
   ServeTunerOptions opt_;
   mutable std::mutex mu_;
   std::string signature_;
-  std::vector<TunedModelInfo> models_;
+  std::vector<ModelInfo> models_;
   std::vector<std::unique_ptr<Fleet>> fleets_;
-  std::vector<std::string> history_;
   struct Counts {
     uint64_t grow = 0, shrink = 0, refused = 0;
   };

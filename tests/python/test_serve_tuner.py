@@ -88,6 +88,11 @@ def test_the_tuner_grows_a_loaded_cpu_slice_and_shrinks_it_when_the_load_goes(tm
         # The neighbours were never touched.
         assert slice_of(s, "untuned")["threads"] == 1
         assert slice_of(s, "bad_profile")["threads"] == 1
+        # A fixed profile file is picked up at the next window: the tuner starts again with it.
+        (repo / "bad_profile" / "p.json").write_text(
+            json.dumps(profile("bad_profile", {1: 25.0, 2: 8.0})))
+        s._wait_for(r"tuner: tuning (bad_profile \(cpu\), tiny_mlp|tiny_mlp \(cpu\), "
+                    r"bad_profile) \(cpu\)$", 10)
         # What the tuner did, in the Prometheus metrics.
         with urllib.request.urlopen(f"http://localhost:{s.metrics_port}/metrics",
                                     timeout=30) as r:

@@ -469,18 +469,22 @@ TEST(SimScenario, ActualInterferenceIsParsedAndChecked) {
             0);
   // The tuner's keys of this change, read and checked.
   auto tuned = parse(R"({"tune": {"grow_sigma": 1.5, "checked_capacity": false,
-      "learn_interference_after": 40}, "models": [
+      "learn_interference_after": 40, "open_on_evidence": false, "open_above": 1.2}, "models": [
       {"name": "a", "rate": 10, "slo_ms": 20, "synthetic": "resnet18"}]})");
   ASSERT_TRUE(tuned.ok()) << tuned.status().message();
   EXPECT_EQ(tuned->tune.options.grow_sigma, 1.5);
   EXPECT_FALSE(tuned->tune.options.checked_capacity);
   EXPECT_EQ(tuned->tune.options.learn_interference_after, 40);
+  EXPECT_FALSE(tuned->tune.options.open_on_evidence);
+  EXPECT_EQ(tuned->tune.options.open_above, 1.2);
   for (const auto& [text, field] : std::vector<std::pair<const char*, const char*>>{
            {R"({"tune": {"grow_sigma": -1}, "models": []})", "s.json.tune.grow_sigma"},
            {R"({"tune": {"checked_capacity": "yes"}, "models": []})",
             "s.json.tune.checked_capacity"},
            {R"({"tune": {"learn_interference_after": -3}, "models": []})",
-            "s.json.tune.learn_interference_after"}}) {
+            "s.json.tune.learn_interference_after"},
+           {R"({"tune": {"open_on_evidence": 1}, "models": []})", "s.json.tune.open_on_evidence"},
+           {R"({"tune": {"open_above": 0.5}, "models": []})", "s.json.tune.open_above"}}) {
     auto r = parse(text);
     ASSERT_FALSE(r.ok()) << text;
     EXPECT_NE(r.status().message().find(field), std::string::npos) << r.status().message();

@@ -126,6 +126,10 @@ struct TunerOptions {
   // raw capacity (capacity / max_utilization); false: as soon as the rate passes capacity.
   bool open_on_evidence = true;
   double open_above = 1.0;  // x raw capacity
+  // The words the actions' reasons use for a slice's unit (plural: + "s") and its device:
+  // "SM" / "GPU", or "thread" / "CPU" for CPU slices (tessera serve --tune).
+  std::string slice_unit = "SM";
+  std::string device_name = "GPU";
 };
 
 // Interference calibrated from live statistics: every window, each slice that ran at least
