@@ -3,6 +3,8 @@
 // the CPU engine.
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include "cuda_test_models.h"
 #include "engine/cuda/math.h"
 #include "engine/cuda/program.h"
@@ -236,6 +238,101 @@ TEST(CudaLower, Fp16AndBf16OperandsStayWithinTheIssuesTolerance) {
     // (Not the MatMul mix: it casts products to INT64, where a rounding step flips an integer.)
     EXPECT_LE(CompareWithCpu(*host, testing::ConvAndPoolMix(), 2), 1e-2);
   }
+}
+
+TEST(CudaLower, NarrowActivationsAreStoredNarrowExceptTheResidualStreamAndOutputs) {
+  auto m = zoo::Build("bert_small");
+  ASSERT_TRUE(m.ok());
+  const Graph g = Import(m->onnx_bytes);
+  CompileOptions o;
+  o.batch = 2;
+  auto lower = [&](GpuPrecision p) {
+    auto prepared = PrepareGraph(g, o);
+    EXPECT_TRUE(prepared.ok());
+    auto prog = cuda::LowerToProgram(std::move(prepared).value(), cuda::LowerOptionsFor(p));
+    EXPECT_TRUE(prog.ok()) << prog.status().ToString();
+    return std::move(prog).value();
+  };
+  const cuda::Program fp32 = lower(GpuPrecision::kFp32);
+  for (GpuPrecision p : {GpuPrecision::kFp16, GpuPrecision::kBf16}) {
+    const DataType narrow = p == GpuPrecision::kFp16 ? DataType::kFloat16 : DataType::kBFloat16;
+    const cuda::Program prog = lower(p);
+    int softmax = 0, layernorm = 0, narrow_gemms = 0, fp32_gemms = 0;
+    for (const auto& step : prog.steps) {
+      if (const auto* s = std::get_if<cuda::SoftmaxInstr>(&step.instr)) {
+        EXPECT_EQ(s->type, narrow) << step.node;  // attention probabilities: narrow
+        ++softmax;
+      } else if (const auto* l = std::get_if<cuda::LayerNormInstr>(&step.instr)) {
+        EXPECT_EQ(l->type, DataType::kFloat32) << step.node;  // the residual stream: FP32
+        ++layernorm;
+      } else if (const auto* gm = std::get_if<cuda::GemmInstr>(&step.instr)) {
+        EXPECT_EQ(gm->ab_type, narrow) << step.node;
+        ++(gm->cd_type == narrow ? narrow_gemms : fp32_gemms);
+      }
+    }
+    EXPECT_EQ(softmax, 4);
+    EXPECT_EQ(layernorm, 9);  // embeddings + 2 per layer
+    // Q, K, V, QK^T, PV and the feed-forward's first GEMM write narrow; the attention output and
+    // feed-forward output GEMMs feed a residual sum, the pooler an output: they write FP32.
+    EXPECT_GE(narrow_gemms, 4 * 6);
+    EXPECT_GE(fp32_gemms, 1);
+    // The activations take less room; the outputs keep FP32 bytes.
+    EXPECT_LT(prog.naive_bytes, fp32.naive_bytes * 3 / 4) << prog.naive_bytes;
+    ASSERT_EQ(prog.outputs.size(), fp32.outputs.size());
+    for (size_t i = 0; i < prog.outputs.size(); ++i) {
+      EXPECT_EQ(prog.outputs[i].spec.dtype, DataType::kFloat32);
+      EXPECT_EQ(prog.outputs[i].bytes, fp32.outputs[i].bytes);
+    }
+  }
+  // All of it on FP32 / TF32: nothing narrow.
+  for (const auto& step : fp32.steps) {
+    if (const auto* s = std::get_if<cuda::SoftmaxInstr>(&step.instr)) {
+      EXPECT_EQ(s->type, DataType::kFloat32);
+    }
+  }
+}
+
+TEST(CudaLower, AFloatThatBecomesAnIntegerKeepsFp32Storage) {
+  // y = Cast<int64>(x * 3.1): with x * 3.1 rounded to FP16 first, 3.1 * 13 = 40.3 would still
+  // floor to 40, but 2047.6 (x = 660.5) rounds to 2048 in FP16 and the integer changes.
+  const Graph g = Import(MakeModel([](zoo::GraphBuilder& b) {
+    auto x = b.Input("x", kF, {1, 4});
+    auto y = b.Op("Mul", {x, b.ConstFloat("k", 3.1f)});
+    auto r = b.Op("Relu", {y});
+    b.Output(b.Op("Cast", {y}, {A("to", static_cast<int64_t>(kI64))}, "to_int"), kI64, {1, 4});
+    b.Output(b.Op("Mul", {r, r}), kF, {1, 4});
+  }));
+  CompileOptions o;
+  auto prepared = PrepareGraph(g, o);
+  ASSERT_TRUE(prepared.ok());
+  auto prog =
+      cuda::LowerToProgram(std::move(prepared).value(), cuda::LowerOptionsFor(GpuPrecision::kFp16));
+  ASSERT_TRUE(prog.ok()) << prog.status().ToString();
+  std::map<std::string, DataType> out_of;
+  for (const auto& step : prog->steps)
+    if (const auto* e = std::get_if<cuda::EwInstr>(&step.instr)) out_of[step.label] = e->out_type;
+  ASSERT_TRUE(out_of.count("Relu"));
+  EXPECT_EQ(out_of["Relu"], DataType::kFloat16);  // an intermediate: narrow
+  ASSERT_TRUE(out_of.count("Cast"));
+  EXPECT_EQ(out_of["Cast"], DataType::kInt64);
+  // The Mul that feeds the Cast writes FP32 (its own label; the output Mul is FP32 as well).
+  int fp32_muls = 0;
+  for (const auto& step : prog->steps)
+    if (const auto* e = std::get_if<cuda::EwInstr>(&step.instr);
+        e && step.label == "Mul" && e->out_type == DataType::kFloat32)
+      ++fp32_muls;
+  EXPECT_EQ(fp32_muls, 2);
+  auto host = cuda::CreateHostProgramEngine(GpuPrecision::kFp16);
+  auto exe = host->Compile(g, o);
+  ASSERT_TRUE(exe.ok());
+  Tensor x = Tensor::Allocate(DataType::kFloat32, {1, 4});
+  const float xs[4] = {660.5f, 13.0f, -2.0f, 0.25f};
+  for (int i = 0; i < 4; ++i) x.data<float>()[i] = xs[i];
+  std::vector<Tensor> got;
+  ASSERT_TRUE((*exe)->Run({x}, &got).ok());
+  ASSERT_EQ(got.size(), 2u);
+  for (int i = 0; i < 4; ++i)
+    EXPECT_EQ(got[0].data<int64_t>()[i], static_cast<int64_t>(xs[i] * 3.1f)) << xs[i];
 }
 
 TEST(CudaLower, PrecisionNamesAreCheckedWithTheChoicesListed) {

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
+#include <set>
 #include <unordered_map>
 
 #include "engine/cuda/math.h"
@@ -110,6 +112,9 @@ std::vector<int64_t> BroadcastStrides(const Shape& in, const Shape& out) {
 }
 
 bool IsFloatType(DataType t) { return t == DataType::kFloat32; }
+bool IsFloatStorage(DataType t) {
+  return t == DataType::kFloat32 || t == DataType::kFloat16 || t == DataType::kBFloat16;
+}
 bool IsLoweredType(DataType t) {
   return t == DataType::kFloat32 || t == DataType::kFloat16 || t == DataType::kBFloat16 ||
          t == DataType::kInt64 || t == DataType::kInt32 || t == DataType::kBool ||
@@ -183,10 +188,43 @@ Result<Act> ActOf(const Node& n, float* a, float* b) {
                                "' is not supported by the CUDA backend");
 }
 
+// Ops whose output is its input's bytes under another shape.
+bool IsAliasOp(const std::string& op) {
+  return op == "Reshape" || op == "Flatten" || op == "Squeeze" || op == "Unsqueeze" ||
+         op == "Identity" || op == "Dropout";
+}
+
 class Lowerer {
  public:
   Lowerer(PreparedGraph p, const LowerOptions& o) : p_(std::move(p)), opts_(o) {
     for (auto& [name, t] : p_.graph.initializers) p_.meta[name].constant = &t;
+    for (const auto& in : p_.graph.inputs) graph_inputs_.insert(in.name);
+    // A float value that a Cast turns into integers keeps FP32 storage: rounding it to FP16 /
+    // BF16 first could change the integer.
+    for (const auto& n : p_.graph.nodes)
+      if (n.op == "Cast" && !n.outputs.empty() && p_.meta.count(n.outputs[0]) &&
+          !IsFloatStorage(p_.meta.at(n.outputs[0]).dtype))
+        keep_fp32_.insert(n.inputs[0]);
+    // The residual stream keeps FP32: a LayerNormalization's input (the residual sum) and its
+    // output (the next residual). These are the hidden-size values; the wide ones (attention
+    // scores, the feed-forward's inner layer) stay narrow. With BF16's 8-bit mantissa, rounding
+    // the stream at every layer is what pushes a BERT encoder past 1e-2 of FP32.
+    // Graph outputs keep FP32 too, so the producing op writes what the client gets (no extra
+    // rounding, no output cast); an alias chain (Reshape, Identity, ...) leads back to it.
+    std::unordered_map<std::string, std::string> alias_of;
+    for (const auto& n : p_.graph.nodes) {
+      if (n.op == "LayerNormalization") {
+        keep_fp32_.insert(n.inputs[0]);
+        keep_fp32_.insert(n.outputs[0]);
+      }
+      if (IsAliasOp(n.op) && !n.inputs.empty() && !n.outputs.empty())
+        alias_of[n.outputs[0]] = n.inputs[0];
+    }
+    for (const auto& o : p_.graph.outputs)
+      for (std::string v = o.name;; v = alias_of.at(v)) {
+        keep_fp32_.insert(v);
+        if (!alias_of.count(v)) break;
+      }
   }
 
   Result<Program> Run() {
@@ -208,18 +246,28 @@ class Lowerer {
     auto [it, fresh] = ids_.try_emplace(v, static_cast<int>(values_.size()));
     if (fresh) {
       const auto& m = Meta(v);
-      values_.push_back({v, NumElements(m.shape) * static_cast<int64_t>(DataTypeSize(m.dtype)),
-                         static_cast<int>(values_.size())});
+      DataType t = m.dtype;
+      if (t == DataType::kFloat32 && !graph_inputs_.count(v) && !keep_fp32_.count(v))
+        t = opts_.activation_type;
+      values_.push_back({v, NumElements(m.shape) * static_cast<int64_t>(DataTypeSize(t)),
+                         static_cast<int>(values_.size()), t});
     }
     return it->second;
   }
+  // How a value's elements are stored: a constant's own type; an arena value's (its root's, for
+  // an alias) as Id chose it.
+  DataType StoredType(const std::string& v) {
+    if (IsConst(v)) return ConstOf(v).dtype();
+    return values_[Root(Id(v))].type;
+  }
+  int StoredSize(const std::string& v) { return static_cast<int>(DataTypeSize(StoredType(v))); }
   int Root(int id) const {
     while (values_[id].root != id) id = values_[id].root;
     return id;
   }
-  int Scratch(int64_t bytes) {
+  int Scratch(int64_t bytes, DataType t = DataType::kUInt8) {
     const int id = static_cast<int>(values_.size());
-    values_.push_back({"scratch:" + std::to_string(id), bytes, id});
+    values_.push_back({"scratch:" + std::to_string(id), bytes, id, t});
     return id;
   }
   Ref ConstRef(const Tensor& t) {
@@ -268,7 +316,7 @@ class Lowerer {
     EwInstr e;
     e.op = op;
     e.arity = static_cast<int>(ins.size());
-    e.out_type = om.dtype;
+    e.out_type = StoredType(out);
     e.a = a;
     e.b = b;
     if (!IsLoweredType(om.dtype))
@@ -281,12 +329,12 @@ class Lowerer {
       if (!IsLoweredType(im.dtype))
         return Status::Unimplemented(n.Describe() + ": the CUDA backend has no " +
                                      DataTypeName(im.dtype) + " element-wise kernels");
-      e.in_type[k] = im.dtype;
+      e.in_type[k] = StoredType(ins[k]);
       st[k] = BroadcastStrides(im.shape, om.shape);
       e.in[k] = Of(ins[k]);
     }
     if (ins.size() > 1 && op != Ew::kWhere && op != Ew::kMulAdd && op != Ew::kPow &&
-        op != Ew::kClamp && e.in_type[0] != e.in_type[1])
+        op != Ew::kClamp && Meta(ins[0]).dtype != Meta(ins[1]).dtype)
       return Status::InvalidArgument(n.Describe() + ": input types differ");
     // The output walks contiguously: it is one more operand for the merge.
     std::vector<int64_t> out_st = Contiguous(om.shape);
@@ -353,35 +401,61 @@ class Lowerer {
     return ops::ConstInts(n, InputMetas(n), index);
   }
 
-  // FP32 value `v` as the GEMM / convolution operand type: FP32 constants are converted once
-  // here, run-time values cast into a scratch buffer by an element-wise step.
-  Ref Narrow(const Node& n, const std::string& v) {
-    const DataType t = opts_.matmul_type;
-    if (t == DataType::kFloat32) return Of(v);
+  // A float constant in storage type `t`: the same tensor when it already is, else a converted
+  // copy (made once per graph constant; `cache` false for a tensor made during lowering).
+  Ref ConstAs(const Tensor& src, DataType t, bool cache = true) {
+    if (src.dtype() == t) return cache ? ConstRef(src) : NewConst(src);
+    const auto key = std::make_pair(src.raw(), t);
+    if (cache)
+      if (auto it = const_as_.find(key); it != const_as_.end()) return it->second;
+    Tensor dst = Tensor::Allocate(t, src.shape());
+    for (int64_t i = 0; i < src.numel(); ++i)
+      StoreF(dst.raw(), t, i, static_cast<float>(src.GetAsDouble(i)));
+    const Ref r = NewConst(std::move(dst));
+    if (cache) const_as_[key] = r;
+    return r;
+  }
+
+  // Float value `v` read in storage type `want`, starting `elem_offset` elements in: itself when
+  // it is stored so; else a constant converted once at compile time, or a run-time value cast
+  // once into a scratch buffer by an element-wise step (shared by every later reader).
+  Ref Use(const Node& n, const std::string& v, DataType want, int64_t elem_offset = 0) {
+    const int64_t off = elem_offset * static_cast<int64_t>(DataTypeSize(want));
+    const DataType have = StoredType(v);
+    if (have == want) return Of(v, off);
+    Ref r;
     if (IsConst(v)) {
-      auto it = narrowed_.find(v);
-      if (it != narrowed_.end()) return it->second;
-      const Tensor& src = ConstOf(v);
-      Tensor dst = Tensor::Allocate(t, src.shape());
-      for (int64_t i = 0; i < src.numel(); ++i) StoreF(dst.raw(), t, i, src.data<float>()[i]);
-      return narrowed_[v] = NewConst(std::move(dst));
+      r = ConstAs(ConstOf(v), want);
+    } else {
+      const auto key = std::make_pair(Root(Id(v)), want);
+      auto it = cast_.find(key);
+      if (it != cast_.end()) {
+        r = it->second;
+      } else {
+        const int64_t count = NumElements(Meta(v).shape);
+        r = ArenaRef(Scratch(count * static_cast<int64_t>(DataTypeSize(want)), want));
+        EmitCast(n, Of(v), have, r, want, count);
+        cast_[key] = r;
+      }
     }
-    const int64_t count = NumElements(Meta(v).shape);
-    const int id = Scratch(count * static_cast<int64_t>(DataTypeSize(t)));
+    r.offset += off;
+    return r;
+  }
+  void EmitCast(const Node& n, Ref in, DataType from, Ref out, DataType to, int64_t count) {
     EwInstr e;
     e.op = Ew::kCast;
     e.arity = 1;
-    e.in_type[0] = DataType::kFloat32;
-    e.out_type = t;
+    e.in_type[0] = from;
+    e.out_type = to;
     e.rank = 1;
     e.shape[0] = count;
     e.strides[0][0] = 1;
     e.count = count;
-    e.in[0] = Of(v);
-    e.out = ArenaRef(id);
+    e.in[0] = in;
+    e.out = out;
     Emit(n, e);
-    return ArenaRef(id);
   }
+  Ref Narrow(const Node& n, const std::string& v) { return Use(n, v, opts_.matmul_type); }
   int OperandBytes() const { return static_cast<int>(DataTypeSize(opts_.matmul_type)); }
 
   // ---- ops ----
@@ -390,9 +464,7 @@ class Lowerer {
     for (const auto& o : n.outputs)
       if (!o.empty() && !p_.meta.count(o))
         return Status::Internal(n.Describe() + ": output '" + o + "' has no inferred type");
-    if (op == "Reshape" || op == "Flatten" || op == "Squeeze" || op == "Unsqueeze" ||
-        op == "Identity" || op == "Dropout")
-      return Alias(n);
+    if (IsAliasOp(op)) return Alias(n);
     if (auto it = UnaryOps().find(op); it != UnaryOps().end()) return Unary(n, it->second);
     if (auto it = BinaryOps().find(op); it != BinaryOps().end()) {
       Ew e = it->second;
@@ -497,9 +569,11 @@ class Lowerer {
     g.act_a = act_a;
     g.act_b = act_b;
     g.ab_type = opts_.matmul_type;
+    g.cd_type = StoredType(n.outputs[0]);
     g.a = Narrow(n, n.inputs[0]);
     g.b = Narrow(n, n.inputs[1]);
     g.d = Of(n.outputs[0]);
+    const int cd_bytes = static_cast<int>(DataTypeSize(g.cd_type));
     if (is_gemm) {
       if (am.shape.size() != 2 || bm.shape.size() != 2)
         return Status::InvalidArgument(n.Describe() + ": Gemm needs 2-D A and B");
@@ -519,18 +593,18 @@ class Lowerer {
         const bool row_bias = NumElements(cm.shape) == g.n &&
                               (cm.shape.size() == 1 || (cm.shape.size() == 2 && cm.shape[0] == 1));
         if (IsConst(cn) && row_bias && IsFloatType(cm.dtype)) {
-          Tensor bias = ConstOf(cn).Reshaped({g.n});
           if (beta != 1.0f) {
-            bias = bias.Clone();
+            Tensor bias = ConstOf(cn).Reshaped({g.n}).Clone();
             for (int64_t i = 0; i < g.n; ++i) bias.data<float>()[i] *= beta;
-            g.bias = NewConst(bias);
+            g.bias = ConstAs(bias, g.cd_type, /*cache=*/false);
           } else {
-            g.bias = ConstRef(bias);
+            g.bias = ConstAs(ConstOf(cn), g.cd_type);
           }
         } else {
           // C broadcast into D first, then accumulated with beta (D = alpha AB + beta D).
-          TESSERA_RETURN_IF_ERROR(EmitCopy(n, 4, ym.shape, BroadcastStrides(cm.shape, ym.shape),
-                                           Contiguous(ym.shape), Of(cn), g.d));
+          TESSERA_RETURN_IF_ERROR(EmitCopy(n, cd_bytes, ym.shape,
+                                           BroadcastStrides(cm.shape, ym.shape),
+                                           Contiguous(ym.shape), Use(n, cn, g.cd_type), g.d));
           g.c = g.d;
           g.beta = beta;
         }
@@ -593,14 +667,14 @@ class Lowerer {
       if (!IsConst(bias) || NumElements(Meta(bias).shape) != nn)
         return Status::Unimplemented(n.Describe() + ": a fused bias must be a constant of " +
                                      std::to_string(nn) + " values");
-      g.bias = ConstRef(ConstOf(bias));
+      g.bias = ConstAs(ConstOf(bias), g.cd_type);
     }
     if (!res.empty()) {
       if (Meta(res).shape != ym.shape)
         return Status::Unimplemented(n.Describe() +
                                      ": a fused residual must have the output's "
                                      "shape");
-      g.c = Of(res);
+      g.c = Use(n, res, g.cd_type);
       g.beta = 1.0f;
     }
     Emit(n, g);
@@ -646,13 +720,14 @@ class Lowerer {
     c.act_a = act_a;
     c.act_b = act_b;
     c.xw_type = opts_.matmul_type;
+    c.y_type = StoredType(n.outputs[0]);
     c.weight = Narrow(n, n.inputs[1]);
-    c.bias = Opt(n, 2);
-    c.residual = Opt(n, 3);
+    if (!n.Input(2).empty()) c.bias = Use(n, n.Input(2), DataType::kFloat32);
+    if (!n.Input(3).empty()) c.residual = Use(n, n.Input(3), c.y_type);
     c.y = Of(n.outputs[0]);
     const Ref x = Narrow(n, n.inputs[0]);
     const int es = OperandBytes();
-    if (c.xw_type != DataType::kFloat32) c.tmp = ArenaRef(Scratch(c.n * c.k * c.oh * c.ow * es));
+    if (c.xw_type != c.y_type) c.tmp = ArenaRef(Scratch(c.n * c.k * c.oh * c.ow * es));
     // The library convolutions take one pad per side pair; pad explicitly when they differ
     // (SAME_UPPER with an even kernel, for instance).
     const int64_t eh = (c.r - 1) * c.dil_h + 1, ew = (c.s - 1) * c.dil_w + 1;
@@ -712,7 +787,8 @@ class Lowerer {
     const bool explicit_pads = n.GetString("auto_pad", "NOTSET") == "NOTSET";
     p.pad_b = one_d ? 0 : (explicit_pads ? pads[2] : g.pad_end[0]);
     p.pad_r = explicit_pads ? pads.back() : g.pad_end.back();
-    p.x = Of(n.inputs[0]);
+    p.type = StoredType(n.outputs[0]);
+    p.x = Use(n, n.inputs[0], p.type);
     p.y = Of(n.outputs[0]);
     Emit(n, p);
     return Status::OK();
@@ -727,7 +803,8 @@ class Lowerer {
     r.outer = xm.shape[0] * xm.shape[1];
     r.len = NumElements(xm.shape) / std::max<int64_t>(r.outer, 1);
     r.inner = 1;
-    r.in = Of(n.inputs[0]);
+    r.type = StoredType(n.outputs[0]);
+    r.in = Use(n, n.inputs[0], r.type);
     r.out = Of(n.outputs[0]);
     Emit(n, r);
     return Status::OK();
@@ -779,7 +856,8 @@ class Lowerer {
       sm.len = s[axis];
       sm.inner = NumElements(s) / std::max<int64_t>(sm.outer * sm.len, 1);
     }
-    sm.in = Of(n.inputs[0]);
+    sm.type = StoredType(n.outputs[0]);
+    sm.in = Use(n, n.inputs[0], sm.type);
     sm.out = Of(n.outputs[0]);
     Emit(n, sm);
     return Status::OK();
@@ -795,12 +873,22 @@ class Lowerer {
     for (int64_t i = axis; i < r; ++i) l.cols *= xm.shape[i];
     l.rows = NumElements(xm.shape) / std::max<int64_t>(l.cols, 1);
     l.eps = n.GetFloat("epsilon", 1e-5f);
-    l.in = Of(n.inputs[0]);
-    l.scale = Of(n.inputs[1]);
-    l.bias = Opt(n, 2);
+    l.type = StoredType(n.outputs[0]);
+    l.in = Use(n, n.inputs[0], l.type);
+    l.scale = Use(n, n.inputs[1], DataType::kFloat32);
+    if (!n.Input(2).empty()) l.bias = Use(n, n.Input(2), DataType::kFloat32);
     l.out = Of(n.outputs[0]);
-    if (n.outputs.size() > 1 && !n.outputs[1].empty()) l.mean = Of(n.outputs[1]);
-    if (n.outputs.size() > 2 && !n.outputs[2].empty()) l.inv_std = Of(n.outputs[2]);
+    bool stats = false;
+    for (size_t i = 1; i < 3 && i < n.outputs.size(); ++i) {
+      if (n.outputs[i].empty()) continue;
+      const DataType t = StoredType(n.outputs[i]);
+      if (stats && t != l.stat_type)
+        return Status::Unimplemented(n.Describe() +
+                                     ": Mean and InvStdDev outputs stored in different types");
+      l.stat_type = t;
+      stats = true;
+      (i == 1 ? l.mean : l.inv_std) = Of(n.outputs[i]);
+    }
     Emit(n, l);
     return Status::OK();
   }
@@ -824,8 +912,10 @@ class Lowerer {
               : n.op == "ReduceSum" ? ReduceInstr::Kind::kSum
               : n.op == "ReduceMax" ? ReduceInstr::Kind::kMax
                                     : ReduceInstr::Kind::kMin;
-    ri.in = Of(n.inputs[0]);
+    ri.type = StoredType(n.outputs[0]);
+    ri.in = Use(n, n.inputs[0], ri.type);
     ri.out = Of(n.outputs[0]);
+    const int es = static_cast<int>(DataTypeSize(ri.type));
     if (real.empty()) {  // nothing reduced: a copy (the reduction of one element)
       ri.outer = NumElements(xm.shape);
       Emit(n, ri);
@@ -848,9 +938,9 @@ class Lowerer {
         moved.push_back(xm.shape[d]);
         in_st.push_back(xs[d]);
       }
-      const int id = Scratch(NumElements(xm.shape) * 4);
+      const int id = Scratch(NumElements(xm.shape) * es, ri.type);
       TESSERA_RETURN_IF_ERROR(
-          EmitCopy(n, 4, moved, in_st, Contiguous(moved), Of(n.inputs[0]), ArenaRef(id)));
+          EmitCopy(n, es, moved, in_st, Contiguous(moved), ri.in, ArenaRef(id)));
       ri.in = ArenaRef(id);
       ri.len = 1;
       for (int64_t d : real) ri.len *= xm.shape[d];
@@ -877,8 +967,9 @@ class Lowerer {
     const Shape& ys = Meta(n.outputs[0]).shape;
     std::vector<int64_t> in_st(r);
     for (size_t i = 0; i < r; ++i) in_st[i] = xs[perm[i]];
-    return EmitCopy(n, static_cast<int>(DataTypeSize(xm.dtype)), ys, in_st, Contiguous(ys),
-                    Of(n.inputs[0]), Of(n.outputs[0]));
+    const DataType t = StoredType(n.outputs[0]);
+    return EmitCopy(n, static_cast<int>(DataTypeSize(t)), ys, in_st, Contiguous(ys),
+                    Use(n, n.inputs[0], t), Of(n.outputs[0]));
   }
 
   Status Slice(const Node& n) {
@@ -886,7 +977,8 @@ class Lowerer {
     TESSERA_ASSIGN_OR_RETURN(auto sp, ops::ComputeSlice(n, in));
     const auto& xm = Meta(n.inputs[0]);
     const auto xs = Contiguous(xm.shape);
-    const int64_t es = static_cast<int64_t>(DataTypeSize(xm.dtype));
+    const DataType t = StoredType(n.outputs[0]);
+    const int64_t es = static_cast<int64_t>(DataTypeSize(t));
     int64_t base = 0;
     std::vector<int64_t> in_st(xs.size());
     for (size_t i = 0; i < xs.size(); ++i) {
@@ -894,7 +986,7 @@ class Lowerer {
       in_st[i] = xs[i] * sp.step[i];
     }
     return EmitCopy(n, static_cast<int>(es), sp.out, in_st, Contiguous(sp.out),
-                    Of(n.inputs[0], base * es), Of(n.outputs[0]));
+                    Use(n, n.inputs[0], t, base), Of(n.outputs[0]));
   }
 
   Status Concat(const Node& n) {
@@ -902,11 +994,12 @@ class Lowerer {
     const int64_t r = static_cast<int64_t>(ym.shape.size());
     const int64_t axis = ops::NormalizeAxis(n.GetInt("axis", 0), r);
     const auto ys = Contiguous(ym.shape);
-    const int64_t es = static_cast<int64_t>(DataTypeSize(ym.dtype));
+    const DataType t = StoredType(n.outputs[0]);
+    const int64_t es = static_cast<int64_t>(DataTypeSize(t));
     int64_t at = 0;
     for (const auto& v : n.inputs) {
       const Shape& s = Meta(v).shape;
-      TESSERA_RETURN_IF_ERROR(EmitCopy(n, static_cast<int>(es), s, Contiguous(s), ys, Of(v),
+      TESSERA_RETURN_IF_ERROR(EmitCopy(n, static_cast<int>(es), s, Contiguous(s), ys, Use(n, v, t),
                                        Of(n.outputs[0], at * ys[axis] * es)));
       at += s[axis];
     }
@@ -920,13 +1013,13 @@ class Lowerer {
     const int64_t r = static_cast<int64_t>(xm.shape.size());
     const int64_t axis = ops::NormalizeAxis(n.GetInt("axis", 0), r);
     const auto xs = Contiguous(xm.shape);
-    const int64_t es = static_cast<int64_t>(DataTypeSize(xm.dtype));
     int64_t at = 0;
     for (size_t i = 0; i < n.outputs.size(); ++i) {
       if (!n.outputs[i].empty()) {
         const Shape& s = Meta(n.outputs[i]).shape;
-        TESSERA_RETURN_IF_ERROR(EmitCopy(n, static_cast<int>(es), s, xs, Contiguous(s),
-                                         Of(n.inputs[0], at * xs[axis] * es), Of(n.outputs[i])));
+        const DataType t = StoredType(n.outputs[i]);
+        TESSERA_RETURN_IF_ERROR(EmitCopy(n, static_cast<int>(DataTypeSize(t)), s, xs, Contiguous(s),
+                                         Use(n, n.inputs[0], t, at * xs[axis]), Of(n.outputs[i])));
       }
       at += sizes[i];
     }
@@ -936,8 +1029,9 @@ class Lowerer {
   Status Expand(const Node& n) {
     const auto& xm = Meta(n.inputs[0]);
     const Shape& ys = Meta(n.outputs[0]).shape;
-    return EmitCopy(n, static_cast<int>(DataTypeSize(xm.dtype)), ys, BroadcastStrides(xm.shape, ys),
-                    Contiguous(ys), Of(n.inputs[0]), Of(n.outputs[0]));
+    const DataType t = StoredType(n.outputs[0]);
+    return EmitCopy(n, static_cast<int>(DataTypeSize(t)), ys, BroadcastStrides(xm.shape, ys),
+                    Contiguous(ys), Use(n, n.inputs[0], t), Of(n.outputs[0]));
   }
 
   Status Tile(const Node& n) {
@@ -953,8 +1047,9 @@ class Lowerer {
       in_st.insert(in_st.end(), {0, xs[i]});
       out_st.insert(out_st.end(), {xm.shape[i] * os[i], os[i]});
     }
-    return EmitCopy(n, static_cast<int>(DataTypeSize(xm.dtype)), shape, in_st, out_st,
-                    Of(n.inputs[0]), Of(n.outputs[0]));
+    const DataType t = StoredType(n.outputs[0]);
+    return EmitCopy(n, static_cast<int>(DataTypeSize(t)), shape, in_st, out_st,
+                    Use(n, n.inputs[0], t), Of(n.outputs[0]));
   }
 
   Status Pad(const Node& n) {
@@ -964,6 +1059,7 @@ class Lowerer {
                                    "' (constant, reflect and edge are supported)");
     const auto& xm = Meta(n.inputs[0]);
     const Shape& ys = Meta(n.outputs[0]).shape;
+    const DataType t = StoredType(n.outputs[0]);
     TESSERA_ASSIGN_OR_RETURN(std::vector<int64_t> pads, AttrOrInputInts(n, "pads", 1));
     if (pads.size() != 2 * xm.shape.size())
       return Status::InvalidArgument(n.Describe() + ": pads must have 2 x rank entries");
@@ -973,7 +1069,7 @@ class Lowerer {
         return Status::Unimplemented(n.Describe() + ": Pad over more than 8 dims");
       PadInstr pi;
       pi.reflect = mode == "reflect";
-      pi.elem = static_cast<int>(DataTypeSize(xm.dtype));
+      pi.elem = static_cast<int>(DataTypeSize(t));
       pi.rank = static_cast<int>(r);
       const auto xs = Contiguous(xm.shape);
       for (size_t d = 0; d < r; ++d) {
@@ -985,21 +1081,26 @@ class Lowerer {
         pi.pad_begin[d] = pads[d];
       }
       pi.count = NumElements(ys);
-      pi.in = Of(n.inputs[0]);
+      pi.in = Use(n, n.inputs[0], t);
       pi.out = Of(n.outputs[0]);
       Emit(n, pi);
       return Status::OK();
     }
-    const size_t r = xm.shape.size(), es = DataTypeSize(xm.dtype);
+    const size_t r = xm.shape.size(), es = DataTypeSize(t);
     uint64_t bits = 0;
     if (!n.Input(2).empty()) {
       if (!IsConst(n.Input(2)))
         return Status::Unimplemented(n.Describe() + ": the pad value must be a constant");
-      const Tensor& t = ConstOf(n.Input(2));
-      if (t.numel()) std::memcpy(&bits, t.raw(), std::min(es, sizeof(bits)));
+      const Tensor& v = ConstOf(n.Input(2));
+      if (v.numel()) {
+        if (v.dtype() != t) {  // a float pad value for narrow storage
+          StoreF(&bits, t, 0, static_cast<float>(v.GetAsDouble(0)));
+        } else {
+          std::memcpy(&bits, v.raw(), std::min(es, sizeof(bits)));
+        }
+      }
     } else if (n.Has("value") && xm.dtype == DataType::kFloat32) {
-      const float v = n.GetFloat("value", 0);
-      std::memcpy(&bits, &v, 4);
+      StoreF(&bits, t, 0, n.GetFloat("value", 0));
     }
     EmitFill(n, static_cast<int>(es), NumElements(ys), bits, Of(n.outputs[0]));
     const auto xs = Contiguous(xm.shape), os = Contiguous(ys);
@@ -1013,7 +1114,7 @@ class Lowerer {
       out_off += std::max<int64_t>(b, 0) * os[i];
     }
     const int64_t esz = static_cast<int64_t>(es);
-    return EmitCopy(n, static_cast<int>(es), copy, xs, os, Of(n.inputs[0], in_off * esz),
+    return EmitCopy(n, static_cast<int>(es), copy, xs, os, Use(n, n.inputs[0], t, in_off),
                     Of(n.outputs[0], out_off * esz));
   }
 
@@ -1046,7 +1147,8 @@ class Lowerer {
     }
     for (size_t a : t.lin) ri.lin_mask |= 1u << a;
     ri.count = NumElements(t.plan.out);
-    ri.x = Of(n.inputs[0]);
+    ri.type = StoredType(n.outputs[0]);
+    ri.x = Use(n, n.inputs[0], ri.type);
     ri.y = Of(n.outputs[0]);
     ri.i0 = NewConst(i0);
     ri.i1 = NewConst(i1);
@@ -1064,14 +1166,15 @@ class Lowerer {
     const int64_t r = static_cast<int64_t>(dm.shape.size());
     const int64_t axis = ops::NormalizeAxis(n.GetInt("axis", 0), r);
     GatherInstr g;
-    g.elem = static_cast<int>(DataTypeSize(dm.dtype));
+    const DataType t = StoredType(n.outputs[0]);
+    g.elem = static_cast<int>(DataTypeSize(t));
     g.index_type = im.dtype;
     g.outer = 1;
     for (int64_t i = 0; i < axis; ++i) g.outer *= dm.shape[i];
     g.axis_dim = dm.shape[axis];
     g.inner = NumElements(dm.shape) / std::max<int64_t>(g.outer * g.axis_dim, 1);
     g.count = NumElements(im.shape);
-    g.data = Of(n.inputs[0]);
+    g.data = Use(n, n.inputs[0], t);
     g.index = Of(n.inputs[1]);
     g.out = Of(n.outputs[0]);
     Emit(n, g);
@@ -1080,6 +1183,12 @@ class Lowerer {
 
   // ---- arena plan ----
   Result<Program> Finish() {
+    // Outputs keep their declared type (the constructor put them in keep_fp32_).
+    for (const auto& o : p_.graph.outputs)
+      if (!IsConst(o.name) && StoredType(o.name) != Meta(o.name).dtype)
+        return Status::Internal("CUDA lowering: output '" + o.name + "' is stored as " +
+                                DataTypeName(StoredType(o.name)) + ", not its declared " +
+                                DataTypeName(Meta(o.name).dtype));
     const int n_steps = static_cast<int>(prog_.steps.size());
     // Every graph input and output has a value, even one no step touches (an unused input, an
     // output that is an input); outputs the compiler computed are constants.
@@ -1134,7 +1243,8 @@ class Lowerer {
       prog_.inputs.push_back(slot);
     }
     for (const auto& out : prog_.info.outputs) {
-      IoSlot slot{out, Of(out.name), NumElements(out.shape) * DataTypeSize(out.dtype)};
+      IoSlot slot{out, IsConst(out.name) ? Of(out.name) : ArenaRef(Id(out.name)),
+                  NumElements(out.shape) * DataTypeSize(out.dtype)};
       TESSERA_RETURN_IF_ERROR(resolve(slot.ref));
       prog_.outputs.push_back(slot);
     }
@@ -1150,10 +1260,13 @@ class Lowerer {
     std::string name;
     int64_t bytes;
     int root;
+    DataType type;  // how its elements are stored (see StoredType)
   };
   PreparedGraph p_;
   LowerOptions opts_;
-  std::unordered_map<std::string, Ref> narrowed_;  // FP16 / BF16 copies of FP32 constants
+  std::set<std::string> graph_inputs_, keep_fp32_;
+  std::map<std::pair<const void*, DataType>, Ref> const_as_;  // converted constants
+  std::map<std::pair<int, DataType>, Ref> cast_;              // run-time values cast once
   Program prog_;
   std::vector<Value> values_;
   std::unordered_map<std::string, int> ids_;
@@ -1191,12 +1304,20 @@ ProgramWork CountWork(const Program& program) {
   return w;
 }
 
+LowerOptions LowerOptionsFor(GpuPrecision p) {
+  LowerOptions o;
+  o.matmul_type = MatmulTypeOf(p);
+  o.activation_type = o.matmul_type;
+  return o;
+}
+
 Result<Program> LowerToProgram(PreparedGraph prepared, const LowerOptions& options) {
-  const DataType t = options.matmul_type;
-  if (t != DataType::kFloat32 && t != DataType::kFloat16 && t != DataType::kBFloat16)
-    return Status::InvalidArgument(std::string("GEMM / convolution operand type must be FP32, "
-                                               "FP16 or BF16, got ") +
-                                   DataTypeName(t));
+  for (const DataType t : {options.matmul_type, options.activation_type})
+    if (!IsFloatStorage(t))
+      return Status::InvalidArgument(
+          std::string("GEMM / convolution operands and activations are stored as FP32, FP16 or "
+                      "BF16, got ") +
+          DataTypeName(t));
   Lowerer l(std::move(prepared), options);
   return l.Run();
 }

@@ -10,6 +10,8 @@
 #include "engine/cuda/program.h"
 
 #ifdef __CUDACC__
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #define TESSERA_HD __host__ __device__ inline
 #else
 #define TESSERA_HD inline
@@ -38,12 +40,18 @@ TESSERA_HD float BitsFloat(uint32_t u) {
 #endif
 }
 TESSERA_HD uint16_t FloatToBf16(float f) {
+#ifdef __CUDA_ARCH__
+  if (!isnan(f)) return __bfloat16_as_ushort(__float2bfloat16_rn(f));  // the same rounding
+#endif
   const uint32_t u = FloatBits(f);
   if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);  // NaN
   return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
 }
 TESSERA_HD float Bf16ToFloat(uint16_t b) { return BitsFloat(static_cast<uint32_t>(b) << 16); }
 TESSERA_HD uint16_t FloatToHalf(float f) {
+#ifdef __CUDA_ARCH__
+  if (!isnan(f)) return __half_as_ushort(__float2half_rn(f));  // the same rounding
+#endif
   const uint32_t u = FloatBits(f);
   const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
   const uint32_t a = u & 0x7fffffffu;
@@ -60,6 +68,9 @@ TESSERA_HD uint16_t FloatToHalf(float f) {
   return sign | static_cast<uint16_t>((r - 0x38000000u) >> 13);
 }
 TESSERA_HD float HalfToFloat(uint16_t h) {
+#ifdef __CUDA_ARCH__
+  return __half2float(__ushort_as_half(h));  // exact either way
+#else
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   const uint32_t e = (h >> 10) & 0x1f, m = h & 0x3ffu;
   if (e == 0) {  // zero or subnormal: m x 2^-24
@@ -68,6 +79,7 @@ TESSERA_HD float HalfToFloat(uint16_t h) {
   }
   if (e == 31) return BitsFloat(sign | 0x7f800000u | (m << 13));
   return BitsFloat(sign | ((e + 112) << 23) | (m << 13));
+#endif
 }
 
 TESSERA_HD float GeluErfF(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
@@ -327,6 +339,39 @@ TESSERA_HD void StoreI(void* p, DataType t, int64_t i, int64_t v) {
   }
 }
 
+// Float values stored as T (FP32, FP16 or BF16), with T fixed at compile time: the device
+// kernels' loads and stores, one instantiation per storage type.
+template <DataType T>
+TESSERA_HD float LoadAs(const void* p, int64_t i) {
+  if constexpr (T == DataType::kFloat16)
+    return HalfToFloat(static_cast<const uint16_t*>(p)[i]);
+  else if constexpr (T == DataType::kBFloat16)
+    return Bf16ToFloat(static_cast<const uint16_t*>(p)[i]);
+  else
+    return static_cast<const float*>(p)[i];
+}
+template <DataType T>
+TESSERA_HD void StoreAs(void* p, int64_t i, float v) {
+  if constexpr (T == DataType::kFloat16)
+    static_cast<uint16_t*>(p)[i] = FloatToHalf(v);
+  else if constexpr (T == DataType::kBFloat16)
+    static_cast<uint16_t*>(p)[i] = FloatToBf16(v);
+  else
+    static_cast<float*>(p)[i] = v;
+}
+// Read-only views that index like arrays of float: TypedFloats for the device, AnyFloats (type
+// chosen at run time) for the host interpreter. The shared element functions below take either.
+template <DataType T>
+struct TypedFloats {
+  const void* p;
+  TESSERA_HD float operator[](int64_t i) const { return LoadAs<T>(p, i); }
+};
+struct AnyFloats {
+  const void* p;
+  DataType t;
+  TESSERA_HD float operator[](int64_t i) const { return LoadF(p, t, i); }
+};
+
 // Element i of an element-wise instruction: walks the output index into each input's offset.
 // Shared by the GPU kernel (one thread per element) and the host interpreter.
 TESSERA_HD void EwElement(const EwInstr& e, const void* const* in, void* out, int64_t i) {
@@ -393,10 +438,11 @@ TESSERA_HD int64_t PadSource(const PadInstr& p, int64_t i) {
   return off;
 }
 
-// Output element (plane, oy, ox) of a pooling instruction.
-TESSERA_HD float PoolElement(const PoolInstr& p, const float* x, int64_t plane, int64_t oy,
+// Output element (plane, oy, ox) of a pooling instruction; x indexes like a float array.
+template <typename X>
+TESSERA_HD float PoolElement(const PoolInstr& p, const X& x, int64_t plane, int64_t oy,
                              int64_t ox) {
-  const float* xp = x + plane * p.h * p.w;
+  const int64_t xp = plane * p.h * p.w;
   float acc = p.max ? -INFINITY : 0.0f;
   int64_t n = 0;
   for (int64_t ky = 0; ky < p.kh; ++ky) {
@@ -404,7 +450,7 @@ TESSERA_HD float PoolElement(const PoolInstr& p, const float* x, int64_t plane, 
     for (int64_t kx = 0; kx < p.kw; ++kx) {
       const int64_t ix = ox * p.stride_w - p.pad_l + kx * p.dil_w;
       if (iy < 0 || iy >= p.h || ix < 0 || ix >= p.w) continue;
-      const float v = xp[iy * p.w + ix];
+      const float v = x[xp + iy * p.w + ix];
       if (p.max)
         acc = v > acc ? v : acc;
       else
@@ -430,8 +476,10 @@ TESSERA_HD float PoolElement(const PoolInstr& p, const float* x, int64_t plane, 
 }
 
 // Output element i of a Resize: the corners of the interpolating axes, summed in the CPU
-// kernel's order (corner bit j = the j-th interpolating axis takes its upper index).
-TESSERA_HD float ResizeElement(const ResizeInstr& r, const float* x, const int64_t* i0,
+// kernel's order (corner bit j = the j-th interpolating axis takes its upper index); x indexes
+// like a float array.
+template <typename X>
+TESSERA_HD float ResizeElement(const ResizeInstr& r, const X& x, const int64_t* i0,
                                const int64_t* i1, const float* w, int64_t i) {
   int64_t c[kMaxRank];
   int64_t rem = i;

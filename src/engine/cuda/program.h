@@ -132,25 +132,34 @@ struct FillInstr {
   Ref out;
 };
 
+// The instructions below that compute in float (reduce, softmax, layernorm, pooling, resize,
+// GEMM and convolution outputs) read and write their activations in a storage type `type`:
+// FP32, or FP16 / BF16 when a model runs with narrow activations. Arithmetic is FP32 inside.
+
 // x viewed as [outer, len, inner]; y[o, i] = reduce over len. GlobalAveragePool, Reduce*.
 struct ReduceInstr {
   enum class Kind : uint8_t { kSum, kMean, kMax, kMin } kind = Kind::kSum;
+  DataType type = DataType::kFloat32;  // x and y
   int64_t outer = 1, len = 1, inner = 1;
   Ref in, out;
 };
 
 struct SoftmaxInstr {
   bool log = false;
+  DataType type = DataType::kFloat32;  // x and y
   int64_t outer = 1, len = 1, inner = 1;
   Ref in, out;
 };
 
-// Rows of `cols` floats normalized to zero mean / unit variance, then * scale[c] (+ bias[c]).
+// Rows of `cols` values normalized to zero mean / unit variance, then * scale[c] (+ bias[c]);
+// scale and bias are FP32.
 struct LayerNormInstr {
+  DataType type = DataType::kFloat32;       // in and out
+  DataType stat_type = DataType::kFloat32;  // mean and inv_std
   int64_t rows = 1, cols = 1;
   float eps = 1e-5f;
   Ref in, scale, bias, out;
-  Ref mean, inv_std;  // optional outputs 1 and 2: per row, FP32
+  Ref mean, inv_std;  // optional outputs 1 and 2: per row
 };
 
 // data viewed as [outer, axis_dim, inner]; out[o, j, i] = data[o, idx[j], i] for `count`
@@ -165,9 +174,11 @@ struct GatherInstr {
 // Row-major, per batch entry b: D[b] = act(alpha * op(A[b]) x op(B[b]) + beta * C[b] + bias),
 // op = transpose when ta / tb. A is m x k (k x m when ta), B is k x n (n x k when tb); lda / ldb
 // / ldc are row strides; sa / sb / sc batch strides in elements (0: shared by every entry). C is
-// optional (beta ignored without it) and has D's layout; bias has n elements.
+// optional (beta ignored without it) and has D's layout; bias has n elements of D's type (as
+// cuBLASLt's bias epilogue reads it).
 struct GemmInstr {
   DataType ab_type = DataType::kFloat32;  // A and B (FP32, or FP16 / BF16 with FP32 accumulation)
+  DataType cd_type = DataType::kFloat32;  // C, D and bias
   bool ta = false, tb = false;
   int64_t m = 1, n = 1, k = 1, lda = 1, ldb = 1, ldc = 1;
   int64_t batch = 1, sa = 0, sb = 0, sc = 0;
@@ -178,11 +189,13 @@ struct GemmInstr {
 };
 
 // 2-D convolution, NCHW / KCRS (1-D convolutions come as H = 1), symmetric zero padding (the
-// lowering pads explicitly otherwise): y = act(conv(x, w) + bias[k] + residual). With FP16 / BF16
-// x and w (xw_type) the convolution accumulates in FP32, writes `tmp` in xw_type, and the
-// epilogue reads tmp and writes y in FP32.
+// lowering pads explicitly otherwise): y = act(conv(x, w) + bias[k] + residual), bias FP32. With
+// FP16 / BF16 x and w (xw_type) the convolution accumulates in FP32 and writes its output in
+// xw_type: into y itself when y_type is the same (the epilogue then runs in place), else into
+// `tmp`, which the epilogue reads to write y in y_type.
 struct ConvInstr {
   DataType xw_type = DataType::kFloat32;
+  DataType y_type = DataType::kFloat32;  // y and residual
   int64_t n = 1, c = 1, h = 1, w = 1, k = 1, r = 1, s = 1, oh = 1, ow = 1;
   int64_t pad_h = 0, pad_w = 0, stride_h = 1, stride_w = 1, dil_h = 1, dil_w = 1, groups = 1;
   Act act = Act::kNone;
@@ -194,6 +207,7 @@ struct ConvInstr {
 // trailing ones only matter for count_include_pad, through pad_b / pad_r).
 struct PoolInstr {
   bool max = true, count_include_pad = false;
+  DataType type = DataType::kFloat32;  // x and y
   int64_t planes = 1, h = 1, w = 1, oh = 1, ow = 1, kh = 1, kw = 1;
   int64_t stride_h = 1, stride_w = 1, dil_h = 1, dil_w = 1;
   int64_t pad_t = 0, pad_l = 0, pad_b = 0, pad_r = 0;
@@ -218,6 +232,7 @@ struct PadInstr {
 };
 
 struct ResizeInstr {
+  DataType type = DataType::kFloat32;  // x and y (the weight table is FP32)
   int rank = 1;
   int64_t out_shape[kMaxRank] = {};
   int64_t in_strides[kMaxRank] = {};
@@ -256,12 +271,21 @@ struct Program {
 
 struct LowerOptions {
   // The operand type of GEMMs and convolutions: FP32, or FP16 / BF16 (weights converted once at
-  // compile time, activations cast on the way in, FP32 accumulation and FP32 everywhere else).
+  // compile time, FP32 accumulation).
   DataType matmul_type = DataType::kFloat32;
+  // How the graph's FP32 activations are stored in the arena: FP32, or FP16 / BF16 end to end
+  // (every kernel loads them as FP32, computes in FP32 and rounds on store). These stay FP32:
+  // graph inputs (a GEMM or convolution that reads one casts it once) and outputs (their
+  // producer writes FP32); the residual stream of a transformer (LayerNormalization's input and
+  // output); a value that a Cast turns into integers (rounding could change the integer); and
+  // constants other than GEMM / convolution weights.
+  DataType activation_type = DataType::kFloat32;
 };
 
 // The GEMM / convolution operand type of a precision (TF32 keeps FP32 storage).
 DataType MatmulTypeOf(GpuPrecision p);
+// A precision's lowering: fp16 / bf16 narrow operands and activations; fp32 / tf32 neither.
+LowerOptions LowerOptionsFor(GpuPrecision p);
 
 // Lowers a prepared graph. Unimplemented names the op and node the CUDA backend cannot run.
 Result<Program> LowerToProgram(PreparedGraph prepared, const LowerOptions& options = {});

@@ -20,6 +20,8 @@ class HostRunner {
   const float* F(const Ref& r) const {
     return r.valid() ? static_cast<const float*>(In(r)) : nullptr;
   }
+  // Floats stored as t (FP32, FP16 or BF16), read as float; the null view for an absent ref.
+  AnyFloats V(const Ref& r, DataType t) const { return {r.valid() ? In(r) : nullptr, t}; }
   void Fail() const { *reinterpret_cast<int32_t*>(arena_ + p_.error_offset) = 1; }
 
   void operator()(const EwInstr& e) const {
@@ -42,16 +44,16 @@ class HostRunner {
     for (int64_t i = 0; i < f.count; ++i) std::memcpy(out + i * f.elem, &f.bits, f.elem);
   }
   void operator()(const ReduceInstr& r) const {
-    const float* x = F(r.in);
-    float* y = static_cast<float*>(Out(r.out));
+    const AnyFloats x = V(r.in, r.type);
+    void* y = Out(r.out);
     for (int64_t o = 0; o < r.outer; ++o)
       for (int64_t i = 0; i < r.inner; ++i) {
-        const float* xs = x + o * r.len * r.inner + i;
+        const int64_t xs = o * r.len * r.inner + i;
         float acc = r.kind == ReduceInstr::Kind::kMax   ? -INFINITY
                     : r.kind == ReduceInstr::Kind::kMin ? INFINITY
                                                         : 0.0f;
         for (int64_t k = 0; k < r.len; ++k) {
-          const float v = xs[k * r.inner];
+          const float v = x[xs + k * r.inner];
           if (r.kind == ReduceInstr::Kind::kMax)
             acc = std::max(acc, v);
           else if (r.kind == ReduceInstr::Kind::kMin)
@@ -60,43 +62,43 @@ class HostRunner {
             acc += v;
         }
         if (r.kind == ReduceInstr::Kind::kMean) acc /= static_cast<float>(r.len);
-        y[o * r.inner + i] = acc;
+        StoreF(y, r.type, o * r.inner + i, acc);
       }
   }
   void operator()(const SoftmaxInstr& s) const {
-    const float* x = F(s.in);
-    float* y = static_cast<float*>(Out(s.out));
+    const AnyFloats x = V(s.in, s.type);
+    void* y = Out(s.out);
     for (int64_t o = 0; o < s.outer; ++o)
       for (int64_t i = 0; i < s.inner; ++i) {
-        const float* xs = x + o * s.len * s.inner + i;
-        float* ys = y + o * s.len * s.inner + i;
+        const int64_t base = o * s.len * s.inner + i;
         float mx = -INFINITY, sum = 0;
-        for (int64_t k = 0; k < s.len; ++k) mx = std::max(mx, xs[k * s.inner]);
-        for (int64_t k = 0; k < s.len; ++k) sum += expf(xs[k * s.inner] - mx);
-        for (int64_t k = 0; k < s.len; ++k)
-          ys[k * s.inner] =
-              s.log ? xs[k * s.inner] - mx - logf(sum) : expf(xs[k * s.inner] - mx) / sum;
+        for (int64_t k = 0; k < s.len; ++k) mx = std::max(mx, x[base + k * s.inner]);
+        for (int64_t k = 0; k < s.len; ++k) sum += expf(x[base + k * s.inner] - mx);
+        for (int64_t k = 0; k < s.len; ++k) {
+          const float v = x[base + k * s.inner];
+          StoreF(y, s.type, base + k * s.inner, s.log ? v - mx - logf(sum) : expf(v - mx) / sum);
+        }
       }
   }
   void operator()(const LayerNormInstr& l) const {
-    const float* x = F(l.in);
+    const AnyFloats x = V(l.in, l.type);
     const float* g = F(l.scale);
     const float* b = F(l.bias);
-    float* y = static_cast<float*>(Out(l.out));
+    void* y = Out(l.out);
     for (int64_t r = 0; r < l.rows; ++r) {
-      const float* xr = x + r * l.cols;
+      const int64_t xr = r * l.cols;
       double mean = 0, var = 0;
-      for (int64_t c = 0; c < l.cols; ++c) mean += xr[c];
+      for (int64_t c = 0; c < l.cols; ++c) mean += x[xr + c];
       mean /= static_cast<double>(l.cols);
-      for (int64_t c = 0; c < l.cols; ++c) var += (xr[c] - mean) * (xr[c] - mean);
+      for (int64_t c = 0; c < l.cols; ++c) var += (x[xr + c] - mean) * (x[xr + c] - mean);
       var /= static_cast<double>(l.cols);
       const float inv = static_cast<float>(1.0 / std::sqrt(var + l.eps));
       for (int64_t c = 0; c < l.cols; ++c) {
-        const float v = (xr[c] - static_cast<float>(mean)) * inv * g[c];
-        y[r * l.cols + c] = b ? v + b[c] : v;
+        const float v = (x[xr + c] - static_cast<float>(mean)) * inv * g[c];
+        StoreF(y, l.type, xr + c, b ? v + b[c] : v);
       }
-      if (l.mean.valid()) static_cast<float*>(Out(l.mean))[r] = static_cast<float>(mean);
-      if (l.inv_std.valid()) static_cast<float*>(Out(l.inv_std))[r] = inv;
+      if (l.mean.valid()) StoreF(Out(l.mean), l.stat_type, r, static_cast<float>(mean));
+      if (l.inv_std.valid()) StoreF(Out(l.inv_std), l.stat_type, r, inv);
     }
   }
   void operator()(const GatherInstr& g) const {
@@ -120,9 +122,8 @@ class HostRunner {
   void operator()(const GemmInstr& g) const {
     const void* a = In(g.a);
     const void* b = In(g.b);
-    const float* c = F(g.c);
-    const float* bias = F(g.bias);
-    float* d = static_cast<float*>(Out(g.d));
+    const AnyFloats c = V(g.c, g.cd_type), bias = V(g.bias, g.cd_type);
+    void* d = Out(g.d);
     std::vector<float> row(static_cast<size_t>(g.n));
     for (int64_t q = 0; q < g.batch; ++q) {
       const int64_t aq = q * g.sa, bq = q * g.sb;
@@ -135,9 +136,9 @@ class HostRunner {
         }
         for (int64_t j = 0; j < g.n; ++j) {
           float v = g.alpha * row[j];
-          if (c) v += g.beta * c[q * g.sc + i * g.ldc + j];
-          if (bias) v += bias[j];
-          d[q * g.sc + i * g.ldc + j] = ApplyAct(g.act, v, g.act_a, g.act_b);
+          if (c.p) v += g.beta * c[q * g.sc + i * g.ldc + j];
+          if (bias.p) v += bias[j];
+          StoreF(d, g.cd_type, q * g.sc + i * g.ldc + j, ApplyAct(g.act, v, g.act_a, g.act_b));
         }
       }
     }
@@ -146,8 +147,10 @@ class HostRunner {
     const void* x = In(c.x);
     const void* w = In(c.weight);
     const float* bias = F(c.bias);
-    const float* res = F(c.residual);
-    float* y = static_cast<float*>(Out(c.y));
+    const AnyFloats res = V(c.residual, c.y_type);
+    void* y = Out(c.y);
+    // The library writes its output in xw_type: into y when y has that type, else into tmp.
+    void* conv_out = c.tmp.valid() ? Out(c.tmp) : y;
     const int64_t cg = c.c / c.groups, kg = c.k / c.groups;
     for (int64_t n = 0; n < c.n; ++n)
       for (int64_t k = 0; k < c.k; ++k) {
@@ -170,13 +173,13 @@ class HostRunner {
               }
             }
             const int64_t yi = ((n * c.k + k) * c.oh + oy) * c.ow + ox;
-            if (c.xw_type != DataType::kFloat32) {  // the library writes tmp in xw_type
-              StoreF(Out(c.tmp), c.xw_type, yi, acc);
-              acc = LoadF(In(c.tmp), c.xw_type, yi);
+            if (c.xw_type != DataType::kFloat32) {  // rounded as the library stores it
+              StoreF(conv_out, c.xw_type, yi, acc);
+              acc = LoadF(conv_out, c.xw_type, yi);
             }
             if (bias) acc += bias[k];
-            if (res) acc += res[yi];
-            y[yi] = ApplyAct(c.act, acc, c.act_a, c.act_b);
+            if (res.p) acc += res[yi];
+            StoreF(y, c.y_type, yi, ApplyAct(c.act, acc, c.act_a, c.act_b));
           }
       }
   }
@@ -187,20 +190,20 @@ class HostRunner {
       std::memcpy(out + i * p.elem, in + PadSource(p, i) * p.elem, p.elem);
   }
   void operator()(const ResizeInstr& r) const {
-    const float* x = F(r.x);
+    const AnyFloats x = V(r.x, r.type);
     const auto* i0 = static_cast<const int64_t*>(In(r.i0));
     const auto* i1 = static_cast<const int64_t*>(In(r.i1));
     const float* w = F(r.w);
-    float* y = static_cast<float*>(Out(r.y));
-    for (int64_t i = 0; i < r.count; ++i) y[i] = ResizeElement(r, x, i0, i1, w, i);
+    void* y = Out(r.y);
+    for (int64_t i = 0; i < r.count; ++i) StoreF(y, r.type, i, ResizeElement(r, x, i0, i1, w, i));
   }
   void operator()(const PoolInstr& p) const {
-    const float* x = F(p.x);
-    float* y = static_cast<float*>(Out(p.y));
+    const AnyFloats x = V(p.x, p.type);
+    void* y = Out(p.y);
     for (int64_t pl = 0; pl < p.planes; ++pl)
       for (int64_t oy = 0; oy < p.oh; ++oy)
         for (int64_t ox = 0; ox < p.ow; ++ox)
-          y[(pl * p.oh + oy) * p.ow + ox] = PoolElement(p, x, pl, oy, ox);
+          StoreF(y, p.type, (pl * p.oh + oy) * p.ow + ox, PoolElement(p, x, pl, oy, ox));
   }
 
  private:
@@ -285,7 +288,7 @@ class HostProgramExecutable final : public GpuExecutable {
 
 class HostProgramEngine final : public Engine {
  public:
-  HostProgramEngine(GpuPrecision p, int device) : opts_{MatmulTypeOf(p)}, device_(device) {}
+  HostProgramEngine(GpuPrecision p, int device) : opts_(LowerOptionsFor(p)), device_(device) {}
   std::string name() const override { return "cuda-host"; }
   std::string device() const override {
     return device_ < 0 ? "cpu" : "cuda:" + std::to_string(device_);
