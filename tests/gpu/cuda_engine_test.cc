@@ -79,6 +79,12 @@ TEST(CudaEngine, ZooModelsMatchTheCpuEngineInEveryPrecision) {
     EXPECT_LE(CompareWithCpu(*fp16, g, batch), 1e-2) << name << " fp16";
     EXPECT_LE(CompareWithCpu(*bf16, g, batch), 1e-2) << name << " bf16";
   }
+  // FP16 / BF16 activations through the typed pool, resize, reduce, pad and epilogue kernels
+  // (not the MatMul mix: it casts products to INT64, where a rounding step flips an integer).
+  for (auto* narrow : {fp16.get(), bf16.get()}) {
+    EXPECT_LE(CompareWithCpu(*narrow, testing::ConvAndPoolMix(), 2), 1e-2);
+    EXPECT_LE(CompareWithCpu(*narrow, testing::ResizeMix(), 1), 1e-2);
+  }
 }
 
 TEST(CudaEngine, AGatherIndexOutOfRangeFailsThatRunOnly) {

@@ -237,6 +237,7 @@ TEST(CudaLower, Fp16AndBf16OperandsStayWithinTheIssuesTolerance) {
     }
     // (Not the MatMul mix: it casts products to INT64, where a rounding step flips an integer.)
     EXPECT_LE(CompareWithCpu(*host, testing::ConvAndPoolMix(), 2), 1e-2);
+    EXPECT_LE(CompareWithCpu(*host, testing::ResizeMix(), 1), 1e-2);
   }
 }
 
@@ -284,6 +285,17 @@ TEST(CudaLower, NarrowActivationsAreStoredNarrowExceptTheResidualStreamAndOutput
       EXPECT_EQ(prog.outputs[i].bytes, fp32.outputs[i].bytes);
     }
   }
+  // Narrow activations with operands of another type: cuBLASLt has no such GEMM.
+  cuda::LowerOptions mixed;
+  mixed.activation_type = DataType::kFloat16;
+  auto prepared = PrepareGraph(g, o);
+  ASSERT_TRUE(prepared.ok());
+  auto bad = cuda::LowerToProgram(std::move(prepared).value(), mixed);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("need GEMM / convolution operands of that type"),
+            std::string::npos)
+      << bad.status().ToString();
   // All of it on FP32 / TF32: nothing narrow.
   for (const auto& step : fp32.steps) {
     if (const auto* s = std::get_if<cuda::SoftmaxInstr>(&step.instr)) {

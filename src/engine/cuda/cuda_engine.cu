@@ -19,6 +19,10 @@ namespace {
 std::atomic<const Libs*> g_libs{nullptr};
 const Libs& L() { return *g_libs.load(std::memory_order_acquire); }
 
+cudaDataType_t LibType(DataType t) {
+  return t == DataType::kFloat16 ? CUDA_R_16F : t == DataType::kBFloat16 ? CUDA_R_16BF : CUDA_R_32F;
+}
+
 Status Cuda(cudaError_t e, const char* what) {
   if (e == cudaSuccess) return Status::OK();
   return Status::Unavailable(std::string(what) + ": " + cudaGetErrorString(e));
@@ -259,6 +263,7 @@ class CudaExecutable final : public GpuExecutable {
   }
   void* Out(const Ref& r) const { return static_cast<uint8_t*>(arena_->ptr) + r.offset; }
   const float* F(const Ref& r) const { return static_cast<const float*>(In(r)); }
+  void* OptOut(const Ref& r) const { return r.valid() ? Out(r) : nullptr; }
 
   Status Plan(const Step& s) {
     if (const auto* g = std::get_if<GemmInstr>(&s.instr)) return PlanGemm(s, *g);
@@ -273,10 +278,9 @@ class CudaExecutable final : public GpuExecutable {
     const std::string where = s.label + " '" + s.node + "'";
     const cublasComputeType_t compute =
         opts_.precision == GpuPrecision::kTf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-    // A and B in the operand type; C, D, bias and alpha / beta in FP32.
-    const cudaDataType_t ab = g.ab_type == DataType::kFloat16    ? CUDA_R_16F
-                              : g.ab_type == DataType::kBFloat16 ? CUDA_R_16BF
-                                                                 : CUDA_R_32F;
+    // A and B in the operand type; C, D and the bias in D's type (cuBLASLt's default bias type
+    // is D's); alpha / beta and the accumulation in FP32.
+    const cudaDataType_t ab = LibType(g.ab_type), cd = LibType(g.cd_type);
     TESSERA_RETURN_IF_ERROR(Blas(L().cublasLtMatmulDescCreate(&plan->desc, compute, CUDA_R_32F),
                                  "cublasLtMatmulDescCreate"));
     const cublasOperation_t op_a = g.tb ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -321,7 +325,7 @@ class CudaExecutable final : public GpuExecutable {
     TESSERA_RETURN_IF_ERROR(
         Blas(L().cublasLtMatrixLayoutCreate(&plan->b, ab, b_rows, b_cols, g.lda), "layout A"));
     TESSERA_RETURN_IF_ERROR(
-        Blas(L().cublasLtMatrixLayoutCreate(&plan->c, CUDA_R_32F, g.n, g.m, g.ldc), "layout D"));
+        Blas(L().cublasLtMatrixLayoutCreate(&plan->c, cd, g.n, g.m, g.ldc), "layout D"));
     if (g.batch > 1) {
       const int32_t count = static_cast<int32_t>(g.batch);
       struct {
@@ -363,12 +367,13 @@ class CudaExecutable final : public GpuExecutable {
     auto plan = std::make_unique<ConvPlan>();
     auto i = [](int64_t v) { return static_cast<int>(v); };
     // x, w and the convolution's output in the operand type; FP32 accumulation (cuDNN's
-    // "pseudo half" configurations for FP16 / BF16).
+    // "pseudo half" configurations for FP16 / BF16). The output goes to y when y has that type,
+    // else to tmp (see ConvInstr).
     const cudnnDataType_t t = c.xw_type == DataType::kFloat16    ? CUDNN_DATA_HALF
                               : c.xw_type == DataType::kBFloat16 ? CUDNN_DATA_BFLOAT16
                                                                  : CUDNN_DATA_FLOAT;
     const bool narrow = c.xw_type != DataType::kFloat32;
-    void* out = narrow ? Out(c.tmp) : Out(c.y);
+    void* out = c.tmp.valid() ? Out(c.tmp) : Out(c.y);
     TESSERA_RETURN_IF_ERROR(Dnn(L().cudnnCreateTensorDescriptor(&plan->x), "x descriptor"));
     TESSERA_RETURN_IF_ERROR(Dnn(L().cudnnCreateTensorDescriptor(&plan->y), "y descriptor"));
     TESSERA_RETURN_IF_ERROR(Dnn(L().cudnnCreateFilterDescriptor(&plan->w), "w descriptor"));
@@ -448,17 +453,14 @@ class CudaExecutable final : public GpuExecutable {
     return Cuda(LaunchFill(f, Out(f.out), stream_), "fill kernel");
   }
   Status Enqueue(const Step&, const ReduceInstr& r) {
-    return Cuda(LaunchReduce(r, F(r.in), static_cast<float*>(Out(r.out)), stream_),
-                "reduce kernel");
+    return Cuda(LaunchReduce(r, In(r.in), Out(r.out), stream_), "reduce kernel");
   }
   Status Enqueue(const Step&, const SoftmaxInstr& s) {
-    return Cuda(LaunchSoftmax(s, F(s.in), static_cast<float*>(Out(s.out)), stream_),
-                "softmax kernel");
+    return Cuda(LaunchSoftmax(s, In(s.in), Out(s.out), stream_), "softmax kernel");
   }
   Status Enqueue(const Step&, const LayerNormInstr& l) {
-    auto opt = [&](const Ref& r) { return r.valid() ? static_cast<float*>(Out(r)) : nullptr; };
-    return Cuda(LaunchLayerNorm(l, F(l.in), F(l.scale), F(l.bias), static_cast<float*>(Out(l.out)),
-                                opt(l.mean), opt(l.inv_std), stream_),
+    return Cuda(LaunchLayerNorm(l, In(l.in), F(l.scale), F(l.bias), Out(l.out), OptOut(l.mean),
+                                OptOut(l.inv_std), stream_),
                 "layernorm kernel");
   }
   Status Enqueue(const Step&, const GatherInstr& g) {
@@ -470,13 +472,12 @@ class CudaExecutable final : public GpuExecutable {
     return Cuda(LaunchPad(p, In(p.in), Out(p.out), stream_), "pad kernel");
   }
   Status Enqueue(const Step&, const ResizeInstr& r) {
-    return Cuda(LaunchResize(r, F(r.x), static_cast<const int64_t*>(In(r.i0)),
-                             static_cast<const int64_t*>(In(r.i1)), F(r.w),
-                             static_cast<float*>(Out(r.y)), stream_),
+    return Cuda(LaunchResize(r, In(r.x), static_cast<const int64_t*>(In(r.i0)),
+                             static_cast<const int64_t*>(In(r.i1)), F(r.w), Out(r.y), stream_),
                 "resize kernel");
   }
   Status Enqueue(const Step&, const PoolInstr& p) {
-    return Cuda(LaunchPool(p, F(p.x), static_cast<float*>(Out(p.y)), stream_), "pool kernel");
+    return Cuda(LaunchPool(p, In(p.x), Out(p.y), stream_), "pool kernel");
   }
   Status Enqueue(const Step& s, const GemmInstr& g) {
     const GemmPlan& plan = *gemms_.at(&s);
@@ -489,28 +490,27 @@ class CudaExecutable final : public GpuExecutable {
                                 opts_.workspace_bytes, stream_),
              "cublasLtMatmul"));
     if (plan.post_act != Act::kNone)
-      return Cuda(LaunchActInPlace(static_cast<float*>(d), g.batch * g.m * g.n, plan.post_act,
-                                   g.act_a, g.act_b, stream_),
+      return Cuda(LaunchActInPlace(d, g.cd_type, g.batch * g.m * g.n, plan.post_act, g.act_a,
+                                   g.act_b, stream_),
                   "activation kernel");
     return Status::OK();
   }
   Status Enqueue(const Step& s, const ConvInstr& c) {
     const ConvPlan& plan = *convs_.at(&s);
     const float one = 1.0f, zero = 0.0f;
-    float* y = static_cast<float*>(Out(c.y));
-    const bool narrow = c.xw_type != DataType::kFloat32;
-    void* out = narrow ? Out(c.tmp) : y;
+    void* y = Out(c.y);
+    void* out = c.tmp.valid() ? Out(c.tmp) : y;
     TESSERA_RETURN_IF_ERROR(Dnn(
         L().cudnnConvolutionForward(dnn_, &one, plan.x, In(c.x), plan.w, In(c.weight), plan.conv,
                                     plan.algo, workspace_->ptr, plan.workspace, &zero, plan.y, out),
         "cudnnConvolutionForward"));
-    if (!narrow && !c.bias.valid() && !c.residual.valid() && c.act == Act::kNone)
+    if (out == y && !c.bias.valid() && !c.residual.valid() && c.act == Act::kNone)
       return Status::OK();
-    // Bias, residual and activation in one pass (and FP16 / BF16 back to FP32).
-    return Cuda(LaunchChannelEpilogue(out, narrow ? c.xw_type : DataType::kFloat32, y, F(c.bias),
-                                      F(c.residual), c.n * c.k, c.k, c.oh * c.ow, c.act, c.act_a,
-                                      c.act_b, stream_),
-                "convolution epilogue");
+    // Bias, residual and activation in one pass (and tmp's type into y's, when they differ).
+    return Cuda(
+        LaunchChannelEpilogue(out, c.xw_type, y, c.y_type, F(c.bias), In(c.residual), c.n * c.k,
+                              c.k, c.oh * c.ow, c.act, c.act_a, c.act_b, stream_),
+        "convolution epilogue");
   }
 
   Status Capture() {
@@ -561,8 +561,7 @@ class CudaEngine final : public Engine {
   Result<std::unique_ptr<Executable>> Compile(const Graph& graph,
                                               const CompileOptions& options) override {
     TESSERA_ASSIGN_OR_RETURN(auto prepared, PrepareGraph(graph, options));
-    LowerOptions lo;
-    lo.matmul_type = MatmulTypeOf(opts_.precision);
+    LowerOptions lo = LowerOptionsFor(opts_.precision);
     TESSERA_ASSIGN_OR_RETURN(auto program, LowerToProgram(std::move(prepared), lo));
     CudaEngineOptions o = opts_;
     if (options.sm_count_target > 0) o.sm_count_target = options.sm_count_target;

@@ -1,4 +1,5 @@
 #include <cfloat>
+#include <type_traits>
 
 #include "engine/cuda/kernels.cuh"
 #include "engine/cuda/math.h"
@@ -22,16 +23,18 @@ __global__ void EwKernel(const EwInstr e, const void* in0, const void* in1, cons
     EwElement(e, in, out, i);
 }
 
-// Contiguous FP32 unary and same-shape / scalar-broadcast binary ops: the common cases after
-// fusion (GELU, residual adds), without the index walk.
+// Contiguous unary and same-shape / scalar-broadcast binary ops on float storage (FP32, FP16,
+// BF16; the types are the same for every thread, so their switches do not diverge): the common
+// cases after fusion (GELU, residual adds, casts between float types), without the index walk.
 template <int kArity>
-__global__ void EwFlatKernel(Ew op, int64_t n, const float* x, int64_t sx, const float* y,
-                             int64_t sy, float a, float b, float* out) {
+__global__ void EwFlatKernel(Ew op, int64_t n, const void* x, DataType tx, int64_t sx,
+                             const void* y, DataType ty, int64_t sy, float a, float b, void* out,
+                             DataType to) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const float xv = x[i * sx];
-    const float yv = kArity > 1 ? y[i * sy] : 0.0f;
-    out[i] = EwFloat(op, xv, yv, 0.0f, a, b);
+    const float xv = LoadF(x, tx, i * sx);
+    const float yv = kArity > 1 ? LoadF(y, ty, i * sy) : 0.0f;
+    StoreF(out, to, i, EwFloat(op, xv, yv, 0.0f, a, b));
   }
 }
 
@@ -92,87 +95,102 @@ __device__ float BlockReduce(ReduceInstr::Kind k, float v, float* scratch) {
   return scratch[0];
 }
 
+// The kernels below read and write float activations stored as T (FP32, FP16 or BF16) and
+// compute in FP32; one instantiation per storage type (see ByFloatType).
+
 // inner == 1: one warp per output row.
-__global__ void ReduceRowsKernel(const ReduceInstr r, const float* x, float* y) {
+template <DataType T>
+__global__ void ReduceRowsKernel(const ReduceInstr r, const void* xv, void* y) {
   const int64_t row = blockIdx.x * static_cast<int64_t>(blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x & 31;
   if (row >= r.outer) return;
-  const float* xr = x + row * r.len;
+  const TypedFloats<T> x{xv};
+  const int64_t xr = row * r.len;
   float acc = Identity(r.kind);
-  for (int64_t k = lane; k < r.len; k += 32) acc = Combine(r.kind, acc, xr[k]);
+  for (int64_t k = lane; k < r.len; k += 32) acc = Combine(r.kind, acc, x[xr + k]);
   acc = WarpReduce(r.kind, acc);
   if (lane == 0)
-    y[row] = r.kind == ReduceInstr::Kind::kMean ? acc / static_cast<float>(r.len) : acc;
+    StoreAs<T>(y, row, r.kind == ReduceInstr::Kind::kMean ? acc / static_cast<float>(r.len) : acc);
 }
 
 // inner > 1: one thread per output, consecutive threads on consecutive inner positions.
-__global__ void ReduceColumnsKernel(const ReduceInstr r, const float* x, float* y) {
+template <DataType T>
+__global__ void ReduceColumnsKernel(const ReduceInstr r, const void* xv, void* y) {
+  const TypedFloats<T> x{xv};
   const int64_t total = r.outer * r.inner;
   for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < total;
        t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t o = t / r.inner, i = t % r.inner;
-    const float* xs = x + o * r.len * r.inner + i;
+    const int64_t xs = o * r.len * r.inner + i;
     float acc = Identity(r.kind);
-    for (int64_t k = 0; k < r.len; ++k) acc = Combine(r.kind, acc, xs[k * r.inner]);
-    y[t] = r.kind == ReduceInstr::Kind::kMean ? acc / static_cast<float>(r.len) : acc;
+    for (int64_t k = 0; k < r.len; ++k) acc = Combine(r.kind, acc, x[xs + k * r.inner]);
+    StoreAs<T>(y, t, r.kind == ReduceInstr::Kind::kMean ? acc / static_cast<float>(r.len) : acc);
   }
 }
 
 // inner == 1: one block per row.
-__global__ void SoftmaxRowsKernel(const SoftmaxInstr s, const float* x, float* y) {
+template <DataType T>
+__global__ void SoftmaxRowsKernel(const SoftmaxInstr s, const void* xv, void* y) {
   __shared__ float scratch[32];
-  const float* xr = x + blockIdx.x * s.len;
-  float* yr = y + blockIdx.x * s.len;
+  const TypedFloats<T> x{xv};
+  const int64_t row = blockIdx.x * s.len;
   float mx = -INFINITY;
-  for (int64_t k = threadIdx.x; k < s.len; k += blockDim.x) mx = fmaxf(mx, xr[k]);
+  for (int64_t k = threadIdx.x; k < s.len; k += blockDim.x) mx = fmaxf(mx, x[row + k]);
   mx = BlockReduce(ReduceInstr::Kind::kMax, mx, scratch);
   float sum = 0;
-  for (int64_t k = threadIdx.x; k < s.len; k += blockDim.x) sum += expf(xr[k] - mx);
+  for (int64_t k = threadIdx.x; k < s.len; k += blockDim.x) sum += expf(x[row + k] - mx);
   sum = BlockReduce(ReduceInstr::Kind::kSum, sum, scratch);
   const float ls = logf(sum), inv = 1.0f / sum;
-  for (int64_t k = threadIdx.x; k < s.len; k += blockDim.x)
-    yr[k] = s.log ? xr[k] - mx - ls : expf(xr[k] - mx) * inv;
+  for (int64_t k = threadIdx.x; k < s.len; k += blockDim.x) {
+    const float v = x[row + k];
+    StoreAs<T>(y, row + k, s.log ? v - mx - ls : expf(v - mx) * inv);
+  }
 }
 
-__global__ void SoftmaxColumnsKernel(const SoftmaxInstr s, const float* x, float* y) {
+template <DataType T>
+__global__ void SoftmaxColumnsKernel(const SoftmaxInstr s, const void* xv, void* y) {
+  const TypedFloats<T> x{xv};
   const int64_t total = s.outer * s.inner;
   for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < total;
        t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t o = t / s.inner, i = t % s.inner;
-    const float* xs = x + o * s.len * s.inner + i;
-    float* ys = y + o * s.len * s.inner + i;
+    const int64_t base = o * s.len * s.inner + i;
     float mx = -INFINITY, sum = 0;
-    for (int64_t k = 0; k < s.len; ++k) mx = fmaxf(mx, xs[k * s.inner]);
-    for (int64_t k = 0; k < s.len; ++k) sum += expf(xs[k * s.inner] - mx);
-    for (int64_t k = 0; k < s.len; ++k)
-      ys[k * s.inner] = s.log ? xs[k * s.inner] - mx - logf(sum) : expf(xs[k * s.inner] - mx) / sum;
+    for (int64_t k = 0; k < s.len; ++k) mx = fmaxf(mx, x[base + k * s.inner]);
+    for (int64_t k = 0; k < s.len; ++k) sum += expf(x[base + k * s.inner] - mx);
+    for (int64_t k = 0; k < s.len; ++k) {
+      const float v = x[base + k * s.inner];
+      StoreAs<T>(y, base + k * s.inner, s.log ? v - mx - logf(sum) : expf(v - mx) / sum);
+    }
   }
 }
 
 // One block per row: mean, then the variance around it (two passes over the row, which stays
-// in L1 / L2), then the affine output.
-__global__ void LayerNormKernel(const LayerNormInstr l, const float* x, const float* g,
-                                const float* b, float* y, float* mean_out, float* inv_out) {
+// in L1 / L2), then the affine output. Scale and bias are FP32; mean / inv_std (per row) are
+// stored as l.stat_type.
+template <DataType T>
+__global__ void LayerNormKernel(const LayerNormInstr l, const void* xv, const float* g,
+                                const float* b, void* y, void* mean_out, void* inv_out) {
   __shared__ float scratch[32];
-  const float* xr = x + blockIdx.x * l.cols;
-  float* yr = y + blockIdx.x * l.cols;
+  const TypedFloats<T> x{xv};
+  const int64_t row = blockIdx.x * l.cols;
   float s = 0;
-  for (int64_t c = threadIdx.x; c < l.cols; c += blockDim.x) s += xr[c];
+  for (int64_t c = threadIdx.x; c < l.cols; c += blockDim.x) s += x[row + c];
   const float mean = BlockReduce(ReduceInstr::Kind::kSum, s, scratch) / static_cast<float>(l.cols);
   float v = 0;
   for (int64_t c = threadIdx.x; c < l.cols; c += blockDim.x) {
-    const float d = xr[c] - mean;
+    const float d = x[row + c] - mean;
     v += d * d;
   }
   const float var = BlockReduce(ReduceInstr::Kind::kSum, v, scratch) / static_cast<float>(l.cols);
   const float inv = rsqrtf(var + l.eps);
   for (int64_t c = threadIdx.x; c < l.cols; c += blockDim.x) {
-    const float o = (xr[c] - mean) * inv * g[c];
-    yr[c] = b ? o + b[c] : o;
+    const float o = (x[row + c] - mean) * inv * g[c];
+    StoreAs<T>(y, row + c, b ? o + b[c] : o);
   }
   if (threadIdx.x == 0) {
-    if (mean_out) mean_out[blockIdx.x] = mean;
-    if (inv_out) inv_out[blockIdx.x] = inv;
+    if (mean_out) StoreF(mean_out, l.stat_type, blockIdx.x, mean);
+    if (inv_out) StoreF(inv_out, l.stat_type, blockIdx.x, inv);
   }
 }
 
@@ -201,45 +219,72 @@ __global__ void PadKernel(const PadInstr p, const T* in, T* out) {
     out[t] = in[PadSource(p, t)];
 }
 
-__global__ void ResizeKernel(const ResizeInstr r, const float* x, const int64_t* i0,
-                             const int64_t* i1, const float* w, float* y) {
+template <DataType T>
+__global__ void ResizeKernel(const ResizeInstr r, const void* x, const int64_t* i0,
+                             const int64_t* i1, const float* w, void* y) {
   for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < r.count;
        t += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    y[t] = ResizeElement(r, x, i0, i1, w, t);
+    StoreAs<T>(y, t, ResizeElement(r, TypedFloats<T>{x}, i0, i1, w, t));
 }
 
-__global__ void PoolKernel(const PoolInstr p, const float* x, float* y) {
+template <DataType T>
+__global__ void PoolKernel(const PoolInstr p, const void* x, void* y) {
   const int64_t total = p.planes * p.oh * p.ow;
   for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < total;
        t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t ox = t % p.ow, oy = (t / p.ow) % p.oh, pl = t / (p.ow * p.oh);
-    y[t] = PoolElement(p, x, pl, oy, ox);
+    StoreAs<T>(y, t, PoolElement(p, TypedFloats<T>{x}, pl, oy, ox));
   }
 }
 
-__global__ void ChannelEpilogueKernel(const void* src, DataType src_type, float* y,
-                                      const float* bias, const float* res, int64_t n,
+// y (and the residual) stored as T; src as src_type (the library's output, possibly y itself).
+template <DataType T>
+__global__ void ChannelEpilogueKernel(const void* src, DataType src_type, void* y,
+                                      const float* bias, const void* res, int64_t n,
                                       int64_t channels, int64_t plane, Act act, float a, float b) {
   for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < n;
        t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     float v = LoadF(src, src_type, t);
     if (bias) v += bias[(t / plane) % channels];
-    if (res) v += res[t];
-    y[t] = ApplyAct(act, v, a, b);
+    if (res) v += LoadAs<T>(res, t);
+    StoreAs<T>(y, t, ApplyAct(act, v, a, b));
   }
 }
 
-__global__ void ActKernel(float* y, int64_t n, Act act, float a, float b) {
+template <DataType T>
+__global__ void ActKernel(void* y, int64_t n, Act act, float a, float b) {
   for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < n;
        t += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    y[t] = ApplyAct(act, y[t], a, b);
+    StoreAs<T>(y, t, ApplyAct(act, LoadAs<T>(y, t), a, b));
 }
 
-bool AllFloat(const EwInstr& e) {
-  if (e.out_type != DataType::kFloat32) return false;
+bool IsFloatStorage(DataType t) {
+  return t == DataType::kFloat32 || t == DataType::kFloat16 || t == DataType::kBFloat16;
+}
+bool AllFloatStorage(const EwInstr& e) {
+  if (!IsFloatStorage(e.out_type)) return false;
   for (int k = 0; k < e.arity; ++k)
-    if (e.in_type[k] != DataType::kFloat32) return false;
+    if (!IsFloatStorage(e.in_type[k])) return false;
   return true;
+}
+
+// Calls f with std::integral_constant<DataType, T> for a float storage type T (FP32, FP16,
+// BF16): the kernels above get one instantiation per type. False for another type.
+template <typename F>
+bool ByFloatType(DataType t, F&& f) {
+  switch (t) {
+    case DataType::kFloat32:
+      f(std::integral_constant<DataType, DataType::kFloat32>{});
+      return true;
+    case DataType::kFloat16:
+      f(std::integral_constant<DataType, DataType::kFloat16>{});
+      return true;
+    case DataType::kBFloat16:
+      f(std::integral_constant<DataType, DataType::kBFloat16>{});
+      return true;
+    default:
+      return false;
+  }
 }
 
 // Calls f with a value of the unsigned type of `elem` bytes (1, 2, 4 or 8): one switch for the
@@ -270,17 +315,16 @@ cudaError_t LaunchEw(const EwInstr& e, const void* in0, const void* in1, const v
                      cudaStream_t stream) {
   if (e.count == 0) return cudaSuccess;
   // rank 1 after merging: every operand is contiguous or a broadcast scalar.
-  if (e.rank == 1 && e.arity <= 2 && AllFloat(e) && e.op != Ew::kWhere && e.op != Ew::kMulAdd &&
-      e.op != Ew::kCast) {
-    const auto* x = static_cast<const float*>(in0);
-    const auto* y = static_cast<const float*>(in1);
-    auto* o = static_cast<float*>(out);
+  if (e.rank == 1 && e.arity <= 2 && AllFloatStorage(e) && e.op != Ew::kWhere &&
+      e.op != Ew::kMulAdd) {
     if (e.arity == 1)
-      EwFlatKernel<1><<<Blocks(e.count), kThreads, 0, stream>>>(e.op, e.count, x, e.strides[0][0],
-                                                                nullptr, 0, e.a, e.b, o);
+      EwFlatKernel<1><<<Blocks(e.count), kThreads, 0, stream>>>(
+          e.op, e.count, in0, e.in_type[0], e.strides[0][0], nullptr, DataType::kFloat32, 0, e.a,
+          e.b, out, e.out_type);
     else
-      EwFlatKernel<2><<<Blocks(e.count), kThreads, 0, stream>>>(e.op, e.count, x, e.strides[0][0],
-                                                                y, e.strides[1][0], e.a, e.b, o);
+      EwFlatKernel<2><<<Blocks(e.count), kThreads, 0, stream>>>(
+          e.op, e.count, in0, e.in_type[0], e.strides[0][0], in1, e.in_type[1], e.strides[1][0],
+          e.a, e.b, out, e.out_type);
     return cudaGetLastError();
   }
   EwKernel<<<Blocks(e.count), kThreads, 0, stream>>>(e, in0, in1, in2, out);
@@ -311,37 +355,45 @@ cudaError_t LaunchFill(const FillInstr& f, void* out, cudaStream_t stream) {
   return sized ? cudaGetLastError() : cudaErrorInvalidValue;
 }
 
-cudaError_t LaunchReduce(const ReduceInstr& r, const float* in, float* out, cudaStream_t stream) {
+cudaError_t LaunchReduce(const ReduceInstr& r, const void* in, void* out, cudaStream_t stream) {
   if (r.outer * r.inner == 0) return cudaSuccess;
-  if (r.inner == 1) {
-    const int64_t rows_per_block = kThreads / 32;
-    ReduceRowsKernel<<<static_cast<unsigned>((r.outer + rows_per_block - 1) / rows_per_block),
-                       kThreads, 0, stream>>>(r, in, out);
-  } else {
-    ReduceColumnsKernel<<<Blocks(r.outer * r.inner), kThreads, 0, stream>>>(r, in, out);
-  }
-  return cudaGetLastError();
+  const bool typed = ByFloatType(r.type, [&](auto t) {
+    constexpr DataType T = decltype(t)::value;
+    if (r.inner == 1) {
+      const int64_t rows_per_block = kThreads / 32;
+      ReduceRowsKernel<T><<<static_cast<unsigned>((r.outer + rows_per_block - 1) / rows_per_block),
+                            kThreads, 0, stream>>>(r, in, out);
+    } else {
+      ReduceColumnsKernel<T><<<Blocks(r.outer * r.inner), kThreads, 0, stream>>>(r, in, out);
+    }
+  });
+  return typed ? cudaGetLastError() : cudaErrorInvalidValue;
 }
 
-cudaError_t LaunchSoftmax(const SoftmaxInstr& s, const float* in, float* out, cudaStream_t stream) {
+cudaError_t LaunchSoftmax(const SoftmaxInstr& s, const void* in, void* out, cudaStream_t stream) {
   if (s.outer * s.inner == 0) return cudaSuccess;
-  if (s.inner == 1) {
-    const int threads = s.len >= 256 ? 256 : (s.len >= 128 ? 128 : 32);
-    SoftmaxRowsKernel<<<static_cast<unsigned>(s.outer), threads, 0, stream>>>(s, in, out);
-  } else {
-    SoftmaxColumnsKernel<<<Blocks(s.outer * s.inner), kThreads, 0, stream>>>(s, in, out);
-  }
-  return cudaGetLastError();
+  const bool typed = ByFloatType(s.type, [&](auto t) {
+    constexpr DataType T = decltype(t)::value;
+    if (s.inner == 1) {
+      const int threads = s.len >= 256 ? 256 : (s.len >= 128 ? 128 : 32);
+      SoftmaxRowsKernel<T><<<static_cast<unsigned>(s.outer), threads, 0, stream>>>(s, in, out);
+    } else {
+      SoftmaxColumnsKernel<T><<<Blocks(s.outer * s.inner), kThreads, 0, stream>>>(s, in, out);
+    }
+  });
+  return typed ? cudaGetLastError() : cudaErrorInvalidValue;
 }
 
-cudaError_t LaunchLayerNorm(const LayerNormInstr& l, const float* in, const float* scale,
-                            const float* bias, float* out, float* mean, float* inv_std,
+cudaError_t LaunchLayerNorm(const LayerNormInstr& l, const void* in, const float* scale,
+                            const float* bias, void* out, void* mean, void* inv_std,
                             cudaStream_t stream) {
   if (l.rows == 0) return cudaSuccess;
   const int threads = l.cols >= 256 ? 256 : (l.cols >= 128 ? 128 : 32);
-  LayerNormKernel<<<static_cast<unsigned>(l.rows), threads, 0, stream>>>(l, in, scale, bias, out,
-                                                                         mean, inv_std);
-  return cudaGetLastError();
+  const bool typed = ByFloatType(l.type, [&](auto t) {
+    LayerNormKernel<decltype(t)::value><<<static_cast<unsigned>(l.rows), threads, 0, stream>>>(
+        l, in, scale, bias, out, mean, inv_std);
+  });
+  return typed ? cudaGetLastError() : cudaErrorInvalidValue;
 }
 
 cudaError_t LaunchGather(const GatherInstr& g, const void* data, const void* index, void* out,
@@ -366,34 +418,45 @@ cudaError_t LaunchPad(const PadInstr& p, const void* in, void* out, cudaStream_t
   return sized ? cudaGetLastError() : cudaErrorInvalidValue;
 }
 
-cudaError_t LaunchResize(const ResizeInstr& r, const float* x, const int64_t* i0, const int64_t* i1,
-                         const float* w, float* y, cudaStream_t stream) {
+cudaError_t LaunchResize(const ResizeInstr& r, const void* x, const int64_t* i0, const int64_t* i1,
+                         const float* w, void* y, cudaStream_t stream) {
   if (r.count == 0) return cudaSuccess;
-  ResizeKernel<<<Blocks(r.count), kThreads, 0, stream>>>(r, x, i0, i1, w, y);
-  return cudaGetLastError();
+  const bool typed = ByFloatType(r.type, [&](auto t) {
+    ResizeKernel<decltype(t)::value><<<Blocks(r.count), kThreads, 0, stream>>>(r, x, i0, i1, w, y);
+  });
+  return typed ? cudaGetLastError() : cudaErrorInvalidValue;
 }
 
-cudaError_t LaunchPool(const PoolInstr& p, const float* x, float* y, cudaStream_t stream) {
+cudaError_t LaunchPool(const PoolInstr& p, const void* x, void* y, cudaStream_t stream) {
   const int64_t total = p.planes * p.oh * p.ow;
   if (total == 0) return cudaSuccess;
-  PoolKernel<<<Blocks(total), kThreads, 0, stream>>>(p, x, y);
-  return cudaGetLastError();
+  const bool typed = ByFloatType(p.type, [&](auto t) {
+    PoolKernel<decltype(t)::value><<<Blocks(total), kThreads, 0, stream>>>(p, x, y);
+  });
+  return typed ? cudaGetLastError() : cudaErrorInvalidValue;
 }
 
-cudaError_t LaunchChannelEpilogue(const void* src, DataType src_type, float* y, const float* bias,
-                                  const float* residual, int64_t planes, int64_t channels,
-                                  int64_t plane, Act act, float a, float b, cudaStream_t stream) {
+cudaError_t LaunchChannelEpilogue(const void* src, DataType src_type, void* y, DataType y_type,
+                                  const float* bias, const void* residual, int64_t planes,
+                                  int64_t channels, int64_t plane, Act act, float a, float b,
+                                  cudaStream_t stream) {
   const int64_t n = planes * plane;
   if (n == 0) return cudaSuccess;
-  ChannelEpilogueKernel<<<Blocks(n), kThreads, 0, stream>>>(src, src_type, y, bias, residual, n,
-                                                            channels, plane, act, a, b);
-  return cudaGetLastError();
+  if (!IsFloatStorage(src_type)) return cudaErrorInvalidValue;
+  const bool typed = ByFloatType(y_type, [&](auto t) {
+    ChannelEpilogueKernel<decltype(t)::value><<<Blocks(n), kThreads, 0, stream>>>(
+        src, src_type, y, bias, residual, n, channels, plane, act, a, b);
+  });
+  return typed ? cudaGetLastError() : cudaErrorInvalidValue;
 }
 
-cudaError_t LaunchActInPlace(float* y, int64_t n, Act act, float a, float b, cudaStream_t stream) {
+cudaError_t LaunchActInPlace(void* y, DataType type, int64_t n, Act act, float a, float b,
+                             cudaStream_t stream) {
   if (n == 0 || act == Act::kNone) return cudaSuccess;
-  ActKernel<<<Blocks(n), kThreads, 0, stream>>>(y, n, act, a, b);
-  return cudaGetLastError();
+  const bool typed = ByFloatType(type, [&](auto t) {
+    ActKernel<decltype(t)::value><<<Blocks(n), kThreads, 0, stream>>>(y, n, act, a, b);
+  });
+  return typed ? cudaGetLastError() : cudaErrorInvalidValue;
 }
 
 }  // namespace tessera::cuda

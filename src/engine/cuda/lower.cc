@@ -1318,6 +1318,12 @@ Result<Program> LowerToProgram(PreparedGraph prepared, const LowerOptions& optio
           std::string("GEMM / convolution operands and activations are stored as FP32, FP16 or "
                       "BF16, got ") +
           DataTypeName(t));
+  // cuBLASLt writes an FP16 / BF16 D only from A and B of the same type.
+  if (options.activation_type != DataType::kFloat32 &&
+      options.activation_type != options.matmul_type)
+    return Status::InvalidArgument(
+        std::string("activations stored as ") + DataTypeName(options.activation_type) +
+        " need GEMM / convolution operands of that type, got " + DataTypeName(options.matmul_type));
   Lowerer l(std::move(prepared), options);
   return l.Run();
 }
