@@ -158,13 +158,17 @@ int Run(const Opts& o) {
     copts.input_shapes[name] = t.shape();
     if (t.rank() > 0) copts.batch = t.dim(0);
   }
-  // The model's arithmetic, counted on the CUDA backend's lowering (for its roofline floor; the
-  // CPU engine skips it, so that its compile time and peak memory stay its own).
+  // The model's arithmetic, counted on the CUDA backend's lowering in the chosen precision (for
+  // its roofline floor: fp16 / bf16 weights move half the bytes; the CPU engine skips it, so
+  // that its compile time and peak memory stay its own).
   std::optional<cuda::ProgramWork> work;
   if (o.engine != "cpu")
-    if (auto prepared = PrepareGraph(graph, copts); prepared.ok())
-      if (auto prog = cuda::LowerToProgram(std::move(prepared).value()); prog.ok())
-        work = cuda::CountWork(*prog);
+    if (auto precision = ParseGpuPrecision(o.precision); precision.ok())
+      if (auto prepared = PrepareGraph(graph, copts); prepared.ok())
+        if (auto prog = cuda::LowerToProgram(std::move(prepared).value(),
+                                             cuda::LowerOptionsFor(*precision));
+            prog.ok())
+          work = cuda::CountWork(*prog);
   auto made = MakeEngine(o);
   if (!made.ok()) return Fail(made.status());
   auto engine = std::move(made).value();
@@ -296,8 +300,9 @@ Runner SetupInfer(CLI::App& app) {
       ->check(CLI::IsMember({"cpu", "cuda", "cuda-host"}));
   app.add_option("--gpu", o->gpu, "GPU index for --engine cuda")->default_val(0);
   app.add_option("--precision", o->precision,
-                 "GPU math for --engine cuda / cuda-host: fp32, tf32, fp16 or bf16 (GEMM and "
-                 "convolution operands; FP32 accumulation)")
+                 "GPU math for --engine cuda / cuda-host: fp32, tf32, fp16 or bf16 (fp16 / bf16: "
+                 "GEMM and convolution operands and activations in that type, FP32 "
+                 "accumulation)")
       ->default_val("fp32")
       ->check(CLI::IsMember({"fp32", "tf32", "fp16", "bf16"}));
   app.add_flag("--no-cuda-graphs", o->no_cuda_graphs,
