@@ -8,6 +8,7 @@
 #include <mutex>
 
 #include "grpc_service.grpc.pb.h"
+#include "server/grpc_wire.h"
 #include "server/tensor_io.h"
 #include "tessera/core/clock.h"
 #include "tessera_admin.grpc.pb.h"
@@ -130,10 +131,10 @@ struct GrpcInferOptions {
   bool timing = false;
 };
 
-// ModelInferRequest -> runtime request. `req` must outlive the request's inputs (the raw
-// contents are viewed, not copied): the caller keeps it until the response is written.
+// ModelInferRequest -> runtime request, with its raw_input_contents in `raw` (viewed, not
+// copied: each entry's holder keeps it, or the caller does until the response is written).
 Result<RequestPtr> ParseInfer(ServerContext& ctx, const inference::ModelInferRequest& req,
-                              GrpcInferOptions* opts) {
+                              const std::vector<RawInput>& raw, GrpcInferOptions* opts) {
   auto r = std::make_unique<InferenceRequest>();
   r->model = req.model_name();
   TESSERA_ASSIGN_OR_RETURN(r->version, ParseVersion(req.model_version()));
@@ -162,14 +163,14 @@ Result<RequestPtr> ParseInfer(ServerContext& ctx, const inference::ModelInferReq
     Tensor t;
     if (shm) {
       TESSERA_ASSIGN_OR_RETURN(t, InputFromShm(ctx, name, dtype, shape, ref));
-    } else if (!req.raw_input_contents().empty()) {
-      if (raw_index >= req.raw_input_contents_size())
+    } else if (!raw.empty()) {
+      if (raw_index >= static_cast<int>(raw.size()))
         return Status::InvalidArgument("input '" + name +
                                        "' has no entry in raw_input_contents (one per input "
                                        "not in shared memory, in order)");
-      const std::string& raw = req.raw_input_contents(raw_index++);
-      TESSERA_ASSIGN_OR_RETURN(t,
-                               InputFromBytes(name, dtype, shape, raw.data(), raw.size(), nullptr));
+      const RawInput& in_raw = raw[raw_index++];
+      TESSERA_ASSIGN_OR_RETURN(
+          t, InputFromBytes(name, dtype, shape, in_raw.data, in_raw.bytes, in_raw.holder));
     } else if (in.has_contents()) {
       TESSERA_ASSIGN_OR_RETURN(t, FromContents(in.contents(), name, dtype, shape));
     } else {
@@ -179,8 +180,8 @@ Result<RequestPtr> ParseInfer(ServerContext& ctx, const inference::ModelInferReq
     r->input_names.push_back(name);
     r->inputs.push_back(std::move(t));
   }
-  if (raw_index < req.raw_input_contents_size())
-    return Status::InvalidArgument(std::to_string(req.raw_input_contents_size() - raw_index) +
+  if (raw_index < static_cast<int>(raw.size()))
+    return Status::InvalidArgument(std::to_string(raw.size() - raw_index) +
                                    " raw_input_contents entries belong to no input");
   for (const auto& o : req.outputs()) {
     OutputRequest out;
@@ -262,7 +263,9 @@ class StreamReactor final : public grpc::ServerBidiReactor<inference::ModelInfer
     incoming_.Clear();
     const int64_t arrive = SystemClock::Default()->NowNs();
     auto opts = std::make_shared<GrpcInferOptions>();
-    auto parsed = ParseInfer(*ctx_, *req, opts.get());
+    std::vector<RawInput> raw;  // the message's own strings (a stream's messages are parsed whole)
+    for (const std::string& b : req->raw_input_contents()) raw.push_back({b.data(), b.size(), req});
+    auto parsed = ParseInfer(*ctx_, *req, raw, opts.get());
     {
       std::lock_guard<std::mutex> lock(mu_);
       ++outstanding_;
@@ -335,7 +338,8 @@ class StreamReactor final : public grpc::ServerBidiReactor<inference::ModelInfer
 
 }  // namespace
 
-class GrpcService final : public inference::GRPCInferenceService::CallbackService {
+class GrpcService final : public inference::GRPCInferenceService::WithRawCallbackMethod_ModelInfer<
+                              inference::GRPCInferenceService::CallbackService> {
  public:
   explicit GrpcService(ServerContext* ctx) : ctx_(ctx) {}
 
@@ -437,18 +441,30 @@ class GrpcService final : public inference::GRPCInferenceService::CallbackServic
     return Done(c, Status::OK());
   }
 
-  ServerUnaryReactor* ModelInfer(CallbackServerContext* c, const inference::ModelInferRequest* in,
-                                 inference::ModelInferResponse* out) override {
+  // Raw: the request's tensor bytes go from gRPC's receive slices straight into body memory
+  // (pinned on a sliced GPU; grpc_wire.h); the response is serialized here.
+  ServerUnaryReactor* ModelInfer(CallbackServerContext* c, const grpc::ByteBuffer* in,
+                                 grpc::ByteBuffer* out) override {
     const int64_t arrive = SystemClock::Default()->NowNs();
+    auto wire = ReadInferRequest(*in);
+    if (!wire.ok()) return Done(c, wire.status());
     auto opts = std::make_shared<GrpcInferOptions>();
-    auto parsed = ParseInfer(*ctx_, *in, opts.get());
+    auto parsed = ParseInfer(*ctx_, wire->meta, wire->raw, opts.get());
     if (!parsed.ok()) return Done(c, parsed.status());
     auto* reactor = c->DefaultReactor();
     RequestPtr r = std::move(parsed).value();
     r->timing.arrive = arrive;
     ServerContext* ctx = ctx_;
     r->done = [reactor, ctx, opts, out](InferenceResponse&& resp) {
-      reactor->Finish(ToGrpc(FillResponse(*ctx, std::move(resp), *opts, out)));
+      inference::ModelInferResponse msg;
+      Status st = FillResponse(*ctx, std::move(resp), *opts, &msg);
+      if (st.ok()) {
+        bool own = false;
+        const grpc::Status ser =
+            grpc::SerializationTraits<inference::ModelInferResponse>::Serialize(msg, out, &own);
+        if (!ser.ok()) st = Status::Internal("serializing the response: " + ser.error_message());
+      }
+      reactor->Finish(ToGrpc(st));
     };
     ctx_->manager().Infer(std::move(r));
     return reactor;

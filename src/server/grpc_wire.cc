@@ -1,0 +1,69 @@
+#include "server/grpc_wire.h"
+
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+#include <google/protobuf/wire_format_lite.h>
+#include <grpcpp/support/proto_buffer_reader.h>
+
+#include <climits>
+#include <string>
+
+#include "tessera/core/body.h"
+
+namespace tessera::server {
+
+using google::protobuf::internal::WireFormatLite;
+
+Result<WireInferRequest> ReadInferRequest(const grpc::ByteBuffer& wire) {
+  WireInferRequest out;
+  if (!wire.Valid() || wire.Length() == 0) return out;  // the empty message: every field unset
+  grpc::ByteBuffer copy(wire);  // shares the slices; the reader needs a mutable buffer
+  grpc::ProtoBufferReader reader(&copy);
+  google::protobuf::io::CodedInputStream in(&reader);
+  in.SetTotalBytesLimit(INT_MAX);
+  std::string rest;  // the other fields, re-encoded as they came
+  {
+    google::protobuf::io::StringOutputStream rest_stream(&rest);
+    google::protobuf::io::CodedOutputStream rest_out(&rest_stream);
+    constexpr uint32_t kRawTag =
+        WireFormatLite::MakeTag(inference::ModelInferRequest::kRawInputContentsFieldNumber,
+                                WireFormatLite::WIRETYPE_LENGTH_DELIMITED);
+    for (uint32_t tag = in.ReadTag(); tag != 0; tag = in.ReadTag()) {
+      if (tag != kRawTag) {
+        if (!WireFormatLite::SkipField(&in, tag, &rest_out))
+          return Status::InvalidArgument("the ModelInferRequest is malformed (a field of tag " +
+                                         std::to_string(tag) +
+                                         " is cut short or has an invalid wire type)");
+        continue;
+      }
+      uint32_t bytes = 0;
+      if (!in.ReadVarint32(&bytes))
+        return Status::InvalidArgument(
+            "the ModelInferRequest is malformed (raw_input_contents entry " +
+            std::to_string(out.raw.size()) + " has no length)");
+      const int64_t left = static_cast<int64_t>(wire.Length()) - in.CurrentPosition();
+      if (static_cast<int64_t>(bytes) > left)
+        return Status::InvalidArgument(
+            "the ModelInferRequest is malformed (raw_input_contents entry " +
+            std::to_string(out.raw.size()) + " declares " + std::to_string(bytes) + " bytes; " +
+            std::to_string(left) + " follow)");
+      void* p = AllocateBodyBytes(bytes);
+      std::shared_ptr<void> holder(p, [bytes](void* q) { FreeBodyBytes(q, bytes); });
+      if (bytes > 0 && !in.ReadRaw(p, static_cast<int>(bytes)))
+        return Status::InvalidArgument(
+            "the ModelInferRequest is malformed (raw_input_contents "
+            "entry " +
+            std::to_string(out.raw.size()) + " could not be read)");
+      out.raw.push_back({p, bytes, std::move(holder)});
+    }
+    if (!in.ConsumedEntireMessage())
+      return Status::InvalidArgument("the ModelInferRequest is malformed (an invalid tag)");
+  }
+  if (!out.meta.ParseFromString(rest))
+    return Status::InvalidArgument(
+        "the ModelInferRequest is malformed (its fields other than raw_input_contents do not "
+        "parse)");
+  return out;
+}
+
+}  // namespace tessera::server
