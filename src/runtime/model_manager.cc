@@ -41,6 +41,7 @@ struct ModelManager::Entry {
   std::string stamp;     // what the files looked like at the last load (poll mode)
   int threads = 0;       // a slice set live (tessera slice set); 0: the configured size
   int sms = 0;           // a GPU slice set live, in SMs; 0: the configured size
+  int batch_limit = 0;   // a batch limit set live; 0: the config's max_batch_size
   bool wanted = false;   // the server was told to serve it
   double resize_ms = 0;  // the last live GPU resize (its gap is read from the versions)
 };
@@ -239,6 +240,7 @@ Status ModelManager::Load(const std::string& name) {
         if (st.ok()) {
           std::lock_guard<std::mutex> lock(impl_->mu);
           if (entry->threads > 0) m->set_compute_threads(entry->threads);  // a reload keeps it
+          if (entry->batch_limit > 0) m->set_batch_limit(entry->batch_limit);
           fresh[v] = m;
         }
       }
@@ -453,6 +455,8 @@ Result<SliceState> ModelManager::Slice(const std::string& name) const {
     s.engine = m->engine().name();
     s.threads = m->compute_threads();
     s.instances = m->config().InstanceCount();
+    s.config_max_batch = static_cast<int>(m->config().max_batch_size);
+    s.max_batch = m->batch_limit();
     s.versions.push_back(v);
     if (runtime::GpuSlices* g = m->gpu()) {
       const auto leases = m->leases();
@@ -550,6 +554,51 @@ Result<SliceState> ModelManager::SetSliceSms(const std::string& name, int sms) {
   spdlog::info("model '{}': every instance now on a {}-SM slice ({:.1f} ms, gap {})", name, sms, ms,
                gap_us < 0 ? std::string("not known yet: no batch on both sides of the flip so far")
                           : fmt::format("{:.0f} us", gap_us));
+  return Slice(name);
+}
+
+namespace {
+// The batch limits a model's ready versions take (each batches up to its config's size).
+Status CheckLimit(const std::string& name,
+                  const std::map<int64_t, std::shared_ptr<ServedModel>>& versions, int max_batch) {
+  int most = 0;
+  for (const auto& [v, m] : versions)
+    most = std::max(most, static_cast<int>(m->config().max_batch_size));
+  if (most == 0)
+    return Status::FailedPrecondition("model '" + name +
+                                      "' does not batch (max_batch_size 0): it has no batch "
+                                      "limit to set");
+  if (max_batch < 0 || max_batch > most)
+    return Status::InvalidArgument(
+        "model '" + name + "': a batch limit is 1 to " + std::to_string(most) +
+        " (its max_batch_size), or 0 for max_batch_size; got " + std::to_string(max_batch));
+  return Status::OK();
+}
+}  // namespace
+
+Status ModelManager::CheckBatchLimit(const std::string& name, int max_batch) const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  auto it = impl_->models.find(name);
+  if (it == impl_->models.end() || it->second->versions.empty())
+    return Status::NotFound("model '" + name + "' is not loaded");
+  return CheckLimit(name, it->second->versions, max_batch);
+}
+
+Result<SliceState> ModelManager::SetBatchLimit(const std::string& name, int max_batch) {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    auto it = impl_->models.find(name);
+    if (it == impl_->models.end() || it->second->versions.empty())
+      return Status::NotFound("model '" + name + "' is not loaded");
+    TESSERA_RETURN_IF_ERROR(CheckLimit(name, it->second->versions, max_batch));
+    it->second->batch_limit = max_batch;
+    for (const auto& [v, m] : it->second->versions) {
+      const int was = m->batch_limit();
+      m->set_batch_limit(max_batch);
+      spdlog::info("model '{}' version {}: batches of at most {} (was {}), from the next batch",
+                   name, v, m->batch_limit(), was);
+    }
+  }
   return Slice(name);
 }
 

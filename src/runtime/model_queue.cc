@@ -164,11 +164,12 @@ ModelQueue::Decision ModelQueue::Next(int64_t now, const LatencyEstimator& est) 
   std::vector<int64_t> prefix_rows{rows};
   std::vector<int64_t> prefix_deadline{head->first.deadline};
   int64_t oldest = head->second.req->timing.enqueue;
-  bool full = rows >= s_.max_batch_size;
+  const int64_t max_rows = batch_limit();
+  bool full = rows >= max_rows;
   for (auto it = std::next(head); it != entries_.end() && !full; ++it) {
     if (it->second.shape_key != head->second.shape_key) continue;
     const int64_t rr = it->second.req->rows;
-    if (rows + rr > s_.max_batch_size) {
+    if (rows + rr > max_rows) {
       full = true;
       break;
     }
@@ -177,7 +178,7 @@ ModelQueue::Decision ModelQueue::Next(int64_t now, const LatencyEstimator& est) 
     prefix_rows.push_back(rows);
     prefix_deadline.push_back(std::min(prefix_deadline.back(), it->first.deadline));
     oldest = std::min(oldest, it->second.req->timing.enqueue);
-    if (rows == s_.max_batch_size) full = true;
+    if (rows == max_rows) full = true;
   }
   size_t take = pick.size();
   // With an SLO: the largest prefix whose predicted finish meets its earliest deadline.

@@ -62,6 +62,14 @@ class ModelQueue {
   // Removes everything (shutdown); the caller answers them.
   std::vector<RequestPtr> TakeAll();
   const QueueSettings& settings() const { return s_; }
+  // Caps the rows a batch gathers below the config's max_batch_size from the next decision on
+  // (the online tuner's batch limit; a request carrying more rows still runs alone); 0 lifts
+  // the cap. Executables stay as they are.
+  void SetBatchLimit(int64_t rows) { limit_ = rows; }
+  // The rows a batch gathers at most now.
+  int64_t batch_limit() const {
+    return limit_ > 0 && limit_ < s_.max_batch_size ? limit_ : s_.max_batch_size;
+  }
 
  private:
   struct Key {
@@ -84,6 +92,7 @@ class ModelQueue {
   void ExpireTimeouts(int64_t now, Decision* d);
 
   QueueSettings s_;
+  int64_t limit_ = 0;
   std::map<Key, Entry> entries_;
   std::multimap<int64_t, Key> by_timeout_;  // requests with a queue timeout
   std::map<uint64_t, size_t> per_level_;

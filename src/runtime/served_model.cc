@@ -393,6 +393,19 @@ void ServedModel::Answer(RequestPtr r, InferenceResponse&& resp) {
   --in_flight_;
 }
 
+int ServedModel::batch_limit() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int>(queue_.batch_limit());
+}
+
+void ServedModel::set_batch_limit(int rows) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    queue_.SetBatchLimit(rows);
+  }
+  cv_.notify_all();  // a waiting batch may be full now
+}
+
 void ServedModel::Drop(RequestPtr r, Status why, RejectReason reason) {
   stats_.RecordReject(reason);
   InferenceResponse resp;

@@ -69,6 +69,10 @@ class ServedModel final : public ModelHandle, public std::enable_shared_from_thi
   // instance's next batch boundary.
   int compute_threads() const { return compute_threads_.load(); }
   void set_compute_threads(int threads) { compute_threads_.store(threads); }
+  // The rows a batch gathers at most (the config's max_batch_size unless limited live); a
+  // change applies to the next batch formed. 0 lifts the limit.
+  int batch_limit() const;
+  void set_batch_limit(int rows);
   // The sliced GPU of its first GPU instance (null: CPU, or unsliced GPUs).
   GpuSlices* gpu() const;
   // Before Start: the slice size in SMs each GPU instance takes instead of its config's (a live

@@ -642,12 +642,22 @@ class AdminService final : public tessera::admin::Admin::CallbackService {
     std::string storage;
     Status auth = ctx_->CheckAdmin(Authorization(c, &storage));
     if (!auth.ok()) return Done(c, auth);
-    if (in->size_case() == tessera::admin::SetSliceRequest::SIZE_NOT_SET)
-      return Done(
-          c, Status::InvalidArgument("SetSlice needs threads (CPU models) or sms (GPU models)"));
-    auto st = in->size_case() == tessera::admin::SetSliceRequest::kSms
-                  ? ctx_->manager().SetSliceSms(in->model_name(), in->sms())
-                  : ctx_->manager().SetSliceThreads(in->model_name(), in->threads());
+    const bool size = in->size_case() != tessera::admin::SetSliceRequest::SIZE_NOT_SET;
+    if (!size && !in->has_max_batch())
+      return Done(c, Status::InvalidArgument(
+                         "SetSlice needs threads (CPU models) or sms (GPU models), and / or "
+                         "max_batch"));
+    if (in->has_max_batch()) {  // checked first: a bad limit changes nothing
+      Status ok = ctx_->manager().CheckBatchLimit(in->model_name(), in->max_batch());
+      if (!ok.ok()) return Done(c, ok);
+    }
+    Result<SliceState> st = Status::Internal("unset");
+    if (size)
+      st = in->size_case() == tessera::admin::SetSliceRequest::kSms
+               ? ctx_->manager().SetSliceSms(in->model_name(), in->sms())
+               : ctx_->manager().SetSliceThreads(in->model_name(), in->threads());
+    if (in->has_max_batch() && (!size || st.ok()))
+      st = ctx_->manager().SetBatchLimit(in->model_name(), in->max_batch());
     if (!st.ok()) return Done(c, st.status());
     Fill(*st, out);
     return Done(c, Status::OK());
@@ -667,6 +677,8 @@ class AdminService final : public tessera::admin::Admin::CallbackService {
     out->set_sharing(s.sharing);
     out->set_resize_ms(s.resize_ms);
     out->set_resize_gap_us(s.resize_gap_us);
+    out->set_max_batch(s.max_batch);
+    out->set_config_max_batch(s.config_max_batch);
   }
   ServerContext* ctx_;
 };

@@ -345,8 +345,8 @@ void HttpApi::Handle(HttpRequest&& req, std::shared_ptr<HttpReplier> replier) {
       return s.ok() ? reply(Json(StatsJson(*s))) : error(s.status());
     }
     if (action == "slice") {
-      // GET: the model's slice; POST {"threads": N} (CPU) or {"sms": N} (sliced GPU): change
-      // it live (admin).
+      // GET: the model's slice; POST {"threads": N} (CPU) or {"sms": N} (sliced GPU), and / or
+      // {"max_batch": N} (the batch limit; 0: max_batch_size): change it live (admin).
       if (version != 0)
         return error(Status::InvalidArgument(
             "a slice applies to every version of a model: use /v2/models/" + model + "/slice"));
@@ -362,6 +362,10 @@ void HttpApi::Handle(HttpRequest&& req, std::shared_ptr<HttpReplier> replier) {
         w.Int(st.threads);
         w.Key("instances");
         w.Int(st.instances);
+        w.Key("max_batch");
+        w.Int(st.max_batch);
+        w.Key("config_max_batch");
+        w.Int(st.config_max_batch);
         w.Key("versions");
         w.StartArray();
         for (int64_t v : st.versions) w.String(std::to_string(v).c_str());
@@ -397,12 +401,24 @@ void HttpApi::Handle(HttpRequest&& req, std::shared_ptr<HttpReplier> replier) {
       const auto& d = *body;
       const bool sms = d.HasMember("sms");
       const char* key = sms ? "sms" : "threads";
-      if (!d.HasMember(key) || !d[key].IsInt())
+      const bool size = d.HasMember(key), limit = d.HasMember("max_batch");
+      if ((!size && !limit) || (size && !d[key].IsInt()) || (limit && !d["max_batch"].IsInt()) ||
+          (sms && d.HasMember("threads")))
         return error(Status::InvalidArgument(
-            "expected {\"threads\": N} (CPU models) or {\"sms\": N} (GPU models) with N a "
-            "whole number"));
-      auto st = sms ? ctx_->manager().SetSliceSms(model, d["sms"].GetInt())
-                    : ctx_->manager().SetSliceThreads(model, d["threads"].GetInt());
+            "expected {\"threads\": N} (CPU models) or {\"sms\": N} (GPU models), and / or "
+            "{\"max_batch\": N} (the batch limit, 0 for max_batch_size), with N a whole "
+            "number"));
+      // The limit is checked before the slice changes, so a bad one changes nothing.
+      if (limit) {
+        Status ok = ctx_->manager().CheckBatchLimit(model, d["max_batch"].GetInt());
+        if (!ok.ok()) return error(ok);
+      }
+      Result<SliceState> st = Status::Internal("unset");
+      if (size)
+        st = sms ? ctx_->manager().SetSliceSms(model, d["sms"].GetInt())
+                 : ctx_->manager().SetSliceThreads(model, d["threads"].GetInt());
+      if (limit && (!size || st.ok()))
+        st = ctx_->manager().SetBatchLimit(model, d["max_batch"].GetInt());
       return st.ok() ? reply(Json(slice_json(*st))) : error(st.status());
     }
     if (!get) return wrong_method("GET");

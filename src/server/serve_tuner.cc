@@ -305,6 +305,20 @@ void ServeTuner::Tick(double window_s) {
       spdlog::info("tuner: {}", a.why);
     else
       spdlog::warn("tuner: {} -- failed: {}", a.why, r.status().ToString());
+    // The batch limit the tuner sized the slice with: the largest batch whose queue meets the
+    // SLO on the new size (within the profile's batches), capped by the config.
+    if (r.ok() && a.max_batch > 0 && r->config_max_batch > 0) {
+      const int want = std::min(a.max_batch, r->config_max_batch);
+      if (want != r->max_batch) {
+        auto b = manager_->SetBatchLimit(p.model, want == r->config_max_batch ? 0 : want);
+        if (b.ok())
+          spdlog::info("tuner: {}: batches of at most {} (was {}) on the new slice", p.model, want,
+                       r->max_batch);
+        else
+          spdlog::warn("tuner: {}: batch limit {} -- failed: {}", p.model, want,
+                       b.status().ToString());
+      }
+    }
     outcome.push_back(!r.ok() ? 0 : size > p.from ? 1 : -1);
   }
   lock.lock();

@@ -12,8 +12,10 @@
 // directory. Each device is one tuner's fleet: the CPU (slices are threads, 1 at a time, up to
 // its cores) and the sliced GPUs (slices are SMs in whole groups). The server's models keep the
 // instances their configs give them, so the tuner only changes sizes in place
-// (TunerOptions::add_slices false): no replicas, no moves, no consolidation. The batcher picks
-// batch sizes per request deadline, so the tuner's batch limit is reported, not applied.
+// (TunerOptions::add_slices false): no replicas, no moves, no consolidation. With each resize
+// goes the batch limit the tuner sized the new slice with (ModelManager::SetBatchLimit: the
+// largest batch whose queue meets the SLO there, as the simulator applies it); the batcher
+// still trims each batch to its requests' deadlines below that.
 //
 // Thread-safe: Tick runs on the tuner's thread (Start) or on the caller's (tests).
 #pragma once

@@ -82,6 +82,11 @@ def test_the_tuner_grows_a_loaded_cpu_slice_and_shrinks_it_when_the_load_goes(tm
         assert slice_of(s, "tiny_mlp")["threads"] == 2, s.output()
         line = s._wait_for(r"tuner: tiny_mlp: rate near capacity .*1 -> 2 threads", 5)
         assert "SMs" not in line
+        # With it, the batch limit the tuner sized the slice with: the profile's batches go to
+        # 8, all within the SLO there (the config allows 64).
+        s._wait_for(r"tuner: tiny_mlp: batches of at most 8 \(was 64\) on the new slice", 5)
+        now = slice_of(s, "tiny_mlp")
+        assert now["max_batch"] == 8 and now["config_max_batch"] == 64, now
         # Nothing arrives: after the tuner's quiet windows it gives the thread back.
         wait_until(lambda: slice_of(s, "tiny_mlp")["threads"] == 1, 30, "the slice to shrink")
         s._wait_for(r"tuner: tiny_mlp: .* 2 -> 1 threads", 5)

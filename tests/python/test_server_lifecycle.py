@@ -426,6 +426,68 @@ def test_a_slice_changes_live_under_traffic_without_a_failed_request(tessera_bin
         s.stop()
 
 
+def test_a_batch_limit_is_set_live_through_http_grpc_and_the_cli(tessera_bin, tmp_path):
+    import subprocess
+    repo = make_repo(tessera_bin, tmp_path / "repo", "tiny_mlp")
+    s = TesseraServer(repo, "--admin-token", "sesame")
+    base = f"http://{s.http}/v2/models/tiny_mlp/slice"
+    auth = {"Authorization": "Bearer sesame"}
+
+    def batch_counts():
+        code, body = request(f"http://{s.http}/v2/models/tiny_mlp/stats")
+        assert code == 200, body
+        return {b["batch_size"]: b["compute_infer"]["count"]
+                for b in body["model_stats"][0]["batch_stats"]}
+
+    def burst():  # 200 requests from 32 clients at once: they queue and batch
+        with cf.ThreadPoolExecutor(32) as pool:
+            codes = list(pool.map(lambda _: infer(s)[0], range(200)))
+        assert codes == [200] * 200
+
+    try:
+        code, body = request(base)
+        assert code == 200 and body["max_batch"] == 64 and body["config_max_batch"] == 64, body
+        cli = [str(tessera_bin), "slice", "--url", s.http, "--admin-token", "sesame"]
+        # (Without a limit, such a burst forms batches of 2 and 3 rows on two cores.)
+        r = subprocess.run(cli + ["set", "tiny_mlp", "--max-batch", "1"], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert "batches of at most 1 (limited; max_batch_size 64)" in r.stdout, r.stdout
+        assert "resized" not in r.stdout  # the slice itself did not change
+        before = batch_counts()
+        burst()
+        after = batch_counts()
+        grew = {b: n - before.get(b, 0) for b, n in after.items() if n > before.get(b, 0)}
+        assert grew and max(grew) == 1, grew
+        # Bad limits: clear errors; a bad limit next to a good size changes neither.
+        code, body = request(base, {"max_batch": 65}, auth)
+        assert code == 400 and "1 to 64" in body["error"], body
+        code, body = request(base, {"threads": 1, "max_batch": "x"}, auth)
+        assert code == 400 and "max_batch" in body["error"], body
+        code, body = request(base, {"threads": 1, "max_batch": 99}, auth)
+        assert code == 400, body
+        assert request(base)[1]["max_batch"] == 1
+        assert request(base, {"max_batch": 3})[0] == 401  # no token
+        r = subprocess.run(cli + ["set", "tiny_mlp"], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2 and "needs a size, --max-batch, or both" in r.stderr, r.stderr
+        # gRPC: the same call, and 0 lifts the limit.
+        grpc_cli = [str(tessera_bin), "slice", "--protocol", "grpc", "--url", s.grpc,
+                    "--admin-token", "sesame"]
+        r = subprocess.run(grpc_cli + ["set", "tiny_mlp", "--max-batch", "5"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 and "batches of at most 5 (limited" in r.stdout, r.stdout
+        r = subprocess.run(grpc_cli + ["set", "tiny_mlp", "--max-batch", "65"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2 and "1 to 64" in r.stderr, r.stdout + r.stderr
+        r = subprocess.run(grpc_cli + ["set", "tiny_mlp", "--max-batch", "0"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 and "batches of at most 64\n" in r.stdout, r.stdout
+        assert request(base)[1]["max_batch"] == 64
+        assert infer(s)[0] == 200
+    finally:
+        s.stop()
+
+
 def test_a_load_past_the_memory_budget_is_refused_and_the_rest_serves(tessera_bin, tmp_path):
     repo = make_repo(tessera_bin, tmp_path / "repo", "tiny_mlp,bert_small")
 

@@ -120,6 +120,69 @@ TEST_F(ManagerTest, BatchesConcurrentRequestsAndCutsEachItsOwnRows) {
   EXPECT_GT(max_rows, 1u) << "24 requests queued at once never shared a batch";
 }
 
+TEST_F(ManagerTest, ABatchLimitSetLiveCapsBatchesAndSurvivesAReload) {
+  ModelManager m(Options());
+  ASSERT_TRUE(m.Load("tiny_mlp").ok());
+  auto st = m.Slice("tiny_mlp");
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->config_max_batch, 64);
+  EXPECT_EQ(st->max_batch, 64);
+  // Bad limits: clear errors, nothing changes.
+  EXPECT_EQ(m.SetBatchLimit("tiny_mlp", 65).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(m.SetBatchLimit("tiny_mlp", -1).status().message().find("1 to 64"), std::string::npos);
+  EXPECT_EQ(m.SetBatchLimit("nope", 2).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(m.CheckBatchLimit("tiny_mlp", 65).code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(m.CheckBatchLimit("tiny_mlp", 2).ok());
+  EXPECT_EQ(m.Slice("tiny_mlp")->max_batch, 64);  // a check changes nothing
+  st = m.SetBatchLimit("tiny_mlp", 2);
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  EXPECT_EQ(st->max_batch, 2);
+  EXPECT_EQ(st->config_max_batch, 64);
+  // 24 requests queued at once: no batch gathers more than 2 rows.
+  auto burst = [&] {
+    std::mutex mu;
+    std::condition_variable cv;
+    int answered = 0;
+    uint64_t max_rows = 0;
+    for (int i = 0; i < 24; ++i)
+      m.Infer(MakeRequest(1, 1.0f, 0, "input", [&](InferenceResponse&& r) {
+        std::lock_guard<std::mutex> lock(mu);
+        EXPECT_TRUE(r.status.ok()) << r.status.ToString();
+        max_rows = std::max<uint64_t>(max_rows, r.batch_rows);
+        ++answered;
+        cv.notify_all();
+      }));
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return answered == 24; });
+    return max_rows;
+  };
+  EXPECT_LE(burst(), 2u);
+  // A request carrying more rows than the limit still runs.
+  auto big = Infer(m, 5);
+  ASSERT_TRUE(big.status.ok()) << big.status.ToString();
+  EXPECT_EQ(big.batch_rows, 5u);
+  // A reload (new version) keeps the limit.
+  fs::copy(dir_ / "tiny_mlp" / "1", dir_ / "tiny_mlp" / "2", fs::copy_options::recursive);
+  ASSERT_TRUE(m.Load("tiny_mlp").ok());
+  EXPECT_EQ(m.Slice("tiny_mlp")->max_batch, 2);
+  EXPECT_LE(burst(), 2u);
+  // 0 lifts it.
+  EXPECT_EQ(m.SetBatchLimit("tiny_mlp", 0)->max_batch, 64);
+}
+
+TEST_F(ManagerTest, AModelThatDoesNotBatchHasNoBatchLimit) {
+  WriteConfig(
+      "name: \"tiny_mlp\" max_batch_size: 0 input { name: \"input\" data_type: TYPE_FP32 "
+      "dims: [ 1, 16 ] } output { name: \"output_out\" data_type: TYPE_FP32 dims: [ 1, 16 ] }");
+  ModelManager m(Options());
+  Status loaded = m.Load("tiny_mlp");
+  ASSERT_TRUE(loaded.ok()) << loaded.ToString();
+  EXPECT_EQ(m.Slice("tiny_mlp")->max_batch, 0);
+  auto st = m.SetBatchLimit("tiny_mlp", 1);
+  EXPECT_EQ(st.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(st.status().message().find("does not batch"), std::string::npos);
+}
+
 TEST_F(ManagerTest, RejectsBadRequestsWithClearErrorsAndKeepsServing) {
   ModelManager m(Options());
   ASSERT_TRUE(m.Load("tiny_mlp").ok());

@@ -78,6 +78,28 @@ TEST(ModelQueue, LeavesARequestThatWouldOverflowTheBatchForTheNextOne) {
   EXPECT_EQ(Ids(q.Next(2, est).batch), (std::vector<std::string>{"b"}));
 }
 
+TEST(ModelQueue, ABatchLimitCapsTheRowsGatheredUntilLifted) {
+  ModelQueue q(Batching(8, 5 * kMs));
+  LatencyEstimator est;
+  q.SetBatchLimit(3);
+  EXPECT_EQ(q.batch_limit(), 3);
+  for (int i = 0; i < 6; ++i) Push(q, Req(1, 0, 0, 0, std::string(1, char('a' + i))), 0);
+  // Full at 3 rows: dispatched at once, without waiting for the queue delay.
+  EXPECT_EQ(Ids(q.Next(0, est).batch), (std::vector<std::string>{"a", "b", "c"}));
+  // A request carrying more rows than the limit still runs, alone.
+  Push(q, Req(5, 0, 0, 0, "big"), 0);
+  EXPECT_EQ(Ids(q.Next(0, est).batch), (std::vector<std::string>{"d", "e", "f"}));
+  EXPECT_EQ(Ids(q.Next(0, est).batch), (std::vector<std::string>{"big"}));
+  // Lifted (0), or set past max_batch_size: the config's 8 again.
+  q.SetBatchLimit(0);
+  EXPECT_EQ(q.batch_limit(), 8);
+  q.SetBatchLimit(100);
+  EXPECT_EQ(q.batch_limit(), 8);
+  for (int i = 0; i < 6; ++i) Push(q, Req(1, 0, 0, 0, std::string(1, char('a' + i))), 0);
+  EXPECT_TRUE(q.Next(0, est).batch.empty());  // 6 < 8: waits for more
+  EXPECT_EQ(q.Next(5 * kMs, est).batch.size(), 6u);
+}
+
 TEST(ModelQueue, SendsTheLargestPreferredBatchSizeWithoutWaiting) {
   QueueSettings s = Batching(8, 100 * kMs);
   s.preferred = {2, 4};

@@ -70,6 +70,10 @@ struct SliceState {
   std::string engine;  // "cpu", "cuda"
   int threads = 0;     // CPU: compute threads per instance
   int instances = 0;
+  // The rows a batch gathers at most: the config's max_batch_size (config_max_batch) unless a
+  // live limit (SetBatchLimit) caps it; 0 for models that do not batch.
+  int max_batch = 0;
+  int config_max_batch = 0;
   std::vector<int64_t> versions;  // the ready versions it applies to
   // GPU models on a sliced GPU:
   int gpu = -1;
@@ -134,6 +138,13 @@ class ModelManager {
   // allow; ResourceExhausted when the SMs are not free (nothing changes); FailedPrecondition for
   // CPU models and models without a slice.
   Result<SliceState> SetSliceSms(const std::string& name, int sms);
+  // Caps the rows each batch of the model gathers (every ready version, from the next batch on;
+  // a reload keeps it): 1 to the config's max_batch_size, or 0 for the config's again. The
+  // executables stay; nothing queued or running fails. InvalidArgument outside that range;
+  // FailedPrecondition for a model that does not batch (max_batch_size 0).
+  Result<SliceState> SetBatchLimit(const std::string& name, int max_batch);
+  // What SetBatchLimit would refuse, without changing anything.
+  Status CheckBatchLimit(const std::string& name, int max_batch) const;
   // Every model the server was told to serve is ready (startup done, nothing failed to load).
   bool AllReady() const;
 

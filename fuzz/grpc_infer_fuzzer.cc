@@ -1,0 +1,39 @@
+// libFuzzer target: arbitrary bytes as a gRPC ModelInferRequest through Tessera's wire reader
+// (server/grpc_wire.h), cut into receive slices where the first byte says. Any crash, leak or
+// sanitizer report is a bug: bad messages must come back as a Status; a message the reader
+// accepts must agree with protobuf's own parse of the same bytes.
+#include <grpcpp/support/slice.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "server/grpc_wire.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size < 1) return 0;
+  const size_t cut = 1 + data[0];
+  const auto* bytes = reinterpret_cast<const char*>(data + 1);
+  const size_t n = size - 1;
+  std::vector<grpc::Slice> slices;
+  for (size_t at = 0; at < n; at += cut) slices.emplace_back(bytes + at, std::min(cut, n - at));
+  grpc::ByteBuffer wire(slices.data(), slices.size());
+  auto got = tessera::server::ReadInferRequest(wire);
+  inference::ModelInferRequest whole;
+  const bool protobuf_ok = whole.ParseFromArray(bytes, static_cast<int>(n));
+  if (!got.ok()) return 0;
+  // Accepted: protobuf accepts it too, with the same raw entries and the same other fields.
+  if (!protobuf_ok) std::abort();
+  if (static_cast<size_t>(whole.raw_input_contents_size()) != got->raw.size()) std::abort();
+  for (size_t i = 0; i < got->raw.size(); ++i) {
+    const std::string& w = whole.raw_input_contents(static_cast<int>(i));
+    if (w.size() != got->raw[i].bytes ||
+        (w.size() && std::string(static_cast<const char*>(got->raw[i].data), w.size()) != w))
+      std::abort();
+  }
+  whole.clear_raw_input_contents();
+  if (whole.SerializeAsString() != got->meta.SerializeAsString()) std::abort();
+  return 0;
+}
