@@ -28,16 +28,31 @@ Result<WireInferRequest> ReadInferRequest(const grpc::ByteBuffer& wire) {
     constexpr uint32_t kRawTag =
         WireFormatLite::MakeTag(inference::ModelInferRequest::kRawInputContentsFieldNumber,
                                 WireFormatLite::WIRETYPE_LENGTH_DELIMITED);
-    for (uint32_t tag = in.ReadTag(); tag != 0; tag = in.ReadTag()) {
+    for (;;) {
+      // A tag or a length takes at most 5 bytes (protobuf's own parser refuses longer ones).
+      const int tag_at = in.CurrentPosition();
+      const uint32_t tag = in.ReadTag();
+      if (tag == 0) break;
+      if (in.CurrentPosition() - tag_at > 5)
+        return Status::InvalidArgument("the ModelInferRequest is malformed (a tag of " +
+                                       std::to_string(in.CurrentPosition() - tag_at) + " bytes)");
       if (tag != kRawTag) {
+        const int64_t written = rest_out.ByteCount();
         if (!WireFormatLite::SkipField(&in, tag, &rest_out))
           return Status::InvalidArgument("the ModelInferRequest is malformed (a field of tag " +
                                          std::to_string(tag) +
                                          " is cut short or has an invalid wire type)");
+        // The field is copied re-encoded; a size that changed means varints written longer
+        // than they need to be, which Tessera refuses rather than reinterprets.
+        if (rest_out.ByteCount() - written != in.CurrentPosition() - tag_at)
+          return Status::InvalidArgument("the ModelInferRequest is malformed (a field of tag " +
+                                         std::to_string(tag) +
+                                         " has varints longer than their value needs)");
         continue;
       }
       uint32_t bytes = 0;
-      if (!in.ReadVarint32(&bytes))
+      const int length_at = in.CurrentPosition();
+      if (!in.ReadVarint32(&bytes) || in.CurrentPosition() - length_at > 5)
         return Status::InvalidArgument(
             "the ModelInferRequest is malformed (raw_input_contents entry " +
             std::to_string(out.raw.size()) + " has no length)");

@@ -121,6 +121,17 @@ TEST(GrpcWire, MalformedMessagesAreClearErrors) {
   expect_bad(std::string("\x0c", 1), "stray end-group");
   // A field other than raw_input_contents with bytes that are not its message.
   expect_bad(std::string("\x2a\x02\xff\xff", 4), "inputs[0] is garbage");
+  // Varints longer than their value needs (protobuf's parser refuses a 6-byte tag; the
+  // reader refuses any it would have to re-encode).
+  expect_bad(std::string("\x8a\x80\x80\x80\x80\x00\x01x", 8), "6-byte tag");
+  expect_bad(std::string("\x0a\x83\x00"
+                         "abc",
+                         6),
+             "2-byte length of 3");
+  expect_bad(std::string("\x3a\x83\x80\x80\x80\x80\x00"
+                         "abc",
+                         10),
+             "6-byte raw length");
   // The empty message is a valid (empty) request.
   auto empty = ReadInferRequest(Wire("", 1));
   ASSERT_TRUE(empty.ok());
