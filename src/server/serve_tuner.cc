@@ -280,7 +280,14 @@ void ServeTuner::Tick(double window_s) {
       obs.free_sms[0] = std::max(0, opt_.cpu_cores - threads_held);
     }
     fleet->live.Observe(fleet->in, obs);
-    for (const auto& a : fleet->tuner->Step(obs)) {
+    const double alpha_was = fleet->tuner->interference().alpha();
+    const auto actions = fleet->tuner->Step(obs);
+    if (const double alpha = fleet->tuner->interference().alpha(); alpha != alpha_was)
+      spdlog::info(
+          "tuner: {}: predicting interference with alpha {:.3g} fitted from {} live "
+          "windows (was {:.3g})",
+          fleet->gpu ? "gpu" : "cpu", alpha, fleet->tuner->live_interference().size(), alpha_was);
+    for (const auto& a : actions) {
       if (a.kind == planner::TuneAction::Kind::kRoute) continue;  // one slice per model
       const size_t mi = static_cast<size_t>(a.slice >= 0 ? a.slice : 0);
       double from = 0;
@@ -347,7 +354,7 @@ std::string ServeTuner::PrometheusText() const {
       out += fmt::format("tessera_tuner_resizes_total{{model=\"{}\",direction=\"{}\"}} {}\n", name,
                          dir, v);
   // The live interference estimator, by device; each family's lines together.
-  std::string samples, alpha, error;
+  std::string samples, alpha, error, used;
   for (const auto& f : fleets_) {
     const std::string dev = f->gpu ? "gpu" : "cpu";
     samples +=
@@ -361,6 +368,8 @@ std::string ServeTuner::PrometheusText() const {
       error += fmt::format("tessera_interference_live_error{{device=\"{}\",alpha=\"model\"}} {}\n",
                            dev, f->tuner->interference().Evaluate(held).mean_abs_rel);
     }
+    used += fmt::format("tessera_tuner_interference_alpha{{device=\"{}\"}} {}\n", dev,
+                        f->tuner->interference().alpha());
   }
   out +=
       "# HELP tessera_interference_live_samples Slice windows the live interference estimator "
@@ -375,7 +384,12 @@ std::string ServeTuner::PrometheusText() const {
       "# HELP tessera_interference_live_error Mean |predicted - observed| / observed batch time "
       "on those samples, of the fitted alpha (fit) and of the tuner's (model)\n"
       "# TYPE tessera_interference_live_error gauge\n" +
-      error;
+      error +
+      "# HELP tessera_tuner_interference_alpha The alpha the tuner predicts interference with, "
+      "by device: the planner's default, or the live fit once --tune-learn-interference-after "
+      "samples are held\n"
+      "# TYPE tessera_tuner_interference_alpha gauge\n" +
+      used;
   return out;
 }
 

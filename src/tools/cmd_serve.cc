@@ -43,6 +43,7 @@ struct Opts {
   int gpu_pipeline = 2;
   bool tune = false;
   double tune_window = 5;
+  int64_t tune_learn_after = 0;
 };
 
 // One sliced GPU per visible device, as --sharing says. auto: green contexts, or plain streams
@@ -218,6 +219,7 @@ int Run(const Opts& o) {
   if (o.tune) {
     server::ServeTunerOptions to;
     to.window_s = o.tune_window;
+    to.tuner.learn_interference_after = o.tune_learn_after;
     tuner = std::make_unique<server::ServeTuner>(&manager, to);
     so.extra_metrics = [t = tuner.get()] { return t->PrometheusText(); };
   }
@@ -337,6 +339,12 @@ Runner SetupServe(CLI::App& app) {
                "GPU: SMs)");
   app.add_option("--tune-window", o->tune_window, "Seconds between the tuner's decisions")
       ->check(CLI::Range(0.1, 3600.0));
+  app.add_option("--tune-learn-interference-after", o->tune_learn_after,
+                 "Once the live estimator holds this many slice windows (next to busy "
+                 "neighbours), the tuner predicts interference with the alpha fitted from them "
+                 "instead of the planner's default (0: never)")
+      ->check(CLI::NonNegativeNumber)
+      ->default_val(0);
   app.add_option("--engine", o->engine,
                  "auto (the GPU when one is visible, else the CPU), cpu, cuda, or cuda-host (the "
                  "CUDA backend's programs interpreted on the host, on an emulated GPU: tests the "

@@ -151,5 +151,48 @@ def test_the_tuner_resizes_a_gpu_slice_in_sms_on_the_emulated_gpu(tmp_path):
         assert held and int(held.group(1)) > 0, metrics
         assert re.search(r'tessera_interference_live_alpha\{device="gpu"\} [\d.e+-]+', metrics)
         assert 'tessera_interference_live_error{device="gpu",alpha="model"}' in metrics
+        # Without --tune-learn-interference-after the tuner keeps the planner's default alpha.
+        assert 'tessera_tuner_interference_alpha{device="gpu"} 0.6\n' in metrics, metrics
+        assert "predicting interference with alpha" not in s.output()
     finally:
         s.stop()
+
+
+def test_the_tuner_predicts_with_the_live_fit_once_told_to(tmp_path):
+    """--tune-learn-interference-after N: once the live estimator holds N windows of a slice next
+    to busy neighbours, the tuner predicts with the alpha fitted from them."""
+    import shutil
+    import threading
+    repo = write_zoo(tmp_path / "repo", "tiny_mlp")
+    shutil.copytree(repo / "tiny_mlp", repo / "neighbour")
+    cfg = repo / "neighbour" / "config.pbtxt"
+    cfg.write_text(cfg.read_text().replace('"tiny_mlp"', '"neighbour"'))
+    for name in ("tiny_mlp", "neighbour"):
+        (repo / name / "profile.json").write_text(
+            json.dumps(profile(name, {8: 2.0, 16: 1.0}, unit="emulated", gpu_sms=132)))
+        cfg = repo / name / "config.pbtxt"
+        cfg.write_text(cfg.read_text() + "instance_group { count: 1 kind: KIND_GPU }\n")
+        add_params(repo, name, slo_ms=1000, profile="profile.json", slice_sms=8)
+    s = TesseraServer(repo, "--engine", "cuda-host", "--tune", "--tune-window", 0.5,
+                      "--tune-learn-interference-after", 2)
+    try:
+        s._wait_for(r"tuner: tuning (neighbour \(gpu 0\), tiny_mlp|tiny_mlp \(gpu 0\), "
+                    r"neighbour) \(gpu 0\)$", 30)
+        other = threading.Thread(target=load, args=(s, "neighbour", 20, 3))
+        other.start()
+        load(s, "tiny_mlp", 20, 3)
+        other.join()
+        s._wait_for(r"tuner: gpu: predicting interference with alpha [\d.e+-]+ fitted "
+                           r"from \d+ live windows \(was 0.6\)", 10)
+        with urllib.request.urlopen(f"http://localhost:{s.metrics_port}/metrics",
+                                    timeout=30) as r:
+            metrics = r.read().decode()
+        used = re.search(r'tessera_tuner_interference_alpha\{device="gpu"\} ([\d.e+-]+)',
+                         metrics)
+        assert used and float(used.group(1)) != 0.6, metrics
+    finally:
+        s.stop()
+    # The flag is checked.
+    r = subprocess.run([str(TESSERA), "serve", "--tune-learn-interference-after", "-1"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "tune-learn-interference-after" in r.stderr, r.stderr
