@@ -37,6 +37,11 @@ def slice_of(s, model):
         return json.loads(r.read())
 
 
+def metrics_of(s):
+    with urllib.request.urlopen(f"http://localhost:{s.metrics_port}/metrics", timeout=30) as r:
+        return r.read().decode()
+
+
 def wait_until(pred, timeout, what):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -51,6 +56,36 @@ def load(s, model, rate, seconds):
                         str(rate), "-d", str(seconds), "--warmup", "0", "--slo-ms", "5000"],
                        capture_output=True, text=True, timeout=seconds + 60)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def two_models_on_the_emulated_gpu(tmp_path, ms_per_row_by_sms):
+    """tiny_mlp and a copy of it ("neighbour"), each one GPU instance on an 8-SM slice with a
+    made-up profile; returns the repository."""
+    import shutil
+    repo = write_zoo(tmp_path / "repo", "tiny_mlp")
+    shutil.copytree(repo / "tiny_mlp", repo / "neighbour")
+    cfg = repo / "neighbour" / "config.pbtxt"
+    cfg.write_text(cfg.read_text().replace('"tiny_mlp"', '"neighbour"'))
+    for name in ("tiny_mlp", "neighbour"):
+        (repo / name / "profile.json").write_text(
+            json.dumps(profile(name, ms_per_row_by_sms, unit="emulated", gpu_sms=132)))
+        cfg = repo / name / "config.pbtxt"
+        cfg.write_text(cfg.read_text() + "instance_group { count: 1 kind: KIND_GPU }\n")
+        add_params(repo, name, slo_ms=1000, profile="profile.json", slice_sms=8)
+    return repo
+
+
+def load_both(s, rate, seconds):
+    """`rate` req/s on tiny_mlp, 20 on its neighbour, at the same time."""
+    import threading
+    other = threading.Thread(target=load, args=(s, "neighbour", 20, seconds))
+    other.start()
+    load(s, "tiny_mlp", rate, seconds)
+    other.join()
+
+
+TUNING_BOTH = (r"tuner: tuning (neighbour \(gpu 0\), tiny_mlp|tiny_mlp \(gpu 0\), "
+               r"neighbour) \(gpu 0\)$")
 
 
 def test_the_tuner_grows_a_loaded_cpu_slice_and_shrinks_it_when_the_load_goes(tmp_path):
@@ -99,9 +134,7 @@ def test_the_tuner_grows_a_loaded_cpu_slice_and_shrinks_it_when_the_load_goes(tm
         s._wait_for(r"tuner: tuning (bad_profile \(cpu\), tiny_mlp|tiny_mlp \(cpu\), "
                     r"bad_profile) \(cpu\)$", 10)
         # What the tuner did, in the Prometheus metrics.
-        with urllib.request.urlopen(f"http://localhost:{s.metrics_port}/metrics",
-                                    timeout=30) as r:
-            metrics = r.read().decode()
+        metrics = metrics_of(s)
         for series in ('tessera_tuner_tuned{model="tiny_mlp"} 1',
                        'tessera_tuner_tuned{model="untuned"} 0',
                        'tessera_tuner_resizes_total{model="tiny_mlp",direction="grow"} 1',
@@ -116,37 +149,20 @@ def test_the_tuner_resizes_a_gpu_slice_in_sms_on_the_emulated_gpu(tmp_path):
     """The GPU path end to end without a GPU (--engine cuda-host): the slice grows in whole
     8-SM groups, make-before-break, through the same SetSliceSms as `tessera slice set`; the
     live interference estimator collects its neighbours' windows."""
-    import shutil
-    import threading
-    repo = write_zoo(tmp_path / "repo", "tiny_mlp")
-    shutil.copytree(repo / "tiny_mlp", repo / "neighbour")
-    cfg = repo / "neighbour" / "config.pbtxt"
-    cfg.write_text(cfg.read_text().replace('"tiny_mlp"', '"neighbour"'))
-    sizes = {8: 25.0, 16: 12.5, 24: 25.0 / 3, 32: 6.25}
-    for name in ("tiny_mlp", "neighbour"):
-        (repo / name / "profile.json").write_text(
-            json.dumps(profile(name, sizes, unit="emulated", gpu_sms=132)))
-        cfg = repo / name / "config.pbtxt"
-        cfg.write_text(cfg.read_text() + "instance_group { count: 1 kind: KIND_GPU }\n")
-        add_params(repo, name, slo_ms=1000, profile="profile.json", slice_sms=8)
+    repo = two_models_on_the_emulated_gpu(tmp_path,
+                                          {8: 25.0, 16: 12.5, 24: 25.0 / 3, 32: 6.25})
     s = TesseraServer(repo, "--engine", "cuda-host", "--tune", "--tune-window", 0.5)
     try:
         assert slice_of(s, "tiny_mlp")["sms"] == 8
-        s._wait_for(r"tuner: tuning (neighbour \(gpu 0\), tiny_mlp|tiny_mlp \(gpu 0\), "
-                    r"neighbour) \(gpu 0\)$", 30)
-        other = threading.Thread(target=load, args=(s, "neighbour", 20, 4))
-        other.start()
-        load(s, "tiny_mlp", 80, 4)
-        other.join()
+        s._wait_for(TUNING_BOTH, 30)
+        load_both(s, 80, 4)
         wait_until(lambda: slice_of(s, "tiny_mlp")["sms"] > 8, 10, "the slice to grow")
         body = slice_of(s, "tiny_mlp")
         assert body["sms"] % 8 == 0 and body["resize_ms"] > 0, body
         line = s._wait_for(r"tuner: tiny_mlp: rate near capacity .*8 -> \d+ SMs", 5)
         assert re.search(r"capacity [\d.]+ req/s", line), line
         # Both slices ran next to each other: the estimator holds their windows and fits alpha.
-        with urllib.request.urlopen(f"http://localhost:{s.metrics_port}/metrics",
-                                    timeout=30) as r:
-            metrics = r.read().decode()
+        metrics = metrics_of(s)
         held = re.search(r'tessera_interference_live_samples\{device="gpu"\} (\d+)', metrics)
         assert held and int(held.group(1)) > 0, metrics
         assert re.search(r'tessera_interference_live_alpha\{device="gpu"\} [\d.e+-]+', metrics)
@@ -161,32 +177,15 @@ def test_the_tuner_resizes_a_gpu_slice_in_sms_on_the_emulated_gpu(tmp_path):
 def test_the_tuner_predicts_with_the_live_fit_once_told_to(tmp_path):
     """--tune-learn-interference-after N: once the live estimator holds N windows of a slice next
     to busy neighbours, the tuner predicts with the alpha fitted from them."""
-    import shutil
-    import threading
-    repo = write_zoo(tmp_path / "repo", "tiny_mlp")
-    shutil.copytree(repo / "tiny_mlp", repo / "neighbour")
-    cfg = repo / "neighbour" / "config.pbtxt"
-    cfg.write_text(cfg.read_text().replace('"tiny_mlp"', '"neighbour"'))
-    for name in ("tiny_mlp", "neighbour"):
-        (repo / name / "profile.json").write_text(
-            json.dumps(profile(name, {8: 2.0, 16: 1.0}, unit="emulated", gpu_sms=132)))
-        cfg = repo / name / "config.pbtxt"
-        cfg.write_text(cfg.read_text() + "instance_group { count: 1 kind: KIND_GPU }\n")
-        add_params(repo, name, slo_ms=1000, profile="profile.json", slice_sms=8)
+    repo = two_models_on_the_emulated_gpu(tmp_path, {8: 2.0, 16: 1.0})
     s = TesseraServer(repo, "--engine", "cuda-host", "--tune", "--tune-window", 0.5,
                       "--tune-learn-interference-after", 2)
     try:
-        s._wait_for(r"tuner: tuning (neighbour \(gpu 0\), tiny_mlp|tiny_mlp \(gpu 0\), "
-                    r"neighbour) \(gpu 0\)$", 30)
-        other = threading.Thread(target=load, args=(s, "neighbour", 20, 3))
-        other.start()
-        load(s, "tiny_mlp", 20, 3)
-        other.join()
+        s._wait_for(TUNING_BOTH, 30)
+        load_both(s, 20, 3)
         s._wait_for(r"tuner: gpu: predicting interference with alpha [\d.e+-]+ fitted "
-                           r"from \d+ live windows \(was 0.6\)", 10)
-        with urllib.request.urlopen(f"http://localhost:{s.metrics_port}/metrics",
-                                    timeout=30) as r:
-            metrics = r.read().decode()
+                    r"from \d+ live windows \(was 0.6\)", 10)
+        metrics = metrics_of(s)
         used = re.search(r'tessera_tuner_interference_alpha\{device="gpu"\} ([\d.e+-]+)',
                          metrics)
         assert used and float(used.group(1)) != 0.6, metrics

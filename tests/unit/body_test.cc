@@ -4,44 +4,32 @@
 
 #include <gtest/gtest.h>
 
-#include <cstdlib>
-#include <set>
+#include <memory>
+
+#include "counting_body_memory.h"
 
 namespace tessera {
 namespace {
 
 TEST(Body, LargeBodiesUseTheInstalledMemoryAndReturnToIt) {
-  std::set<void*> mine;
-  int allocs = 0, frees = 0;
-  SetBodyMemory({[&](size_t n) -> void* {
-                   ++allocs;
-                   void* p = std::malloc(n);
-                   mine.insert(p);
-                   return p;
-                 },
-                 [&](void* p) {
-                   if (!mine.erase(p)) return false;
-                   ++frees;
-                   std::free(p);
-                   return true;
-                 },
-                 4096});
+  auto memory = std::make_unique<testing::CountingBodyMemory>(4096);
   {
     Body small(100, 'x');  // below min_bytes: the heap
     Body big;
     big.reserve(1 << 20);
     big.append(1000, 'y');
-    EXPECT_EQ(allocs, 1);
+    EXPECT_EQ(memory->allocs, 1);
     EXPECT_EQ(big.size(), 1000u);
     EXPECT_EQ(small.size(), 100u);
   }
-  EXPECT_EQ(frees, 1);
+  EXPECT_EQ(memory->frees, 1);
+  EXPECT_TRUE(memory->blocks.empty());
+  memory.reset();
   // An allocation the memory refuses falls back to the heap and is freed there.
   SetBodyMemory({[](size_t) -> void* { return nullptr; }, [](void*) { return false; }, 16});
   { Body b(1 << 16, 'z'); }
   SetBodyMemory({});
   { Body b(1 << 20, 'w'); }
-  EXPECT_TRUE(mine.empty());
 }
 
 }  // namespace

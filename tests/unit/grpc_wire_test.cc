@@ -6,12 +6,10 @@
 #include <grpcpp/support/slice.h>
 #include <gtest/gtest.h>
 
-#include <cstdlib>
-#include <set>
 #include <string>
 #include <vector>
 
-#include "tessera/core/body.h"
+#include "counting_body_memory.h"
 
 namespace tessera::server {
 namespace {
@@ -73,31 +71,17 @@ TEST(GrpcWire, ReadsEveryFieldAndEachRawEntryAcrossSliceCuts) {
 TEST(GrpcWire, RawEntriesLandInBodyMemory) {
   // A GPU server installs its pinned pool as body memory: the large entries come from it and
   // return to it when the last tensor viewing them is gone.
-  std::set<void*> mine;
-  int frees = 0;
-  SetBodyMemory({[&](size_t n) -> void* {
-                   void* p = std::malloc(n);
-                   mine.insert(p);
-                   return p;
-                 },
-                 [&](void* p) {
-                   if (!mine.erase(p)) return false;
-                   ++frees;
-                   std::free(p);
-                   return true;
-                 },
-                 1024});
+  testing::CountingBodyMemory memory(1024);
   {
     auto got = ReadInferRequest(Wire(Sample().SerializeAsString(), 65536));
     ASSERT_TRUE(got.ok()) << got.status().ToString();
     ASSERT_EQ(got->raw.size(), 3u);
-    EXPECT_EQ(mine.count(const_cast<void*>(got->raw[0].data)), 1u);  // 300 kB: body memory
-    EXPECT_EQ(mine.count(const_cast<void*>(got->raw[2].data)), 0u);  // 10 bytes: the heap
-    EXPECT_EQ(mine.size(), 1u);
+    EXPECT_TRUE(memory.Holds(got->raw[0].data));   // 300 kB: body memory
+    EXPECT_FALSE(memory.Holds(got->raw[2].data));  // 10 bytes: the heap
+    EXPECT_EQ(memory.blocks.size(), 1u);
   }
-  EXPECT_EQ(frees, 1);
-  EXPECT_TRUE(mine.empty());
-  SetBodyMemory({});
+  EXPECT_EQ(memory.frees, 1);
+  EXPECT_TRUE(memory.blocks.empty());
 }
 
 TEST(GrpcWire, MalformedMessagesAreClearErrors) {
