@@ -1,5 +1,6 @@
 // libFuzzer target: arbitrary bytes as a gRPC ModelInferRequest through Tessera's wire reader
-// (server/grpc_wire.h), cut into receive slices where the first byte says. Any crash, leak or
+// (server/grpc_wire.h), cut into receive slices where the first byte says, walked field by
+// field into body memory or parsed whole, as the first byte's high bit says. Any crash, leak or
 // sanitizer report is a bug: bad messages must come back as a Status; a message the reader
 // accepts must agree with protobuf's own parse of the same bytes.
 #include <google/protobuf/io/coded_stream.h>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "server/grpc_wire.h"
+#include "tessera/core/body.h"
 
 namespace {
 // Map fields serialize in an order that differs between two equal messages unless asked not to.
@@ -30,7 +32,18 @@ std::string Deterministic(const google::protobuf::MessageLite& m) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
-  const size_t cut = 1 + data[0];
+  // The first byte: the slice size (low 7 bits), and whether body memory takes every message
+  // (walked field by field) or none is installed (parsed whole by protobuf).
+  const size_t cut = 1 + (data[0] & 0x7f);
+  if (data[0] & 0x80)
+    tessera::SetBodyMemory({});
+  else
+    tessera::SetBodyMemory({[](size_t n) { return std::malloc(n); },
+                            [](void* p) {
+                              std::free(p);
+                              return true;
+                            },
+                            0});
   const auto* bytes = reinterpret_cast<const char*>(data + 1);
   const size_t n = size - 1;
   std::vector<grpc::Slice> slices;

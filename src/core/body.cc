@@ -1,6 +1,7 @@
 #include "tessera/core/body.h"
 
 #include <cstdlib>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -29,6 +30,11 @@ void SetBodyMemory(BodyMemory memory) {
     Current() = std::make_shared<const BodyMemory>(std::move(memory));
   else
     Current().reset();
+}
+
+size_t BodyMemoryMinBytes() {
+  auto m = Get();
+  return m ? m->min_bytes : std::numeric_limits<size_t>::max();
 }
 
 void* AllocateBodyBytes(size_t bytes) {

@@ -18,6 +18,23 @@ Result<WireInferRequest> ReadInferRequest(const grpc::ByteBuffer& wire) {
   WireInferRequest out;
   if (!wire.Valid() || wire.Length() == 0) return out;  // the empty message: every field unset
   grpc::ByteBuffer copy(wire);  // shares the slices; the reader needs a mutable buffer
+  if (wire.Length() < BodyMemoryMinBytes()) {
+    // Its tensors would land on the heap anyway: protobuf parses the whole message (as gRPC
+    // would), and the raw entries are handed over in their strings.
+    grpc::Slice one;
+    const bool parsed = copy.TrySingleSlice(&one).ok()
+                            ? out.meta.ParseFromArray(one.begin(), static_cast<int>(one.size()))
+                            : [&] {
+                                grpc::ProtoBufferReader reader(&copy);
+                                return out.meta.ParseFromZeroCopyStream(&reader);
+                              }();
+    if (!parsed)
+      return Status::InvalidArgument("the ModelInferRequest is malformed (it does not parse)");
+    auto strings = std::make_shared<google::protobuf::RepeatedPtrField<std::string>>();
+    out.meta.mutable_raw_input_contents()->Swap(strings.get());
+    for (const std::string& b : *strings) out.raw.push_back({b.data(), b.size(), strings});
+    return out;
+  }
   grpc::ProtoBufferReader reader(&copy);
   google::protobuf::io::CodedInputStream in(&reader);
   in.SetTotalBytesLimit(INT_MAX);

@@ -5,7 +5,10 @@
 // top-level fields itself: each raw_input_contents entry is copied once, from gRPC's receive
 // slices straight into memory from AllocateBodyBytes (pinned on a sliced GPU, see
 // tessera/core/body.h), so a request that fills its batch is DMA'd from where it landed; the
-// other fields (names, shapes, parameters: small) are parsed by protobuf as usual.
+// other fields (names, shapes, parameters: small) are parsed by protobuf as usual. A message
+// smaller than the body memory's threshold (BodyMemoryMinBytes: every message on a server
+// without GPUs) would land on the heap either way: protobuf parses it whole, as gRPC would,
+// and the raw entries are handed over in their own strings.
 #pragma once
 
 #include <grpcpp/support/byte_buffer.h>

@@ -554,6 +554,69 @@ def test_gpu_sharing_without_a_gpu_is_a_clear_error(tessera_bin, tmp_path):
         assert r.returncode == 1 and said in r.stderr, (args, r.stderr)
 
 
+def test_large_grpc_inputs_on_a_sliced_gpu_land_in_body_memory_and_answer_right(tessera_bin,
+                                                                                 tmp_path):
+    """On a sliced GPU (here the emulated one) a ModelInfer message of 64 KiB or more is read
+    field by field and its raw tensors copied once into the GPUs' pinned body memory
+    (src/server/grpc_wire.h): answers match, size errors are clear, the server keeps serving."""
+    import onnx
+    from onnx import TensorProto, helper
+    repo = tmp_path / "repo"
+    (repo / "wide_add" / "1").mkdir(parents=True)
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "one"], ["y"])], "wide_add",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 32768])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 32768])],
+        [helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+              str(repo / "wide_add" / "1" / "model.onnx"))
+    (repo / "wide_add" / "config.pbtxt").write_text(
+        'name: "wide_add"\nmax_batch_size: 4\n'
+        'input { name: "x" data_type: TYPE_FP32 dims: [ 32768 ] }\n'
+        'output { name: "y" data_type: TYPE_FP32 dims: [ 32768 ] }\n'
+        'instance_group { count: 1 kind: KIND_GPU }\n'
+        'parameters { key: "slice_sms" value: { string_value: "8" } }\n')
+    s = TesseraServer(repo, "--engine", "cuda-host")
+    try:
+        client = tg.InferenceServerClient(s.grpc)
+        rng = np.random.default_rng(3)
+        for rows in (1, 3):  # 128 KiB and 384 KiB of raw input
+            x = rng.standard_normal((rows, 32768)).astype(np.float32)
+            inp = tg.InferInput("x", list(x.shape), "FP32")
+            inp.set_data_from_numpy(x)
+            out = client.infer("wide_add", [inp]).as_numpy("y")
+            np.testing.assert_array_equal(out, x + 1)
+        # The raw bytes do not fit the shape: INVALID_ARGUMENT, and the next request is fine.
+        from tritonclient.grpc import service_pb2, service_pb2_grpc
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(s.grpc))
+        req = service_pb2.ModelInferRequest(model_name="wide_add")
+        req.inputs.add(name="x", datatype="FP32", shape=[1, 32768])
+        req.raw_input_contents.append(b"\0" * (4 * 32768 - 4))
+        with pytest.raises(grpc.RpcError) as e:
+            stub.ModelInfer(req, timeout=30)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value
+        assert "131068" in e.value.details(), e.value.details()
+        # Proof of the field-by-field path: it refuses a varint longer than needed (model_name's
+        # length 8 written in 2 bytes), which protobuf's whole parse would accept.
+        raw_call = grpc.insecure_channel(s.grpc).unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        tensor = req.inputs[0].SerializeToString()
+        msg = (b"\x0a\x88\x00wide_add"                            # field 1, length 8 in 2 bytes
+               + b"\x2a" + bytes([len(tensor)]) + tensor           # field 5: the input
+               + b"\x3a\x80\x80\x08" + b"\0" * (4 * 32768))      # field 7: 131072 raw bytes
+        with pytest.raises(grpc.RpcError) as e:
+            raw_call(msg, timeout=30)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value
+        assert "longer than their value needs" in e.value.details(), e.value.details()
+        x = np.ones((1, 32768), np.float32)
+        inp = tg.InferInput("x", [1, 32768], "FP32")
+        inp.set_data_from_numpy(x)
+        np.testing.assert_array_equal(client.infer("wide_add", [inp]).as_numpy("y"), x + 1)
+    finally:
+        s.stop()
+
+
 def test_gpu_slices_resize_live_on_the_emulated_gpu(tessera_bin, tmp_path):
     """The GPU serving path end to end without a GPU: --engine cuda-host runs the CUDA backend's
     lowered programs on the host, on an emulated GPU whose slices are accounted like a real one's.

@@ -6,6 +6,7 @@
 #include <grpcpp/support/slice.h>
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -50,22 +51,30 @@ grpc::ByteBuffer Wire(const std::string& bytes, size_t cut) {
 TEST(GrpcWire, ReadsEveryFieldAndEachRawEntryAcrossSliceCuts) {
   const inference::ModelInferRequest want = Sample();
   const std::string bytes = want.SerializeAsString();
-  for (size_t cut : {bytes.size(), size_t{4096}, size_t{7}, size_t{1}}) {
-    if (cut == 1 && bytes.size() > 400000) continue;
-    auto got = ReadInferRequest(Wire(bytes, cut));
-    ASSERT_TRUE(got.ok()) << got.status().ToString();
-    inference::ModelInferRequest meta = want;
-    meta.clear_raw_input_contents();
-    EXPECT_EQ(got->meta.SerializeAsString(), meta.SerializeAsString()) << cut;
-    EXPECT_EQ(got->meta.raw_input_contents_size(), 0);
-    ASSERT_EQ(got->raw.size(), 3u);
-    for (int i = 0; i < 3; ++i) {
-      const std::string& w = want.raw_input_contents(i);
-      ASSERT_EQ(got->raw[i].bytes, w.size()) << i;
-      EXPECT_EQ(std::string(static_cast<const char*>(got->raw[i].data), w.size()), w) << i;
-      EXPECT_NE(got->raw[i].holder, nullptr);
+  // Both ways: walked field by field into body memory, and (no body memory installed: every
+  // message is under its threshold) parsed whole by protobuf.
+  for (bool walk : {true, false})
+    for (size_t cut : {bytes.size(), size_t{4096}, size_t{7}, size_t{1}}) {
+      std::unique_ptr<testing::CountingBodyMemory> memory;
+      if (walk) memory = std::make_unique<testing::CountingBodyMemory>(0);
+      if (cut == 1 && bytes.size() > 400000) continue;
+      auto got = ReadInferRequest(Wire(bytes, cut));
+      ASSERT_TRUE(got.ok()) << got.status().ToString();
+      inference::ModelInferRequest meta = want;
+      meta.clear_raw_input_contents();
+      EXPECT_EQ(got->meta.SerializeAsString(), meta.SerializeAsString()) << cut << walk;
+      EXPECT_EQ(got->meta.raw_input_contents_size(), 0);
+      ASSERT_EQ(got->raw.size(), 3u);
+      for (int i = 0; i < 3; ++i) {
+        const std::string& w = want.raw_input_contents(i);
+        ASSERT_EQ(got->raw[i].bytes, w.size()) << i;
+        EXPECT_EQ(std::string(static_cast<const char*>(got->raw[i].data), w.size()), w) << i;
+        EXPECT_NE(got->raw[i].holder, nullptr);
+        if (walk && w.size() > 0) {
+          EXPECT_TRUE(memory->Holds(got->raw[i].data)) << i;
+        }
+      }
     }
-  }
 }
 
 TEST(GrpcWire, RawEntriesLandInBodyMemory) {
@@ -85,6 +94,7 @@ TEST(GrpcWire, RawEntriesLandInBodyMemory) {
 }
 
 TEST(GrpcWire, MalformedMessagesAreClearErrors) {
+  testing::CountingBodyMemory memory(0);  // every message walked field by field
   const std::string good = Sample().SerializeAsString();
   auto expect_bad = [](const std::string& bytes, const std::string& what) {
     auto got = ReadInferRequest(Wire(bytes, 1000));
@@ -116,6 +126,12 @@ TEST(GrpcWire, MalformedMessagesAreClearErrors) {
                          "abc",
                          10),
              "6-byte raw length");
+  // Parsed whole by protobuf (under the body memory's threshold): the same kind of error.
+  {
+    testing::CountingBodyMemory high(1 << 30);
+    expect_bad(good.substr(0, good.size() / 2), "truncated, parsed whole");
+    expect_bad(std::string("\x00\x01", 2), "tag zero, parsed whole");
+  }
   // The empty message is a valid (empty) request.
   auto empty = ReadInferRequest(Wire("", 1));
   ASSERT_TRUE(empty.ok());

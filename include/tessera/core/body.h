@@ -20,6 +20,10 @@ struct BodyMemory {
 // after it has stopped: a block is freed through the memory that allocated it.
 void SetBodyMemory(BodyMemory memory);
 
+// The smallest body the installed memory takes (SIZE_MAX when none is installed): smaller
+// ones come from the heap.
+size_t BodyMemoryMinBytes();
+
 void* AllocateBodyBytes(size_t bytes);
 void FreeBodyBytes(void* p, size_t bytes);
 
