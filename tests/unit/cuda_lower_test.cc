@@ -148,6 +148,17 @@ TEST(CudaLower, LayerNormMeanAndInvStdDevOutputsMatchTheCpuEngine) {
   }));
   auto host = cuda::CreateHostProgramEngine();
   EXPECT_LE(CompareWithCpu(*host, g, 1), 1e-5);
+  // With narrow activations: Mean a graph output, InvStdDev used inside the graph. Both stay
+  // FP32 (one stat type per instruction), so this lowers and matches.
+  Graph mixed = Import(MakeModel([](zoo::GraphBuilder& b) {
+    auto x = b.Input("x", kF, {1, 3, 8}, false);
+    b.Op("LayerNormalization", {x, b.Weight("g", {8}, 0.5, 1.5), b.Weight("b", {8}, -0.2, 0.2)}, {},
+         "norm", 3);
+    b.Output("norm_out1", kF, {1, 3, 1}, false);
+    b.Output(b.Op("Mul", {"norm_out", "norm_out2"}), kF, {1, 3, 8}, false);
+  }));
+  for (GpuPrecision p : {GpuPrecision::kFp16, GpuPrecision::kBf16})
+    EXPECT_LE(CompareWithCpu(*cuda::CreateHostProgramEngine(p), mixed, 2), 1e-2);
 }
 
 TEST(CudaLower, ReflectAndEdgePadsRuntimeClipAndSplitReductionsMatchTheCpuEngine) {

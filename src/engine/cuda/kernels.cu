@@ -258,9 +258,6 @@ __global__ void ActKernel(void* y, int64_t n, Act act, float a, float b) {
     StoreAs<T>(y, t, ApplyAct(act, LoadAs<T>(y, t), a, b));
 }
 
-bool IsFloatStorage(DataType t) {
-  return t == DataType::kFloat32 || t == DataType::kFloat16 || t == DataType::kBFloat16;
-}
 bool AllFloatStorage(const EwInstr& e) {
   if (!IsFloatStorage(e.out_type)) return false;
   for (int k = 0; k < e.arity; ++k)

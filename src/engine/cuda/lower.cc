@@ -112,9 +112,6 @@ std::vector<int64_t> BroadcastStrides(const Shape& in, const Shape& out) {
 }
 
 bool IsFloatType(DataType t) { return t == DataType::kFloat32; }
-bool IsFloatStorage(DataType t) {
-  return t == DataType::kFloat32 || t == DataType::kFloat16 || t == DataType::kBFloat16;
-}
 bool IsLoweredType(DataType t) {
   return t == DataType::kFloat32 || t == DataType::kFloat16 || t == DataType::kBFloat16 ||
          t == DataType::kInt64 || t == DataType::kInt32 || t == DataType::kBool ||
@@ -213,9 +210,10 @@ class Lowerer {
     // rounding, no output cast); an alias chain (Reshape, Identity, ...) leads back to it.
     std::unordered_map<std::string, std::string> alias_of;
     for (const auto& n : p_.graph.nodes) {
-      if (n.op == "LayerNormalization") {
+      if (n.op == "LayerNormalization") {  // (and its per-row Mean / InvStdDev: one stat type)
         keep_fp32_.insert(n.inputs[0]);
-        keep_fp32_.insert(n.outputs[0]);
+        for (const std::string& v : n.outputs)
+          if (!v.empty()) keep_fp32_.insert(v);
       }
       if (IsAliasOp(n.op) && !n.inputs.empty() && !n.outputs.empty())
         alias_of[n.outputs[0]] = n.inputs[0];
@@ -882,9 +880,9 @@ class Lowerer {
     for (size_t i = 1; i < 3 && i < n.outputs.size(); ++i) {
       if (n.outputs[i].empty()) continue;
       const DataType t = StoredType(n.outputs[i]);
-      if (stats && t != l.stat_type)
-        return Status::Unimplemented(n.Describe() +
-                                     ": Mean and InvStdDev outputs stored in different types");
+      if (stats && t != l.stat_type)  // both keep their declared (stash) type
+        return Status::Internal(n.Describe() +
+                                ": Mean and InvStdDev outputs stored in different types");
       l.stat_type = t;
       stats = true;
       (i == 1 ? l.mean : l.inv_std) = Of(n.outputs[i]);

@@ -339,6 +339,11 @@ TESSERA_HD void StoreI(void* p, DataType t, int64_t i, int64_t v) {
   }
 }
 
+// The float types activations are stored in.
+TESSERA_HD bool IsFloatStorage(DataType t) {
+  return t == DataType::kFloat32 || t == DataType::kFloat16 || t == DataType::kBFloat16;
+}
+
 // Float values stored as T (FP32, FP16 or BF16), with T fixed at compile time: the device
 // kernels' loads and stores, one instantiation per storage type.
 template <DataType T>
