@@ -23,9 +23,10 @@ __global__ void EwKernel(const EwInstr e, const void* in0, const void* in1, cons
     EwElement(e, in, out, i);
 }
 
-// Contiguous unary and same-shape / scalar-broadcast binary ops on float storage (FP32, FP16,
-// BF16; the types are the same for every thread, so their switches do not diverge): the common
-// cases after fusion (GELU, residual adds, casts between float types), without the index walk.
+// Contiguous unary and same-shape / scalar-broadcast binary ops on mixed float storage (FP32,
+// FP16, BF16; the types are the same for every thread, so their switches do not diverge): the
+// common cases after fusion (GELU, residual adds, casts between float types), without the index
+// walk.
 template <int kArity>
 __global__ void EwFlatKernel(Ew op, int64_t n, const void* x, DataType tx, int64_t sx,
                              const void* y, DataType ty, int64_t sy, float a, float b, void* out,
@@ -35,6 +36,18 @@ __global__ void EwFlatKernel(Ew op, int64_t n, const void* x, DataType tx, int64
     const float xv = LoadF(x, tx, i * sx);
     const float yv = kArity > 1 ? LoadF(y, ty, i * sy) : 0.0f;
     StoreF(out, to, i, EwFloat(op, xv, yv, 0.0f, a, b));
+  }
+}
+
+// The same with every operand stored as T: the loads and stores compile to plain accesses.
+template <int kArity, DataType T>
+__global__ void EwFlatTypedKernel(Ew op, int64_t n, const void* x, int64_t sx, const void* y,
+                                  int64_t sy, float a, float b, void* out) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float xv = LoadAs<T>(x, i * sx);
+    const float yv = kArity > 1 ? LoadAs<T>(y, i * sy) : 0.0f;
+    StoreAs<T>(out, i, EwFloat(op, xv, yv, 0.0f, a, b));
   }
 }
 
@@ -314,6 +327,19 @@ cudaError_t LaunchEw(const EwInstr& e, const void* in0, const void* in1, const v
   // rank 1 after merging: every operand is contiguous or a broadcast scalar.
   if (e.rank == 1 && e.arity <= 2 && AllFloatStorage(e) && e.op != Ew::kWhere &&
       e.op != Ew::kMulAdd) {
+    const bool same = e.in_type[0] == e.out_type && (e.arity == 1 || e.in_type[1] == e.out_type);
+    if (same) {
+      ByFloatType(e.out_type, [&](auto t) {
+        constexpr DataType T = decltype(t)::value;
+        if (e.arity == 1)
+          EwFlatTypedKernel<1, T><<<Blocks(e.count), kThreads, 0, stream>>>(
+              e.op, e.count, in0, e.strides[0][0], nullptr, 0, e.a, e.b, out);
+        else
+          EwFlatTypedKernel<2, T><<<Blocks(e.count), kThreads, 0, stream>>>(
+              e.op, e.count, in0, e.strides[0][0], in1, e.strides[1][0], e.a, e.b, out);
+      });
+      return cudaGetLastError();
+    }
     if (e.arity == 1)
       EwFlatKernel<1><<<Blocks(e.count), kThreads, 0, stream>>>(
           e.op, e.count, in0, e.in_type[0], e.strides[0][0], nullptr, DataType::kFloat32, 0, e.a,
