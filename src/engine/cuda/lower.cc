@@ -258,7 +258,6 @@ class Lowerer {
     if (IsConst(v)) return ConstOf(v).dtype();
     return values_[Root(Id(v))].type;
   }
-  int StoredSize(const std::string& v) { return static_cast<int>(DataTypeSize(StoredType(v))); }
   int Root(int id) const {
     while (values_[id].root != id) id = values_[id].root;
     return id;
@@ -300,9 +299,6 @@ class Lowerer {
       return r;
     }
     return ArenaRef(Id(v), byte_offset);
-  }
-  Ref Opt(const Node& n, size_t i) {
-    return i < n.inputs.size() && !n.inputs[i].empty() ? Of(n.inputs[i]) : Ref{};
   }
 
   void Emit(const Node& n, Instr instr) { prog_.steps.push_back({n.op, n.name, std::move(instr)}); }
