@@ -602,6 +602,18 @@ Result<SliceState> ModelManager::SetBatchLimit(const std::string& name, int max_
   return Slice(name);
 }
 
+Result<SliceState> ModelManager::ChangeSlice(const std::string& name, const SliceChange& change) {
+  if (!change.threads && !change.sms && !change.max_batch)
+    return Status::InvalidArgument("model '" + name +
+                                   "': a slice change needs a size (threads or SMs), a batch "
+                                   "limit, or both");
+  if (change.max_batch) TESSERA_RETURN_IF_ERROR(CheckBatchLimit(name, *change.max_batch));
+  if (change.sms) TESSERA_RETURN_IF_ERROR(SetSliceSms(name, *change.sms).status());
+  if (change.threads) TESSERA_RETURN_IF_ERROR(SetSliceThreads(name, *change.threads).status());
+  if (change.max_batch) return SetBatchLimit(name, *change.max_batch);
+  return Slice(name);
+}
+
 bool ModelManager::AllReady() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   if (!impl_->accepting) return false;

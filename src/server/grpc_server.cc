@@ -647,17 +647,12 @@ class AdminService final : public tessera::admin::Admin::CallbackService {
       return Done(c, Status::InvalidArgument(
                          "SetSlice needs threads (CPU models) or sms (GPU models), and / or "
                          "max_batch"));
-    if (in->has_max_batch()) {  // checked first: a bad limit changes nothing
-      Status ok = ctx_->manager().CheckBatchLimit(in->model_name(), in->max_batch());
-      if (!ok.ok()) return Done(c, ok);
-    }
-    Result<SliceState> st = Status::Internal("unset");
-    if (size)
-      st = in->size_case() == tessera::admin::SetSliceRequest::kSms
-               ? ctx_->manager().SetSliceSms(in->model_name(), in->sms())
-               : ctx_->manager().SetSliceThreads(in->model_name(), in->threads());
-    if (in->has_max_batch() && (!size || st.ok()))
-      st = ctx_->manager().SetBatchLimit(in->model_name(), in->max_batch());
+    SliceChange change;
+    if (in->size_case() == tessera::admin::SetSliceRequest::kSms) change.sms = in->sms();
+    if (in->size_case() == tessera::admin::SetSliceRequest::kThreads)
+      change.threads = in->threads();
+    if (in->has_max_batch()) change.max_batch = in->max_batch();
+    auto st = ctx_->manager().ChangeSlice(in->model_name(), change);
     if (!st.ok()) return Done(c, st.status());
     Fill(*st, out);
     return Done(c, Status::OK());

@@ -408,17 +408,10 @@ void HttpApi::Handle(HttpRequest&& req, std::shared_ptr<HttpReplier> replier) {
             "expected {\"threads\": N} (CPU models) or {\"sms\": N} (GPU models), and / or "
             "{\"max_batch\": N} (the batch limit, 0 for max_batch_size), with N a whole "
             "number"));
-      // The limit is checked before the slice changes, so a bad one changes nothing.
-      if (limit) {
-        Status ok = ctx_->manager().CheckBatchLimit(model, d["max_batch"].GetInt());
-        if (!ok.ok()) return error(ok);
-      }
-      Result<SliceState> st = Status::Internal("unset");
-      if (size)
-        st = sms ? ctx_->manager().SetSliceSms(model, d["sms"].GetInt())
-                 : ctx_->manager().SetSliceThreads(model, d["threads"].GetInt());
-      if (limit && (!size || st.ok()))
-        st = ctx_->manager().SetBatchLimit(model, d["max_batch"].GetInt());
+      SliceChange change;
+      if (size) (sms ? change.sms : change.threads) = d[key].GetInt();
+      if (limit) change.max_batch = d["max_batch"].GetInt();
+      auto st = ctx_->manager().ChangeSlice(model, change);
       return st.ok() ? reply(Json(slice_json(*st))) : error(st.status());
     }
     if (!get) return wrong_method("GET");

@@ -168,6 +168,23 @@ TEST_F(ManagerTest, ABatchLimitSetLiveCapsBatchesAndSurvivesAReload) {
   EXPECT_LE(burst(), 2u);
   // 0 lifts it.
   EXPECT_EQ(m.SetBatchLimit("tiny_mlp", 0)->max_batch, 64);
+  // The admin APIs' change: a bad limit beside a good size changes neither; an empty change is
+  // refused; size and limit together both apply.
+  const int threads = m.Slice("tiny_mlp")->threads;  // 1 (Options)
+  SliceChange bad;
+  bad.threads = std::thread::hardware_concurrency() > 1 ? 2 : 1;  // a size it could take
+  bad.max_batch = 65;
+  EXPECT_EQ(m.ChangeSlice("tiny_mlp", bad).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(m.Slice("tiny_mlp")->threads, threads);
+  EXPECT_EQ(m.ChangeSlice("tiny_mlp", SliceChange{}).status().code(),
+            StatusCode::kInvalidArgument);
+  SliceChange both;
+  both.threads = 1;
+  both.max_batch = 4;
+  auto changed = m.ChangeSlice("tiny_mlp", both);
+  ASSERT_TRUE(changed.ok()) << changed.status().ToString();
+  EXPECT_EQ(changed->threads, 1);
+  EXPECT_EQ(changed->max_batch, 4);
 }
 
 TEST_F(ManagerTest, AModelThatDoesNotBatchHasNoBatchLimit) {

@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -88,6 +89,13 @@ struct SliceState {
   double resize_gap_us = -1;
 };
 
+// One admin change of a model's slice (tessera slice set, the admin APIs): a size in threads
+// (CPU) or SMs (sliced GPU), a batch limit, or both; what is unset stays as it is.
+struct SliceChange {
+  std::optional<int> threads, sms;
+  std::optional<int> max_batch;  // 0: the config's max_batch_size again
+};
+
 struct ModelIndexEntry {
   std::string name;
   int64_t version = 0;  // 0: no version loaded
@@ -145,6 +153,10 @@ class ModelManager {
   Result<SliceState> SetBatchLimit(const std::string& name, int max_batch);
   // What SetBatchLimit would refuse, without changing anything.
   Status CheckBatchLimit(const std::string& name, int max_batch) const;
+  // The admin APIs' change: the batch limit is checked first (a bad one changes nothing), then
+  // the size changes (SetSliceThreads / SetSliceSms), then the limit. InvalidArgument when the
+  // change asks for nothing.
+  Result<SliceState> ChangeSlice(const std::string& name, const SliceChange& change);
   // Every model the server was told to serve is ready (startup done, nothing failed to load).
   bool AllReady() const;
 
