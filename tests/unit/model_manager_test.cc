@@ -176,8 +176,7 @@ TEST_F(ManagerTest, ABatchLimitSetLiveCapsBatchesAndSurvivesAReload) {
   bad.max_batch = 65;
   EXPECT_EQ(m.ChangeSlice("tiny_mlp", bad).status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(m.Slice("tiny_mlp")->threads, threads);
-  EXPECT_EQ(m.ChangeSlice("tiny_mlp", SliceChange{}).status().code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(m.ChangeSlice("tiny_mlp", SliceChange{}).status().code(), StatusCode::kInvalidArgument);
   SliceChange both;
   both.threads = 1;
   both.max_batch = 4;
