@@ -222,8 +222,7 @@ void Instance::Execute(std::vector<RequestPtr> batch) {
   auto responses = CutOutputs(*model_, l, batch, outs, (*exe)->info().outputs);
   if (!responses.ok()) return fail_all(responses.status());
   const int64_t t_output = Now();
-  model_->mutable_stats().RecordExecution(l.rows, t_input - t_dispatch, t_infer - t_input,
-                                          t_output - t_infer);
+  RecordExecution(l.rows, t_input - t_dispatch, t_infer - t_input, t_output - t_infer);
   for (size_t k = 0; k < batch.size(); ++k) {
     batch[k]->timing.input_done = t_input;
     batch[k]->timing.infer_done = t_infer;
@@ -231,6 +230,22 @@ void Instance::Execute(std::vector<RequestPtr> batch) {
     (*responses)[k].compute_threads = compute_threads;
     model_->Answer(std::move(batch[k]), std::move((*responses)[k]));
   }
+}
+
+void Instance::RecordExecution(int64_t rows, int64_t input_ns, int64_t infer_ns,
+                               int64_t output_ns) {
+  model_->mutable_stats().RecordExecution(rows, input_ns, infer_ns, output_ns);
+  std::lock_guard<std::mutex> lock(count_mu_);
+  ++counters_.batches;
+  counters_.rows += static_cast<uint64_t>(rows);
+  counters_.compute_ns += double(std::max<int64_t>(0, input_ns) + std::max<int64_t>(0, infer_ns) +
+                                 std::max<int64_t>(0, output_ns));
+  ++counters_.batch_rows[static_cast<uint64_t>(rows)];
+}
+
+Instance::Counters Instance::counters() const {
+  std::lock_guard<std::mutex> lock(count_mu_);
+  return counters_;
 }
 
 size_t Instance::memory_bytes() const { return arena_bytes_.load() + gpu_arena_bytes_.load(); }

@@ -33,6 +33,25 @@ class Instance {
   // Runs `batch` (requests batchable together) and answers every request.
   void Execute(std::vector<RequestPtr> batch);
   size_t memory_bytes() const;  // activation arenas (on its device)
+  // Records a finished batch in the model's statistics and in this instance's own counters.
+  void RecordExecution(int64_t rows, int64_t input_ns, int64_t infer_ns, int64_t output_ns);
+  // What this instance ran since it started (the online tuner's per-replica window).
+  struct Counters {
+    uint64_t batches = 0;
+    uint64_t rows = 0;
+    double compute_ns = 0;
+    std::map<uint64_t, uint64_t> batch_rows;  // executed batch rows -> count
+  };
+  Counters counters() const;
+  // CPU: compute threads its batches run with (from its next batch on).
+  int threads() const { return threads_.load(); }
+  void set_threads(int threads) { threads_.store(threads); }
+  // Rows its batches gather at most, below the model's limit (0: the model's limit alone).
+  int64_t batch_cap() const { return batch_cap_.load(); }
+  void set_batch_cap(int64_t rows) { batch_cap_.store(rows); }
+  // Removed live: its executor takes no batch from now on (and exits after the one it runs).
+  bool retiring() const { return retiring_.load(); }
+  void set_retiring() { retiring_.store(true); }
   // True when the config fixes every input dim (besides the batch): the executables for every
   // batch size can be compiled at warm-up and no request can need another.
   static bool ShapesFixed(const ServedModel& m);
@@ -93,6 +112,11 @@ class Instance {
   ServedModel* model_;
   int index_;
   Engine* engine_;
+  std::atomic<int> threads_{1};
+  std::atomic<int64_t> batch_cap_{0};
+  std::atomic<bool> retiring_{false};
+  mutable std::mutex count_mu_;
+  Counters counters_;  // guarded by count_mu_
   struct Cached {
     std::unique_ptr<Executable> exe;
     std::list<std::string>::iterator lru;

@@ -94,7 +94,19 @@ struct ModelManager::Impl {
   }
   void Release(ServedModel& m) {
     std::lock_guard<std::mutex> lock(mu);
-    for (auto& [dev, b] : budgets) b.Release(Owner(m));
+    for (auto& [dev, b] : budgets) {
+      b.Release(Owner(m));
+      b.ReleasePrefix(InstanceOwnerPrefix(m));
+    }
+  }
+  // What an instance added live holds, reserved apart from its version's.
+  static std::string InstanceOwnerPrefix(const ServedModel& m) { return Owner(m) + " instance "; }
+  static std::string InstanceOwner(const ServedModel& m, int index) {
+    return InstanceOwnerPrefix(m) + std::to_string(index);
+  }
+  void ReleaseInstance(ServedModel& m, int index) {
+    std::lock_guard<std::mutex> lock(mu);
+    for (auto& [dev, b] : budgets) b.Release(InstanceOwner(m, index));
   }
   static std::string Owner(const ServedModel& m) {
     return m.name() + " v" + std::to_string(m.version());
@@ -444,6 +456,13 @@ Result<std::vector<ModelStatsSnapshot>> ModelManager::Stats(const std::string& n
   return out;
 }
 
+namespace {
+// The newest ready version of a model, from a copy or under Impl::mu.
+std::shared_ptr<ServedModel> Newest(const std::map<int64_t, std::shared_ptr<ServedModel>>& vs) {
+  return vs.empty() ? nullptr : vs.rbegin()->second;
+}
+}  // namespace
+
 Result<SliceState> ModelManager::Slice(const std::string& name) const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   auto it = impl_->models.find(name);
@@ -468,6 +487,10 @@ Result<SliceState> ModelManager::Slice(const std::string& name) const {
         s.confined = leases.front().id != 0;
       }
     }
+  }
+  if (auto newest = Newest(it->second->versions)) {
+    s.instance_slices = newest->instance_slices();
+    s.instances = static_cast<int>(s.instance_slices.size());
   }
   s.resize_ms = it->second->resize_ms;
   if (s.resize_ms > 0)
@@ -611,6 +634,83 @@ Result<SliceState> ModelManager::ChangeSlice(const std::string& name, const Slic
   if (change.sms) TESSERA_RETURN_IF_ERROR(SetSliceSms(name, *change.sms).status());
   if (change.threads) TESSERA_RETURN_IF_ERROR(SetSliceThreads(name, *change.threads).status());
   if (change.max_batch) return SetBatchLimit(name, *change.max_batch);
+  return Slice(name);
+}
+
+Result<SliceState> ModelManager::AddInstance(const std::string& name,
+                                             const InstanceChange& change) {
+  auto entry = impl_->Find(name);
+  if (!entry) return Status::NotFound("model '" + name + "' is not loaded");
+  std::lock_guard<std::mutex> serialize(entry->load_mu);  // no reload or unload meanwhile
+  std::shared_ptr<ServedModel> m;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    m = Newest(entry->versions);
+  }
+  if (!m) return Status::NotFound("model '" + name + "' is not loaded");
+  if (!change.size)
+    return Status::InvalidArgument("model '" + name +
+                                   "': a new instance needs a size (threads on the CPU, SMs on "
+                                   "a sliced GPU)");
+  const int index = m->next_instance_index();
+  // Its arenas (and weights on a GPU the model is not on yet) must fit the device's budget.
+  Status st = impl_->ReserveBytes(opts_, *m, m->add_bytes_by_device(change.gpu),
+                                  Impl::InstanceOwner(*m, index), "adding an instance:");
+  if (!st.ok()) return st.WithContext("model '" + name + "'");
+  auto added = m->AddInstance(*change.size, change.gpu, change.max_batch.value_or(0));
+  if (!added.ok()) {
+    impl_->ReleaseInstance(*m, index);
+    return added.status();
+  }
+  return Slice(name);
+}
+
+Result<SliceState> ModelManager::RemoveInstance(const std::string& name, int index) {
+  auto entry = impl_->Find(name);
+  if (!entry) return Status::NotFound("model '" + name + "' is not loaded");
+  std::lock_guard<std::mutex> serialize(entry->load_mu);
+  std::shared_ptr<ServedModel> m;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    m = Newest(entry->versions);
+  }
+  if (!m) return Status::NotFound("model '" + name + "' is not loaded");
+  TESSERA_RETURN_IF_ERROR(m->RemoveInstance(index));
+  impl_->ReleaseInstance(*m, index);  // (the config's instances are held with the version)
+  return Slice(name);
+}
+
+Result<SliceState> ModelManager::ChangeInstance(const std::string& name, int index,
+                                                const InstanceChange& change) {
+  if (!change.size && !change.max_batch)
+    return Status::InvalidArgument("model '" + name +
+                                   "': an instance change needs a size, a batch limit, or both");
+  auto entry = impl_->Find(name);
+  if (!entry) return Status::NotFound("model '" + name + "' is not loaded");
+  std::lock_guard<std::mutex> serialize(entry->load_mu);
+  std::shared_ptr<ServedModel> m;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    m = Newest(entry->versions);
+  }
+  if (!m) return Status::NotFound("model '" + name + "' is not loaded");
+  if (change.max_batch && (*change.max_batch < 0 || *change.max_batch > m->config().max_batch_size))
+    return Status::InvalidArgument("model '" + name + "': an instance's batch limit is 0 (the "
+                                   "model's) to " + std::to_string(m->config().max_batch_size) +
+                                   ", got " + std::to_string(*change.max_batch));
+  if (change.size) {
+    // A GPU instance holds a second set of arenas until its old slice is gone.
+    Status st = impl_->ReserveResize(opts_, *m, *change.size);
+    if (!st.ok()) return st.WithContext("model '" + name + "'");
+    auto r = m->ResizeInstance(index, *change.size);
+    impl_->ReleaseResize(*m);
+    if (!r.ok()) return r.status();
+    if (r->ms > 0) {
+      std::lock_guard<std::mutex> lock(impl_->mu);
+      entry->resize_ms = r->ms;
+    }
+  }
+  if (change.max_batch) TESSERA_RETURN_IF_ERROR(m->SetInstanceBatchCap(index, *change.max_batch));
   return Slice(name);
 }
 

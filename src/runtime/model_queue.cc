@@ -127,7 +127,7 @@ void ModelQueue::ExpireTimeouts(int64_t now, Decision* d) {
   }
 }
 
-ModelQueue::Decision ModelQueue::Next(int64_t now, const LatencyEstimator& est) {
+ModelQueue::Decision ModelQueue::Next(int64_t now, const LatencyEstimator& est, int64_t cap) {
   Decision d;
   ExpireTimeouts(now, &d);
   // Drop, before dispatch, what cannot make its deadline even alone in a batch.
@@ -164,7 +164,7 @@ ModelQueue::Decision ModelQueue::Next(int64_t now, const LatencyEstimator& est) 
   std::vector<int64_t> prefix_rows{rows};
   std::vector<int64_t> prefix_deadline{head->first.deadline};
   int64_t oldest = head->second.req->timing.enqueue;
-  const int64_t max_rows = batch_limit();
+  const int64_t max_rows = cap > 0 ? std::min(cap, batch_limit()) : batch_limit();
   bool full = rows >= max_rows;
   for (auto it = std::next(head); it != entries_.end() && !full; ++it) {
     if (it->second.shape_key != head->second.shape_key) continue;

@@ -54,8 +54,9 @@ class ModelQueue {
     std::vector<RejectReason> drop_reasons;  // parallel to dropped
     int64_t wake_at_ns = 0;  // batch empty: decide again at this time (INT64_MAX: on a push)
   };
-  // What to do at `now`, predicting batch latencies with `est`.
-  Decision Next(int64_t now, const LatencyEstimator& est);
+  // What to do at `now`, predicting batch latencies with `est`; `cap` > 0 caps this batch's
+  // rows below the batch limit (an instance's own limit).
+  Decision Next(int64_t now, const LatencyEstimator& est, int64_t cap = 0);
 
   size_t size() const { return entries_.size(); }
   bool empty() const { return entries_.empty(); }

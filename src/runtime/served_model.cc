@@ -71,8 +71,13 @@ Status ServedModel::Start() {
   const int threads =
       opts_.threads_per_instance > 0 ? opts_.threads_per_instance : std::max(1, cores / n);
   compute_threads_.store(threads);
-  for (int i = 0; i < n; ++i)
-    instances_.push_back(std::make_unique<Instance>(this, i, engine_of[i]));
+  {
+    std::lock_guard<std::mutex> lock(inst_mu_);
+    for (int i = 0; i < n; ++i) {
+      instances_.push_back(std::make_unique<Instance>(this, next_index_++, engine_of[i]));
+      instances_.back()->set_threads(threads);
+    }
+  }
   TESSERA_RETURN_IF_ERROR(AcquireSlices());
   if (engine_->name() == "cpu" && config_.SliceRequest())
     spdlog::warn(
@@ -85,15 +90,13 @@ Status ServedModel::Start() {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = false;
   }
-  for (int i = 0; i < n; ++i) {
-    auto promise = std::make_shared<std::promise<Status>>();
-    warm.push_back(promise->get_future());
-    Instance* inst = instances_[i].get();
-    threads_.emplace_back([this, inst, threads, promise] {
-      SetComputeThreadsForCurrentThread(threads);
-      promise->set_value(opts_.warmup ? inst->Warmup() : Status::OK());
-      ExecutorLoop(inst, threads);
-    });
+  {
+    std::lock_guard<std::mutex> lock(inst_mu_);
+    for (int i = 0; i < n; ++i) {
+      auto promise = std::make_shared<std::promise<Status>>();
+      warm.push_back(promise->get_future());
+      threads_.push_back(Launch(instances_[i].get(), promise));
+    }
   }
   Status result;
   for (auto& f : warm) {
@@ -106,7 +109,7 @@ Status ServedModel::Start() {
   }
   weight_bytes_ = graph_.WeightBytes() + constants_->bytes();
   // (GPU models keep them: a live resize compiles again for the new slice.)
-  if (opts_.warmup && !gpu() && Instance::ShapesFixed(*this)) {
+  if (opts_.warmup && !gpu() && !opts_.live_instances && Instance::ShapesFixed(*this)) {
     // Every executable this version will ever need exists now, each holding the (repacked)
     // weights it uses: the graph's own copy of the weights and the cache's anchors can go.
     for (auto& [_, t] : graph_.initializers) t = Tensor();
@@ -123,7 +126,18 @@ Status ServedModel::Start() {
   return Status::OK();
 }
 
+std::thread ServedModel::Launch(Instance* inst, std::shared_ptr<std::promise<Status>> warmed) {
+  return std::thread([this, inst, warmed] {
+    SetComputeThreadsForCurrentThread(inst->threads());
+    Status st = opts_.warmup ? inst->Warmup() : Status::OK();
+    const bool ok = st.ok();
+    warmed->set_value(std::move(st));
+    if (ok) ExecutorLoop(inst);
+  });
+}
+
 void ServedModel::Stop(bool drain) {
+  std::lock_guard<std::mutex> serialize(move_mu_);  // no instance added or removed meanwhile
   std::vector<RequestPtr> abandoned;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -139,8 +153,9 @@ void ServedModel::Stop(bool drain) {
          Status::Unavailable("model '" + config_.name + "' version " + std::to_string(version_) +
                              " was unloaded before this request ran"),
          RejectReason::kUnavailable);
-  for (auto& t : threads_)
+  for (auto& t : threads_)  // (only move_mu_'s holder changes the list)
     if (t.joinable()) t.join();
+  std::lock_guard<std::mutex> lock(inst_mu_);
   threads_.clear();
   for (auto& i : instances_) i->DetachGpu();  // waits for batches still on the GPU
 }
@@ -188,12 +203,14 @@ Status ServedModel::AcquireSlices() {
 }
 
 GpuSlices* ServedModel::gpu() const {
+  std::lock_guard<std::mutex> lock(inst_mu_);
   for (const auto& i : instances_)
     if (i->on_gpu()) return i->gpu();
   return nullptr;
 }
 
 std::map<std::string, size_t> ServedModel::memory_by_device() const {
+  std::lock_guard<std::mutex> lock(inst_mu_);
   std::map<std::string, size_t> out;
   for (const auto& i : instances_) {
     const std::string dev = i->engine().device();
@@ -204,6 +221,7 @@ std::map<std::string, size_t> ServedModel::memory_by_device() const {
 }
 
 std::map<std::string, size_t> ServedModel::resize_bytes_by_device() const {
+  std::lock_guard<std::mutex> lock(inst_mu_);
   std::map<std::string, size_t> out;
   for (const auto& i : instances_)
     if (i->on_gpu()) out[i->engine().device()] += i->memory_bytes();
@@ -211,12 +229,14 @@ std::map<std::string, size_t> ServedModel::resize_bytes_by_device() const {
 }
 
 std::map<std::string, Engine*> ServedModel::engines_by_device() const {
+  std::lock_guard<std::mutex> lock(inst_mu_);
   std::map<std::string, Engine*> out;
   for (const auto& e : engines_) out[e->device()] = e.get();
   return out;
 }
 
 std::vector<SliceLease> ServedModel::leases() const {
+  std::lock_guard<std::mutex> lock(inst_mu_);
   std::vector<SliceLease> out;
   for (const auto& i : instances_)
     if (i->on_gpu()) out.push_back(i->lease());
@@ -225,14 +245,24 @@ std::vector<SliceLease> ServedModel::leases() const {
 
 Result<ServedModel::MoveResult> ServedModel::MoveSlices(int sms) {
   std::lock_guard<std::mutex> serialize(move_mu_);
+  return Move(sms, -1);
+}
+
+Result<ServedModel::MoveResult> ServedModel::Move(int sms, int only) {
   if (!gpu())
     return Status::FailedPrecondition("model '" + config_.name + "' is not on a GPU slice");
   const int64_t t0 = Now();
+  std::vector<Instance*> all;  // stable: move_mu_ is held
+  {
+    std::lock_guard<std::mutex> lock(inst_mu_);
+    for (auto& inst : instances_)
+      if (only < 0 || inst->index() == only) all.push_back(inst.get());
+  }
   // Phase 1: every new slice made and warmed up while the old ones serve.
   std::vector<Instance*> moving;
   std::vector<SliceLease> old;
   Status failed;
-  for (auto& inst : instances_) {
+  for (Instance* inst : all) {
     if (!inst->on_gpu()) continue;
     const SliceLease was = inst->lease();
     auto groups = GroupsFor({sms, 0}, inst->gpu()->layout(), config_.name);
@@ -245,7 +275,7 @@ Result<ServedModel::MoveResult> ServedModel::MoveSlices(int sms) {
       failed = n.status();
       break;
     }
-    moving.push_back(inst.get());
+    moving.push_back(inst);
     old.push_back(was);
     failed = inst->PrepareMove(*n);
     if (!failed.ok()) break;
@@ -268,11 +298,12 @@ Result<ServedModel::MoveResult> ServedModel::MoveSlices(int sms) {
   }
   r.ms = (Now() - t0) / 1e6;
   r.gap_us = ResizeGapUs();
-  slice_sms_ = sms;
+  if (only < 0) slice_sms_ = sms;
   return r;
 }
 
 double ServedModel::ResizeGapUs() const {
+  std::lock_guard<std::mutex> lock(inst_mu_);
   double gap = -1;
   for (const auto& i : instances_)
     if (i->on_gpu()) gap = std::max(gap, i->last_flip_gap_us());
@@ -280,6 +311,7 @@ double ServedModel::ResizeGapUs() const {
 }
 
 size_t ServedModel::memory_bytes() const {
+  std::lock_guard<std::mutex> lock(inst_mu_);
   size_t b = weight_bytes_;
   for (const auto& i : instances_) b += i->memory_bytes();
   return b;
@@ -413,16 +445,18 @@ void ServedModel::Drop(RequestPtr r, Status why, RejectReason reason) {
   Answer(std::move(r), std::move(resp));
 }
 
-void ServedModel::ExecutorLoop(Instance* inst, int threads) {
+void ServedModel::ExecutorLoop(Instance* inst) {
+  int threads = inst->threads();
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
+    if (inst->retiring()) break;  // removed live: the others take the queue
     if (stopping_ && (!drain_ || queue_.empty())) break;
     if (!accepting_ && !stopping_) {  // warming up the other instances, or never started
       cv_.wait(lock);
       continue;
     }
     const int64_t now = Now();
-    ModelQueue::Decision d = queue_.Next(now, estimator_);
+    ModelQueue::Decision d = queue_.Next(now, estimator_, inst->batch_cap());
     stats_.SetQueueDepth(static_cast<int64_t>(queue_.size()));
     if (!d.dropped.empty()) {
       lock.unlock();
@@ -440,13 +474,240 @@ void ServedModel::ExecutorLoop(Instance* inst, int threads) {
       continue;
     }
     lock.unlock();
-    if (const int want = compute_threads_.load(); want != threads) {  // a live slice change
+    if (const int want = inst->threads(); want != threads) {  // a live slice change
       SetComputeThreadsForCurrentThread(want);
       threads = want;
     }
     inst->Execute(std::move(d.batch));
     lock.lock();
   }
+}
+
+void ServedModel::set_compute_threads(int threads) {
+  compute_threads_.store(threads);
+  std::lock_guard<std::mutex> lock(inst_mu_);
+  for (auto& i : instances_) i->set_threads(threads);
+}
+
+Instance* ServedModel::FindInstance(int index, size_t* at) const {
+  for (size_t k = 0; k < instances_.size(); ++k)
+    if (instances_[k]->index() == index && !instances_[k]->retiring()) {
+      if (at) *at = k;
+      return instances_[k].get();
+    }
+  return nullptr;
+}
+
+std::vector<InstanceSlice> ServedModel::instance_slices() const {
+  const int model_limit = batch_limit();
+  std::lock_guard<std::mutex> lock(inst_mu_);
+  std::vector<InstanceSlice> out;
+  for (const auto& i : instances_) {
+    if (i->retiring()) continue;
+    InstanceSlice v;
+    v.index = i->index();
+    v.threads = i->threads();
+    const int64_t cap = i->batch_cap();
+    v.max_batch = cap > 0 && cap < model_limit ? static_cast<int>(cap) : model_limit;
+    if (i->on_gpu()) {
+      const SliceLease l = i->lease();
+      v.gpu = i->gpu()->layout().index;
+      v.sms = l.sms;
+      v.confined = l.id != 0;
+    }
+    const Instance::Counters c = i->counters();
+    v.batches = c.batches;
+    v.rows = c.rows;
+    v.compute_ns = c.compute_ns;
+    v.batch_rows = c.batch_rows;
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
+std::map<std::string, size_t> ServedModel::add_bytes_by_device(int gpu_index) const {
+  const std::string dev = gpu_index >= 0 ? "cuda:" + std::to_string(gpu_index) : engine_->device();
+  std::lock_guard<std::mutex> lock(inst_mu_);
+  size_t arenas = 0;
+  bool holds = false;
+  for (const auto& i : instances_) {
+    arenas = std::max(arenas, i->memory_bytes());
+    holds |= i->engine().device() == dev;
+  }
+  return {{dev, arenas + (holds ? 0 : weight_bytes_)}};
+}
+
+int ServedModel::next_instance_index() const {
+  std::lock_guard<std::mutex> lock(inst_mu_);
+  return next_index_;
+}
+
+namespace {
+std::string IndexList(const std::vector<std::unique_ptr<Instance>>& instances) {
+  std::string out;
+  for (const auto& i : instances)
+    if (!i->retiring()) out += (out.empty() ? "" : ", ") + std::to_string(i->index());
+  return out;
+}
+}  // namespace
+
+Result<int> ServedModel::AddInstance(int size, int gpu_index, int max_batch) {
+  std::lock_guard<std::mutex> serialize(move_mu_);
+  const std::string where =
+      "model '" + config_.name + "' version " + std::to_string(version_) + ": a new instance";
+  if (!ready_) return Status::FailedPrecondition(where + ": the version is not serving");
+  if (weights_released_)
+    return Status::FailedPrecondition(
+        where + " needs the graph's weights, which this CPU model freed once its executables "
+                "were compiled (a server started with --tune keeps them)");
+  if (max_batch < 0 || max_batch > config_.max_batch_size)
+    return Status::InvalidArgument(where + ": a batch limit is 0 (the model's) to " +
+                                   std::to_string(config_.max_batch_size) + ", got " +
+                                   std::to_string(max_batch));
+  // Its engine: the first instance's, or the one for the GPU asked for.
+  Engine* engine = engine_;
+  std::unique_ptr<Engine> made;
+  const bool on_cuda = engine_->device().rfind("cuda:", 0) == 0;
+  if (gpu_index >= 0) {
+    if (!on_cuda)
+      return Status::InvalidArgument(where + " on GPU " + std::to_string(gpu_index) +
+                                     ": the model runs on the " + engine_->device());
+    const std::string dev = "cuda:" + std::to_string(gpu_index);
+    engine = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(inst_mu_);
+      for (auto& e : engines_)
+        if (e->device() == dev) engine = e.get();
+    }
+    if (!engine) {
+      if (!opts_.engine)
+        return Status::FailedPrecondition(where + ": no engine factory for GPU " + dev);
+      auto r = opts_.engine(config_, gpu_index);
+      if (!r.ok()) return r.status().WithContext(where + " on " + dev);
+      made = std::move(r).value();
+      if (made->device() != dev)
+        return Status::InvalidArgument(where + " on GPU " + std::to_string(gpu_index) +
+                                       ": there is no such GPU (its engine runs on " +
+                                       made->device() + ")");
+      engine = made.get();
+    }
+  }
+  auto inst = std::make_unique<Instance>(this, next_index_, engine);
+  inst->set_batch_cap(max_batch);
+  inst->set_threads(compute_threads_.load());
+  const std::string dev = engine->device();
+  if (dev.rfind("cuda:", 0) == 0) {
+    const size_t idx = std::stoul(dev.substr(5));
+    GpuSlices* g = idx < opts_.gpus.size() ? opts_.gpus[idx].get() : nullptr;
+    if (!g)
+      return Status::FailedPrecondition(where + ": " + dev +
+                                        " is not sliced (serve --sharing), so there is no slice "
+                                        "to give it");
+    TESSERA_ASSIGN_OR_RETURN(int groups, GroupsFor({size, 0}, g->layout(), config_.name));
+    const std::string owner = fmt::format("{} v{} instance {}", config_.name, version_,
+                                          inst->index());
+    auto lease = g->Acquire(owner, groups);
+    if (!lease.ok()) return lease.status().WithContext(where);
+    inst->AttachGpu(g, *lease, opts_.completion, opts_.gpu_pipeline);
+  } else {
+    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    if (size < 1 || size > cores)
+      return Status::InvalidArgument(where + ": a CPU instance runs 1 to " +
+                                     std::to_string(cores) + " compute threads, got " +
+                                     std::to_string(size));
+    inst->set_threads(size);
+  }
+  // Warmed up on its own thread, which then takes batches from the shared queue.
+  auto promise = std::make_shared<std::promise<Status>>();
+  auto warmed = promise->get_future();
+  std::thread t = Launch(inst.get(), promise);
+  Status st = warmed.get();
+  if (!st.ok()) {
+    t.join();
+    inst->DetachGpu();
+    return st.WithContext(where + " (nothing was changed)");
+  }
+  const int index = inst->index();
+  spdlog::info("model '{}' v{}: instance {} added ({})", config_.name, version_, index,
+               inst->on_gpu() ? fmt::format("{} SMs on GPU {}", inst->lease().sms,
+                                            inst->gpu()->layout().index)
+                              : fmt::format("{} compute thread(s)", inst->threads()));
+  std::lock_guard<std::mutex> lock(inst_mu_);
+  ++next_index_;
+  if (made) engines_.push_back(std::move(made));
+  instances_.push_back(std::move(inst));
+  threads_.push_back(std::move(t));
+  return index;
+}
+
+Status ServedModel::RemoveInstance(int index) {
+  std::lock_guard<std::mutex> serialize(move_mu_);
+  Instance* inst = nullptr;
+  size_t at = 0;
+  {
+    std::lock_guard<std::mutex> lock(inst_mu_);
+    inst = FindInstance(index, &at);
+    if (!inst)
+      return Status::NotFound("model '" + config_.name + "' version " + std::to_string(version_) +
+                              " has no instance " + std::to_string(index) + "; its instances: " +
+                              IndexList(instances_));
+    size_t live = 0;
+    for (const auto& i : instances_) live += i->retiring() ? 0 : 1;
+    if (live <= 1)
+      return Status::FailedPrecondition("model '" + config_.name + "' version " +
+                                        std::to_string(version_) + ": instance " +
+                                        std::to_string(index) +
+                                        " is its last; unload the model instead");
+    inst->set_retiring();
+  }
+  { std::lock_guard<std::mutex> lock(mu_); }  // its executor sees the flag before it waits
+  cv_.notify_all();
+  if (threads_[at].joinable()) threads_[at].join();  // the batch it ran is answered or on the GPU
+  inst->DetachGpu();  // waits for its batches on the GPU, frees its slice
+  spdlog::info("model '{}' v{}: instance {} removed", config_.name, version_, index);
+  std::lock_guard<std::mutex> lock(inst_mu_);
+  threads_.erase(threads_.begin() + static_cast<std::ptrdiff_t>(at));
+  instances_.erase(instances_.begin() + static_cast<std::ptrdiff_t>(at));
+  return Status::OK();
+}
+
+Result<ServedModel::MoveResult> ServedModel::ResizeInstance(int index, int size) {
+  std::lock_guard<std::mutex> serialize(move_mu_);
+  Instance* inst = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(inst_mu_);
+    inst = FindInstance(index, nullptr);
+    if (!inst)
+      return Status::NotFound("model '" + config_.name + "' version " + std::to_string(version_) +
+                              " has no instance " + std::to_string(index) + "; its instances: " +
+                              IndexList(instances_));
+  }
+  if (inst->on_gpu()) return Move(size, index);
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (size < 1 || size > cores)
+    return Status::InvalidArgument("model '" + config_.name + "': a CPU instance runs 1 to " +
+                                   std::to_string(cores) + " compute threads, got " +
+                                   std::to_string(size));
+  inst->set_threads(size);
+  return MoveResult{};
+}
+
+Status ServedModel::SetInstanceBatchCap(int index, int rows) {
+  if (rows < 0 || rows > config_.max_batch_size)
+    return Status::InvalidArgument("model '" + config_.name + "': an instance's batch limit is 0 "
+                                   "(the model's) to " + std::to_string(config_.max_batch_size) +
+                                   ", got " + std::to_string(rows));
+  {
+    std::lock_guard<std::mutex> lock(inst_mu_);
+    Instance* inst = FindInstance(index, nullptr);
+    if (!inst)
+      return Status::NotFound("model '" + config_.name + "' version " + std::to_string(version_) +
+                              " has no instance " + std::to_string(index) + "; its instances: " +
+                              IndexList(instances_));
+    inst->set_batch_cap(rows);
+  }
+  cv_.notify_all();
+  return Status::OK();
 }
 
 }  // namespace tessera::runtime

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -68,7 +69,7 @@ class ServedModel final : public ModelHandle, public std::enable_shared_from_thi
   // Compute threads each instance runs its batches with (CPU engine); a change applies at each
   // instance's next batch boundary.
   int compute_threads() const { return compute_threads_.load(); }
-  void set_compute_threads(int threads) { compute_threads_.store(threads); }
+  void set_compute_threads(int threads);  // every instance
   // The rows a batch gathers at most (the config's max_batch_size unless limited live); a
   // change applies to the next batch formed. 0 lifts the limit.
   int batch_limit() const;
@@ -93,8 +94,35 @@ class ServedModel final : public ModelHandle, public std::enable_shared_from_thi
   // Answers one request of a finished or failed batch and updates the statistics.
   void Answer(RequestPtr r, InferenceResponse&& resp);
 
+  // --- Live instances (replicas) ---
+  // Every instance: its place, size, batch limit and what it ran.
+  std::vector<InstanceSlice> instance_slices() const;
+  // Adds an instance of `size` compute threads (CPU) or SMs (a slice of a sliced GPU) on
+  // `gpu` (-1: the first instance's device), with its own batch limit `max_batch` (0: the
+  // model's). It is compiled and warmed up before it takes a batch; the others serve
+  // meanwhile. Returns its index. Nothing changes on failure.
+  Result<int> AddInstance(int size, int gpu, int max_batch);
+  // Instance `index` takes no batch from now on; returns once the one it runs is answered and
+  // its slice is free. Its queued requests stay for the others: nothing fails. NotFound for an
+  // unknown index; FailedPrecondition for the last instance.
+  Status RemoveInstance(int index);
+  // One instance's size: compute threads from its next batch (CPU), or a new slice of `size`
+  // SMs, make before break (sliced GPU).
+  Result<MoveResult> ResizeInstance(int index, int size);
+  // One instance's own batch limit (0: the model's alone). NotFound for an unknown index.
+  Status SetInstanceBatchCap(int index, int rows);
+  // What a new instance on `gpu` (-1: the first instance's device) would hold, per device: the
+  // largest instance's arenas, plus the weights where the model holds none yet.
+  std::map<std::string, size_t> add_bytes_by_device(int gpu) const;
+  int next_instance_index() const;
+
  private:
-  void ExecutorLoop(Instance* inst, int threads);
+  void ExecutorLoop(Instance* inst);
+  // Starts `inst`'s executor thread: warm-up (when the options say so), then batches;
+  // `warmed` gets the warm-up's outcome (a failed one runs no batch).
+  std::thread Launch(Instance* inst, std::shared_ptr<std::promise<Status>> warmed);
+  Result<MoveResult> Move(int sms, int only);  // only: an instance index, or -1 for all
+  Instance* FindInstance(int index, size_t* at) const;  // with inst_mu_ held
   Status AcquireSlices();
   // Checks the request against the config; sets rows; returns the batching key.
   Result<std::string> Validate(InferenceRequest& r) const;
@@ -117,15 +145,19 @@ class ServedModel final : public ModelHandle, public std::enable_shared_from_thi
   std::condition_variable cv_;
   ModelQueue queue_;
   bool accepting_ = false, stopping_ = false, drain_ = true;
+  // Added and removed only with move_mu_ held (Start, Stop, AddInstance, RemoveInstance),
+  // changed and read with inst_mu_ held; threads_ parallel to instances_.
+  mutable std::mutex inst_mu_;
   std::vector<std::unique_ptr<Instance>> instances_;
   std::vector<std::thread> threads_;
+  int next_index_ = 0;
   std::atomic<bool> ready_{false};
   size_t weight_bytes_ = 0;
   bool weights_released_ = false;
   std::atomic<size_t> in_flight_{0};
   std::atomic<int> compute_threads_{1};
   int slice_sms_ = 0;
-  std::mutex move_mu_;  // one slice move at a time
+  std::mutex move_mu_;  // one slice move or instance change at a time
 };
 
 }  // namespace tessera::runtime

@@ -231,4 +231,12 @@ void MemoryBudget::Release(const std::string& owner) {
   held_.erase(it);
 }
 
+void MemoryBudget::ReleasePrefix(const std::string& prefix) {
+  for (auto it = held_.lower_bound(prefix);
+       it != held_.end() && it->first.compare(0, prefix.size(), prefix) == 0;) {
+    used_ -= it->second;
+    it = held_.erase(it);
+  }
+}
+
 }  // namespace tessera::runtime

@@ -172,6 +172,7 @@ int Run(const Opts& o) {
   mo.threads_per_instance = o.threads_per_instance;
   mo.warmup = !o.no_warmup;
   mo.cpu_memory_budget_bytes = o.memory_budget_mib << 20;
+  mo.live_instances = o.tune;  // the tuner adds and removes instances
   auto engines = ChooseEngines(o.engine);
   if (!engines.ok()) {
     fmt::print(stderr, "error: {}\n", engines.status().ToString());

@@ -61,6 +61,13 @@ class ManagerTest : public ::testing::Test {
     return r;
   }
 
+  // The model's instances now (none when it is not loaded).
+  static std::vector<InstanceSlice> Instances(ModelManager& m) {
+    std::vector<InstanceSlice> out;
+    if (auto s = m.Slice("tiny_mlp"); s.ok()) out = s->instance_slices;
+    return out;
+  }
+
   fs::path dir_;
 };
 
@@ -184,6 +191,122 @@ TEST_F(ManagerTest, ABatchLimitSetLiveCapsBatchesAndSurvivesAReload) {
   ASSERT_TRUE(changed.ok()) << changed.status().ToString();
   EXPECT_EQ(changed->threads, 1);
   EXPECT_EQ(changed->max_batch, 4);
+}
+
+TEST_F(ManagerTest, InstancesAddedAndRemovedLiveShareTheQueueAndFailNothing) {
+  ManagerOptions o = Options();
+  o.live_instances = true;
+  ModelManager m(o);
+  ASSERT_TRUE(m.Load("tiny_mlp").ok());
+  const float want = Infer(m, 1, 0.5f).outputs[0].data<float>()[3];
+  auto st = m.Slice("tiny_mlp");
+  ASSERT_TRUE(st.ok());
+  ASSERT_EQ(st->instance_slices.size(), 1u);
+  EXPECT_EQ(st->instance_slices[0].index, 0);
+  EXPECT_EQ(st->instance_slices[0].threads, 1);
+  EXPECT_EQ(st->instance_slices[0].max_batch, 64);
+  EXPECT_EQ(st->instance_slices[0].gpu, -1);
+
+  // Bad changes: clear errors, nothing changes.
+  InstanceChange none;
+  EXPECT_EQ(m.AddInstance("tiny_mlp", none).status().code(), StatusCode::kInvalidArgument);
+  InstanceChange zero;
+  zero.size = 0;
+  EXPECT_NE(m.AddInstance("tiny_mlp", zero).status().message().find("compute threads, got 0"),
+            std::string::npos);
+  InstanceChange on_gpu;
+  on_gpu.size = 1;
+  on_gpu.gpu = 0;
+  EXPECT_EQ(m.AddInstance("tiny_mlp", on_gpu).status().code(), StatusCode::kInvalidArgument);
+  InstanceChange big_batch;
+  big_batch.size = 1;
+  big_batch.max_batch = 65;
+  EXPECT_EQ(m.AddInstance("tiny_mlp", big_batch).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(m.AddInstance("nope", big_batch).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(m.RemoveInstance("tiny_mlp", 0).status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Instances(m).size(), 1u);
+
+  // Traffic from 8 threads the whole time: nothing may fail, every answer must be right.
+  std::atomic<bool> stop{false};
+  std::atomic<int> sent{0}, bad{0};
+  std::vector<std::thread> senders;
+  for (int t = 0; t < 8; ++t)
+    senders.emplace_back([&] {
+      while (!stop) {
+        auto r = Infer(m, 1, 0.5f);
+        ++sent;
+        if (!r.status.ok() || r.outputs[0].data<float>()[3] != want) ++bad;
+      }
+    });
+  auto ran = [&](int index) -> uint64_t {
+    for (const auto& i : Instances(m))
+      if (i.index == index) return i.batches;
+    return 0;
+  };
+  auto wait_for = [&](auto pred) {
+    for (int k = 0; k < 1000 && !pred(); ++k)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return pred();
+  };
+
+  InstanceChange add;
+  add.size = 1;
+  add.max_batch = 2;
+  st = m.AddInstance("tiny_mlp", add);
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  ASSERT_EQ(st->instance_slices.size(), 2u);
+  EXPECT_EQ(st->instances, 2);
+  EXPECT_EQ(st->instance_slices[1].index, 1);
+  EXPECT_EQ(st->instance_slices[1].max_batch, 2);
+  EXPECT_TRUE(wait_for([&] { return ran(1) > 20 && ran(0) > 0; }))
+      << "the new instance ran " << ran(1) << " batches";
+  // Its own limit holds: no batch of it gathered more than 2 rows.
+  for (const auto& i : Instances(m)) {
+    if (i.index != 1) continue;
+    for (const auto& [rows, n] : i.batch_rows) EXPECT_LE(rows, 2u);
+  }
+  // Resize it and lift its limit.
+  InstanceChange change;
+  change.size = 1;
+  change.max_batch = 0;
+  st = m.ChangeInstance("tiny_mlp", 1, change);
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  EXPECT_EQ(st->instance_slices[1].max_batch, 64);
+  EXPECT_EQ(m.ChangeInstance("tiny_mlp", 7, change).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(m.ChangeInstance("tiny_mlp", 1, InstanceChange{}).status().code(),
+            StatusCode::kInvalidArgument);
+
+  // Remove the config's instance: the new one carries on alone.
+  st = m.RemoveInstance("tiny_mlp", 0);
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  ASSERT_EQ(st->instance_slices.size(), 1u);
+  EXPECT_EQ(st->instance_slices[0].index, 1);
+  const uint64_t before = ran(1);
+  EXPECT_TRUE(wait_for([&] { return ran(1) > before + 20; }));
+  auto missing = m.RemoveInstance("tiny_mlp", 0);
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(missing.status().message().find("its instances: 1"), std::string::npos)
+      << missing.status().message();
+  EXPECT_EQ(m.RemoveInstance("tiny_mlp", 1).status().code(), StatusCode::kFailedPrecondition);
+  stop = true;
+  for (auto& t : senders) t.join();
+  EXPECT_GT(sent.load(), 100);
+  EXPECT_EQ(bad.load(), 0) << "of " << sent.load();
+  // A reload starts again from the config's instances.
+  fs::copy(dir_ / "tiny_mlp" / "1", dir_ / "tiny_mlp" / "2", fs::copy_options::recursive);
+  ASSERT_TRUE(m.Load("tiny_mlp").ok());
+  EXPECT_EQ(Instances(m).size(), 1u);
+}
+
+TEST_F(ManagerTest, ACpuModelThatFreedItsWeightsCannotGainAnInstance) {
+  ModelManager m(Options());  // live_instances off: fixed shapes free the graph's weights
+  ASSERT_TRUE(m.Load("tiny_mlp").ok());
+  InstanceChange add;
+  add.size = 1;
+  auto r = m.AddInstance("tiny_mlp", add);
+  EXPECT_EQ(r.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(r.status().message().find("--tune"), std::string::npos) << r.status().message();
+  EXPECT_TRUE(Infer(m, 2).status.ok());
 }
 
 TEST_F(ManagerTest, AModelThatDoesNotBatchHasNoBatchLimit) {

@@ -49,6 +49,10 @@ struct ManagerOptions {
   std::vector<std::shared_ptr<runtime::GpuSlices>> gpus;
   runtime::Completion completion = runtime::Completion::kEvent;
   int gpu_pipeline = 2;  // executables per batch shape and GPU instance (double buffering)
+  // Instances may be added live (serve --tune): CPU models keep their graph's weights after
+  // compiling, so that a new instance can compile its own executables. Without it, a CPU model
+  // whose shapes are fixed frees them and cannot gain an instance.
+  bool live_instances = false;
 };
 
 // A loaded model version, read-only, for metadata, config and statistics. Safe to keep after
@@ -62,6 +66,20 @@ class ModelHandle {
   virtual bool ready() const = 0;
   virtual ModelStatsSnapshot stats() const = 0;
   virtual size_t memory_bytes() const = 0;  // weights + activation arenas of every executable
+};
+
+// One instance of a model and its share of the device.
+struct InstanceSlice {
+  int index = 0;
+  int gpu = -1;  // the sliced GPU it runs on (-1: the CPU, or a GPU that is not sliced)
+  int sms = 0;   // its slice's SMs (sliced GPU; the GPU's SMs when unconfined)
+  bool confined = false;
+  int threads = 0;    // CPU: compute threads its batches run with
+  int max_batch = 0;  // rows its batches gather at most (its own limit or the model's, the lower)
+  // What it ran since it started:
+  uint64_t batches = 0, rows = 0;
+  double compute_ns = 0;
+  std::map<uint64_t, uint64_t> batch_rows;  // executed batch rows -> count
 };
 
 // A model's share of its device, as `tessera slice` sees it. On the CPU engine a slice is the
@@ -87,6 +105,16 @@ struct SliceState {
   // overlapped; -1: not known yet, until a batch has run on each side of the flip).
   double resize_ms = 0;
   double resize_gap_us = -1;
+  // The newest ready version's instances (the config's, and any added live).
+  std::vector<InstanceSlice> instance_slices;
+};
+
+// A live change of one instance (AddInstance, ChangeInstance): a size in threads (CPU) or SMs
+// (sliced GPU), a GPU for a new one, and its own batch limit; what is unset stays.
+struct InstanceChange {
+  std::optional<int> size;
+  int gpu = -1;  // AddInstance: the GPU (-1: the first instance's device)
+  std::optional<int> max_batch;  // 0: the model's limit alone
 };
 
 // One admin change of a model's slice (tessera slice set, the admin APIs): a size in threads
@@ -157,6 +185,20 @@ class ModelManager {
   // the size changes (SetSliceThreads / SetSliceSms), then the limit. InvalidArgument when the
   // change asks for nothing.
   Result<SliceState> ChangeSlice(const std::string& name, const SliceChange& change);
+  // Live instances (replicas) of the model's newest ready version (a reload starts again from
+  // its config's instances). AddInstance compiles and warms up a new instance on its own slice
+  // (`size` threads or SMs; required) while the others serve, then it takes batches from the
+  // shared queue. RemoveInstance stops instance `index` at its batch boundary, lets its batches
+  // finish and frees its slice; queued requests stay for the others. ChangeInstance resizes one
+  // instance (make before break on a GPU) and/or sets its batch limit. Nothing queued or
+  // running fails. Errors: NotFound (model, instance), InvalidArgument (a size, GPU or batch
+  // limit out of range), ResourceExhausted (no free SMs or memory: nothing changes),
+  // FailedPrecondition (the last instance; a CPU model that freed its weights, see
+  // ManagerOptions::live_instances).
+  Result<SliceState> AddInstance(const std::string& name, const InstanceChange& change);
+  Result<SliceState> RemoveInstance(const std::string& name, int index);
+  Result<SliceState> ChangeInstance(const std::string& name, int index,
+                                    const InstanceChange& change);
   // Every model the server was told to serve is ready (startup done, nothing failed to load).
   bool AllReady() const;
 

@@ -123,6 +123,7 @@ class MemoryBudget {
   // `doing` names the action in a refusal ("loading 'm v1' needs ...").
   Status Reserve(const std::string& owner, int64_t bytes, const std::string& doing = "loading");
   void Release(const std::string& owner);
+  void ReleasePrefix(const std::string& prefix);  // every owner whose name starts with it
   int64_t used() const { return used_; }
   int64_t free() const { return bytes_ - used_; }
   int64_t capacity() const { return bytes_; }
