@@ -296,8 +296,7 @@ void Instance::ExecuteOnGpu(std::vector<RequestPtr> batch) {
     auto responses = CutOutputs(*model_, l, f->batch, outs, specs);
     if (!responses.ok()) return fail_all(f->batch, responses.status());
     const int64_t t_output = Now();
-    RecordExecution(l.rows, f->t_input - f->t_dispatch, t_infer - f->t_input,
-                    t_output - t_infer);
+    RecordExecution(l.rows, f->t_input - f->t_dispatch, t_infer - f->t_input, t_output - t_infer);
     for (size_t k = 0; k < f->batch.size(); ++k) {
       f->batch[k]->timing.input_done = f->t_input;
       f->batch[k]->timing.infer_done = t_infer;

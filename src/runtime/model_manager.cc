@@ -491,6 +491,8 @@ Result<SliceState> ModelManager::Slice(const std::string& name) const {
   if (auto newest = Newest(it->second->versions)) {
     s.instance_slices = newest->instance_slices();
     s.instances = static_cast<int>(s.instance_slices.size());
+    // Instances may differ once resized one by one: the first one's size stands for them.
+    if (!s.instance_slices.empty() && s.engine == "cpu") s.threads = s.instance_slices[0].threads;
   }
   s.resize_ms = it->second->resize_ms;
   if (s.resize_ms > 0)
@@ -695,9 +697,11 @@ Result<SliceState> ModelManager::ChangeInstance(const std::string& name, int ind
   }
   if (!m) return Status::NotFound("model '" + name + "' is not loaded");
   if (change.max_batch && (*change.max_batch < 0 || *change.max_batch > m->config().max_batch_size))
-    return Status::InvalidArgument("model '" + name + "': an instance's batch limit is 0 (the "
-                                   "model's) to " + std::to_string(m->config().max_batch_size) +
-                                   ", got " + std::to_string(*change.max_batch));
+    return Status::InvalidArgument("model '" + name +
+                                   "': an instance's batch limit is 0 (the "
+                                   "model's) to " +
+                                   std::to_string(m->config().max_batch_size) + ", got " +
+                                   std::to_string(*change.max_batch));
   if (change.size) {
     // A GPU instance holds a second set of arenas until its old slice is gone.
     Status st = impl_->ReserveResize(opts_, *m, *change.size);

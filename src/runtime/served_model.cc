@@ -558,8 +558,9 @@ Result<int> ServedModel::AddInstance(int size, int gpu_index, int max_batch) {
   if (!ready_) return Status::FailedPrecondition(where + ": the version is not serving");
   if (weights_released_)
     return Status::FailedPrecondition(
-        where + " needs the graph's weights, which this CPU model freed once its executables "
-                "were compiled (a server started with --tune keeps them)");
+        where +
+        " needs the graph's weights, which this CPU model freed once its executables "
+        "were compiled (a server started with --tune keeps them)");
   if (max_batch < 0 || max_batch > config_.max_batch_size)
     return Status::InvalidArgument(where + ": a batch limit is 0 (the model's) to " +
                                    std::to_string(config_.max_batch_size) + ", got " +
@@ -604,17 +605,16 @@ Result<int> ServedModel::AddInstance(int size, int gpu_index, int max_batch) {
                                         " is not sliced (serve --sharing), so there is no slice "
                                         "to give it");
     TESSERA_ASSIGN_OR_RETURN(int groups, GroupsFor({size, 0}, g->layout(), config_.name));
-    const std::string owner = fmt::format("{} v{} instance {}", config_.name, version_,
-                                          inst->index());
+    const std::string owner =
+        fmt::format("{} v{} instance {}", config_.name, version_, inst->index());
     auto lease = g->Acquire(owner, groups);
     if (!lease.ok()) return lease.status().WithContext(where);
     inst->AttachGpu(g, *lease, opts_.completion, opts_.gpu_pipeline);
   } else {
     const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     if (size < 1 || size > cores)
-      return Status::InvalidArgument(where + ": a CPU instance runs 1 to " +
-                                     std::to_string(cores) + " compute threads, got " +
-                                     std::to_string(size));
+      return Status::InvalidArgument(where + ": a CPU instance runs 1 to " + std::to_string(cores) +
+                                     " compute threads, got " + std::to_string(size));
     inst->set_threads(size);
   }
   // Warmed up on its own thread, which then takes batches from the shared queue.
@@ -629,9 +629,9 @@ Result<int> ServedModel::AddInstance(int size, int gpu_index, int max_batch) {
   }
   const int index = inst->index();
   spdlog::info("model '{}' v{}: instance {} added ({})", config_.name, version_, index,
-               inst->on_gpu() ? fmt::format("{} SMs on GPU {}", inst->lease().sms,
-                                            inst->gpu()->layout().index)
-                              : fmt::format("{} compute thread(s)", inst->threads()));
+               inst->on_gpu()
+                   ? fmt::format("{} SMs on GPU {}", inst->lease().sms, inst->gpu()->layout().index)
+                   : fmt::format("{} compute thread(s)", inst->threads()));
   std::lock_guard<std::mutex> lock(inst_mu_);
   ++next_index_;
   if (made) engines_.push_back(std::move(made));
@@ -649,15 +649,14 @@ Status ServedModel::RemoveInstance(int index) {
     inst = FindInstance(index, &at);
     if (!inst)
       return Status::NotFound("model '" + config_.name + "' version " + std::to_string(version_) +
-                              " has no instance " + std::to_string(index) + "; its instances: " +
-                              IndexList(instances_));
+                              " has no instance " + std::to_string(index) +
+                              "; its instances: " + IndexList(instances_));
     size_t live = 0;
     for (const auto& i : instances_) live += i->retiring() ? 0 : 1;
     if (live <= 1)
-      return Status::FailedPrecondition("model '" + config_.name + "' version " +
-                                        std::to_string(version_) + ": instance " +
-                                        std::to_string(index) +
-                                        " is its last; unload the model instead");
+      return Status::FailedPrecondition(
+          "model '" + config_.name + "' version " + std::to_string(version_) + ": instance " +
+          std::to_string(index) + " is its last; unload the model instead");
     inst->set_retiring();
   }
   { std::lock_guard<std::mutex> lock(mu_); }  // its executor sees the flag before it waits
@@ -679,8 +678,8 @@ Result<ServedModel::MoveResult> ServedModel::ResizeInstance(int index, int size)
     inst = FindInstance(index, nullptr);
     if (!inst)
       return Status::NotFound("model '" + config_.name + "' version " + std::to_string(version_) +
-                              " has no instance " + std::to_string(index) + "; its instances: " +
-                              IndexList(instances_));
+                              " has no instance " + std::to_string(index) +
+                              "; its instances: " + IndexList(instances_));
   }
   if (inst->on_gpu()) return Move(size, index);
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -694,16 +693,18 @@ Result<ServedModel::MoveResult> ServedModel::ResizeInstance(int index, int size)
 
 Status ServedModel::SetInstanceBatchCap(int index, int rows) {
   if (rows < 0 || rows > config_.max_batch_size)
-    return Status::InvalidArgument("model '" + config_.name + "': an instance's batch limit is 0 "
-                                   "(the model's) to " + std::to_string(config_.max_batch_size) +
-                                   ", got " + std::to_string(rows));
+    return Status::InvalidArgument("model '" + config_.name +
+                                   "': an instance's batch limit is 0 "
+                                   "(the model's) to " +
+                                   std::to_string(config_.max_batch_size) + ", got " +
+                                   std::to_string(rows));
   {
     std::lock_guard<std::mutex> lock(inst_mu_);
     Instance* inst = FindInstance(index, nullptr);
     if (!inst)
       return Status::NotFound("model '" + config_.name + "' version " + std::to_string(version_) +
-                              " has no instance " + std::to_string(index) + "; its instances: " +
-                              IndexList(instances_));
+                              " has no instance " + std::to_string(index) +
+                              "; its instances: " + IndexList(instances_));
     inst->set_batch_cap(rows);
   }
   cv_.notify_all();

@@ -121,7 +121,7 @@ class ServedModel final : public ModelHandle, public std::enable_shared_from_thi
   // Starts `inst`'s executor thread: warm-up (when the options say so), then batches;
   // `warmed` gets the warm-up's outcome (a failed one runs no batch).
   std::thread Launch(Instance* inst, std::shared_ptr<std::promise<Status>> warmed);
-  Result<MoveResult> Move(int sms, int only);  // only: an instance index, or -1 for all
+  Result<MoveResult> Move(int sms, int only);           // only: an instance index, or -1 for all
   Instance* FindInstance(int index, size_t* at) const;  // with inst_mu_ held
   Status AcquireSlices();
   // Checks the request against the config; sets rows; returns the batching key.

@@ -6,6 +6,7 @@
 #include <rapidjson/writer.h>
 
 #include <charconv>
+#include <optional>
 
 #include "server/http_infer.h"
 #include "tessera/core/clock.h"
@@ -184,6 +185,73 @@ Result<std::string> Base64Decode(const std::string& in) {
   return out;
 }
 
+// GET /v2/models/M/slice, and the admin calls' replies.
+std::string SliceJson(const SliceState& st) {
+  rapidjson::StringBuffer sb;
+  Writer w(sb);
+  w.StartObject();
+  w.Key("name");
+  w.String(st.model.c_str());
+  w.Key("engine");
+  w.String(st.engine.c_str());
+  w.Key("threads");
+  w.Int(st.threads);
+  w.Key("instances");
+  w.Int(st.instances);
+  w.Key("max_batch");
+  w.Int(st.max_batch);
+  w.Key("config_max_batch");
+  w.Int(st.config_max_batch);
+  w.Key("versions");
+  w.StartArray();
+  for (int64_t v : st.versions) w.String(std::to_string(v).c_str());
+  w.EndArray();
+  if (st.gpu >= 0) {
+    w.Key("gpu");
+    w.Int(st.gpu);
+    w.Key("sms");
+    w.Int(st.sms);
+    w.Key("gpu_sms");
+    w.Int(st.gpu_sms);
+    w.Key("confined");
+    w.Bool(st.confined);
+    w.Key("sharing");
+    w.String(st.sharing.c_str());
+    w.Key("resize_ms");
+    w.Double(st.resize_ms);
+    w.Key("resize_gap_us");
+    w.Double(st.resize_gap_us);
+  }
+  w.Key("instance_slices");
+  w.StartArray();
+  for (const InstanceSlice& i : st.instance_slices) {
+    w.StartObject();
+    w.Key("index");
+    w.Int(i.index);
+    if (i.gpu >= 0) {
+      w.Key("gpu");
+      w.Int(i.gpu);
+      w.Key("sms");
+      w.Int(i.sms);
+      w.Key("confined");
+      w.Bool(i.confined);
+    } else {
+      w.Key("threads");
+      w.Int(i.threads);
+    }
+    w.Key("max_batch");
+    w.Int(i.max_batch);
+    w.Key("batches");
+    w.Uint64(i.batches);
+    w.Key("rows");
+    w.Uint64(i.rows);
+    w.EndObject();
+  }
+  w.EndArray();
+  w.EndObject();
+  return std::string(sb.GetString(), sb.GetSize());
+}
+
 }  // namespace
 
 std::string StatsJson(const std::vector<ModelStatsSnapshot>& snaps) {
@@ -334,6 +402,54 @@ void HttpApi::Handle(HttpRequest&& req, std::shared_ptr<HttpReplier> replier) {
       i = 5;
     }
     const std::string action = i < p.size() ? p[i] : "";
+    if (action == "instances") {
+      // Live instances (admin): POST /v2/models/M/instances {"size": N[, "gpu": G][,
+      // "max_batch": B]} adds one; POST .../instances/I {"size": N and / or "max_batch": B}
+      // changes one; POST .../instances/I/remove removes one. Each replies with the slice.
+      if (version != 0)
+        return error(Status::InvalidArgument(
+            "instances belong to a model's newest version: use /v2/models/" + model +
+            "/instances"));
+      if (!post) return wrong_method("POST");
+      if (p.size() > i + 3) return error(Status::NotFound("no endpoint " + req.path));
+      Status auth = ctx_->CheckAdmin(req.Header("authorization"));
+      if (!auth.ok()) return error(auth);
+      std::optional<int> index;
+      if (p.size() > i + 1) {
+        int n = -1;
+        const std::string& t = p[i + 1];
+        const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), n);
+        if (ec != std::errc() || end != t.data() + t.size() || n < 0)
+          return error(Status::InvalidArgument("instance index must be a whole number >= 0, got '" +
+                                               t + "'"));
+        index = n;
+      }
+      if (p.size() == i + 3) {
+        if (p[i + 2] != "remove") return error(Status::NotFound("no endpoint " + req.path));
+        auto st = ctx_->manager().RemoveInstance(model, *index);
+        return st.ok() ? reply(Json(SliceJson(*st))) : error(st.status());
+      }
+      auto body = ParseBody(req);
+      if (!body.ok()) return error(body.status());
+      const auto& d = *body;
+      InstanceChange change;
+      for (const char* key : {"size", "gpu", "max_batch"}) {
+        if (!d.HasMember(key)) continue;
+        if (!d[key].IsInt() || (index && std::string(key) == "gpu"))
+          return error(Status::InvalidArgument(
+              index ? "expected {\"size\": N} (threads on the CPU, SMs on a sliced GPU) and / or "
+                      "{\"max_batch\": B} (0: the model's limit), whole numbers"
+                    : "expected {\"size\": N} (threads on the CPU, SMs on a sliced GPU), with "
+                      "optional \"gpu\": G and \"max_batch\": B, whole numbers"));
+        const int v = d[key].GetInt();
+        if (key[0] == 's') change.size = v;
+        if (key[0] == 'g') change.gpu = v;
+        if (key[0] == 'm') change.max_batch = v;
+      }
+      auto st = index ? ctx_->manager().ChangeInstance(model, *index, change)
+                      : ctx_->manager().AddInstance(model, change);
+      return st.ok() ? reply(Json(SliceJson(*st))) : error(st.status());
+    }
     if (i + 1 < p.size()) return error(Status::NotFound("no endpoint " + req.path));
     if (action == "infer") {
       if (!post) return wrong_method("POST");
@@ -350,48 +466,9 @@ void HttpApi::Handle(HttpRequest&& req, std::shared_ptr<HttpReplier> replier) {
       if (version != 0)
         return error(Status::InvalidArgument(
             "a slice applies to every version of a model: use /v2/models/" + model + "/slice"));
-      auto slice_json = [](const SliceState& st) {
-        rapidjson::StringBuffer sb;
-        Writer w(sb);
-        w.StartObject();
-        w.Key("name");
-        w.String(st.model.c_str());
-        w.Key("engine");
-        w.String(st.engine.c_str());
-        w.Key("threads");
-        w.Int(st.threads);
-        w.Key("instances");
-        w.Int(st.instances);
-        w.Key("max_batch");
-        w.Int(st.max_batch);
-        w.Key("config_max_batch");
-        w.Int(st.config_max_batch);
-        w.Key("versions");
-        w.StartArray();
-        for (int64_t v : st.versions) w.String(std::to_string(v).c_str());
-        w.EndArray();
-        if (st.gpu >= 0) {
-          w.Key("gpu");
-          w.Int(st.gpu);
-          w.Key("sms");
-          w.Int(st.sms);
-          w.Key("gpu_sms");
-          w.Int(st.gpu_sms);
-          w.Key("confined");
-          w.Bool(st.confined);
-          w.Key("sharing");
-          w.String(st.sharing.c_str());
-          w.Key("resize_ms");
-          w.Double(st.resize_ms);
-          w.Key("resize_gap_us");
-          w.Double(st.resize_gap_us);
-        }
-        w.EndObject();
-        return std::string(sb.GetString(), sb.GetSize());
-      };
       if (get) {
         auto st = ctx_->manager().Slice(model);
-        return st.ok() ? reply(Json(slice_json(*st))) : error(st.status());
+        return st.ok() ? reply(Json(SliceJson(*st))) : error(st.status());
       }
       if (!post) return wrong_method("GET, POST");
       Status auth = ctx_->CheckAdmin(req.Header("authorization"));
@@ -412,7 +489,7 @@ void HttpApi::Handle(HttpRequest&& req, std::shared_ptr<HttpReplier> replier) {
       if (size) (sms ? change.sms : change.threads) = d[key].GetInt();
       if (limit) change.max_batch = d["max_batch"].GetInt();
       auto st = ctx_->manager().ChangeSlice(model, change);
-      return st.ok() ? reply(Json(slice_json(*st))) : error(st.status());
+      return st.ok() ? reply(Json(SliceJson(*st))) : error(st.status());
     }
     if (!get) return wrong_method("GET");
     auto m = ctx_->manager().Get(model, version);

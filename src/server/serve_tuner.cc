@@ -52,18 +52,33 @@ struct ServeTuner::Fleet {
   planner::LiveInterference live;
   struct Member {
     std::string name;
-    int device = 0;                // GPU index (0 on the CPU)
     runtime::QueueSettings queue;  // the executables a batch is padded to, as the runtime pads
     Totals last;
     bool have_last = false;
+    std::map<int, InstanceSlice> last_instances;  // by instance index, at the last window
   };
   std::vector<Member> members;  // parallel to in.models
 };
 
+namespace {
+// Splits `total` in proportion to `shares` (summing to 1) in whole counts that add up to it.
+std::vector<int64_t> Apportion(int64_t total, const std::vector<double>& shares) {
+  std::vector<int64_t> out;
+  double cum = 0;
+  int64_t given = 0;
+  for (size_t k = 0; k < shares.size(); ++k) {
+    cum += shares[k];
+    const int64_t upto =
+        k + 1 == shares.size() ? total : static_cast<int64_t>(std::llround(cum * double(total)));
+    out.push_back(std::max<int64_t>(0, upto - given));
+    given += out.back();
+  }
+  return out;
+}
+}  // namespace
+
 ServeTuner::ServeTuner(ModelManager* manager, ServeTunerOptions options)
     : manager_(manager), opt_(std::move(options)) {
-  // The server's models keep the instances their configs give them.
-  opt_.tuner.add_slices = false;
   if (opt_.cpu_cores <= 0)
     opt_.cpu_cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 }
@@ -106,7 +121,6 @@ void ServeTuner::Rebuild() {
     std::string path;
     double slo_ms;
     bool gpu;
-    int device;
     runtime::QueueSettings queue;
   };
   std::vector<ModelInfo> infos;
@@ -129,10 +143,12 @@ void ServeTuner::Rebuild() {
       info.reason =
           "no profile parameter (a `tessera profile` file, relative to the model's "
           "directory)";
-    } else if (c.InstanceCount() != 1) {
+    } else if (slice->versions.size() != 1) {
       info.reason =
-          fmt::format("{} instances: the tuner sizes single-instance models", c.InstanceCount());
-    } else if (!cpu && !(slice->gpu >= 0 && slice->confined)) {
+          fmt::format("{} ready versions: the tuner sizes a model that serves one version",
+                      slice->versions.size());
+    } else if (!cpu && !std::all_of(slice->instance_slices.begin(), slice->instance_slices.end(),
+                                    [](const InstanceSlice& i) { return i.confined; })) {
       info.reason = "runs unconfined on its GPU (no slice_sms): there is no slice to resize";
     } else {
       const auto path =
@@ -141,8 +157,8 @@ void ServeTuner::Rebuild() {
       const auto mtime = std::filesystem::last_write_time(path, ec);
       signature += fmt::format("{}@{};", path.string(),
                                ec ? 0 : static_cast<int64_t>(mtime.time_since_epoch().count()));
-      candidates.push_back({infos.size(), path.string(), *slo_ms, !cpu, cpu ? 0 : slice->gpu,
-                            runtime::QueueSettings::FromConfig(c, 0)});
+      candidates.push_back(
+          {infos.size(), path.string(), *slo_ms, !cpu, runtime::QueueSettings::FromConfig(c, 0)});
     }
     infos.push_back(std::move(info));
   }
@@ -186,7 +202,7 @@ void ServeTuner::Rebuild() {
       d.name = info.name;
       d.slo_ms = c.slo_ms;
       d.profile = std::move(p).value();
-      f->members.push_back({info.name, c.device, std::move(c.queue), {}, false});
+      f->members.push_back({info.name, std::move(c.queue), {}, false, {}});
       f->in.models.push_back(std::move(d));
     }
     if (f->members.empty()) continue;
@@ -197,20 +213,20 @@ void ServeTuner::Rebuild() {
   std::string names;
   for (const auto& f : fleets_)
     for (const auto& m : f->members)
-      names += fmt::format("{}{} ({})", names.empty() ? "" : ", ", m.name,
-                           f->gpu ? fmt::format("gpu {}", m.device) : std::string("cpu"));
+      names += fmt::format("{}{} ({})", names.empty() ? "" : ", ", m.name, f->gpu ? "gpu" : "cpu");
   spdlog::info("tuner: tuning {}", names.empty() ? std::string("no model") : names);
   for (const auto& m : models_)
     if (!m.tuned) spdlog::info("tuner: not tuning '{}': {}", m.name, m.reason);
 }
 
 void ServeTuner::Tick(double window_s) {
-  // Decided under the lock, applied outside it: a GPU resize compiles and warms up the new
-  // slice's executables, and /metrics must not wait for that.
+  // Decided under the lock, applied outside it: a GPU resize or a new instance compiles and
+  // warms up executables, and /metrics must not wait for that.
   struct Pending {
     bool gpu;
     std::string model;
-    double from;
+    int instance;  // the instance acted on (-1: a new one)
+    double from;   // its size before
     planner::TuneAction action;
   };
   std::vector<Pending> pending;
@@ -221,50 +237,88 @@ void ServeTuner::Tick(double window_s) {
     obs.window_s = window_s;
     bool baseline = false;
     int threads_held = 0;
+    // Each instance is one slice of the tuner's fleet: obs.slices[k] is instance
+    // where[k].second of member where[k].first.
+    std::vector<std::pair<size_t, int>> where;
     for (size_t mi = 0; mi < fleet->members.size(); ++mi) {
       auto& m = fleet->members[mi];
       auto stats = manager_->Stats(m.name, 0);
       auto slice = manager_->Slice(m.name);
-      if (!stats.ok() || !slice.ok()) continue;
-      threads_held += slice->threads;
+      if (!stats.ok() || !slice.ok() || slice->instance_slices.empty()) continue;
+      for (const auto& i : slice->instance_slices) threads_held += i.threads;
       const Totals now = Sum(*stats);
+      std::map<int, InstanceSlice> instances;
+      for (const auto& i : slice->instance_slices) instances[i.index] = i;
       if (!m.have_last) {
         m.last = now;
+        m.last_instances = std::move(instances);
         m.have_last = true;
         baseline = true;
         continue;
       }
       const Totals& was = m.last;
-      planner::SliceObservation so;
-      so.id = static_cast<int>(mi);
-      so.gpu = m.device;
-      so.sms = fleet->gpu ? slice->sms : slice->threads;
       const planner::Profile& p = fleet->in.models[mi].profile;
-      so.max_batch = p.max_batch();
-      so.batches = static_cast<int64_t>(now.batches - was.batches);
-      const double compute = now.compute_ns - was.compute_ns;
-      so.busy = std::clamp(compute / (window_s * 1e9), 0.0, 1.0);
-      if (so.batches > 0) {
-        so.batch_ms = compute / 1e6 / double(so.batches);
-        double alone = 0;  // the profile's time for the same batches, on their executables
-        for (const auto& [rows, n] : now.rows) {
-          const auto it = was.rows.find(rows);
-          const uint64_t k = n - (it == was.rows.end() ? 0 : it->second);
-          if (k > 0)
-            alone +=
-                double(k) * p.MeanMs(static_cast<int>(m.queue.BucketFor(int64_t(rows))), so.sms);
+      // The instances share one queue: each is credited with the model's traffic in proportion
+      // to the rows it ran in the window (equal shares when none ran any).
+      struct Window {
+        const InstanceSlice* now = nullptr;
+        uint64_t batches = 0, rows = 0;
+        double compute_ns = 0;
+        std::map<uint64_t, uint64_t> batch_rows;
+      };
+      std::vector<Window> win;
+      uint64_t rows_all = 0;
+      for (const auto& [index, i] : instances) {
+        Window w;
+        w.now = &i;
+        const auto it = m.last_instances.find(index);
+        const InstanceSlice* before = it == m.last_instances.end() ? nullptr : &it->second;
+        w.batches = i.batches - (before ? before->batches : 0);
+        w.rows = i.rows - (before ? before->rows : 0);
+        w.compute_ns = i.compute_ns - (before ? before->compute_ns : 0);
+        for (const auto& [rows, n] : i.batch_rows) {
+          const uint64_t had =
+              before && before->batch_rows.count(rows) ? before->batch_rows.at(rows) : 0;
+          if (n > had) w.batch_rows[rows] = n - had;
         }
-        so.alone_ms = alone / double(so.batches);
+        rows_all += w.rows;
+        win.push_back(std::move(w));
       }
-      so.members.push_back({mi, double(now.arrived - was.arrived) / window_s,
-                            static_cast<int64_t>(now.finished - was.finished),
-                            static_cast<int64_t>(now.within - was.within), 1.0});
-      spdlog::debug(
-          "tuner: {}: {:.1f} req/s, {} of {} within the SLO, {} batches, busy {:.2f}, on {:g}",
-          m.name, so.members[0].arrival_rps, so.members[0].within_slo, so.members[0].finished,
-          so.batches, so.busy, so.sms);
-      obs.slices.push_back(std::move(so));
+      std::vector<double> share;
+      for (const Window& w : win)
+        share.push_back(rows_all > 0 ? double(w.rows) / double(rows_all)
+                                     : 1.0 / double(win.size()));
+      const auto finished = Apportion(static_cast<int64_t>(now.finished - was.finished), share);
+      const auto within = Apportion(static_cast<int64_t>(now.within - was.within), share);
+      const double arrival_rps = double(now.arrived - was.arrived) / window_s;
+      for (size_t k = 0; k < win.size(); ++k) {
+        const Window& w = win[k];
+        planner::SliceObservation so;
+        so.id = static_cast<int>(where.size());
+        so.gpu = fleet->gpu ? w.now->gpu : 0;
+        so.sms = fleet->gpu ? w.now->sms : w.now->threads;
+        so.max_batch = p.max_batch();
+        so.batches = static_cast<int64_t>(w.batches);
+        so.busy = std::clamp(w.compute_ns / (window_s * 1e9), 0.0, 1.0);
+        if (so.batches > 0) {
+          so.batch_ms = w.compute_ns / 1e6 / double(so.batches);
+          double alone = 0;  // the profile's time for the same batches, on their executables
+          for (const auto& [rows, n] : w.batch_rows)
+            alone +=
+                double(n) * p.MeanMs(static_cast<int>(m.queue.BucketFor(int64_t(rows))), so.sms);
+          so.alone_ms = alone / double(so.batches);
+        }
+        so.members.push_back({mi, arrival_rps * share[k], finished[k], within[k], 1.0});
+        spdlog::debug(
+            "tuner: {} instance {}: {:.1f} req/s, {} of {} within the SLO, {} batches, busy "
+            "{:.2f}, on {:g}",
+            m.name, w.now->index, so.members[0].arrival_rps, so.members[0].within_slo,
+            so.members[0].finished, so.batches, so.busy, so.sms);
+        where.emplace_back(mi, w.now->index);
+        obs.slices.push_back(std::move(so));
+      }
       m.last = now;
+      m.last_instances = std::move(instances);
     }
     if (baseline || obs.slices.empty()) continue;
     const int ngpu = fleet->in.gpu.count;
@@ -288,50 +342,91 @@ void ServeTuner::Tick(double window_s) {
           "windows (was {:.3g})",
           fleet->gpu ? "gpu" : "cpu", alpha, fleet->tuner->live_interference().size(), alpha_was);
     for (const auto& a : actions) {
-      if (a.kind == planner::TuneAction::Kind::kRoute) continue;  // one slice per model
-      const size_t mi = static_cast<size_t>(a.slice >= 0 ? a.slice : 0);
-      double from = 0;
-      for (const auto& o : obs.slices)
-        if (o.id == a.slice) from = o.sms;
-      pending.push_back({fleet->gpu, fleet->members.at(mi).name, from, a});
+      // The instances pull from one queue: there is no routing weight to set.
+      if (a.kind == planner::TuneAction::Kind::kRoute) continue;
+      if (a.kind == planner::TuneAction::Kind::kAdd) {
+        pending.push_back({fleet->gpu, fleet->members.at(a.model).name, -1, 0, a});
+        continue;
+      }
+      if (a.slice < 0 || static_cast<size_t>(a.slice) >= where.size()) continue;
+      const auto [mi, index] = where[static_cast<size_t>(a.slice)];
+      pending.push_back({fleet->gpu, fleet->members.at(mi).name, index,
+                         obs.slices[static_cast<size_t>(a.slice)].sms, a});
     }
   }
   lock.unlock();
-  std::vector<int> outcome;  // 1 grew, -1 shrank, 0 refused
+  // Resizes and new instances first; an instance is removed only once the model's new ones are
+  // serving (make before break), and not at all when one of them could not be made.
+  std::stable_partition(pending.begin(), pending.end(), [](const Pending& p) {
+    return p.action.kind != planner::TuneAction::Kind::kRemove;
+  });
+  enum Outcome { kRefused, kGrew, kShrank, kAdded, kRemoved };
+  std::vector<Outcome> outcome;
+  std::map<std::string, bool> add_failed;
   for (const Pending& p : pending) {
     const planner::TuneAction& a = p.action;
-    if (a.kind != planner::TuneAction::Kind::kResize) {
-      spdlog::info("tuner: not applied (the server does not add or remove instances): {}", a.why);
-      outcome.push_back(0);
-      continue;
-    }
     const int size = static_cast<int>(std::lround(a.sms));
-    auto r =
-        p.gpu ? manager_->SetSliceSms(p.model, size) : manager_->SetSliceThreads(p.model, size);
-    if (r.ok())
-      spdlog::info("tuner: {}", a.why);
-    else
-      spdlog::warn("tuner: {} -- failed: {}", a.why, r.status().ToString());
-    // The batch limit the tuner sized the slice with: the largest batch whose queue meets the
-    // SLO on the new size (within the profile's batches), capped by the config.
-    if (r.ok() && a.max_batch > 0 && r->config_max_batch > 0) {
-      const int want = std::min(a.max_batch, r->config_max_batch);
-      if (want != r->max_batch) {
-        auto b = manager_->SetBatchLimit(p.model, want == r->config_max_batch ? 0 : want);
-        if (b.ok())
-          spdlog::info("tuner: {}: batches of at most {} (was {}) on the new slice", p.model, want,
-                       r->max_batch);
-        else
-          spdlog::warn("tuner: {}: batch limit {} -- failed: {}", p.model, want,
-                       b.status().ToString());
+    Result<SliceState> r = Status::Internal("not applied");
+    if (a.kind == planner::TuneAction::Kind::kRemove) {
+      if (add_failed[p.model]) {
+        spdlog::warn("tuner: {} -- not applied: the instance meant to replace it was not made",
+                     a.why);
+        outcome.push_back(kRefused);
+        continue;
+      }
+      r = manager_->RemoveInstance(p.model, p.instance);
+    } else {
+      InstanceChange c;
+      c.size = size;
+      // The batch limit the tuner sized the slice with: the largest batch whose queue meets
+      // the SLO there (within the profile's batches), capped by the config.
+      if (auto cur = manager_->Slice(p.model);
+          cur.ok() && cur->config_max_batch > 0 && a.max_batch > 0)
+        c.max_batch = std::min(a.max_batch, cur->config_max_batch);
+      if (a.kind == planner::TuneAction::Kind::kAdd) {
+        c.gpu = p.gpu ? a.gpu : -1;
+        r = manager_->AddInstance(p.model, c);
+        if (!r.ok()) add_failed[p.model] = true;
+      } else {
+        r = manager_->ChangeInstance(p.model, p.instance, c);
       }
     }
-    outcome.push_back(!r.ok() ? 0 : size > p.from ? 1 : -1);
+    if (!r.ok()) {
+      spdlog::warn("tuner: {} -- failed: {}", a.why, r.status().ToString());
+      outcome.push_back(kRefused);
+      continue;
+    }
+    spdlog::info("tuner: {}", a.why);
+    if (a.kind != planner::TuneAction::Kind::kRemove && a.max_batch > 0)
+      for (const auto& i : r->instance_slices)
+        if (i.index == (p.instance >= 0 ? p.instance : r->instance_slices.back().index))
+          spdlog::info("tuner: {} instance {}: batches of at most {}", p.model, i.index,
+                       i.max_batch);
+    outcome.push_back(a.kind == planner::TuneAction::Kind::kAdd      ? kAdded
+                      : a.kind == planner::TuneAction::Kind::kRemove ? kRemoved
+                      : size > p.from                                ? kGrew
+                                                                     : kShrank);
   }
   lock.lock();
   for (size_t i = 0; i < pending.size(); ++i) {
     Counts& n = counts_[pending[i].model];
-    ++(outcome[i] > 0 ? n.grow : outcome[i] < 0 ? n.shrink : n.refused);
+    switch (outcome[i]) {
+      case kRefused:
+        ++n.refused;
+        break;
+      case kGrew:
+        ++n.grow;
+        break;
+      case kShrank:
+        ++n.shrink;
+        break;
+      case kAdded:
+        ++n.add;
+        break;
+      case kRemoved:
+        ++n.remove;
+        break;
+    }
   }
 }
 
@@ -344,12 +439,14 @@ std::string ServeTuner::PrometheusText() const {
   for (const auto& m : models_)
     out += fmt::format("tessera_tuner_tuned{{model=\"{}\"}} {}\n", m.name, m.tuned ? 1 : 0);
   out +=
-      "# HELP tessera_tuner_resizes_total Live resizes the online tuner made (grow, shrink) or "
-      "could not make (refused)\n"
+      "# HELP tessera_tuner_resizes_total Live changes the online tuner made (grow, shrink: an "
+      "instance's size; add, remove: an instance) or could not make (refused)\n"
       "# TYPE tessera_tuner_resizes_total counter\n";
   for (const auto& [name, n] : counts_)
     for (const auto& [dir, v] : {std::pair<const char*, uint64_t>{"grow", n.grow},
                                  {"shrink", n.shrink},
+                                 {"add", n.add},
+                                 {"remove", n.remove},
                                  {"refused", n.refused}})
       out += fmt::format("tessera_tuner_resizes_total{{model=\"{}\",direction=\"{}\"}} {}\n", name,
                          dir, v);

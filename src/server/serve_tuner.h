@@ -55,7 +55,7 @@ class ServeTuner {
   // the statistics' baseline.
   void Tick(double window_s);
   // Prometheus text: tessera_tuner_tuned{model} (1 tuned, 0 not) and
-  // tessera_tuner_resizes_total{model,direction="grow"|"shrink"|"refused"}.
+  // tessera_tuner_resizes_total{model,direction="grow"|"shrink"|"add"|"remove"|"refused"}.
   std::string PrometheusText() const;
 
  private:
@@ -73,7 +73,7 @@ class ServeTuner {
   std::vector<ModelInfo> models_;
   std::vector<std::unique_ptr<Fleet>> fleets_;
   struct Counts {
-    uint64_t grow = 0, shrink = 0, refused = 0;
+    uint64_t grow = 0, shrink = 0, add = 0, remove = 0, refused = 0;
   };
   std::map<std::string, Counts> counts_;  // by model
   std::mutex stop_mu_;

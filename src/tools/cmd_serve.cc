@@ -39,9 +39,11 @@ struct Opts {
   std::string engine = "auto";
   int64_t memory_budget_mib = 0;
   std::string sharing = "auto";
+  int emulated_gpus = 1;
   std::string completion = "event";
   int gpu_pipeline = 2;
   bool tune = false;
+  bool live_instances = false;
   double tune_window = 5;
   int64_t tune_learn_after = 0;
 };
@@ -50,18 +52,21 @@ struct Opts {
 // (with a warning) where the driver has none; none: no slicing, GPU models run on their
 // engine's own stream. An explicit kind that cannot work is an error.
 Result<std::vector<std::shared_ptr<runtime::GpuSlices>>> SliceGpus(const std::string& sharing,
-                                                                   const std::string& engine) {
+                                                                   const std::string& engine,
+                                                                   int emulated_gpus) {
   std::vector<std::shared_ptr<runtime::GpuSlices>> out;
   if (sharing == "none") return out;
-  if (engine == "cuda-host") {  // one emulated GPU: the GPU serving path without a GPU
+  if (engine == "cuda-host") {  // emulated GPUs: the GPU serving path without a GPU
     if (sharing != "auto" && sharing != "emulated")
       return Status::InvalidArgument(
           "--engine cuda-host runs on an emulated GPU: use --sharing "
           "emulated (or auto, or none)");
-    out.push_back(std::make_shared<runtime::GpuSlices>(
-        runtime::CreateEmulatedGpu(runtime::EmulatedGpuLayout(0))));
-    spdlog::warn("{}: sharing emulated (slices are accounted, not enforced; for testing)",
-                 out.back()->layout().Describe());
+    for (int i = 0; i < emulated_gpus; ++i) {
+      out.push_back(std::make_shared<runtime::GpuSlices>(
+          runtime::CreateEmulatedGpu(runtime::EmulatedGpuLayout(i))));
+      spdlog::warn("{}: sharing emulated (slices are accounted, not enforced; for testing)",
+                   out.back()->layout().Describe());
+    }
     return out;
   }
   if (sharing == "emulated")
@@ -172,7 +177,7 @@ int Run(const Opts& o) {
   mo.threads_per_instance = o.threads_per_instance;
   mo.warmup = !o.no_warmup;
   mo.cpu_memory_budget_bytes = o.memory_budget_mib << 20;
-  mo.live_instances = o.tune;  // the tuner adds and removes instances
+  mo.live_instances = o.live_instances || o.tune;  // the tuner adds and removes instances
   auto engines = ChooseEngines(o.engine);
   if (!engines.ok()) {
     fmt::print(stderr, "error: {}\n", engines.status().ToString());
@@ -181,7 +186,7 @@ int Run(const Opts& o) {
   mo.engine = std::move(engines).value();
   auto gpus = o.engine == "cpu" ? Result<std::vector<std::shared_ptr<runtime::GpuSlices>>>(
                                       std::vector<std::shared_ptr<runtime::GpuSlices>>{})
-                                : SliceGpus(o.sharing, o.engine);
+                                : SliceGpus(o.sharing, o.engine, o.emulated_gpus);
   if (!gpus.ok()) {
     fmt::print(stderr, "error: {}\n", gpus.status().ToString());
     return 1;
@@ -334,10 +339,15 @@ Runner SetupServe(CLI::App& app) {
                  "On SIGTERM, how long in-flight requests may take to finish")
       ->capture_default_str();
   app.add_flag("--tune", o->tune,
-               "Run the online tuner: every --tune-window seconds it resizes each model that "
-               "has slo_ms and profile parameters (a `tessera profile` file) and one instance, "
-               "live, from its observed rate and SLO attainment (CPU: compute threads; sliced "
-               "GPU: SMs)");
+               "Run the online tuner: every --tune-window seconds it sizes each model that has "
+               "slo_ms and profile parameters (a `tessera profile` file), live, from its "
+               "observed rate and SLO attainment: it resizes instances (CPU: compute threads; "
+               "sliced GPU: SMs), adds replicas where a slice cannot grow enough (on another "
+               "GPU), and removes them when the load goes");
+  app.add_flag("--live-instances", o->live_instances,
+               "Let instances be added live (POST /v2/models/M/instances, `tessera slice add`): "
+               "CPU models keep their graph's weights after compiling so that a new instance can "
+               "compile its own (more memory). Implied by --tune");
   app.add_option("--tune-window", o->tune_window, "Seconds between the tuner's decisions")
       ->check(CLI::Range(0.1, 3600.0));
   app.add_option("--tune-learn-interference-after", o->tune_learn_after,
@@ -368,6 +378,11 @@ Runner SetupServe(CLI::App& app) {
                  "has no green contexts")
       ->default_val("auto")
       ->check(CLI::IsMember({"auto", "green", "streams", "exclusive", "none", "emulated"}));
+  app.add_option("--emulated-gpus", o->emulated_gpus,
+                 "With --engine cuda-host: how many GPUs to emulate (instance_group gpus and the "
+                 "tuner's replicas place instances on them)")
+      ->default_val(1)
+      ->check(CLI::Range(1, 16));
   app.add_option("--completion", o->completion,
                  "How a GPU batch's end is learned: event (a notifier thread per GPU, woken by "
                  "the batch's event), sync (the executor waits in cudaStreamSynchronize) or "

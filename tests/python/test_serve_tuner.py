@@ -84,8 +84,8 @@ def load_both(s, rate, seconds):
     other.join()
 
 
-TUNING_BOTH = (r"tuner: tuning (neighbour \(gpu 0\), tiny_mlp|tiny_mlp \(gpu 0\), "
-               r"neighbour) \(gpu 0\)$")
+TUNING_BOTH = (r"tuner: tuning (neighbour \(gpu\), tiny_mlp|tiny_mlp \(gpu\), "
+               r"neighbour) \(gpu\)$")
 
 
 def test_the_tuner_grows_a_loaded_cpu_slice_and_shrinks_it_when_the_load_goes(tmp_path):
@@ -119,9 +119,10 @@ def test_the_tuner_grows_a_loaded_cpu_slice_and_shrinks_it_when_the_load_goes(tm
         assert "SMs" not in line
         # With it, the batch limit the tuner sized the slice with: the profile's batches go to
         # 8, all within the SLO there (the config allows 64).
-        s._wait_for(r"tuner: tiny_mlp: batches of at most 8 \(was 64\) on the new slice", 5)
+        s._wait_for(r"tuner: tiny_mlp instance 0: batches of at most 8$", 5)
         now = slice_of(s, "tiny_mlp")
-        assert now["max_batch"] == 8 and now["config_max_batch"] == 64, now
+        assert now["instance_slices"][0]["max_batch"] == 8, now
+        assert now["max_batch"] == 64 and now["config_max_batch"] == 64, now  # the admin's
         # Nothing arrives: after the tuner's quiet windows it gives the thread back.
         wait_until(lambda: slice_of(s, "tiny_mlp")["threads"] == 1, 30, "the slice to shrink")
         s._wait_for(r"tuner: tiny_mlp: .* 2 -> 1 threads", 5)
@@ -195,3 +196,133 @@ def test_the_tuner_predicts_with_the_live_fit_once_told_to(tmp_path):
     r = subprocess.run([str(TESSERA), "serve", "--tune-learn-interference-after", "-1"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode != 0 and "tune-learn-interference-after" in r.stderr, r.stderr
+
+
+def post(s, path, body=None):
+    """POST JSON to the server; returns (status, parsed body)."""
+    req = urllib.request.Request(f"http://{s.http}{path}", method="POST",
+                                 data=json.dumps(body or {}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def bench_counts(s, model, rate, seconds, tmp_path):
+    """`tessera bench` at `rate` req/s; returns the model's result (ok, errors, rejected, ...)."""
+    out = tmp_path / f"bench_{model}_{time.time_ns()}.json"
+    r = subprocess.run([str(TESSERA), "bench", "-q", "-m", model, "-u", s.grpc, "--rate",
+                        str(rate), "-d", str(seconds), "--warmup", "0", "--slo-ms", "5000",
+                        "--json", str(out)],
+                       capture_output=True, text=True, timeout=seconds + 60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    result = json.loads(out.read_text())
+    return next(m for m in result["run"]["models"] if m["name"] == model)
+
+
+def test_instances_are_added_changed_and_removed_live_over_http(tmp_path):
+    import threading
+    repo = write_zoo(tmp_path / "repo", "tiny_mlp")
+    s = TesseraServer(repo, "--threads-per-instance", 1, "--live-instances")
+    try:
+        first = slice_of(s, "tiny_mlp")["instance_slices"]
+        assert [i["index"] for i in first] == [0] and first[0]["threads"] == 1, first
+        # Bad calls: clear errors, nothing changes.
+        for path, body, code, words in [
+                ("/v2/models/tiny_mlp/instances", {}, 400, "needs a size"),
+                ("/v2/models/tiny_mlp/instances", {"size": "2"}, 400, "whole numbers"),
+                ("/v2/models/tiny_mlp/instances", {"size": 1, "gpu": 0}, 400, "runs on the cpu"),
+                ("/v2/models/tiny_mlp/instances", {"size": 1, "max_batch": 65}, 400, "0 (the"),
+                ("/v2/models/tiny_mlp/instances/x", {"size": 1}, 400, "whole number"),
+                ("/v2/models/tiny_mlp/instances/3", {"size": 1}, 404, "its instances: 0"),
+                ("/v2/models/tiny_mlp/instances/0/remove", {}, 400, "is its last"),
+                ("/v2/models/tiny_mlp/instances/0/drop", {}, 404, "no endpoint"),
+                ("/v2/models/nope/instances", {"size": 1}, 404, "not loaded")]:
+            code_got, body_got = post(s, path, body)
+            assert code_got == code and words in body_got.get("error", ""), (path, body_got)
+        assert len(slice_of(s, "tiny_mlp")["instance_slices"]) == 1
+        # Traffic all along: an instance added, its limit changed, the config's removed.
+        result = {}
+        t = threading.Thread(target=lambda: result.update(
+            bench_counts(s, "tiny_mlp", 200, 3, tmp_path)))
+        t.start()
+        time.sleep(0.5)
+        code, body = post(s, "/v2/models/tiny_mlp/instances", {"size": 1, "max_batch": 2})
+        assert code == 200, body
+        assert [(i["index"], i["max_batch"]) for i in body["instance_slices"]] == [(0, 64), (1, 2)]
+        assert body["instances"] == 2
+        time.sleep(0.5)
+        code, body = post(s, "/v2/models/tiny_mlp/instances/1", {"max_batch": 0})
+        assert code == 200 and body["instance_slices"][1]["max_batch"] == 64, body
+        code, body = post(s, "/v2/models/tiny_mlp/instances/0/remove")
+        assert code == 200, body
+        assert [i["index"] for i in body["instance_slices"]] == [1], body
+        t.join()
+        assert result["sent"] > 400 and result["errors"] == 0 and result["rejected"] == 0, result
+        now = slice_of(s, "tiny_mlp")["instance_slices"]
+        assert now[0]["index"] == 1 and now[0]["batches"] > 0, now
+    finally:
+        s.stop()
+    # Without --live-instances a CPU model frees its graph's weights: no instance can be added.
+    s = TesseraServer(repo, "--threads-per-instance", 1)
+    try:
+        code, body = post(s, "/v2/models/tiny_mlp/instances", {"size": 1})
+        assert code == 400 and "--tune" in body["error"], body
+    finally:
+        s.stop()
+
+
+def test_the_tuner_removes_an_idle_replica_on_the_cpu(tmp_path):
+    repo = write_zoo(tmp_path / "repo", "tiny_mlp")
+    (repo / "tiny_mlp" / "profile.json").write_text(
+        json.dumps(profile("tiny_mlp", {1: 25.0, 2: 8.0})))
+    cfg = repo / "tiny_mlp" / "config.pbtxt"
+    cfg.write_text(cfg.read_text() + "instance_group { count: 2 kind: KIND_CPU }\n")
+    add_params(repo, "tiny_mlp", slo_ms=1000, profile="profile.json")
+    s = TesseraServer(repo, "--threads-per-instance", 1, "--tune", "--tune-window", 0.3)
+    try:
+        assert len(slice_of(s, "tiny_mlp")["instance_slices"]) == 2
+        s._wait_for(r"tuner: tuning tiny_mlp \(cpu\)$", 30)
+        # Nothing arrives: after the quiet windows one replica carries the (zero) rate alone.
+        wait_until(lambda: len(slice_of(s, "tiny_mlp")["instance_slices"]) == 1, 30,
+                   "an instance to be removed")
+        s._wait_for(r"tuner: tiny_mlp: .* the other replicas carry it; 1 threads freed", 5)
+        assert 'tessera_tuner_resizes_total{model="tiny_mlp",direction="remove"} 1' in \
+            metrics_of(s)
+        # The one left still answers.
+        assert bench_counts(s, "tiny_mlp", 50, 1, tmp_path)["ok"] > 0
+    finally:
+        s.stop()
+
+
+def test_the_tuner_adds_a_replica_on_another_gpu_when_its_slice_cannot_grow(tmp_path):
+    """Two emulated GPUs. GPU 0 is nearly full (an untuned neighbour holds 112 SMs), so tiny_mlp
+    grows 8 -> 16 SMs there and, still short, gets a replica on GPU 1; once the load goes, the
+    tuner removes a replica again. Nothing fails meanwhile."""
+    repo = two_models_on_the_emulated_gpu(tmp_path, {8: 25.0, 16: 12.5, 24: 25.0 / 3, 32: 6.25})
+    cfg = repo / "neighbour" / "config.pbtxt"
+    cfg.write_text(cfg.read_text().replace('value { string_value: "8" }',
+                                           'value { string_value: "112" }')
+                   .replace('profile', 'unused_profile'))
+    s = TesseraServer(repo, "--engine", "cuda-host", "--emulated-gpus", 2, "--tune",
+                      "--tune-window", 0.5)
+    try:
+        assert slice_of(s, "neighbour")["sms"] == 112
+        s._wait_for(r"tuner: tuning tiny_mlp \(gpu\)$", 30)
+        result = bench_counts(s, "tiny_mlp", 80, 4, tmp_path)
+        assert result["errors"] == 0 and result["rejected"] == 0, result
+        s._wait_for(r"tuner: tiny_mlp: .*a replica of \d+ SMs on GPU 1", 10)
+        body = slice_of(s, "tiny_mlp")
+        gpus = sorted(i["gpu"] for i in body["instance_slices"])
+        assert gpus == [0, 1], body
+        s._wait_for(r"model 'tiny_mlp' v1: instance 1 added \(\d+ SMs on GPU 1\)", 5)
+        wait_until(lambda: len(slice_of(s, "tiny_mlp")["instance_slices"]) == 1, 60,
+                   "a replica to be removed")
+        metrics = metrics_of(s)
+        assert 'tessera_tuner_resizes_total{model="tiny_mlp",direction="add"} 1' in metrics
+        assert 'tessera_tuner_resizes_total{model="tiny_mlp",direction="remove"} 1' in metrics
+        assert slice_of(s, "neighbour")["sms"] == 112  # never touched
+    finally:
+        s.stop()

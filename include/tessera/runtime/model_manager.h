@@ -87,7 +87,7 @@ struct InstanceSlice {
 struct SliceState {
   std::string model;
   std::string engine;  // "cpu", "cuda"
-  int threads = 0;     // CPU: compute threads per instance
+  int threads = 0;     // CPU: compute threads per instance (the first's; see instance_slices)
   int instances = 0;
   // The rows a batch gathers at most: the config's max_batch_size (config_max_batch) unless a
   // live limit (SetBatchLimit) caps it; 0 for models that do not batch.
@@ -96,7 +96,7 @@ struct SliceState {
   std::vector<int64_t> versions;  // the ready versions it applies to
   // GPU models on a sliced GPU:
   int gpu = -1;
-  int sms = 0;            // per instance (the GPU's SMs when unconfined)
+  int sms = 0;  // per instance: the first's (the GPU's SMs when unconfined)
   int gpu_sms = 0;        // the GPU's SMs
   bool confined = false;  // holds a slice (else runs on the whole GPU)
   std::string sharing;    // "green", "mps", "streams", "exclusive"
@@ -113,7 +113,7 @@ struct SliceState {
 // (sliced GPU), a GPU for a new one, and its own batch limit; what is unset stays.
 struct InstanceChange {
   std::optional<int> size;
-  int gpu = -1;  // AddInstance: the GPU (-1: the first instance's device)
+  int gpu = -1;                  // AddInstance: the GPU (-1: the first instance's device)
   std::optional<int> max_batch;  // 0: the model's limit alone
 };
 
