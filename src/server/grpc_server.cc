@@ -657,8 +657,45 @@ class AdminService final : public tessera::admin::Admin::CallbackService {
     Fill(*st, out);
     return Done(c, Status::OK());
   }
+  ServerUnaryReactor* AddInstance(CallbackServerContext* c,
+                                  const tessera::admin::AddInstanceRequest* in,
+                                  tessera::admin::SliceResponse* out) override {
+    InstanceChange change;
+    change.size = in->size();
+    if (in->has_gpu()) change.gpu = in->gpu();
+    if (in->has_max_batch()) change.max_batch = in->max_batch();
+    return Admin(c, out, [&] { return ctx_->manager().AddInstance(in->model_name(), change); });
+  }
+  ServerUnaryReactor* RemoveInstance(CallbackServerContext* c,
+                                     const tessera::admin::RemoveInstanceRequest* in,
+                                     tessera::admin::SliceResponse* out) override {
+    return Admin(c, out,
+                 [&] { return ctx_->manager().RemoveInstance(in->model_name(), in->index()); });
+  }
+  ServerUnaryReactor* ChangeInstance(CallbackServerContext* c,
+                                     const tessera::admin::ChangeInstanceRequest* in,
+                                     tessera::admin::SliceResponse* out) override {
+    InstanceChange change;
+    if (in->has_size()) change.size = in->size();
+    if (in->has_max_batch()) change.max_batch = in->max_batch();
+    return Admin(c, out, [&] {
+      return ctx_->manager().ChangeInstance(in->model_name(), in->index(), change);
+    });
+  }
 
  private:
+  // An admin call: the token checked, then `change` run and its slice filled in.
+  template <typename F>
+  ServerUnaryReactor* Admin(CallbackServerContext* c, tessera::admin::SliceResponse* out,
+                            F change) {
+    std::string storage;
+    Status auth = ctx_->CheckAdmin(Authorization(c, &storage));
+    if (!auth.ok()) return Done(c, auth);
+    Result<SliceState> st = change();
+    if (!st.ok()) return Done(c, st.status());
+    Fill(*st, out);
+    return Done(c, Status::OK());
+  }
   static void Fill(const SliceState& s, tessera::admin::SliceResponse* out) {
     out->set_model_name(s.model);
     out->set_engine(s.engine);
@@ -674,6 +711,17 @@ class AdminService final : public tessera::admin::Admin::CallbackService {
     out->set_resize_gap_us(s.resize_gap_us);
     out->set_max_batch(s.max_batch);
     out->set_config_max_batch(s.config_max_batch);
+    for (const InstanceSlice& i : s.instance_slices) {
+      auto* o = out->add_instance_slices();
+      o->set_index(i.index);
+      o->set_gpu(i.gpu);
+      o->set_sms(i.sms);
+      o->set_confined(i.confined);
+      o->set_threads(i.threads);
+      o->set_max_batch(i.max_batch);
+      o->set_batches(i.batches);
+      o->set_rows(i.rows);
+    }
   }
   ServerContext* ctx_;
 };

@@ -488,6 +488,53 @@ def test_a_batch_limit_is_set_live_through_http_grpc_and_the_cli(tessera_bin, tm
         s.stop()
 
 
+def test_slice_add_and_remove_change_a_models_instances_live_over_http_and_grpc(tessera_bin,
+                                                                                tmp_path):
+    import subprocess
+    repo = make_repo(tessera_bin, tmp_path / "repo", "tiny_mlp")
+    s = TesseraServer(repo, "--admin-token", "sesame", "--live-instances",
+                      "--threads-per-instance", "1")
+    http_cli = [str(tessera_bin), "slice", "--url", s.http, "--admin-token", "sesame"]
+    grpc_cli = [str(tessera_bin), "slice", "--protocol", "grpc", "--url", s.grpc,
+                "--admin-token", "sesame"]
+
+    def run(cli, *args):
+        r = subprocess.run(cli + list(map(str, args)), capture_output=True, text=True,
+                           timeout=60)
+        return r.returncode, r.stdout, r.stderr
+
+    try:
+        rc, out, err = run(http_cli, "add", "tiny_mlp", 1, "--max-batch", 4)
+        assert rc == 0, err
+        assert "2 instance(s)" in out and "instance 1: 1 compute thread(s), batches of at most 4" \
+            in out, out
+        rc, out, err = run(grpc_cli, "add", "tiny_mlp", 1)
+        assert rc == 0 and "3 instance(s)" in out and "instance 2:" in out, out + err
+        assert infer(s)[0] == 200
+        # One instance's own limit, over gRPC; the others keep the model's.
+        rc, out, err = run(grpc_cli, "set", "tiny_mlp", "--instance", 2, "--max-batch", 2)
+        assert rc == 0 and "instance 2: 1 compute thread(s), batches of at most 2" in out, out
+        assert "instance 0: 1 compute thread(s), batches of at most 64" in out, out
+        rc, out, err = run(http_cli, "remove", "tiny_mlp", 0)
+        assert rc == 0 and "2 instance(s)" in out and "instance 0" not in out, out + err
+        rc, out, err = run(grpc_cli, "remove", "tiny_mlp", 1)
+        assert rc == 0 and "1 instance(s)" in out, out + err
+        # Errors: the last instance, an unknown one, a bad size; no token.
+        rc, out, err = run(http_cli, "remove", "tiny_mlp", 2)
+        assert rc == 2 and "is its last" in err, err
+        rc, out, err = run(grpc_cli, "remove", "tiny_mlp", 7)
+        assert rc == 1 and "its instances: 2" in err, err
+        rc, out, err = run(grpc_cli, "add", "tiny_mlp", 999)
+        assert rc == 2 and "compute threads, got 999" in err, err
+        rc, out, err = run([str(tessera_bin), "slice", "--url", s.http], "add", "tiny_mlp", 1)
+        assert rc != 0 and "401" in err, err
+        rc, out, err = run(http_cli, "get", "tiny_mlp")
+        assert rc == 0 and "1 instance(s)" in out and "instance 2:" in out, out
+        assert infer(s)[0] == 200
+    finally:
+        s.stop()
+
+
 def test_a_load_past_the_memory_budget_is_refused_and_the_rest_serves(tessera_bin, tmp_path):
     repo = make_repo(tessera_bin, tmp_path / "repo", "tiny_mlp,bert_small")
 
