@@ -96,7 +96,7 @@ struct SliceState {
   std::vector<int64_t> versions;  // the ready versions it applies to
   // GPU models on a sliced GPU:
   int gpu = -1;
-  int sms = 0;  // per instance: the first's (the GPU's SMs when unconfined)
+  int sms = 0;            // per instance: the first's (the GPU's SMs when unconfined)
   int gpu_sms = 0;        // the GPU's SMs
   bool confined = false;  // holds a slice (else runs on the whole GPU)
   std::string sharing;    // "green", "mps", "streams", "exclusive"
