@@ -9,6 +9,9 @@ comparing Tessera's green-context slices with its peers in the same run.
   resize     A under load while its slice is changed live again and again: the server's own
              resize time and host-side gap per change, and failed requests. Targets: gap
              < 100 us, 0 failed.
+  replicas   A under load while an instance is added on a slice of its own (compiled and warmed
+             up while the first serves) and the first is then removed: how long each call
+             takes, and failed requests (target 0).
 
 On a GPU machine: python3 bench/gpu_slices.py --tessera build/bin/tessera --out OUT.json
 (results go to bench/results/<date>-gpu-slices.json without --out). `--dry-run` runs the same
@@ -192,12 +195,52 @@ def resize(tessera, work, mix, args):
             "p99_ms": m["p99_ms"], "max_gap_us": max(gaps) if gaps else None}
 
 
+def replicas(tessera, work, mix, args):
+    a = list(mix)[0]
+    repo = work / "replicas"
+    write_repo(tessera, repo, {a: mix[a]}, sharing_slices=True)
+    s = serve(tessera, repo, args, "green")
+    calls, result = [], {}
+
+    def load():
+        result["run"] = bench(tessera, s, [(a, mix[a][3] * 0.5, mix[a][2], 1)],
+                              args.duration + 4, 1.0)
+
+    def post(path, body):
+        req = urllib.request.Request(
+            f"http://{s.http}/v2/models/{a}{path}", data=json.dumps(body).encode(),
+            headers={"Authorization": "Bearer bench", "Content-Type": "application/json"})
+        t0 = time.perf_counter()
+        reply = json.loads(urllib.request.urlopen(req, timeout=120).read())
+        return reply, (time.perf_counter() - t0) * 1e3
+
+    t = threading.Thread(target=load)
+    try:
+        t.start()
+        time.sleep(1.5)
+        reply, ms = post("/instances", {"size": mix[a][1]})
+        calls.append({"call": "add", "sms": mix[a][1], "call_ms": ms,
+                      "instances": [i["index"] for i in reply["instance_slices"]]})
+        print(f"replicas  {calls[-1]}")
+        time.sleep(2)
+        reply, ms = post("/instances/0/remove", {})
+        calls.append({"call": "remove", "index": 0, "call_ms": ms,
+                      "instances": [i["index"] for i in reply["instance_slices"]]})
+        print(f"replicas  {calls[-1]}")
+        t.join()
+    finally:
+        s.stop()
+    m = model_row(result["run"]["run"], a)
+    return {"model": a, "calls": calls, "requests": m["sent"], "failed": failed(m),
+            "p99_ms": m["p99_ms"]}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tessera", default=str(ROOT / "build" / "bin" / "tessera"))
     ap.add_argument("--out", help="result file (default bench/results/<date>-gpu-slices.json)")
     ap.add_argument("--commit", help="commit the binary was built from (default: this tree's)")
-    ap.add_argument("--only", default="isolation,goodput,resize")
+    ap.add_argument("--only", default="isolation,goodput,resize,replicas")
     ap.add_argument("--duration", type=float, default=15)
     ap.add_argument("--warmup", type=float, default=3)
     ap.add_argument("--saturate", type=float, default=4, help="neighbour's rate multiple")
@@ -220,7 +263,7 @@ def main():
             text=True).stdout.strip() or None
     except OSError:
         result["machine"]["gpu"] = None
-    runs = {"isolation": isolation, "goodput": goodput, "resize": resize}
+    runs = {"isolation": isolation, "goodput": goodput, "resize": resize, "replicas": replicas}
     with tempfile.TemporaryDirectory() as d:
         for name in args.only.split(","):
             result[name] = runs[name](tessera, pathlib.Path(d), mix, args)

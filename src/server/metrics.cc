@@ -121,7 +121,7 @@ std::string PrometheusText(const ModelManager& manager) {
   // Each model's slice, as `tessera slice get` shows it.
   std::set<std::string> names;
   for (const auto& s : snaps) names.insert(s.name);
-  std::string threads, sms;
+  std::string threads, sms, instances, sizes;
   for (const auto& n : names) {
     auto sl = manager.Slice(n);
     if (!sl.ok()) continue;
@@ -130,6 +130,17 @@ std::string PrometheusText(const ModelManager& manager) {
                          n, sl->gpu, sl->sharing, sl->sms);
     else if (sl->engine == "cpu")
       threads += fmt::format("tessera_model_compute_threads{{model=\"{}\"}} {}\n", n, sl->threads);
+    instances +=
+        fmt::format("tessera_model_instances{{model=\"{}\"}} {}\n", n, sl->instance_slices.size());
+    for (const auto& i : sl->instance_slices)
+      sizes += i.gpu >= 0 ? fmt::format(
+                                "tessera_instance_size{{model=\"{}\",instance=\"{}\","
+                                "gpu=\"{}\",unit=\"sms\"}} {}\n",
+                                n, i.index, i.gpu, i.sms)
+                          : fmt::format(
+                                "tessera_instance_size{{model=\"{}\",instance=\"{}\","
+                                "unit=\"threads\"}} {}\n",
+                                n, i.index, i.threads);
   }
   out +=
       "# HELP tessera_model_compute_threads CPU models: compute threads per instance (the slice)\n"
@@ -138,7 +149,15 @@ std::string PrometheusText(const ModelManager& manager) {
       "# HELP tessera_model_slice_sms GPU models on a sliced GPU: SMs per instance (the GPU's "
       "when unconfined)\n"
       "# TYPE tessera_model_slice_sms gauge\n" +
-      sms;
+      sms +
+      "# HELP tessera_model_instances Instances of a model's newest version (its config's and "
+      "any added live)\n"
+      "# TYPE tessera_model_instances gauge\n" +
+      instances +
+      "# HELP tessera_instance_size Each instance's slice: compute threads (CPU) or SMs (sliced "
+      "GPU)\n"
+      "# TYPE tessera_instance_size gauge\n" +
+      sizes;
   return out;
 }
 

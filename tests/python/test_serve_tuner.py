@@ -317,10 +317,13 @@ def test_the_tuner_adds_a_replica_on_another_gpu_when_its_slice_cannot_grow(tmp_
         body = slice_of(s, "tiny_mlp")
         gpus = sorted(i["gpu"] for i in body["instance_slices"])
         assert gpus == [0, 1], body
+        assert re.search(r'tessera_instance_size\{model="tiny_mlp",instance="1",gpu="1",'
+                         r'unit="sms"\} \d+', metrics_of(s)), metrics_of(s)
         s._wait_for(r"model 'tiny_mlp' v1: instance 1 added \(\d+ SMs on GPU 1\)", 5)
         wait_until(lambda: len(slice_of(s, "tiny_mlp")["instance_slices"]) == 1, 60,
                    "a replica to be removed")
         metrics = metrics_of(s)
+        assert 'tessera_model_instances{model="tiny_mlp"} 1' in metrics, metrics
         assert 'tessera_tuner_resizes_total{model="tiny_mlp",direction="add"} 1' in metrics
         assert 'tessera_tuner_resizes_total{model="tiny_mlp",direction="remove"} 1' in metrics
         assert slice_of(s, "neighbour")["sms"] == 112  # never touched
