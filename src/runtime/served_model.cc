@@ -573,6 +573,10 @@ Result<int> ServedModel::AddInstance(int size, int gpu_index, int max_batch) {
     if (!on_cuda)
       return Status::InvalidArgument(where + " on GPU " + std::to_string(gpu_index) +
                                      ": the model runs on the " + engine_->device());
+    if (!opts_.gpus.empty() && static_cast<size_t>(gpu_index) >= opts_.gpus.size())
+      return Status::InvalidArgument(where + " on GPU " + std::to_string(gpu_index) +
+                                     ": there is no such GPU (the server has " +
+                                     std::to_string(opts_.gpus.size()) + ")");
     const std::string dev = "cuda:" + std::to_string(gpu_index);
     engine = nullptr;
     {

@@ -506,6 +506,114 @@ TEST_P(GpuServingTest, InstancesSpreadOverTheGpusTheirGroupLists) {
   EXPECT_EQ(slices1->free_groups(), 16);
 }
 
+TEST_P(GpuServingTest, InstancesAddedResizedAndRemovedLiveAcrossGpusLoseNothing) {
+  auto second = std::make_shared<FakeDevice>(&seen_, 1);
+  auto slices1 = std::make_shared<runtime::GpuSlices>(second);
+  WriteModel("tiny_mlp",
+             "parameters { key: \"slice_sms\" value: { string_value: \"16\" } }\n"
+             "instance_group { count: 1 kind: KIND_GPU gpus: [0] }\n");
+  ManagerOptions o = Options();
+  o.gpus = {slices_, slices1};
+  ModelManager m(o);
+  ASSERT_TRUE(m.Load("tiny_mlp").ok());
+  EXPECT_EQ(slices_->free_groups(), 14);
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0}, failed{0};
+  std::mutex mu;
+  std::set<int> sms_seen;
+  std::string first_error;
+  std::vector<std::thread> clients;
+  struct JoinAll {
+    std::atomic<bool>& stop;
+    std::vector<std::thread>& threads;
+    ~JoinAll() {
+      stop = true;
+      for (auto& t : threads)
+        if (t.joinable()) t.join();
+    }
+  } join_all{stop, clients};
+  for (int c = 0; c < 4; ++c)
+    clients.emplace_back([&, c] {
+      while (!stop) {
+        const InferenceResponse r = Infer(m, "tiny_mlp", 1 + c % 3, 0.25f * c);
+        std::lock_guard<std::mutex> lock(mu);
+        if (r.status.ok()) {
+          ++ok;
+          sms_seen.insert(r.gpu_sms);
+        } else {
+          ++failed;
+          if (first_error.empty()) first_error = r.status.ToString();
+        }
+      }
+    });
+  auto wait_for = [&](int n) {
+    for (int i = 0; i < 2000 && ok < n; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  };
+  wait_for(50);
+  // A replica on GPU 1: its own 24-SM slice there, its own batch limit.
+  InstanceChange add;
+  add.size = 24;
+  add.gpu = 1;
+  add.max_batch = 4;
+  auto st = m.AddInstance("tiny_mlp", add);
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  ASSERT_EQ(st->instance_slices.size(), 2u);
+  EXPECT_EQ(st->instance_slices[1].gpu, 1);
+  EXPECT_EQ(st->instance_slices[1].sms, 24);
+  EXPECT_EQ(st->instance_slices[1].max_batch, 4);
+  EXPECT_TRUE(st->instance_slices[1].confined);
+  EXPECT_EQ(slices1->free_groups(), 13);
+  EXPECT_EQ(second->fake_provider().Places().size(), 1u);
+  wait_for(ok + 100);
+  // Refusals change nothing: not whole groups, not free, no such GPU, a place that fails.
+  add.size = 20;
+  EXPECT_EQ(m.AddInstance("tiny_mlp", add).status().code(), StatusCode::kInvalidArgument);
+  add.size = 200;
+  add.gpu = 0;
+  EXPECT_EQ(m.AddInstance("tiny_mlp", add).status().code(), StatusCode::kInvalidArgument);
+  add.size = 128;
+  EXPECT_EQ(m.AddInstance("tiny_mlp", add).status().code(), StatusCode::kResourceExhausted);
+  add.size = 8;
+  add.gpu = 5;
+  EXPECT_EQ(m.AddInstance("tiny_mlp", add).status().code(), StatusCode::kInvalidArgument);
+  add.gpu = 0;
+  device_->fake_provider().fail_next = true;
+  EXPECT_FALSE(m.AddInstance("tiny_mlp", add).ok());
+  EXPECT_EQ(m.Slice("tiny_mlp")->instance_slices.size(), 2u);
+  EXPECT_EQ(slices_->free_groups(), 14);
+  EXPECT_EQ(slices1->free_groups(), 13);
+  // One instance resized, make before break, on its GPU only.
+  InstanceChange grow;
+  grow.size = 32;
+  st = m.ChangeInstance("tiny_mlp", 1, grow);
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  EXPECT_EQ(st->instance_slices[1].sms, 32);
+  EXPECT_EQ(st->instance_slices[0].sms, 16);
+  EXPECT_EQ(slices1->free_groups(), 12);
+  EXPECT_EQ(slices_->free_groups(), 14);
+  wait_for(ok + 100);
+  // The config's instance removed: GPU 0 is free again, GPU 1 carries on.
+  st = m.RemoveInstance("tiny_mlp", 0);
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  EXPECT_EQ(slices_->free_groups(), 16);
+  EXPECT_TRUE(device_->fake_provider().Places().empty());
+  wait_for(ok + 100);
+  stop = true;
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(failed.load(), 0) << first_error;
+  EXPECT_EQ(seen_.on_dead_place.load(), 0);
+  EXPECT_EQ(seen_.unbound.load(), 0);
+  EXPECT_TRUE(sms_seen.count(16) && sms_seen.count(24) && sms_seen.count(32))
+      << "requests ran on every instance's slice";
+  // Unloading frees the replica's slice and its memory reservation: a load fits again.
+  ASSERT_TRUE(m.Unload("tiny_mlp").ok());
+  EXPECT_EQ(slices1->free_groups(), 16);
+  ASSERT_TRUE(m.Load("tiny_mlp").ok());
+  EXPECT_EQ(m.Slice("tiny_mlp")->instance_slices.size(), 1u);
+}
+
 TEST_P(GpuServingTest, ModelsWithoutABatchDimensionRunToo) {
   // max_batch_size 0: every request is its own batch, shapes as the config gives them.
   std::ofstream(dir_ / "tiny_mlp" / "config.pbtxt")
