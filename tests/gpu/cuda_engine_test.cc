@@ -38,6 +38,7 @@ TEST(CudaEngine, LoadsEveryCublasLtAndCudnnFunctionItUses) {
   ASSERT_TRUE(libs.ok()) << libs.status().ToString();
   EXPECT_NE((*libs)->cublasLtMatmul, nullptr);
   EXPECT_NE((*libs)->cudnnConvolutionForward, nullptr);
+  EXPECT_NE((*libs)->cudnnBackendExecute, nullptr);  // the graph API, for sliced convolutions
 }
 
 TEST(CudaEngine, ABadDeviceIsAClearError) {
@@ -85,6 +86,27 @@ TEST(CudaEngine, ZooModelsMatchTheCpuEngineInEveryPrecision) {
     EXPECT_LE(CompareWithCpu(*narrow, testing::ConvAndPoolMix(), 2), 1e-2);
     EXPECT_LE(CompareWithCpu(*narrow, testing::ResizeMix(), 1), 1e-2);
   }
+}
+
+TEST(CudaEngine, ConvolutionsOnASliceGoThroughTheGraphApiAndMatchTheCpuEngine) {
+  if (!HaveGpu()) GTEST_SKIP() << "no GPU visible";
+  const SliceConvCounts before = GetSliceConvCounts();
+  for (GpuPrecision p : {GpuPrecision::kFp32, GpuPrecision::kFp16}) {
+    CudaEngineOptions o;
+    o.precision = p;
+    o.sm_count_target = 16;  // a 16-SM slice: cuDNN's heuristics are told so
+    auto e = CreateCudaEngine(o);
+    ASSERT_TRUE(e.ok()) << e.status().ToString();
+    const double tol = p == GpuPrecision::kFp32 ? 1e-4 : 1e-2;
+    EXPECT_LE(CompareWithCpu(**e, testing::ConvAndPoolMix(), 2), tol);
+    auto m = zoo::Build("mobilenet_v2");
+    ASSERT_TRUE(m.ok());
+    EXPECT_LE(CompareWithCpu(**e, Import(m->onnx_bytes), 1), tol);
+  }
+  const SliceConvCounts after = GetSliceConvCounts();
+  EXPECT_GT(after.graph_api, before.graph_api)
+      << "no convolution took the graph API; the last fallback: " << after.last_fallback;
+  EXPECT_EQ(after.fallback, before.fallback) << after.last_fallback;
 }
 
 TEST(CudaEngine, AGatherIndexOutOfRangeFailsThatRunOnly) {

@@ -5,7 +5,9 @@
 // the rest, and the whole step list is captured into a CUDA graph replayed on every run.
 #pragma once
 
+#include <cstdint>
 #include <memory>
+#include <string>
 
 #include "tessera/engine/engine.h"
 
@@ -23,7 +25,11 @@ struct CudaEngineOptions {
   int device = 0;
   GpuPrecision precision = GpuPrecision::kFp32;
   bool cuda_graphs = true;  // capture each executable's steps once and replay them
-  int sm_count_target = 0;  // > 0: tell cuBLASLt the slice's SM count (GPU slices)
+  // > 0: tell cuBLASLt and cuDNN the slice's SM count (GPU slices). Convolutions then go
+  // through cuDNN's graph API, whose heuristics take the target; a plan that cannot be made,
+  // or whose output differs from the legacy API's on the same data, falls back to the legacy
+  // API (SliceConvCounts says how often).
+  int sm_count_target = 0;
   size_t workspace_bytes = size_t{32} << 20;  // per executable, for cuBLASLt and cuDNN
 };
 
@@ -55,6 +61,15 @@ class GpuExecutable : public Executable {
 
 // Unavailable (with the driver's words) when the device cannot be used.
 Result<std::unique_ptr<Engine>> CreateCudaEngine(const CudaEngineOptions& options);
+
+// Process-wide: convolutions planned with an SM-count target through cuDNN's graph API, those
+// that fell back to the legacy API, and the last fallback's reason.
+struct SliceConvCounts {
+  int64_t graph_api = 0;
+  int64_t fallback = 0;
+  std::string last_fallback;
+};
+SliceConvCounts GetSliceConvCounts();
 
 // Parses "fp32" / "tf32" / "fp16" / "bf16" (the model config's `precision` parameter and
 // --precision).

@@ -1,10 +1,14 @@
 // The CUDA backend's device half: binds a lowered Program (program.h) to one GPU and runs it.
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <array>
 #include <atomic>
+#include <cmath>
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
+#include <vector>
 
 #include "engine/cuda/kernels.cuh"
 #include "engine/cuda/libs.h"
@@ -99,13 +103,47 @@ struct ConvPlan {
   cudnnConvolutionDescriptor_t conv = nullptr;
   cudnnConvolutionFwdAlgo_t algo = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
   size_t workspace = 0;
+  // With an SM-count target: cuDNN's graph API plan and its variant pack (the buffers are fixed
+  // for the executable's life), run instead of the legacy call; null: the legacy call.
+  cudnnBackendDescriptor_t exec_plan = nullptr, variant = nullptr;
+  std::vector<cudnnBackendDescriptor_t> held;  // every graph-API descriptor, destroyed last
   ~ConvPlan() {
     if (x) L().cudnnDestroyTensorDescriptor(x);
     if (y) L().cudnnDestroyTensorDescriptor(y);
     if (w) L().cudnnDestroyFilterDescriptor(w);
     if (conv) L().cudnnDestroyConvolutionDescriptor(conv);
+    for (auto it = held.rbegin(); it != held.rend(); ++it) L().cudnnBackendDestroyDescriptor(*it);
   }
 };
+
+std::mutex g_slice_conv_mu;
+SliceConvCounts g_slice_conv;  // guarded by g_slice_conv_mu
+
+// A float of storage type t (FP32, FP16 or BF16) at element i of p, as FP32 (host side).
+float HostFloat(const std::vector<uint8_t>& p, size_t i, DataType t) {
+  if (t == DataType::kFloat32) {
+    float f;
+    std::memcpy(&f, p.data() + 4 * i, 4);
+    return f;
+  }
+  uint16_t h;
+  std::memcpy(&h, p.data() + 2 * i, 2);
+  uint32_t bits;
+  if (t == DataType::kBFloat16) {
+    bits = uint32_t{h} << 16;
+  } else {  // IEEE half
+    const uint32_t sign = uint32_t{h & 0x8000u} << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+    if (exp == 0) {  // zero or subnormal
+      const float v = std::ldexp(static_cast<float>(man), -24);
+      return sign ? -v : v;
+    }
+    bits =
+        exp == 0x1f ? sign | 0x7f800000u | (man << 13) : sign | ((exp + 112) << 23) | (man << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
 
 class CudaExecutable final : public GpuExecutable {
  public:
@@ -429,7 +467,225 @@ class CudaExecutable final : public GpuExecutable {
       return Status::Unimplemented(s.label + " '" + s.node + "': cuDNN has no algorithm within " +
                                    std::to_string(opts_.workspace_bytes >> 20) +
                                    " MiB of workspace");
+    if (opts_.sm_count_target > 0) {
+      // On a slice: cuDNN's graph API, whose heuristics take the slice's SM count (the legacy
+      // API's assume the whole GPU). Checked against the legacy call on the same data first.
+      Status st = c.x.is_const() ? Status::Unimplemented("its input is a constant")
+                                 : PlanGraphConv(c, t, out, plan.get());
+      std::lock_guard<std::mutex> lock(g_slice_conv_mu);
+      if (st.ok()) {
+        ++g_slice_conv.graph_api;
+      } else {
+        ++g_slice_conv.fallback;
+        g_slice_conv.last_fallback = s.label + " '" + s.node + "': " + st.message();
+        plan->exec_plan = nullptr;
+        plan->variant = nullptr;
+        for (auto it = plan->held.rbegin(); it != plan->held.rend(); ++it)
+          L().cudnnBackendDestroyDescriptor(*it);
+        plan->held.clear();
+      }
+    }
     convs_[&s] = std::move(plan);
+    return Status::OK();
+  }
+
+  // The convolution as a one-operation cuDNN graph with SM-count target opts_.sm_count_target:
+  // the first plan of the heuristics' list that finalizes within the workspace (and, at strict
+  // FP32, uses no tensor-core math), with its variant pack over the step's fixed buffers. Then
+  // both it and the legacy algorithm run once on x filled with 0x3c bytes (finite in every
+  // float type) and their outputs must agree (1e-3 relative at FP32 / TF32, 2e-2 narrow).
+  Status PlanGraphConv(const ConvInstr& c, cudnnDataType_t t, void* out, ConvPlan* plan) {
+    auto make = [&](cudnnBackendDescriptorType_t type, cudnnBackendDescriptor_t* d) -> Status {
+      TESSERA_RETURN_IF_ERROR(Dnn(L().cudnnBackendCreateDescriptor(type, d), "create"));
+      plan->held.push_back(*d);
+      return Status::OK();
+    };
+    auto set = [](cudnnBackendDescriptor_t d, cudnnBackendAttributeName_t a,
+                  cudnnBackendAttributeType_t type, int64_t n, const void* v, const char* what) {
+      return Dnn(L().cudnnBackendSetAttribute(d, a, type, n, v), what);
+    };
+    const void* x_ptr = In(c.x);
+    const void* w_ptr = In(c.weight);
+    int64_t align = 16;
+    for (const void* p : {x_ptr, w_ptr, static_cast<const void*>(out)})
+      while (align > 1 && reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(align))
+        align /= 2;
+    auto tensor = [&](int64_t uid, std::array<int64_t, 4> dims,
+                      cudnnBackendDescriptor_t* d) -> Status {
+      const std::array<int64_t, 4> strides{dims[1] * dims[2] * dims[3], dims[2] * dims[3], dims[3],
+                                           1};
+      TESSERA_RETURN_IF_ERROR(make(CUDNN_BACKEND_TENSOR_DESCRIPTOR, d));
+      TESSERA_RETURN_IF_ERROR(
+          set(*d, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &t, "tensor type"));
+      TESSERA_RETURN_IF_ERROR(
+          set(*d, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims.data(), "tensor dims"));
+      TESSERA_RETURN_IF_ERROR(set(*d, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4,
+                                  strides.data(), "tensor strides"));
+      TESSERA_RETURN_IF_ERROR(
+          set(*d, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid, "tensor id"));
+      TESSERA_RETURN_IF_ERROR(set(*d, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &align,
+                                  "tensor alignment"));
+      return Dnn(L().cudnnBackendFinalize(*d), "tensor");
+    };
+    cudnnBackendDescriptor_t x, w, y, conv, op, graph, heur;
+    TESSERA_RETURN_IF_ERROR(tensor(1, {c.n, c.c, c.h, c.w}, &x));
+    TESSERA_RETURN_IF_ERROR(tensor(2, {c.k, c.c / c.groups, c.r, c.s}, &w));
+    TESSERA_RETURN_IF_ERROR(tensor(3, {c.n, c.k, c.oh, c.ow}, &y));
+    TESSERA_RETURN_IF_ERROR(make(CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR, &conv));
+    const cudnnDataType_t acc = CUDNN_DATA_FLOAT;
+    const cudnnConvolutionMode_t mode = CUDNN_CROSS_CORRELATION;
+    const int64_t dims = 2;
+    const int64_t dil[2] = {c.dil_h, c.dil_w}, stride[2] = {c.stride_h, c.stride_w},
+                  pad[2] = {c.pad_h, c.pad_w};
+    TESSERA_RETURN_IF_ERROR(
+        set(conv, CUDNN_ATTR_CONVOLUTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &acc, "comp type"));
+    TESSERA_RETURN_IF_ERROR(set(conv, CUDNN_ATTR_CONVOLUTION_CONV_MODE, CUDNN_TYPE_CONVOLUTION_MODE,
+                                1, &mode, "conv mode"));
+    TESSERA_RETURN_IF_ERROR(
+        set(conv, CUDNN_ATTR_CONVOLUTION_SPATIAL_DIMS, CUDNN_TYPE_INT64, 1, &dims, "dims"));
+    TESSERA_RETURN_IF_ERROR(
+        set(conv, CUDNN_ATTR_CONVOLUTION_DILATIONS, CUDNN_TYPE_INT64, 2, dil, "dilations"));
+    TESSERA_RETURN_IF_ERROR(
+        set(conv, CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES, CUDNN_TYPE_INT64, 2, stride, "strides"));
+    TESSERA_RETURN_IF_ERROR(
+        set(conv, CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, CUDNN_TYPE_INT64, 2, pad, "paddings"));
+    TESSERA_RETURN_IF_ERROR(
+        set(conv, CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, CUDNN_TYPE_INT64, 2, pad, "paddings"));
+    TESSERA_RETURN_IF_ERROR(Dnn(L().cudnnBackendFinalize(conv), "convolution"));
+    TESSERA_RETURN_IF_ERROR(make(CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR, &op));
+    const float one = 1.0f, zero = 0.0f;
+    TESSERA_RETURN_IF_ERROR(set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X,
+                                CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x, "op x"));
+    TESSERA_RETURN_IF_ERROR(set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W,
+                                CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &w, "op w"));
+    TESSERA_RETURN_IF_ERROR(set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y,
+                                CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y, "op y"));
+    TESSERA_RETURN_IF_ERROR(set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC,
+                                CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &conv, "op conv"));
+    TESSERA_RETURN_IF_ERROR(set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA,
+                                CUDNN_TYPE_FLOAT, 1, &one, "alpha"));
+    TESSERA_RETURN_IF_ERROR(
+        set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, CUDNN_TYPE_FLOAT, 1, &zero, "beta"));
+    TESSERA_RETURN_IF_ERROR(Dnn(L().cudnnBackendFinalize(op), "convolution operation"));
+    TESSERA_RETURN_IF_ERROR(make(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &graph));
+    TESSERA_RETURN_IF_ERROR(set(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                                1, &op, "graph ops"));
+    // The handle attributes are deprecated in cuDNN 9 (ignored or refused by newer libraries,
+    // needed by older ones): set where accepted.
+    (void)L().cudnnBackendSetAttribute(graph, static_cast<cudnnBackendAttributeName_t>(800),
+                                       CUDNN_TYPE_HANDLE, 1, &dnn_);
+    TESSERA_RETURN_IF_ERROR(Dnn(L().cudnnBackendFinalize(graph), "operation graph"));
+    TESSERA_RETURN_IF_ERROR(make(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, &heur));
+    const cudnnBackendHeurMode_t heur_mode = CUDNN_HEUR_MODE_A;
+    const int32_t sms = opts_.sm_count_target;
+    TESSERA_RETURN_IF_ERROR(set(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH,
+                                CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph, "heuristics graph"));
+    TESSERA_RETURN_IF_ERROR(
+        set(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &heur_mode, "heur mode"));
+    TESSERA_RETURN_IF_ERROR(set(heur, CUDNN_ATTR_ENGINEHEUR_SM_COUNT_TARGET, CUDNN_TYPE_INT32, 1,
+                                &sms, "SM count target"));
+    TESSERA_RETURN_IF_ERROR(Dnn(L().cudnnBackendFinalize(heur), "engine heuristics"));
+    int64_t count = 0;
+    TESSERA_RETURN_IF_ERROR(
+        Dnn(L().cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                         CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, nullptr),
+            "heuristics results"));
+    count = std::min<int64_t>(count, 16);
+    if (count <= 0) return Status::Unimplemented("cuDNN's heuristics offer no engine");
+    std::vector<cudnnBackendDescriptor_t> cfgs(static_cast<size_t>(count));
+    for (auto& cfg : cfgs) TESSERA_RETURN_IF_ERROR(make(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, &cfg));
+    TESSERA_RETURN_IF_ERROR(
+        Dnn(L().cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                         CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &count, cfgs.data()),
+            "heuristics results"));
+    const bool strict_fp32 = t == CUDNN_DATA_FLOAT && opts_.precision == GpuPrecision::kFp32;
+    std::string why = "no engine config finalized within the workspace";
+    for (int64_t k = 0; k < count && !plan->exec_plan; ++k) {
+      if (strict_fp32) {  // tensor cores on FP32 data mean TF32: not at strict FP32
+        cudnnBackendDescriptor_t engine;
+        TESSERA_RETURN_IF_ERROR(make(CUDNN_BACKEND_ENGINE_DESCRIPTOR, &engine));
+        int64_t n = 0;
+        if (L().cudnnBackendGetAttribute(cfgs[k], CUDNN_ATTR_ENGINECFG_ENGINE,
+                                         CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &n,
+                                         &engine) != CUDNN_STATUS_SUCCESS)
+          continue;
+        cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
+        n = 0;
+        if (L().cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE,
+                                         CUDNN_TYPE_NUMERICAL_NOTE, CUDNN_NUMERICAL_NOTE_TYPE_COUNT,
+                                         &n, notes) != CUDNN_STATUS_SUCCESS)
+          continue;
+        bool tf32 = false;
+        for (int64_t j = 0; j < n; ++j)
+          tf32 |= notes[j] == CUDNN_NUMERICAL_NOTE_TENSOR_CORE ||
+                  notes[j] == CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS;
+        if (tf32) continue;
+      }
+      cudnnBackendDescriptor_t candidate;
+      TESSERA_RETURN_IF_ERROR(make(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &candidate));
+      (void)L().cudnnBackendSetAttribute(candidate, static_cast<cudnnBackendAttributeName_t>(400),
+                                         CUDNN_TYPE_HANDLE, 1, &dnn_);
+      if (L().cudnnBackendSetAttribute(candidate, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
+                                       CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                                       &cfgs[k]) != CUDNN_STATUS_SUCCESS ||
+          L().cudnnBackendFinalize(candidate) != CUDNN_STATUS_SUCCESS)
+        continue;
+      int64_t ws = 0, n = 0;
+      if (L().cudnnBackendGetAttribute(candidate, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
+                                       CUDNN_TYPE_INT64, 1, &n, &ws) != CUDNN_STATUS_SUCCESS ||
+          ws < 0 || static_cast<size_t>(ws) > opts_.workspace_bytes) {
+        why = "no engine config within " + std::to_string(opts_.workspace_bytes >> 20) +
+              " MiB of workspace";
+        continue;
+      }
+      plan->exec_plan = candidate;
+    }
+    if (!plan->exec_plan) return Status::Unimplemented(why);
+    TESSERA_RETURN_IF_ERROR(make(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &plan->variant));
+    void* ptrs[3] = {const_cast<void*>(x_ptr), const_cast<void*>(w_ptr), out};
+    const int64_t uids[3] = {1, 2, 3};
+    void* ws_ptr = workspace_->ptr;
+    TESSERA_RETURN_IF_ERROR(set(plan->variant, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS,
+                                CUDNN_TYPE_VOID_PTR, 3, ptrs, "variant pointers"));
+    TESSERA_RETURN_IF_ERROR(set(plan->variant, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64,
+                                3, uids, "variant ids"));
+    TESSERA_RETURN_IF_ERROR(set(plan->variant, CUDNN_ATTR_VARIANT_PACK_WORKSPACE,
+                                CUDNN_TYPE_VOID_PTR, 1, &ws_ptr, "variant workspace"));
+    TESSERA_RETURN_IF_ERROR(Dnn(L().cudnnBackendFinalize(plan->variant), "variant pack"));
+    // Both ways on the same data (the arena is cleared after planning).
+    const DataType dt = c.xw_type;
+    const size_t elem = dt == DataType::kFloat32 ? 4 : 2;
+    const size_t x_bytes = static_cast<size_t>(c.n * c.c * c.h * c.w) * elem;
+    const size_t y_elems = static_cast<size_t>(c.n * c.k * c.oh * c.ow);
+    TESSERA_RETURN_IF_ERROR(
+        Cuda(cudaMemsetAsync(const_cast<void*>(x_ptr), 0x3c, x_bytes, stream_), "cudaMemsetAsync"));
+    std::vector<uint8_t> legacy(y_elems * elem), graph_out(y_elems * elem);
+    TESSERA_RETURN_IF_ERROR(
+        Dnn(L().cudnnConvolutionForward(dnn_, &one, plan->x, x_ptr, plan->w, w_ptr, plan->conv,
+                                        plan->algo, workspace_->ptr, plan->workspace, &zero,
+                                        plan->y, out),
+            "cudnnConvolutionForward"));
+    TESSERA_RETURN_IF_ERROR(
+        Cuda(cudaMemcpyAsync(legacy.data(), out, legacy.size(), cudaMemcpyDeviceToHost, stream_),
+             "cudaMemcpyAsync"));
+    TESSERA_RETURN_IF_ERROR(Cuda(cudaMemsetAsync(out, 0, legacy.size(), stream_), "cudaMemset"));
+    TESSERA_RETURN_IF_ERROR(
+        Dnn(L().cudnnBackendExecute(dnn_, plan->exec_plan, plan->variant), "cudnnBackendExecute"));
+    TESSERA_RETURN_IF_ERROR(Cuda(
+        cudaMemcpyAsync(graph_out.data(), out, graph_out.size(), cudaMemcpyDeviceToHost, stream_),
+        "cudaMemcpyAsync"));
+    TESSERA_RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "checking the graph-API plan"));
+    float most = 0, worst = 0;
+    for (size_t i = 0; i < y_elems; ++i) {
+      const float a = HostFloat(legacy, i, dt), b = HostFloat(graph_out, i, dt);
+      if (!std::isfinite(a) || !std::isfinite(b)) return Status::Internal("a non-finite output");
+      most = std::max(most, std::fabs(a));
+      worst = std::max(worst, std::fabs(a - b));
+    }
+    const float tol = dt == DataType::kFloat32 ? 1e-3f : 2e-2f;
+    if (worst > tol * std::max(most, 1e-6f))
+      return Status::Internal("its output differs from the legacy API's by " +
+                              std::to_string(worst / std::max(most, 1e-6f)) + " (relative)");
     return Status::OK();
   }
 
@@ -500,10 +756,15 @@ class CudaExecutable final : public GpuExecutable {
     const float one = 1.0f, zero = 0.0f;
     void* y = Out(c.y);
     void* out = c.tmp.valid() ? Out(c.tmp) : y;
-    TESSERA_RETURN_IF_ERROR(Dnn(
-        L().cudnnConvolutionForward(dnn_, &one, plan.x, In(c.x), plan.w, In(c.weight), plan.conv,
-                                    plan.algo, workspace_->ptr, plan.workspace, &zero, plan.y, out),
-        "cudnnConvolutionForward"));
+    if (plan.exec_plan)
+      TESSERA_RETURN_IF_ERROR(
+          Dnn(L().cudnnBackendExecute(dnn_, plan.exec_plan, plan.variant), "cudnnBackendExecute"));
+    else
+      TESSERA_RETURN_IF_ERROR(
+          Dnn(L().cudnnConvolutionForward(dnn_, &one, plan.x, In(c.x), plan.w, In(c.weight),
+                                          plan.conv, plan.algo, workspace_->ptr, plan.workspace,
+                                          &zero, plan.y, out),
+              "cudnnConvolutionForward"));
     if (out == y && !c.bias.valid() && !c.residual.valid() && c.act == Act::kNone)
       return Status::OK();
     // Bias, residual and activation in one pass (and tmp's type into y's, when they differ).
@@ -577,6 +838,11 @@ class CudaEngine final : public Engine {
 
 }  // namespace
 }  // namespace cuda
+
+SliceConvCounts GetSliceConvCounts() {
+  std::lock_guard<std::mutex> lock(cuda::g_slice_conv_mu);
+  return cuda::g_slice_conv;
+}
 
 Result<std::unique_ptr<Engine>> CreateCudaEngine(const CudaEngineOptions& options) {
   int count = 0;

@@ -46,7 +46,13 @@ namespace tessera::cuda {
   X(cudnnSetConvolutionMathType)            \
   X(cudnnGetConvolution2dForwardOutputDim)  \
   X(cudnnFindConvolutionForwardAlgorithmEx) \
-  X(cudnnConvolutionForward)
+  X(cudnnConvolutionForward)                \
+  X(cudnnBackendCreateDescriptor)           \
+  X(cudnnBackendDestroyDescriptor)          \
+  X(cudnnBackendSetAttribute)               \
+  X(cudnnBackendGetAttribute)               \
+  X(cudnnBackendFinalize)                   \
+  X(cudnnBackendExecute)
 // clang-format on
 
 struct Libs {
