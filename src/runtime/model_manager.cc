@@ -56,8 +56,8 @@ struct ModelManager::Impl {
   }
   // A live resize's second set of arenas, held from before the new slices are made until the
   // old ones are gone.
-  Status ReserveResize(const ManagerOptions& o, ServedModel& m, int sms) {
-    return ReserveBytes(o, m, m.resize_bytes_by_device(), ResizeOwner(m),
+  Status ReserveResize(const ManagerOptions& o, ServedModel& m, int sms, int instance = -1) {
+    return ReserveBytes(o, m, m.resize_bytes_by_device(instance), ResizeOwner(m),
                         "resizing to " + std::to_string(sms) + " SMs:");
   }
   void ReleaseResize(ServedModel& m) {
@@ -125,6 +125,25 @@ struct ModelManager::Impl {
     std::lock_guard<std::mutex> lock(mu);
     auto it = models.find(name);
     return it == models.end() ? nullptr : it->second;
+  }
+  // A live instance change: the model's entry, locked against reloads and unloads while the
+  // change runs, and its newest ready version.
+  struct Locked {
+    std::shared_ptr<Entry> entry;
+    std::unique_lock<std::mutex> serialize;
+    std::shared_ptr<ServedModel> newest;
+  };
+  Result<Locked> LockNewest(const std::string& name) {
+    Locked l;
+    l.entry = Find(name);
+    if (!l.entry) return Status::NotFound("model '" + name + "' is not loaded");
+    l.serialize = std::unique_lock<std::mutex>(l.entry->load_mu);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!l.entry->versions.empty()) l.newest = l.entry->versions.rbegin()->second;
+    }
+    if (!l.newest) return Status::NotFound("model '" + name + "' is not loaded");
+    return l;
   }
 };
 
@@ -641,15 +660,8 @@ Result<SliceState> ModelManager::ChangeSlice(const std::string& name, const Slic
 
 Result<SliceState> ModelManager::AddInstance(const std::string& name,
                                              const InstanceChange& change) {
-  auto entry = impl_->Find(name);
-  if (!entry) return Status::NotFound("model '" + name + "' is not loaded");
-  std::lock_guard<std::mutex> serialize(entry->load_mu);  // no reload or unload meanwhile
-  std::shared_ptr<ServedModel> m;
-  {
-    std::lock_guard<std::mutex> lock(impl_->mu);
-    m = Newest(entry->versions);
-  }
-  if (!m) return Status::NotFound("model '" + name + "' is not loaded");
+  TESSERA_ASSIGN_OR_RETURN(auto locked, impl_->LockNewest(name));
+  ServedModel* m = locked.newest.get();
   if (!change.size)
     return Status::InvalidArgument("model '" + name +
                                    "': a new instance needs a size (threads on the CPU, SMs on "
@@ -668,15 +680,8 @@ Result<SliceState> ModelManager::AddInstance(const std::string& name,
 }
 
 Result<SliceState> ModelManager::RemoveInstance(const std::string& name, int index) {
-  auto entry = impl_->Find(name);
-  if (!entry) return Status::NotFound("model '" + name + "' is not loaded");
-  std::lock_guard<std::mutex> serialize(entry->load_mu);
-  std::shared_ptr<ServedModel> m;
-  {
-    std::lock_guard<std::mutex> lock(impl_->mu);
-    m = Newest(entry->versions);
-  }
-  if (!m) return Status::NotFound("model '" + name + "' is not loaded");
+  TESSERA_ASSIGN_OR_RETURN(auto locked, impl_->LockNewest(name));
+  ServedModel* m = locked.newest.get();
   TESSERA_RETURN_IF_ERROR(m->RemoveInstance(index));
   impl_->ReleaseInstance(*m, index);  // (the config's instances are held with the version)
   return Slice(name);
@@ -687,15 +692,8 @@ Result<SliceState> ModelManager::ChangeInstance(const std::string& name, int ind
   if (!change.size && !change.max_batch)
     return Status::InvalidArgument("model '" + name +
                                    "': an instance change needs a size, a batch limit, or both");
-  auto entry = impl_->Find(name);
-  if (!entry) return Status::NotFound("model '" + name + "' is not loaded");
-  std::lock_guard<std::mutex> serialize(entry->load_mu);
-  std::shared_ptr<ServedModel> m;
-  {
-    std::lock_guard<std::mutex> lock(impl_->mu);
-    m = Newest(entry->versions);
-  }
-  if (!m) return Status::NotFound("model '" + name + "' is not loaded");
+  TESSERA_ASSIGN_OR_RETURN(auto locked, impl_->LockNewest(name));
+  ServedModel* m = locked.newest.get();
   if (change.max_batch && (*change.max_batch < 0 || *change.max_batch > m->config().max_batch_size))
     return Status::InvalidArgument("model '" + name +
                                    "': an instance's batch limit is 0 (the "
@@ -703,15 +701,15 @@ Result<SliceState> ModelManager::ChangeInstance(const std::string& name, int ind
                                    std::to_string(m->config().max_batch_size) + ", got " +
                                    std::to_string(*change.max_batch));
   if (change.size) {
-    // A GPU instance holds a second set of arenas until its old slice is gone.
-    Status st = impl_->ReserveResize(opts_, *m, *change.size);
+    // A GPU instance holds a second set of its arenas until its old slice is gone.
+    Status st = impl_->ReserveResize(opts_, *m, *change.size, index);
     if (!st.ok()) return st.WithContext("model '" + name + "'");
     auto r = m->ResizeInstance(index, *change.size);
     impl_->ReleaseResize(*m);
     if (!r.ok()) return r.status();
     if (r->ms > 0) {
       std::lock_guard<std::mutex> lock(impl_->mu);
-      entry->resize_ms = r->ms;
+      locked.entry->resize_ms = r->ms;
     }
   }
   if (change.max_batch) TESSERA_RETURN_IF_ERROR(m->SetInstanceBatchCap(index, *change.max_batch));

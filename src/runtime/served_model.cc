@@ -220,11 +220,12 @@ std::map<std::string, size_t> ServedModel::memory_by_device() const {
   return out;
 }
 
-std::map<std::string, size_t> ServedModel::resize_bytes_by_device() const {
+std::map<std::string, size_t> ServedModel::resize_bytes_by_device(int only) const {
   std::lock_guard<std::mutex> lock(inst_mu_);
   std::map<std::string, size_t> out;
   for (const auto& i : instances_)
-    if (i->on_gpu()) out[i->engine().device()] += i->memory_bytes();
+    if (i->on_gpu() && (only < 0 || i->index() == only))
+      out[i->engine().device()] += i->memory_bytes();
   return out;
 }
 

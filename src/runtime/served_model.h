@@ -63,8 +63,8 @@ class ServedModel final : public ModelHandle, public std::enable_shared_from_thi
   // arenas; and each device's engine, for its capacity.
   std::map<std::string, size_t> memory_by_device() const;
   // What a live resize holds on top, per device, while new and old slices coexist: the arenas
-  // of its GPU instances (weights are shared).
-  std::map<std::string, size_t> resize_bytes_by_device() const;
+  // of its GPU instances, or of instance `only` (weights are shared).
+  std::map<std::string, size_t> resize_bytes_by_device(int only = -1) const;
   std::map<std::string, Engine*> engines_by_device() const;
   // Compute threads each instance runs its batches with (CPU engine); a change applies at each
   // instance's next batch boundary.

@@ -260,6 +260,43 @@ class GpuServingTest : public ::testing::TestWithParam<Completion> {
     return f.get();
   }
 
+  // Four clients sending requests of 1-3 rows to `model` until Stop (or destruction, so that a
+  // failed ASSERT does not leave them running); what they saw.
+  struct Traffic {
+    Traffic(ModelManager& m, const std::string& model) {
+      for (int c = 0; c < 4; ++c)
+        clients.emplace_back([this, &m, model, c] {
+          while (!stop) {
+            const InferenceResponse r = Infer(m, model, 1 + c % 3, 0.25f * c);
+            std::lock_guard<std::mutex> lock(mu);
+            if (r.status.ok()) {
+              ++ok;
+              sms_seen.insert(r.gpu_sms);
+            } else {
+              ++failed;
+              if (first_error.empty()) first_error = r.status.ToString();
+            }
+          }
+        });
+    }
+    ~Traffic() { Stop(); }
+    void Stop() {
+      stop = true;
+      for (auto& t : clients)
+        if (t.joinable()) t.join();
+    }
+    void WaitFor(int n) {
+      for (int i = 0; i < 2000 && ok < n; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    std::atomic<bool> stop{false};
+    std::atomic<int> ok{0}, failed{0};
+    std::mutex mu;
+    std::set<int> sms_seen;  // guarded by mu once the clients run (read after Stop)
+    std::string first_error;
+    std::vector<std::thread> clients;
+  };
+
   fs::path dir_;
   Observed seen_;
   std::shared_ptr<FakeDevice> device_;
@@ -362,39 +399,9 @@ TEST_P(GpuServingTest, LiveResizeUnderLoadLosesNothing) {
   ASSERT_TRUE(m.Load("neighbour").ok());
   const auto before = device_->fake_provider().Places();
 
-  std::atomic<bool> stop{false};
-  std::atomic<int> ok{0}, failed{0};
-  std::mutex mu;
-  std::set<int> sms_seen;
-  std::string first_error;
-  std::vector<std::thread> clients;
-  struct JoinAll {  // a failed ASSERT below must not leave the clients running
-    std::atomic<bool>& stop;
-    std::vector<std::thread>& threads;
-    ~JoinAll() {
-      stop = true;
-      for (auto& t : threads)
-        if (t.joinable()) t.join();
-    }
-  } join_all{stop, clients};
-  for (int c = 0; c < 4; ++c)
-    clients.emplace_back([&, c] {
-      while (!stop) {
-        const InferenceResponse r = Infer(m, "tiny_mlp", 1 + c % 3, 0.25f * c);
-        std::lock_guard<std::mutex> lock(mu);
-        if (r.status.ok()) {
-          ++ok;
-          sms_seen.insert(r.gpu_sms);
-        } else {
-          ++failed;
-          if (first_error.empty()) first_error = r.status.ToString();
-        }
-      }
-    });
-  auto wait_for = [&](int n) {
-    for (int i = 0; i < 2000 && ok < n; ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  };
+  Traffic traffic(m, "tiny_mlp");
+  std::atomic<int>& ok = traffic.ok;
+  auto wait_for = [&](int n) { traffic.WaitFor(n); };
   wait_for(50);
   auto grown = m.SetSliceSms("tiny_mlp", 48);
   ASSERT_TRUE(grown.ok()) << grown.status().ToString();
@@ -416,13 +423,13 @@ TEST_P(GpuServingTest, LiveResizeUnderLoadLosesNothing) {
   ASSERT_TRUE(shrunk.ok()) << shrunk.status().ToString();
   EXPECT_EQ(shrunk->sms, 16);
   wait_for(ok + 50);
-  stop = true;
-  for (auto& t : clients) t.join();
+  traffic.Stop();
 
-  EXPECT_EQ(failed.load(), 0) << first_error;
+  EXPECT_EQ(traffic.failed.load(), 0) << traffic.first_error;
   EXPECT_EQ(seen_.on_dead_place.load(), 0);
   EXPECT_EQ(seen_.unbound.load(), 0);
-  EXPECT_TRUE(sms_seen.count(32) && sms_seen.count(48) && sms_seen.count(16))
+  EXPECT_TRUE(traffic.sms_seen.count(32) && traffic.sms_seen.count(48) &&
+              traffic.sms_seen.count(16))
       << "requests ran on every slice size";
   // The old places are gone; the model holds 2 x 2 groups, the neighbour its 2.
   const auto after = device_->fake_provider().Places();
@@ -518,39 +525,9 @@ TEST_P(GpuServingTest, InstancesAddedResizedAndRemovedLiveAcrossGpusLoseNothing)
   ASSERT_TRUE(m.Load("tiny_mlp").ok());
   EXPECT_EQ(slices_->free_groups(), 14);
 
-  std::atomic<bool> stop{false};
-  std::atomic<int> ok{0}, failed{0};
-  std::mutex mu;
-  std::set<int> sms_seen;
-  std::string first_error;
-  std::vector<std::thread> clients;
-  struct JoinAll {
-    std::atomic<bool>& stop;
-    std::vector<std::thread>& threads;
-    ~JoinAll() {
-      stop = true;
-      for (auto& t : threads)
-        if (t.joinable()) t.join();
-    }
-  } join_all{stop, clients};
-  for (int c = 0; c < 4; ++c)
-    clients.emplace_back([&, c] {
-      while (!stop) {
-        const InferenceResponse r = Infer(m, "tiny_mlp", 1 + c % 3, 0.25f * c);
-        std::lock_guard<std::mutex> lock(mu);
-        if (r.status.ok()) {
-          ++ok;
-          sms_seen.insert(r.gpu_sms);
-        } else {
-          ++failed;
-          if (first_error.empty()) first_error = r.status.ToString();
-        }
-      }
-    });
-  auto wait_for = [&](int n) {
-    for (int i = 0; i < 2000 && ok < n; ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  };
+  Traffic traffic(m, "tiny_mlp");
+  std::atomic<int>& ok = traffic.ok;
+  auto wait_for = [&](int n) { traffic.WaitFor(n); };
   wait_for(50);
   // A replica on GPU 1: its own 24-SM slice there, its own batch limit.
   InstanceChange add;
@@ -600,12 +577,12 @@ TEST_P(GpuServingTest, InstancesAddedResizedAndRemovedLiveAcrossGpusLoseNothing)
   EXPECT_EQ(slices_->free_groups(), 16);
   EXPECT_TRUE(device_->fake_provider().Places().empty());
   wait_for(ok + 100);
-  stop = true;
-  for (auto& t : clients) t.join();
-  EXPECT_EQ(failed.load(), 0) << first_error;
+  traffic.Stop();
+  EXPECT_EQ(traffic.failed.load(), 0) << traffic.first_error;
   EXPECT_EQ(seen_.on_dead_place.load(), 0);
   EXPECT_EQ(seen_.unbound.load(), 0);
-  EXPECT_TRUE(sms_seen.count(16) && sms_seen.count(24) && sms_seen.count(32))
+  EXPECT_TRUE(traffic.sms_seen.count(16) && traffic.sms_seen.count(24) &&
+              traffic.sms_seen.count(32))
       << "requests ran on every instance's slice";
   // Unloading frees the replica's slice and its memory reservation: a load fits again.
   ASSERT_TRUE(m.Unload("tiny_mlp").ok());
