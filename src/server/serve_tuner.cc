@@ -112,7 +112,7 @@ void ServeTuner::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-// Looks the ready models up; when the set changed (names, versions, devices, eligibility, the
+// Looks the ready models up; when the set changed (names, versions, engines, eligibility, the
 // profile files' paths and modification times), loads the profiles and starts the tuners again
 // on it. Called with mu_ held.
 void ServeTuner::Rebuild() {
@@ -133,7 +133,8 @@ void ServeTuner::Rebuild() {
     if (!handle.ok() || !slice.ok()) continue;
     const ModelConfig& c = (*handle)->config();
     ModelInfo info{e.name, false, {}};
-    signature += fmt::format("{}@{}:{}:{};", e.name, e.version, slice->engine, slice->gpu);
+    // Not which GPU: the tuner's own moves and replicas must not restart it.
+    signature += fmt::format("{}@{}:{}:{};", e.name, e.version, slice->engine, slice->gpu >= 0);
     const auto slo_ms = c.SloMs();
     auto prof = c.parameters.find("profile");
     const bool cpu = slice->engine == "cpu";

@@ -329,3 +329,44 @@ def test_the_tuner_adds_a_replica_on_another_gpu_when_its_slice_cannot_grow(tmp_
         assert slice_of(s, "neighbour")["sms"] == 112  # never touched
     finally:
         s.stop()
+
+
+def test_the_tuner_empties_a_gpu_that_holds_little_onto_another(tmp_path):
+    """Consolidation, make-before-break: "other" (tuned, 8 SMs) is alone on GPU 1 while GPU 0
+    has 8 SMs free beside tiny_mlp and an untuned neighbour; the tuner re-makes other's slice on
+    GPU 0, then removes the one on GPU 1, which ends empty. Requests to it never fail."""
+    import shutil
+    import threading
+    repo = two_models_on_the_emulated_gpu(tmp_path, {8: 2.0, 16: 1.0})
+    cfg = repo / "neighbour" / "config.pbtxt"
+    cfg.write_text(cfg.read_text().replace('value { string_value: "8" }',
+                                           'value { string_value: "112" }')
+                   .replace('profile', 'unused_profile'))
+    shutil.copytree(repo / "tiny_mlp", repo / "other")
+    cfg = repo / "other" / "config.pbtxt"
+    cfg.write_text(cfg.read_text().replace('"tiny_mlp"', '"other"')
+                   .replace("instance_group { count: 1 kind: KIND_GPU }",
+                            "instance_group { count: 1 kind: KIND_GPU gpus: [1] }"))
+    s = TesseraServer(repo, "--engine", "cuda-host", "--emulated-gpus", 2, "--tune",
+                      "--tune-window", 0.5)
+    try:
+        assert [i["gpu"] for i in slice_of(s, "other")["instance_slices"]] == [1]
+        result = {}
+        t = threading.Thread(target=lambda: result.update(
+            bench_counts(s, "other", 20, 5, tmp_path)))
+        t.start()
+        wait_until(lambda: [i["gpu"] for i in slice_of(s, "other")["instance_slices"]] == [0],
+                   30, "other to move to GPU 0")
+        t.join()
+        s._wait_for(r"tuner: consolidating: GPU 1 holds 8 of 128 SMs; other's 8-SM slice moves "
+                    r"to GPU 0", 5)
+        assert result["errors"] == 0 and result["rejected"] == 0, result
+        # Its own moves do not restart the tuner (which would forget its windows).
+        assert s.output().count("tuner: tuning ") == 1, s.output()
+        metrics = metrics_of(s)
+        assert 'tessera_tuner_resizes_total{model="other",direction="add"} 1' in metrics
+        assert 'tessera_tuner_resizes_total{model="other",direction="remove"} 1' in metrics
+        assert not re.search(r'tessera_instance_size\{model="[a-z_]+",instance="\d+",gpu="1"',
+                             metrics), metrics
+    finally:
+        s.stop()
