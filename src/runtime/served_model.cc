@@ -561,7 +561,7 @@ Result<int> ServedModel::AddInstance(int size, int gpu_index, int max_batch) {
     return Status::FailedPrecondition(
         where +
         " needs the graph's weights, which this CPU model freed once its executables "
-        "were compiled (a server started with --tune keeps them)");
+        "were compiled (a server started with --live-instances or --tune keeps them)");
   if (max_batch < 0 || max_batch > config_.max_batch_size)
     return Status::InvalidArgument(where + ": a batch limit is 0 (the model's) to " +
                                    std::to_string(config_.max_batch_size) + ", got " +

@@ -1,21 +1,25 @@
 // `tessera serve --tune`: the planner's online tuner (planner::Tuner) run on the live server.
 //
 // Once per window it reads every tuned model's statistics (requests arrived, answered within
-// the SLO, batches and their compute time), hands them to the tuner as one window's
-// observation, and applies what comes back through the live resize the admin API uses:
-// compute threads for CPU models (ModelManager::SetSliceThreads), SMs for models on a sliced
-// GPU (SetSliceSms, make-before-break). The tuner's hysteresis (bands, Poisson noise filter,
-// cool-down, shrink after several quiet windows) is the simulator's, unchanged.
+// the SLO) and each of its instances' counters (batches, their rows and compute time), hands
+// them to the tuner as one window's observation (each instance is one slice of the fleet,
+// credited with the model's traffic in proportion to the rows it ran: the instances share one
+// queue), and applies what comes back through the admin API's live calls: an instance resized
+// (ModelManager::ChangeInstance: compute threads for CPU models, SMs make-before-break on a
+// sliced GPU), added (AddInstance: a replica, or a model's or consolidated slice's new place on
+// another GPU) or removed (RemoveInstance, after the window's new instances serve, and not at
+// all for a model whose new instance could not be made). Routing actions are not needed: the
+// instances pull from one queue. The tuner's hysteresis (bands, Poisson noise filter,
+// cool-down, shrink after several quiet windows) is the simulator's, unchanged. With each
+// resize or new instance goes that instance's batch limit (the largest batch whose queue meets
+// the SLO on its slice, as the simulator applies it); the batcher still trims each batch to
+// its requests' deadlines below it.
 //
-// A model is tuned when it is ready, has one instance, an `slo_ms` parameter and a `profile`
-// parameter: a `tessera profile` file (latency by batch x slice size), relative to the model's
-// directory. Each device is one tuner's fleet: the CPU (slices are threads, 1 at a time, up to
-// its cores) and the sliced GPUs (slices are SMs in whole groups). The server's models keep the
-// instances their configs give them, so the tuner only changes sizes in place
-// (TunerOptions::add_slices false): no replicas, no moves, no consolidation. With each resize
-// goes the batch limit the tuner sized the new slice with (ModelManager::SetBatchLimit: the
-// largest batch whose queue meets the SLO there, as the simulator applies it); the batcher
-// still trims each batch to its requests' deadlines below that.
+// A model is tuned when it is ready with one version, has an `slo_ms` parameter and a
+// `profile` parameter (a `tessera profile` file: latency by batch x slice size, relative to the
+// model's directory) and, on a GPU, a slice for every instance. Each device kind is one tuner's
+// fleet: the CPU (slices are threads, 1 at a time, up to its cores) and the sliced GPUs (slices
+// are SMs in whole groups).
 //
 // Thread-safe: Tick runs on the tuner's thread (Start) or on the caller's (tests).
 #pragma once

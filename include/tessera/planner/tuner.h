@@ -119,8 +119,8 @@ struct TunerOptions {
   // scaled to the GPU's by the closed form) instead of the closed form alone.
   bool checked_capacity = true;
   // New slices (replicas, moves to another GPU, a dedicated slice for a model on a shared one,
-  // consolidation). false: slices only change size in place (and neighbours donate SMs), as in
-  // `tessera serve --tune`, whose models keep the instances their configs give them.
+  // consolidation; in `tessera serve --tune`, instances added and removed live). false: slices
+  // only change size in place (and neighbours donate SMs).
   bool add_slices = true;
   // A replica goes onto a GPU not in use only after a missed window or a rate past the slices'
   // raw capacity (capacity / max_utilization); false: as soon as the rate passes capacity.
