@@ -274,8 +274,10 @@ int Run(const Opts& o) {
 
   if (tuner) {
     tuner->Start();
-    fmt::print("tuner    every {:g} s: resizes models with slo_ms and profile parameters\n",
-               o.tune_window);
+    fmt::print(
+        "tuner    every {:g} s: sizes models with slo_ms and profile parameters (live resizes, "
+        "replicas)\n",
+        o.tune_window);
     std::fflush(stdout);
   }
 
