@@ -38,12 +38,13 @@ struct ModelManager::Entry {
   std::map<int64_t, std::shared_ptr<ServedModel>> versions;
   ModelState state = ModelState::kUnavailable;
   std::string reason;
-  std::string stamp;     // what the files looked like at the last load (poll mode)
-  int threads = 0;       // a slice set live (tessera slice set); 0: the configured size
-  int sms = 0;           // a GPU slice set live, in SMs; 0: the configured size
-  int batch_limit = 0;   // a batch limit set live; 0: the config's max_batch_size
-  bool wanted = false;   // the server was told to serve it
-  double resize_ms = 0;  // the last live GPU resize (its gap is read from the versions)
+  std::string stamp;         // what the files looked like at the last load (poll mode)
+  int threads = 0;           // a slice set live (tessera slice set); 0: the configured size
+  int sms = 0;               // a GPU slice set live, in SMs; 0: the configured size
+  int batch_limit = 0;       // a batch limit set live; 0: the config's max_batch_size
+  bool wanted = false;       // the server was told to serve it
+  double resize_ms = 0;      // the last live GPU resize (its gap is read from the versions)
+  bool live_layout = false;  // instances were added, removed or changed live: a reload keeps them
 };
 
 struct ModelManager::Impl {
@@ -126,6 +127,67 @@ struct ModelManager::Impl {
     auto it = models.find(name);
     return it == models.end() ? nullptr : it->second;
   }
+  // A reload's new version `to` is given the instances of the version it replaces, `from`
+  // (their GPUs, sizes and own batch limits, as changed live), before it takes requests: the
+  // config's instances are matched by GPU and resized, the rest added (with their memory
+  // reserved) and unmatched ones removed. Only while the config's instance groups are the same;
+  // returns false (and changes nothing) when they changed. What cannot be made is logged and
+  // left as the config has it: the reload itself does not fail.
+  bool KeepLayout(const ManagerOptions& o, const std::string& name, ServedModel& from,
+                  ServedModel& to) {
+    if (from.config().InstanceGpus() != to.config().InstanceGpus()) {
+      spdlog::info(
+          "model '{}': the config's instance groups changed: version {} starts from them "
+          "(instances changed live are not kept)",
+          name, to.version());
+      return false;
+    }
+    const auto want = from.instance_slices();
+    const auto have = to.instance_slices();
+    auto size_of = [](const InstanceSlice& i) { return i.gpu >= 0 ? i.sms : i.threads; };
+    auto warn = [&](const Status& st) {
+      spdlog::warn("model '{}' version {}: keeping the live instances: {}", name, to.version(),
+                   st.ToString());
+    };
+    std::vector<bool> used(have.size(), false);
+    std::vector<const InstanceSlice*> add;
+    for (const auto& w : want) {
+      size_t k = 0;
+      while (k < have.size() && (used[k] || have[k].gpu != w.gpu)) ++k;
+      if (k == have.size()) {
+        add.push_back(&w);
+        continue;
+      }
+      used[k] = true;
+      const bool sized = w.gpu < 0 || (w.confined && have[k].confined);
+      if (sized && size_of(w) != size_of(have[k]))
+        if (auto r = to.ResizeInstance(have[k].index, size_of(w)); !r.ok()) warn(r.status());
+      if (w.own_max_batch != have[k].own_max_batch)
+        if (Status st = to.SetInstanceBatchCap(have[k].index, w.own_max_batch); !st.ok()) warn(st);
+    }
+    for (const InstanceSlice* w : add) {
+      const int index = to.next_instance_index();
+      Status st = ReserveBytes(o, to, to.add_bytes_by_device(w->gpu), InstanceOwner(to, index),
+                               "adding an instance:");
+      if (st.ok()) {
+        auto r = to.AddInstance(size_of(*w), w->gpu, w->own_max_batch);
+        st = r.status();
+        if (!st.ok()) ReleaseInstance(to, index);
+      }
+      if (!st.ok()) warn(st);
+    }
+    for (size_t k = 0; k < have.size(); ++k)
+      if (!used[k]) {
+        Status st = to.RemoveInstance(have[k].index);
+        if (st.ok())
+          ReleaseInstance(to, have[k].index);
+        else
+          warn(st);
+      }
+    spdlog::info("model '{}' version {}: kept the {} instance(s) changed live", name, to.version(),
+                 to.instance_slices().size());
+    return true;
+  }
   // A live instance change: the model's entry, locked against reloads and unloads while the
   // change runs, and its newest ready version.
   struct Locked {
@@ -133,6 +195,10 @@ struct ModelManager::Impl {
     std::unique_lock<std::mutex> serialize;
     std::shared_ptr<ServedModel> newest;
   };
+  void MarkLiveLayout(Entry& e) {
+    std::lock_guard<std::mutex> lock(mu);
+    e.live_layout = true;
+  }
   Result<Locked> LockNewest(const std::string& name) {
     Locked l;
     l.entry = Find(name);
@@ -285,6 +351,17 @@ Status ModelManager::Load(const std::string& name) {
       return fail(st);
     }
   }
+  // The instances changed live carry over to the newest new version.
+  std::shared_ptr<ServedModel> was;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    if (entry->live_layout && !entry->versions.empty()) was = entry->versions.rbegin()->second;
+  }
+  if (was && !fresh.empty()) {
+    const bool kept = impl_->KeepLayout(opts_, name, *was, *fresh.rbegin()->second);
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    entry->live_layout = kept;
+  }
   // Flip: new requests go to the new versions; the old ones finish what they hold.
   std::map<int64_t, std::shared_ptr<ServedModel>> old;
   {
@@ -315,6 +392,7 @@ Status ModelManager::Unload(const std::string& name) {
     old.swap(entry->versions);
     entry->state = ModelState::kUnloading;
     entry->wanted = false;
+    entry->live_layout = false;  // a later load starts from the config
   }
   for (auto& [v, m] : old) {
     m->Stop(true);
@@ -676,6 +754,7 @@ Result<SliceState> ModelManager::AddInstance(const std::string& name,
     impl_->ReleaseInstance(*m, index);
     return added.status();
   }
+  impl_->MarkLiveLayout(*locked.entry);
   return Slice(name);
 }
 
@@ -684,6 +763,7 @@ Result<SliceState> ModelManager::RemoveInstance(const std::string& name, int ind
   ServedModel* m = locked.newest.get();
   TESSERA_RETURN_IF_ERROR(m->RemoveInstance(index));
   impl_->ReleaseInstance(*m, index);  // (the config's instances are held with the version)
+  impl_->MarkLiveLayout(*locked.entry);
   return Slice(name);
 }
 
@@ -713,6 +793,7 @@ Result<SliceState> ModelManager::ChangeInstance(const std::string& name, int ind
     }
   }
   if (change.max_batch) TESSERA_RETURN_IF_ERROR(m->SetInstanceBatchCap(index, *change.max_batch));
+  impl_->MarkLiveLayout(*locked.entry);
   return Slice(name);
 }
 

@@ -510,6 +510,7 @@ std::vector<InstanceSlice> ServedModel::instance_slices() const {
     v.threads = i->threads();
     const int64_t cap = i->batch_cap();
     v.max_batch = cap > 0 && cap < model_limit ? static_cast<int>(cap) : model_limit;
+    v.own_max_batch = static_cast<int>(cap);
     if (i->on_gpu()) {
       const SliceLease l = i->lease();
       v.gpu = i->gpu()->layout().index;

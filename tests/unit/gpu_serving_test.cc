@@ -584,6 +584,19 @@ TEST_P(GpuServingTest, InstancesAddedResizedAndRemovedLiveAcrossGpusLoseNothing)
   EXPECT_TRUE(traffic.sms_seen.count(16) && traffic.sms_seen.count(24) &&
               traffic.sms_seen.count(32))
       << "requests ran on every instance's slice";
+  // A reload (new version) keeps that layout: one 32-SM instance on GPU 1 with its limit.
+  fs::copy(dir_ / "tiny_mlp" / "1", dir_ / "tiny_mlp" / "2", fs::copy_options::recursive);
+  ASSERT_TRUE(m.Load("tiny_mlp").ok());
+  auto kept = m.Slice("tiny_mlp");
+  ASSERT_TRUE(kept.ok());
+  ASSERT_EQ(kept->instance_slices.size(), 1u);
+  EXPECT_EQ(kept->versions, std::vector<int64_t>{2});
+  EXPECT_EQ(kept->instance_slices[0].gpu, 1);
+  EXPECT_EQ(kept->instance_slices[0].sms, 32);
+  EXPECT_EQ(kept->instance_slices[0].max_batch, 4);
+  EXPECT_EQ(slices_->free_groups(), 16);
+  EXPECT_EQ(slices1->free_groups(), 12);
+  EXPECT_TRUE(Infer(m, "tiny_mlp", 3).status.ok());
   // Unloading frees the replica's slice and its memory reservation: a load fits again.
   ASSERT_TRUE(m.Unload("tiny_mlp").ok());
   EXPECT_EQ(slices1->free_groups(), 16);

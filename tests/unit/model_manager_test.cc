@@ -292,10 +292,32 @@ TEST_F(ManagerTest, InstancesAddedAndRemovedLiveShareTheQueueAndFailNothing) {
   for (auto& t : senders) t.join();
   EXPECT_GT(sent.load(), 100);
   EXPECT_EQ(bad.load(), 0) << "of " << sent.load();
-  // A reload starts again from the config's instances.
+  // A reload (new version) keeps the instances as changed live: two, one with its own limit.
+  InstanceChange capped;
+  capped.size = 1;
+  capped.max_batch = 3;
+  ASSERT_TRUE(m.AddInstance("tiny_mlp", capped).ok());
   fs::copy(dir_ / "tiny_mlp" / "1", dir_ / "tiny_mlp" / "2", fs::copy_options::recursive);
   ASSERT_TRUE(m.Load("tiny_mlp").ok());
-  EXPECT_EQ(Instances(m).size(), 1u);
+  auto kept = Instances(m);
+  ASSERT_EQ(kept.size(), 2u);
+  EXPECT_EQ(m.Slice("tiny_mlp")->versions, std::vector<int64_t>{2});
+  EXPECT_EQ(kept[0].max_batch, 64);
+  EXPECT_EQ(kept[1].max_batch, 3);
+  EXPECT_TRUE(Infer(m, 2).status.ok());
+  // A config whose instance groups change starts from them.
+  WriteConfig(
+      "name: \"tiny_mlp\"\nplatform: \"onnxruntime_onnx\"\nmax_batch_size: 64\n"
+      "input { name: \"input\" data_type: TYPE_FP32 dims: 16 }\n"
+      "output { name: \"output_out\" data_type: TYPE_FP32 dims: 16 }\n"
+      "dynamic_batching { }\ninstance_group { count: 3 kind: KIND_CPU }\n");
+  ASSERT_TRUE(m.Load("tiny_mlp").ok());
+  auto fresh = Instances(m);
+  ASSERT_EQ(fresh.size(), 3u);
+  for (const auto& i : fresh) EXPECT_EQ(i.max_batch, 64);
+  // ... and so does the reload after it (nothing was changed live since).
+  ASSERT_TRUE(m.Load("tiny_mlp").ok());
+  EXPECT_EQ(Instances(m).size(), 3u);
 }
 
 TEST_F(ManagerTest, ACpuModelThatFreedItsWeightsCannotGainAnInstance) {

@@ -76,6 +76,7 @@ struct InstanceSlice {
   bool confined = false;
   int threads = 0;    // CPU: compute threads its batches run with
   int max_batch = 0;  // rows its batches gather at most (its own limit or the model's, the lower)
+  int own_max_batch = 0;  // its own limit (0: none, the model's applies)
   // What it ran since it started:
   uint64_t batches = 0, rows = 0;
   double compute_ns = 0;
@@ -185,8 +186,10 @@ class ModelManager {
   // the size changes (SetSliceThreads / SetSliceSms), then the limit. InvalidArgument when the
   // change asks for nothing.
   Result<SliceState> ChangeSlice(const std::string& name, const SliceChange& change);
-  // Live instances (replicas) of the model's newest ready version (a reload starts again from
-  // its config's instances). AddInstance compiles and warms up a new instance on its own slice
+  // Live instances (replicas) of the model's newest ready version. A reload keeps them (the new
+  // version is given the same instances, sizes, GPUs and limits before it takes requests) while
+  // the config's instance groups stay the same; a config that changes them starts afresh.
+  // AddInstance compiles and warms up a new instance on its own slice
   // (`size` threads or SMs; required) while the others serve, then it takes batches from the
   // shared queue. RemoveInstance stops instance `index` at its batch boundary, lets its batches
   // finish and frees its slice; queued requests stay for the others. ChangeInstance resizes one
