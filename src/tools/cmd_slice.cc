@@ -1,18 +1,26 @@
-// `tessera slice get|set|add|remove`: a running server's model slices, through its admin API
-// (HTTP: GET / POST /v2/models/MODEL/slice and /instances; gRPC: tessera.admin.Admin). On the
-// CPU engine a slice is the compute threads an instance runs a batch with; on a sliced GPU it
-// is the SMs of an instance's slice. `set MODEL [N] [--max-batch B]` asks the server which one
-// the model has first, then sends N as threads or SMs for every instance (or, with --instance I,
-// for one); the change applies at the next batch boundary (on a GPU, make before break: the
-// call returns once the old slices are drained). --max-batch caps the rows a batch gathers (0:
-// the config's max_batch_size again). `add MODEL N [--gpu G]` adds an instance on its own slice;
-// `remove MODEL I` removes instance I at its batch boundary.
+// `tessera slice get|set|add|remove|apply`: a running server's model slices, through its admin
+// API (HTTP: GET / POST /v2/models/MODEL/slice and /instances; gRPC: tessera.admin.Admin). On
+// the CPU engine a slice is the compute threads an instance runs a batch with; on a sliced GPU
+// it is the SMs of an instance's slice.
+//   set MODEL [N] [--max-batch B] [--instance I]   asks the server which kind the model has,
+//       then sends N as threads or SMs for every instance (or, with --instance, for one); the
+//       change applies at the next batch boundary (on a GPU, make before break: the call
+//       returns once the old slices are drained). --max-batch caps the rows a batch gathers.
+//   add MODEL N [--gpu G]   an instance on its own slice;  remove MODEL I   instance I.
+//   apply PLAN.json   lays a `tessera plan` onto the server: each planned model gets one
+//       instance per dedicated slice (its GPU, SMs and batch limit), by resizing the instances
+//       it has on that GPU, adding the missing ones, then removing the rest.
 #include <fmt/core.h>
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
 #include <cstdlib>
+#include <fstream>
+#include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
 #include <variant>
 
 #include "bench/transport.h"
@@ -23,12 +31,13 @@ namespace tessera::cli {
 namespace {
 
 struct Opts {
-  std::string url, token, model, protocol = "http";
-  std::string action;  // get, set, add, remove
+  std::string url, token, model, protocol = "http", plan, policy = "tessera";
+  std::string action;  // get, set, add, remove, apply
   int size = 0;
   int max_batch = -1;  // -1: not given
   int instance = -1;   // set --instance, remove: the instance (-1: every instance)
   int gpu = -1;        // add --gpu
+  bool dry_run = false;
 };
 
 std::string Token(const Opts& o) {
@@ -37,6 +46,7 @@ std::string Token(const Opts& o) {
   return t ? t : "";
 }
 
+// A model's slice as the server reports it.
 struct View {
   std::string model, engine, sharing;
   int threads = 0, instances = 0, gpu = -1, sms = 0, gpu_sms = 0;
@@ -46,39 +56,207 @@ struct View {
   struct Instance {
     int index = 0, gpu = -1, sms = 0, threads = 0, max_batch = 0;
     uint64_t batches = 0;
+    int size() const { return gpu >= 0 ? sms : threads; }
   };
   std::vector<Instance> instances_detail;
 };
 
-int Print(const View& v, bool set, bool resized) {
+// A failed call: the message, and whether the request itself was wrong (exit code 2).
+struct Failure {
+  std::string message;
+  bool bad_request = false;
+};
+using Reply = std::variant<View, Failure>;
+
+// The admin calls over one protocol.
+class Admin {
+ public:
+  virtual ~Admin() = default;
+  virtual Reply Get(const std::string& model) = 0;
+  // A model-wide change (SetSlice): a size (threads or SMs, as `gpu` says) and / or a limit.
+  virtual Reply Set(const std::string& model, bool gpu, int size, int max_batch) = 0;
+  virtual Reply Add(const std::string& model, int size, int gpu, int max_batch) = 0;
+  virtual Reply Change(const std::string& model, int index, int size, int max_batch) = 0;
+  virtual Reply Remove(const std::string& model, int index) = 0;
+};
+
+class HttpAdmin final : public Admin {
+ public:
+  explicit HttpAdmin(const Opts& o) : url_(o.url), token_(Token(o)) {}
+  Reply Get(const std::string& m) override { return Call("GET", m, "/slice", ""); }
+  Reply Set(const std::string& m, bool gpu, int size, int max_batch) override {
+    nlohmann::json body = nlohmann::json::object();
+    if (size > 0) body[gpu ? "sms" : "threads"] = size;
+    if (max_batch >= 0) body["max_batch"] = max_batch;
+    return Call("POST", m, "/slice", body.dump());
+  }
+  Reply Add(const std::string& m, int size, int gpu, int max_batch) override {
+    nlohmann::json body = {{"size", size}};
+    if (gpu >= 0) body["gpu"] = gpu;
+    if (max_batch >= 0) body["max_batch"] = max_batch;
+    return Call("POST", m, "/instances", body.dump());
+  }
+  Reply Change(const std::string& m, int index, int size, int max_batch) override {
+    nlohmann::json body = nlohmann::json::object();
+    if (size > 0) body["size"] = size;
+    if (max_batch >= 0) body["max_batch"] = max_batch;
+    return Call("POST", m, fmt::format("/instances/{}", index), body.dump());
+  }
+  Reply Remove(const std::string& m, int index) override {
+    return Call("POST", m, fmt::format("/instances/{}/remove", index), "");
+  }
+
+ private:
+  Reply Call(const std::string& method, const std::string& model, const std::string& path,
+             const std::string& body) {
+    auto r = bench::HttpRequest(url_, method, "/v2/models/" + model + path, body,
+                                token_.empty() ? "" : "Bearer " + token_);
+    if (!r.ok()) return Failure{r.status().ToString()};
+    auto j = nlohmann::json::parse(r->second, nullptr, false);
+    if (r->first != 200) {
+      const std::string msg = j.is_object() && j.contains("error") && j["error"].is_string()
+                                  ? j["error"].get<std::string>()
+                                  : r->second;
+      return Failure{fmt::format("HTTP {}: {}", r->first, msg), r->first == 400};
+    }
+    if (!j.is_object()) return Failure{"the server's answer is not JSON: " + r->second};
+    View v;
+    v.model = j.value("name", model);
+    v.engine = j.value("engine", "?");
+    v.threads = j.value("threads", 0);
+    v.instances = j.value("instances", 0);
+    v.max_batch = j.value("max_batch", 0);
+    v.config_max_batch = j.value("config_max_batch", 0);
+    v.gpu = j.value("gpu", -1);
+    v.sms = j.value("sms", 0);
+    v.gpu_sms = j.value("gpu_sms", 0);
+    v.confined = j.value("confined", false);
+    v.sharing = j.value("sharing", "");
+    v.resize_ms = j.value("resize_ms", 0.0);
+    v.resize_gap_us = j.value("resize_gap_us", -1.0);
+    if (j.contains("instance_slices") && j["instance_slices"].is_array())
+      for (const auto& i : j["instance_slices"])
+        if (i.is_object())
+          v.instances_detail.push_back({i.value("index", 0), i.value("gpu", -1), i.value("sms", 0),
+                                        i.value("threads", 0), i.value("max_batch", 0),
+                                        i.value("batches", uint64_t{0})});
+    return v;
+  }
+  std::string url_, token_;
+};
+
+class GrpcAdmin final : public Admin {
+ public:
+  explicit GrpcAdmin(const Opts& o)
+      : stub_(tessera::admin::Admin::NewStub(
+            grpc::CreateChannel(o.url, grpc::InsecureChannelCredentials()))),
+        token_(Token(o)) {}
+  Reply Get(const std::string& m) override {
+    tessera::admin::GetSliceRequest in;
+    in.set_model_name(m);
+    return Call(false, [&](grpc::ClientContext* c, tessera::admin::SliceResponse* out) {
+      return stub_->GetSlice(c, in, out);
+    });
+  }
+  Reply Set(const std::string& m, bool gpu, int size, int max_batch) override {
+    tessera::admin::SetSliceRequest in;
+    in.set_model_name(m);
+    if (size > 0 && gpu)
+      in.set_sms(size);
+    else if (size > 0)
+      in.set_threads(size);
+    if (max_batch >= 0) in.set_max_batch(max_batch);
+    return Call(true, [&](grpc::ClientContext* c, tessera::admin::SliceResponse* out) {
+      return stub_->SetSlice(c, in, out);
+    });
+  }
+  Reply Add(const std::string& m, int size, int gpu, int max_batch) override {
+    tessera::admin::AddInstanceRequest in;
+    in.set_model_name(m);
+    in.set_size(size);
+    if (gpu >= 0) in.set_gpu(gpu);
+    if (max_batch >= 0) in.set_max_batch(max_batch);
+    return Call(true, [&](grpc::ClientContext* c, tessera::admin::SliceResponse* out) {
+      return stub_->AddInstance(c, in, out);
+    });
+  }
+  Reply Change(const std::string& m, int index, int size, int max_batch) override {
+    tessera::admin::ChangeInstanceRequest in;
+    in.set_model_name(m);
+    in.set_index(index);
+    if (size > 0) in.set_size(size);
+    if (max_batch >= 0) in.set_max_batch(max_batch);
+    return Call(true, [&](grpc::ClientContext* c, tessera::admin::SliceResponse* out) {
+      return stub_->ChangeInstance(c, in, out);
+    });
+  }
+  Reply Remove(const std::string& m, int index) override {
+    tessera::admin::RemoveInstanceRequest in;
+    in.set_model_name(m);
+    in.set_index(index);
+    return Call(true, [&](grpc::ClientContext* c, tessera::admin::SliceResponse* out) {
+      return stub_->RemoveInstance(c, in, out);
+    });
+  }
+
+ private:
+  template <typename F>
+  Reply Call(bool change, F call) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(change ? 120 : 10));
+    if (!token_.empty()) ctx.AddMetadata("authorization", "Bearer " + token_);
+    tessera::admin::SliceResponse out;
+    const grpc::Status st = call(&ctx, &out);
+    if (!st.ok())
+      return Failure{
+          fmt::format("gRPC {}: {}", static_cast<int>(st.error_code()), st.error_message()),
+          st.error_code() == grpc::StatusCode::INVALID_ARGUMENT};
+    View v;
+    v.model = out.model_name();
+    v.engine = out.engine();
+    v.sharing = out.sharing();
+    v.threads = out.threads();
+    v.instances = out.instances();
+    v.gpu = out.gpu();
+    v.sms = out.sms();
+    v.gpu_sms = out.gpu_sms();
+    v.max_batch = out.max_batch();
+    v.config_max_batch = out.config_max_batch();
+    v.confined = out.confined();
+    v.resize_ms = out.resize_ms();
+    v.resize_gap_us = out.resize_gap_us();
+    for (const auto& i : out.instance_slices())
+      v.instances_detail.push_back(
+          {i.index(), i.gpu(), i.sms(), i.threads(), i.max_batch(), i.batches()});
+    return v;
+  }
+  std::unique_ptr<tessera::admin::Admin::Stub> stub_;
+  std::string token_;
+};
+
+void Print(const View& v, bool set, bool resized) {
   const std::string batches =
       v.config_max_batch == 0 ? "no batching"
       : v.max_batch < v.config_max_batch
           ? fmt::format("batches of at most {} (limited; max_batch_size {})", v.max_batch,
                         v.config_max_batch)
           : fmt::format("batches of at most {}", v.max_batch);
-  auto each = [&] {
-    for (const auto& i : v.instances_detail)
-      fmt::print("  instance {}: {}, batches of at most {}, {} batch(es) run\n", i.index,
-                 i.gpu >= 0 ? fmt::format("{} SMs on GPU {}", i.sms, i.gpu)
-                            : fmt::format("{} compute thread(s)", i.threads),
-                 i.max_batch, i.batches);
-  };
-  if (v.gpu < 0) {
+  if (v.gpu < 0)
     fmt::print("model {}: {} engine, {} compute thread(s) per instance, {} instance(s), {}\n",
                v.model, v.engine, v.threads, v.instances, batches);
-    each();
-    return 0;
-  }
-  if (v.confined)
+  else if (v.confined)
     fmt::print("model {}: GPU {}, {} of {} SMs ({:.0f}%) per instance ({}), {} instance(s), {}\n",
                v.model, v.gpu, v.sms, v.gpu_sms, 100.0 * v.sms / std::max(1, v.gpu_sms), v.sharing,
                v.instances, batches);
   else
     fmt::print("model {}: GPU {}, unconfined on all {} SMs ({}), {} instance(s), {}\n", v.model,
                v.gpu, v.gpu_sms, v.sharing, v.instances, batches);
-  each();
-  if (set && resized)
+  for (const auto& i : v.instances_detail)
+    fmt::print("  instance {}: {}, batches of at most {}, {} batch(es) run\n", i.index,
+               i.gpu >= 0 ? fmt::format("{} SMs on GPU {}", i.sms, i.gpu)
+                          : fmt::format("{} compute thread(s)", i.threads),
+               i.max_batch, i.batches);
+  if (v.gpu >= 0 && set && resized)
     fmt::print(
         "resized live in {:.1f} ms; gap between the old slice's last batch and the new "
         "one's first: {}\n",
@@ -86,154 +264,159 @@ int Print(const View& v, bool set, bool resized) {
         v.resize_gap_us < 0 ? std::string("not known yet (it needs a batch on each side of the "
                                           "flip; `tessera slice get` shows it later)")
                             : fmt::format("{:.0f} us", v.resize_gap_us));
+}
+
+int Fail(const Failure& f) {
+  fmt::print(stderr, "error: {}\n", f.message);
+  return f.bad_request ? 2 : 1;
+}
+
+// One model's dedicated slices in a plan: where, how large, and the batch limit.
+struct Target {
+  int gpu = 0, sms = 0, max_batch = 0;
+};
+
+// The plan to apply: `tessera plan --json` output (one of its "plans", by policy) or a plan
+// object itself. Fills the dedicated slices per model and the models planned only onto shared
+// (time-sliced) slices, which a server cannot realize (each model has its own instances).
+Status ReadPlan(const Opts& o, std::map<std::string, std::vector<Target>>* dedicated,
+                std::map<std::string, int>* shared) {
+  std::ifstream f(o.plan);
+  if (!f) return Status::NotFound("cannot read plan file " + o.plan);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  auto doc = nlohmann::json::parse(ss.str(), nullptr, false);
+  if (!doc.is_object()) return Status::InvalidArgument(o.plan + " is not a JSON object");
+  const nlohmann::json* plan = &doc;
+  if (doc.contains("plans")) {
+    const auto& plans = doc["plans"];
+    if (!plans.is_object() || !plans.contains(o.policy)) {
+      std::string have;
+      if (plans.is_object())
+        for (const auto& [k, _] : plans.items()) have += (have.empty() ? "" : ", ") + k;
+      return Status::InvalidArgument(o.plan + " has no \"" + o.policy + "\" plan (it has: " +
+                                     (have.empty() ? "none" : have) + "); see --policy");
+    }
+    plan = &plans[o.policy];
+  }
+  if (!plan->contains("gpus") || !(*plan)["gpus"].is_array())
+    return Status::InvalidArgument(o.plan +
+                                   ": expected a plan with \"gpus\" (write it with `tessera plan "
+                                   "--json FILE --verbose` where the input is synthetic)");
+  for (const auto& g : (*plan)["gpus"]) {
+    const int gpu = g.value("index", -1);
+    if (gpu < 0 || !g.contains("slices") || !g["slices"].is_array())
+      return Status::InvalidArgument(o.plan + ": a GPU without an \"index\" or \"slices\"");
+    for (const auto& s : g["slices"]) {
+      const auto& members = s.value("members", nlohmann::json::array());
+      const int sms = static_cast<int>(s.value("sms", 0.0));
+      if (!members.is_array() || members.empty() || sms <= 0)
+        return Status::InvalidArgument(o.plan + ": a slice on GPU " + std::to_string(gpu) +
+                                       " without \"sms\" or \"members\"");
+      for (const auto& m : members) {
+        const std::string name = m.value("model", "");
+        if (name.empty()) return Status::InvalidArgument(o.plan + ": a member without \"model\"");
+        if (members.size() == 1)
+          (*dedicated)[name].push_back({gpu, sms, m.value("max_batch", 0)});
+        else
+          ++(*shared)[name];
+      }
+    }
+  }
+  return Status::OK();
+}
+
+// Lays the plan onto the server, model by model: resize the instances already on a planned
+// GPU, add the missing ones, then remove the rest (make before break).
+int Apply(const Opts& o, Admin& admin) {
+  std::map<std::string, std::vector<Target>> dedicated;
+  std::map<std::string, int> shared;
+  if (Status st = ReadPlan(o, &dedicated, &shared); !st.ok()) {
+    fmt::print(stderr, "error: {}\n", st.ToString());
+    return st.code() == StatusCode::kNotFound ? 3 : 2;
+  }
+  int failed = 0, changes = 0;
+  for (const auto& [model, n] : shared)
+    if (!dedicated.count(model))
+      fmt::print(
+          "{}: not applied: the plan puts it on {} shared (time-sliced) slice(s); a server gives "
+          "each model instances of its own\n",
+          model, n);
+  for (const auto& [model, targets] : dedicated) {
+    Reply got = admin.Get(model);
+    if (auto* f = std::get_if<Failure>(&got)) {
+      fmt::print("{}: not applied: {}\n", model, f->message);
+      ++failed;
+      continue;
+    }
+    const View v = std::get<View>(got);
+    const bool cpu = v.gpu < 0;
+    auto limit = [&](int mb) { return mb <= 0 || mb >= v.config_max_batch ? 0 : mb; };
+    auto step = [&](const std::string& what, auto call) {
+      fmt::print("{}: {}{}\n", model, what, o.dry_run ? " (dry run)" : "");
+      ++changes;
+      if (o.dry_run) return;
+      Reply r = call();
+      if (auto* f = std::get_if<Failure>(&r)) {
+        fmt::print("{}:   failed: {}\n", model, f->message);
+        ++failed;
+      }
+    };
+    std::vector<bool> used(v.instances_detail.size(), false);
+    std::vector<Target> add;
+    for (const Target& t : targets) {
+      size_t k = 0;
+      while (k < used.size() && (used[k] || (!cpu && v.instances_detail[k].gpu != t.gpu))) ++k;
+      if (k == used.size()) {
+        add.push_back(t);
+        continue;
+      }
+      used[k] = true;
+      const auto& i = v.instances_detail[k];
+      const int want_limit = limit(t.max_batch);
+      const int have_limit = i.max_batch >= v.config_max_batch ? 0 : i.max_batch;
+      if (i.size() == t.sms && want_limit == have_limit) continue;
+      step(fmt::format("instance {}: {} -> {} {}, batches of at most {}", i.index, i.size(), t.sms,
+                       cpu ? "threads" : "SMs", want_limit ? want_limit : v.config_max_batch),
+           [&] { return admin.Change(model, i.index, i.size() == t.sms ? 0 : t.sms, want_limit); });
+    }
+    for (const Target& t : add)
+      step(fmt::format("add an instance of {} {}{}, batches of at most {}", t.sms,
+                       cpu ? "threads" : "SMs", cpu ? "" : fmt::format(" on GPU {}", t.gpu),
+                       limit(t.max_batch) ? limit(t.max_batch) : v.config_max_batch),
+           [&] { return admin.Add(model, t.sms, cpu ? -1 : t.gpu, limit(t.max_batch)); });
+    for (size_t k = 0; k < used.size(); ++k)
+      if (!used[k])
+        step(fmt::format("remove instance {} (not in the plan)", v.instances_detail[k].index),
+             [&] { return admin.Remove(model, v.instances_detail[k].index); });
+  }
+  fmt::print("plan {}: {} change(s){}, {} failed\n", o.plan, changes,
+             o.dry_run ? " to make" : " made", failed);
+  return failed ? 1 : 0;
+}
+
+int Run(const Opts& o) {
+  std::unique_ptr<Admin> admin;
+  if (o.protocol == "grpc")
+    admin = std::make_unique<GrpcAdmin>(o);
+  else
+    admin = std::make_unique<HttpAdmin>(o);
+  if (o.action == "apply") return Apply(o, *admin);
+  Reply r = admin->Get(o.model);
+  if (std::holds_alternative<View>(r) && o.action != "get") {
+    const bool gpu = std::get<View>(r).gpu >= 0;
+    if (o.action == "add")
+      r = admin->Add(o.model, o.size, o.gpu, o.max_batch);
+    else if (o.action == "remove")
+      r = admin->Remove(o.model, o.instance);
+    else if (o.instance >= 0)
+      r = admin->Change(o.model, o.instance, o.size, o.max_batch);
+    else
+      r = admin->Set(o.model, gpu, o.size, o.max_batch);
+  }
+  if (auto* f = std::get_if<Failure>(&r)) return Fail(*f);
+  Print(std::get<View>(r), o.action == "set", o.action == "set" && o.size > 0);
   return 0;
-}
-
-int CallGrpc(const Opts& o) {
-  auto stub = tessera::admin::Admin::NewStub(
-      grpc::CreateChannel(o.url, grpc::InsecureChannelCredentials()));
-  auto context = [&](grpc::ClientContext* ctx, bool change) {
-    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(change ? 120 : 10));
-    if (const std::string t = Token(o); !t.empty())
-      ctx->AddMetadata("authorization", "Bearer " + t);
-  };
-  tessera::admin::SliceResponse out;
-  grpc::Status st;
-  {
-    grpc::ClientContext ctx;
-    context(&ctx, false);
-    tessera::admin::GetSliceRequest in;
-    in.set_model_name(o.model);
-    st = stub->GetSlice(&ctx, in, &out);
-  }
-  const bool gpu = out.gpu() >= 0;
-  if (st.ok() && o.action != "get") {
-    grpc::ClientContext ctx;
-    context(&ctx, true);
-    if (o.action == "add") {
-      tessera::admin::AddInstanceRequest in;
-      in.set_model_name(o.model);
-      in.set_size(o.size);
-      if (o.gpu >= 0) in.set_gpu(o.gpu);
-      if (o.max_batch >= 0) in.set_max_batch(o.max_batch);
-      st = stub->AddInstance(&ctx, in, &out);
-    } else if (o.action == "remove") {
-      tessera::admin::RemoveInstanceRequest in;
-      in.set_model_name(o.model);
-      in.set_index(o.instance);
-      st = stub->RemoveInstance(&ctx, in, &out);
-    } else if (o.instance >= 0) {
-      tessera::admin::ChangeInstanceRequest in;
-      in.set_model_name(o.model);
-      in.set_index(o.instance);
-      if (o.size > 0) in.set_size(o.size);
-      if (o.max_batch >= 0) in.set_max_batch(o.max_batch);
-      st = stub->ChangeInstance(&ctx, in, &out);
-    } else {
-      tessera::admin::SetSliceRequest in;
-      in.set_model_name(o.model);
-      if (o.size > 0 && gpu)
-        in.set_sms(o.size);
-      else if (o.size > 0)
-        in.set_threads(o.size);
-      if (o.max_batch >= 0) in.set_max_batch(o.max_batch);
-      st = stub->SetSlice(&ctx, in, &out);
-    }
-  }
-  if (!st.ok()) {
-    fmt::print(stderr, "error: gRPC {}: {}\n", static_cast<int>(st.error_code()),
-               st.error_message());
-    return st.error_code() == grpc::StatusCode::INVALID_ARGUMENT ? 2 : 1;
-  }
-  View v;
-  v.model = out.model_name();
-  v.engine = out.engine();
-  v.sharing = out.sharing();
-  v.threads = out.threads();
-  v.instances = out.instances();
-  v.gpu = out.gpu();
-  v.sms = out.sms();
-  v.gpu_sms = out.gpu_sms();
-  v.max_batch = out.max_batch();
-  v.config_max_batch = out.config_max_batch();
-  v.confined = out.confined();
-  v.resize_ms = out.resize_ms();
-  v.resize_gap_us = out.resize_gap_us();
-  for (const auto& i : out.instance_slices())
-    v.instances_detail.push_back(
-        {i.index(), i.gpu(), i.sms(), i.threads(), i.max_batch(), i.batches()});
-  return Print(v, o.action == "set", o.action == "set" && o.size > 0);
-}
-
-// One HTTP call; the parsed answer, or the exit code after printing the error.
-std::variant<nlohmann::json, int> Http(const Opts& o, const std::string& method,
-                                       const std::string& path, const std::string& body) {
-  const std::string token = Token(o);
-  auto r = bench::HttpRequest(o.url, method, "/v2/models/" + o.model + path, body,
-                              token.empty() ? "" : "Bearer " + token);
-  if (!r.ok()) {
-    fmt::print(stderr, "error: {}\n", r.status().ToString());
-    return 1;
-  }
-  auto j = nlohmann::json::parse(r->second, nullptr, false);
-  if (r->first != 200) {
-    const std::string msg = j.is_object() && j.contains("error") && j["error"].is_string()
-                                ? j["error"].get<std::string>()
-                                : r->second;
-    fmt::print(stderr, "error: HTTP {}: {}\n", r->first, msg);
-    return r->first == 400 ? 2 : 1;
-  }
-  if (!j.is_object()) {
-    fmt::print(stderr, "error: the server's answer is not JSON: {}\n", r->second);
-    return 1;
-  }
-  return j;
-}
-
-int CallHttp(const Opts& o) {
-  auto got = Http(o, "GET", "/slice", "");
-  if (o.action != "get" && std::holds_alternative<nlohmann::json>(got)) {
-    const bool gpu = std::get<nlohmann::json>(got).value("gpu", -1) >= 0;
-    nlohmann::json body = nlohmann::json::object();
-    if (o.action == "remove") {
-      got = Http(o, "POST", fmt::format("/instances/{}/remove", o.instance), "");
-    } else if (o.action == "add" || o.instance >= 0) {
-      if (o.size > 0) body["size"] = o.size;
-      if (o.gpu >= 0) body["gpu"] = o.gpu;
-      if (o.max_batch >= 0) body["max_batch"] = o.max_batch;
-      got = Http(
-          o, "POST",
-          o.action == "add" ? std::string("/instances") : fmt::format("/instances/{}", o.instance),
-          body.dump());
-    } else {
-      if (o.size > 0) body[gpu ? "sms" : "threads"] = o.size;
-      if (o.max_batch >= 0) body["max_batch"] = o.max_batch;
-      got = Http(o, "POST", "/slice", body.dump());
-    }
-  }
-  if (std::holds_alternative<int>(got)) return std::get<int>(got);
-  const auto& j = std::get<nlohmann::json>(got);
-  View v;
-  v.model = j.value("name", o.model);
-  v.engine = j.value("engine", "?");
-  v.threads = j.value("threads", 0);
-  v.instances = j.value("instances", 0);
-  v.max_batch = j.value("max_batch", 0);
-  v.config_max_batch = j.value("config_max_batch", 0);
-  v.gpu = j.value("gpu", -1);
-  v.sms = j.value("sms", 0);
-  v.gpu_sms = j.value("gpu_sms", 0);
-  v.confined = j.value("confined", false);
-  v.sharing = j.value("sharing", "");
-  v.resize_ms = j.value("resize_ms", 0.0);
-  v.resize_gap_us = j.value("resize_gap_us", -1.0);
-  if (j.contains("instance_slices") && j["instance_slices"].is_array())
-    for (const auto& i : j["instance_slices"])
-      if (i.is_object())
-        v.instances_detail.push_back({i.value("index", 0), i.value("gpu", -1), i.value("sms", 0),
-                                      i.value("threads", 0), i.value("max_batch", 0),
-                                      i.value("batches", uint64_t{0})});
-  return Print(v, o.action == "set", o.action == "set" && o.size > 0);
 }
 
 }  // namespace
@@ -285,15 +468,27 @@ Runner SetupSlice(CLI::App& app) {
   remove->add_option("index", o->instance, "The instance's index (`slice get` lists them)")
       ->required()
       ->check(CLI::NonNegativeNumber);
+  auto* apply = app.add_subcommand(
+      "apply",
+      "Lay a plan (`tessera plan --json`) onto the server, live (admin): each planned model "
+      "gets one instance per dedicated slice, with the slice's GPU, size and batch limit; "
+      "existing instances on a planned GPU are resized, missing ones added, the rest removed "
+      "after. Models planned onto shared (time-sliced) slices are listed, not applied");
+  apply->add_option("plan", o->plan, "The plan file")->required();
+  apply->add_option("--policy", o->policy, "Which of the file's plans (default: tessera)");
+  apply->add_flag("--dry-run", o->dry_run, "Print the changes without making them");
   return [o, get, set, add, remove] {
-    o->action = get->parsed() ? "get" : set->parsed() ? "set" : add->parsed() ? "add" : "remove";
-    (void)remove;
+    o->action = get->parsed()      ? "get"
+                : set->parsed()    ? "set"
+                : add->parsed()    ? "add"
+                : remove->parsed() ? "remove"
+                                   : "apply";
     if (set->parsed() && o->size == 0 && o->max_batch < 0) {
       fmt::print(stderr, "error: slice set needs a size, --max-batch, or both\n");
       return 2;
     }
     if (o->url.empty()) o->url = o->protocol == "grpc" ? "localhost:8001" : "localhost:8000";
-    return o->protocol == "grpc" ? CallGrpc(*o) : CallHttp(*o);
+    return Run(*o);
   };
 }
 

@@ -370,3 +370,79 @@ def test_the_tuner_empties_a_gpu_that_holds_little_onto_another(tmp_path):
                              metrics), metrics
     finally:
         s.stop()
+
+
+def test_slice_apply_lays_a_plan_onto_the_server(tmp_path):
+    """`tessera slice apply PLAN`: each planned model gets one instance per dedicated slice (its
+    GPU, SMs and batch limit); shared slices are listed, not applied; a second apply changes
+    nothing."""
+    import shutil
+    repo = write_zoo(tmp_path / "repo", "tiny_mlp")
+    shutil.copytree(repo / "tiny_mlp", repo / "other")
+    cfg = repo / "other" / "config.pbtxt"
+    cfg.write_text(cfg.read_text().replace('"tiny_mlp"', '"other"'))
+    for name in ("tiny_mlp", "other"):
+        cfg = repo / name / "config.pbtxt"
+        cfg.write_text(cfg.read_text() + "instance_group { count: 1 kind: KIND_GPU }\n")
+        add_params(repo, name, slice_sms=8)
+    plan = {"plans": {"tessera": {"gpus": [
+        {"index": 0, "slices": [
+            {"sms": 16, "members": [{"model": "tiny_mlp", "max_batch": 4}]},
+            {"sms": 8, "members": [{"model": "a", "max_batch": 8},
+                                   {"model": "b", "max_batch": 8}]}]},
+        {"index": 1, "slices": [
+            {"sms": 24, "members": [{"model": "tiny_mlp", "max_batch": 64}]},
+            {"sms": 8, "members": [{"model": "other", "max_batch": 8}]}]}]}}}
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    s = TesseraServer(repo, "--engine", "cuda-host", "--emulated-gpus", 2)
+    cli = [str(TESSERA), "slice", "--url", s.http]
+    grpc_cli = [str(TESSERA), "slice", "--protocol", "grpc", "--url", s.grpc]
+
+    def run(base, *args):
+        r = subprocess.run(base + list(map(str, args)), capture_output=True, text=True,
+                           timeout=120)
+        return r.returncode, r.stdout, r.stderr
+
+    def layout(model):
+        return sorted((i["gpu"], i["sms"], i["max_batch"])
+                      for i in slice_of(s, model)["instance_slices"])
+
+    try:
+        rc, out, err = run(cli, "apply", tmp_path / "plan.json", "--dry-run")
+        assert rc == 0, out + err
+        assert "4 change(s) to make" in out, out
+        assert "a: not applied: the plan puts it on 1 shared (time-sliced) slice(s)" in out, out
+        assert layout("tiny_mlp") == [(0, 8, 64)]  # a dry run changes nothing
+        rc, out, err = run(grpc_cli, "apply", tmp_path / "plan.json")
+        assert rc == 0, out + err
+        assert "tiny_mlp: instance 0: 8 -> 16 SMs, batches of at most 4" in out, out
+        assert "tiny_mlp: add an instance of 24 SMs on GPU 1, batches of at most 64" in out, out
+        assert "other: remove instance 0 (not in the plan)" in out, out
+        assert layout("tiny_mlp") == [(0, 16, 4), (1, 24, 64)]
+        assert layout("other") == [(1, 8, 8)]
+        assert infer_ok(s, "tiny_mlp") and infer_ok(s, "other")
+        rc, out, err = run(cli, "apply", tmp_path / "plan.json")
+        assert rc == 0 and "0 change(s) made, 0 failed" in out, out + err
+        # Errors: a policy the file does not have, a missing file, a model not loaded.
+        rc, out, err = run(cli, "apply", tmp_path / "plan.json", "--policy", "nexus")
+        assert rc == 2 and 'has no "nexus" plan (it has: tessera)' in err, err
+        rc, out, err = run(cli, "apply", tmp_path / "missing.json")
+        assert rc == 3 and "cannot read plan file" in err, err
+        plan["plans"]["tessera"]["gpus"][1]["slices"].append(
+            {"sms": 8, "members": [{"model": "ghost", "max_batch": 8}]})
+        (tmp_path / "plan2.json").write_text(json.dumps(plan))
+        rc, out, err = run(cli, "apply", tmp_path / "plan2.json")
+        assert rc == 1 and "ghost: not applied: HTTP 404" in out and "1 failed" in out, out
+    finally:
+        s.stop()
+
+
+def infer_ok(s, model):
+    import numpy as np
+    body = {"inputs": [{"name": "input", "shape": [2, 16], "datatype": "FP32",
+                        "data": np.ones(32, dtype=np.float32).tolist()}]}
+    req = urllib.request.Request(f"http://{s.http}/v2/models/{model}/infer",
+                                 data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return r.status == 200 and json.loads(r.read())["outputs"][0]["shape"] == [2, 16]
