@@ -531,6 +531,16 @@ def test_slice_add_and_remove_change_a_models_instances_live_over_http_and_grpc(
         rc, out, err = run(http_cli, "get", "tiny_mlp")
         assert rc == 0 and "1 instance(s)" in out and "instance 2:" in out, out
         assert infer(s)[0] == 200
+        # A plan for the CPU: its slices are threads, its GPU indices do not matter here.
+        plan = tmp_path / "plan.json"
+        plan.write_text(json.dumps({"gpus": [{"index": 0, "slices": [
+            {"sms": 1, "members": [{"model": "tiny_mlp", "max_batch": 8}]},
+            {"sms": 1, "members": [{"model": "tiny_mlp", "max_batch": 64}]}]}]}))
+        rc, out, err = run(http_cli, "apply", plan)
+        assert rc == 0 and "2 change(s) made, 0 failed" in out, out + err
+        rc, out, err = run(http_cli, "get", "tiny_mlp")
+        assert "2 instance(s)" in out and "batches of at most 8," in out, out
+        assert infer(s)[0] == 200
     finally:
         s.stop()
 
