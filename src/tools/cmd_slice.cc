@@ -241,9 +241,20 @@ void Print(const View& v, bool set, bool resized) {
           ? fmt::format("batches of at most {} (limited; max_batch_size {})", v.max_batch,
                         v.config_max_batch)
           : fmt::format("batches of at most {}", v.max_batch);
-  if (v.gpu < 0)
+  bool uniform = true;  // every instance the same size (else the lines below say each one's)
+  for (const auto& i : v.instances_detail)
+    uniform = uniform && i.size() == v.instances_detail.front().size();
+  if (v.gpu < 0 && !uniform)
+    fmt::print("model {}: {} engine, instances of different sizes, {} instance(s), {}\n", v.model,
+               v.engine, v.instances, batches);
+  else if (v.gpu < 0)
     fmt::print("model {}: {} engine, {} compute thread(s) per instance, {} instance(s), {}\n",
                v.model, v.engine, v.threads, v.instances, batches);
+  else if (v.confined && !uniform)
+    fmt::print(
+        "model {}: GPU {} and others, instances of different sizes ({}), {} instance(s), "
+        "{}\n",
+        v.model, v.gpu, v.sharing, v.instances, batches);
   else if (v.confined)
     fmt::print("model {}: GPU {}, {} of {} SMs ({:.0f}%) per instance ({}), {} instance(s), {}\n",
                v.model, v.gpu, v.sms, v.gpu_sms, 100.0 * v.sms / std::max(1, v.gpu_sms), v.sharing,
