@@ -251,10 +251,8 @@ void Print(const View& v, bool set, bool resized) {
     fmt::print("model {}: {} engine, {} compute thread(s) per instance, {} instance(s), {}\n",
                v.model, v.engine, v.threads, v.instances, batches);
   else if (v.confined && !uniform)
-    fmt::print(
-        "model {}: GPU {} and others, instances of different sizes ({}), {} instance(s), "
-        "{}\n",
-        v.model, v.gpu, v.sharing, v.instances, batches);
+    fmt::print("model {}: GPU slices of different sizes ({}), {} instance(s), {}\n", v.model,
+               v.sharing, v.instances, batches);
   else if (v.confined)
     fmt::print("model {}: GPU {}, {} of {} SMs ({:.0f}%) per instance ({}), {} instance(s), {}\n",
                v.model, v.gpu, v.sms, v.gpu_sms, 100.0 * v.sms / std::max(1, v.gpu_sms), v.sharing,
