@@ -3,6 +3,7 @@ admin authentication, new versions under traffic, SLO drops and queue timeouts, 
 graceful shutdown."""
 import concurrent.futures as cf
 import json
+import os
 import shutil
 import threading
 import time
@@ -541,6 +542,10 @@ def test_slice_add_and_remove_change_a_models_instances_live_over_http_and_grpc(
         rc, out, err = run(http_cli, "get", "tiny_mlp")
         assert "2 instance(s)" in out and "batches of at most 8," in out, out
         assert infer(s)[0] == 200
+        if (os.cpu_count() or 1) >= 2:  # one instance on 2 threads: the sizes now differ
+            rc, out, err = run(grpc_cli, "set", "tiny_mlp", 2, "--instance", 2)
+            assert rc == 0 and "instances of different sizes, 2 instance(s)" in out, out + err
+            assert "instance 2: 2 compute thread(s)" in out, out
     finally:
         s.stop()
 
