@@ -142,48 +142,38 @@ struct ModelManager::Impl {
           name, to.version());
       return false;
     }
-    const auto want = from.instance_slices();
-    const auto have = to.instance_slices();
-    auto size_of = [](const InstanceSlice& i) { return i.gpu >= 0 ? i.sms : i.threads; };
+    std::vector<InstanceTarget> want;
+    for (const auto& i : from.instance_slices())
+      want.push_back({i.gpu, i.gpu < 0 ? i.threads : i.confined ? i.sms : 0, i.own_max_batch});
     auto warn = [&](const Status& st) {
       spdlog::warn("model '{}' version {}: keeping the live instances: {}", name, to.version(),
                    st.ToString());
     };
-    std::vector<bool> used(have.size(), false);
-    std::vector<const InstanceSlice*> add;
-    for (const auto& w : want) {
-      size_t k = 0;
-      while (k < have.size() && (used[k] || have[k].gpu != w.gpu)) ++k;
-      if (k == have.size()) {
-        add.push_back(&w);
-        continue;
-      }
-      used[k] = true;
-      const bool sized = w.gpu < 0 || (w.confined && have[k].confined);
-      if (sized && size_of(w) != size_of(have[k]))
-        if (auto r = to.ResizeInstance(have[k].index, size_of(w)); !r.ok()) warn(r.status());
-      if (w.own_max_batch != have[k].own_max_batch)
-        if (Status st = to.SetInstanceBatchCap(have[k].index, w.own_max_batch); !st.ok()) warn(st);
-    }
-    for (const InstanceSlice* w : add) {
-      const int index = to.next_instance_index();
-      Status st = ReserveBytes(o, to, to.add_bytes_by_device(w->gpu), InstanceOwner(to, index),
-                               "adding an instance:");
-      if (st.ok()) {
-        auto r = to.AddInstance(size_of(*w), w->gpu, w->own_max_batch);
-        st = r.status();
-        if (!st.ok()) ReleaseInstance(to, index);
+    for (const LayoutStep& step : LayoutSteps(to.instance_slices(), want)) {
+      Status st;
+      switch (step.kind) {
+        case LayoutStep::Kind::kChange:
+          if (step.target.size > 0) st = to.ResizeInstance(step.index, step.target.size).status();
+          if (st.ok()) st = to.SetInstanceBatchCap(step.index, step.target.own_max_batch);
+          break;
+        case LayoutStep::Kind::kAdd: {
+          const int index = to.next_instance_index();
+          st = ReserveBytes(o, to, to.add_bytes_by_device(step.target.gpu),
+                            InstanceOwner(to, index), "adding an instance:");
+          if (st.ok()) {
+            st = to.AddInstance(step.target.size, step.target.gpu, step.target.own_max_batch)
+                     .status();
+            if (!st.ok()) ReleaseInstance(to, index);
+          }
+          break;
+        }
+        case LayoutStep::Kind::kRemove:
+          st = to.RemoveInstance(step.index);
+          if (st.ok()) ReleaseInstance(to, step.index);
+          break;
       }
       if (!st.ok()) warn(st);
     }
-    for (size_t k = 0; k < have.size(); ++k)
-      if (!used[k]) {
-        Status st = to.RemoveInstance(have[k].index);
-        if (st.ok())
-          ReleaseInstance(to, have[k].index);
-        else
-          warn(st);
-      }
     spdlog::info("model '{}' version {}: kept the {} instance(s) changed live", name, to.version(),
                  to.instance_slices().size());
     return true;
@@ -553,6 +543,32 @@ Result<std::vector<ModelStatsSnapshot>> ModelManager::Stats(const std::string& n
   return out;
 }
 
+std::vector<LayoutStep> LayoutSteps(const std::vector<InstanceSlice>& have,
+                                    const std::vector<InstanceTarget>& want) {
+  std::vector<LayoutStep> changes, adds, removes;
+  std::vector<bool> used(have.size(), false);
+  for (const InstanceTarget& w : want) {
+    size_t k = 0;
+    while (k < have.size() && (used[k] || have[k].gpu != w.gpu)) ++k;
+    if (k == have.size()) {
+      adds.push_back({LayoutStep::Kind::kAdd, -1, 0, w});
+      continue;
+    }
+    used[k] = true;
+    const InstanceSlice& h = have[k];
+    const bool sized = h.gpu < 0 || h.confined;
+    const int size = h.gpu < 0 ? h.threads : h.sms;
+    LayoutStep step{LayoutStep::Kind::kChange, h.index, size, w};
+    if (!sized || w.size == size) step.target.size = 0;
+    if (step.target.size > 0 || w.own_max_batch != h.own_max_batch) changes.push_back(step);
+  }
+  for (size_t k = 0; k < have.size(); ++k)
+    if (!used[k]) removes.push_back({LayoutStep::Kind::kRemove, have[k].index, 0, {}});
+  changes.insert(changes.end(), adds.begin(), adds.end());
+  changes.insert(changes.end(), removes.begin(), removes.end());
+  return changes;
+}
+
 namespace {
 // The newest ready version of a model, from a copy or under Impl::mu.
 std::shared_ptr<ServedModel> Newest(const std::map<int64_t, std::shared_ptr<ServedModel>>& vs) {
@@ -599,7 +615,6 @@ Result<SliceState> ModelManager::Slice(const std::string& name) const {
 }
 
 Result<SliceState> ModelManager::SetSliceThreads(const std::string& name, int threads) {
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
     auto it = impl_->models.find(name);
@@ -610,10 +625,7 @@ Result<SliceState> ModelManager::SetSliceThreads(const std::string& name, int th
         return Status::InvalidArgument("model '" + name + "' runs on the " + m->engine().name() +
                                        " engine: its slice is set in SMs ({\"sms\": N}), not "
                                        "threads");
-    if (threads < 1 || threads > cores)
-      return Status::InvalidArgument("model '" + name + "': a CPU slice is 1 to " +
-                                     std::to_string(cores) + " compute threads, got " +
-                                     std::to_string(threads));
+    TESSERA_RETURN_IF_ERROR(runtime::CheckComputeThreads("model '" + name + "'", threads));
     it->second->threads = threads;
     for (const auto& [v, m] : it->second->versions) {
       const int was = m->compute_threads();
@@ -774,12 +786,8 @@ Result<SliceState> ModelManager::ChangeInstance(const std::string& name, int ind
                                    "': an instance change needs a size, a batch limit, or both");
   TESSERA_ASSIGN_OR_RETURN(auto locked, impl_->LockNewest(name));
   ServedModel* m = locked.newest.get();
-  if (change.max_batch && (*change.max_batch < 0 || *change.max_batch > m->config().max_batch_size))
-    return Status::InvalidArgument("model '" + name +
-                                   "': an instance's batch limit is 0 (the "
-                                   "model's) to " +
-                                   std::to_string(m->config().max_batch_size) + ", got " +
-                                   std::to_string(*change.max_batch));
+  // The limit is checked before the size changes: a bad one changes nothing.
+  if (change.max_batch) TESSERA_RETURN_IF_ERROR(m->CheckInstanceBatchCap(*change.max_batch));
   if (change.size) {
     // A GPU instance holds a second set of its arenas until its old slice is gone.
     Status st = impl_->ReserveResize(opts_, *m, *change.size, index);

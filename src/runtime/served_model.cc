@@ -544,14 +544,27 @@ int ServedModel::next_instance_index() const {
   return next_index_;
 }
 
-namespace {
-std::string IndexList(const std::vector<std::unique_ptr<Instance>>& instances) {
-  std::string out;
-  for (const auto& i : instances)
-    if (!i->retiring()) out += (out.empty() ? "" : ", ") + std::to_string(i->index());
-  return out;
+Status CheckComputeThreads(const std::string& what, int threads) {
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (threads >= 1 && threads <= cores) return Status::OK();
+  return Status::InvalidArgument(what + ": a CPU slice is 1 to " + std::to_string(cores) +
+                                 " compute threads, got " + std::to_string(threads));
 }
-}  // namespace
+
+Status ServedModel::CheckInstanceBatchCap(int rows) const {
+  if (rows >= 0 && rows <= config_.max_batch_size) return Status::OK();
+  return Status::InvalidArgument(
+      "model '" + config_.name + "': an instance's batch limit is 0 (the model's) to " +
+      std::to_string(config_.max_batch_size) + ", got " + std::to_string(rows));
+}
+
+Status ServedModel::NoInstance(int index) const {
+  std::string have;
+  for (const auto& i : instances_)
+    if (!i->retiring()) have += (have.empty() ? "" : ", ") + std::to_string(i->index());
+  return Status::NotFound("model '" + config_.name + "' version " + std::to_string(version_) +
+                          " has no instance " + std::to_string(index) + "; its instances: " + have);
+}
 
 Result<int> ServedModel::AddInstance(int size, int gpu_index, int max_batch) {
   std::lock_guard<std::mutex> serialize(move_mu_);
@@ -563,10 +576,7 @@ Result<int> ServedModel::AddInstance(int size, int gpu_index, int max_batch) {
         where +
         " needs the graph's weights, which this CPU model freed once its executables "
         "were compiled (a server started with --live-instances or --tune keeps them)");
-  if (max_batch < 0 || max_batch > config_.max_batch_size)
-    return Status::InvalidArgument(where + ": a batch limit is 0 (the model's) to " +
-                                   std::to_string(config_.max_batch_size) + ", got " +
-                                   std::to_string(max_batch));
+  TESSERA_RETURN_IF_ERROR(CheckInstanceBatchCap(max_batch));
   // Its engine: the first instance's, or the one for the GPU asked for.
   Engine* engine = engine_;
   std::unique_ptr<Engine> made;
@@ -617,10 +627,7 @@ Result<int> ServedModel::AddInstance(int size, int gpu_index, int max_batch) {
     if (!lease.ok()) return lease.status().WithContext(where);
     inst->AttachGpu(g, *lease, opts_.completion, opts_.gpu_pipeline);
   } else {
-    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    if (size < 1 || size > cores)
-      return Status::InvalidArgument(where + ": a CPU instance runs 1 to " + std::to_string(cores) +
-                                     " compute threads, got " + std::to_string(size));
+    TESSERA_RETURN_IF_ERROR(CheckComputeThreads(where, size));
     inst->set_threads(size);
   }
   // Warmed up on its own thread, which then takes batches from the shared queue.
@@ -653,10 +660,7 @@ Status ServedModel::RemoveInstance(int index) {
   {
     std::lock_guard<std::mutex> lock(inst_mu_);
     inst = FindInstance(index, &at);
-    if (!inst)
-      return Status::NotFound("model '" + config_.name + "' version " + std::to_string(version_) +
-                              " has no instance " + std::to_string(index) +
-                              "; its instances: " + IndexList(instances_));
+    if (!inst) return NoInstance(index);
     size_t live = 0;
     for (const auto& i : instances_) live += i->retiring() ? 0 : 1;
     if (live <= 1)
@@ -682,35 +686,20 @@ Result<ServedModel::MoveResult> ServedModel::ResizeInstance(int index, int size)
   {
     std::lock_guard<std::mutex> lock(inst_mu_);
     inst = FindInstance(index, nullptr);
-    if (!inst)
-      return Status::NotFound("model '" + config_.name + "' version " + std::to_string(version_) +
-                              " has no instance " + std::to_string(index) +
-                              "; its instances: " + IndexList(instances_));
+    if (!inst) return NoInstance(index);
   }
   if (inst->on_gpu()) return Move(size, index);
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  if (size < 1 || size > cores)
-    return Status::InvalidArgument("model '" + config_.name + "': a CPU instance runs 1 to " +
-                                   std::to_string(cores) + " compute threads, got " +
-                                   std::to_string(size));
+  TESSERA_RETURN_IF_ERROR(CheckComputeThreads("model '" + config_.name + "'", size));
   inst->set_threads(size);
   return MoveResult{};
 }
 
 Status ServedModel::SetInstanceBatchCap(int index, int rows) {
-  if (rows < 0 || rows > config_.max_batch_size)
-    return Status::InvalidArgument("model '" + config_.name +
-                                   "': an instance's batch limit is 0 "
-                                   "(the model's) to " +
-                                   std::to_string(config_.max_batch_size) + ", got " +
-                                   std::to_string(rows));
+  TESSERA_RETURN_IF_ERROR(CheckInstanceBatchCap(rows));
   {
     std::lock_guard<std::mutex> lock(inst_mu_);
     Instance* inst = FindInstance(index, nullptr);
-    if (!inst)
-      return Status::NotFound("model '" + config_.name + "' version " + std::to_string(version_) +
-                              " has no instance " + std::to_string(index) +
-                              "; its instances: " + IndexList(instances_));
+    if (!inst) return NoInstance(index);
     inst->set_batch_cap(rows);
   }
   cv_.notify_all();

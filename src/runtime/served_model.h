@@ -21,6 +21,9 @@ namespace tessera::runtime {
 
 class Instance;
 
+// InvalidArgument (naming `what`) unless 1 <= threads <= the machine's cores: a CPU slice.
+Status CheckComputeThreads(const std::string& what, int threads);
+
 class ServedModel final : public ModelHandle, public std::enable_shared_from_this<ServedModel> {
  public:
   ServedModel(ModelConfig config, Graph graph, int64_t version, std::string model_dir,
@@ -111,6 +114,8 @@ class ServedModel final : public ModelHandle, public std::enable_shared_from_thi
   Result<MoveResult> ResizeInstance(int index, int size);
   // One instance's own batch limit (0: the model's alone). NotFound for an unknown index.
   Status SetInstanceBatchCap(int index, int rows);
+  // InvalidArgument unless 0 <= rows <= max_batch_size.
+  Status CheckInstanceBatchCap(int rows) const;
   // What a new instance on `gpu` (-1: the first instance's device) would hold, per device: the
   // largest instance's arenas, plus the weights where the model holds none yet.
   std::map<std::string, size_t> add_bytes_by_device(int gpu) const;
@@ -123,6 +128,7 @@ class ServedModel final : public ModelHandle, public std::enable_shared_from_thi
   std::thread Launch(Instance* inst, std::shared_ptr<std::promise<Status>> warmed);
   Result<MoveResult> Move(int sms, int only);           // only: an instance index, or -1 for all
   Instance* FindInstance(int index, size_t* at) const;  // with inst_mu_ held
+  Status NoInstance(int index) const;  // NotFound naming the instances there are (inst_mu_ held)
   Status AcquireSlices();
   // Checks the request against the config; sets rows; returns the batching key.
   Result<std::string> Validate(InferenceRequest& r) const;

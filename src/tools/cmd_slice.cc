@@ -24,6 +24,7 @@
 #include <variant>
 
 #include "bench/transport.h"
+#include "tessera/runtime/model_manager.h"
 #include "tessera_admin.grpc.pb.h"
 #include "tools/commands.h"
 
@@ -56,6 +57,7 @@ struct View {
   struct Instance {
     int index = 0, gpu = -1, sms = 0, threads = 0, max_batch = 0;
     uint64_t batches = 0;
+    bool confined = false;
     int size() const { return gpu >= 0 ? sms : threads; }
   };
   std::vector<Instance> instances_detail;
@@ -227,7 +229,7 @@ class GrpcAdmin final : public Admin {
     v.resize_gap_us = out.resize_gap_us();
     for (const auto& i : out.instance_slices())
       v.instances_detail.push_back(
-          {i.index(), i.gpu(), i.sms(), i.threads(), i.max_batch(), i.batches()});
+          {i.index(), i.gpu(), i.sms(), i.threads(), i.max_batch(), i.batches(), i.confined()});
     return v;
   }
   std::unique_ptr<tessera::admin::Admin::Stub> stub_;
@@ -371,33 +373,41 @@ int Apply(const Opts& o, Admin& admin) {
         ++failed;
       }
     };
-    std::vector<bool> used(v.instances_detail.size(), false);
-    std::vector<Target> add;
-    for (const Target& t : targets) {
-      size_t k = 0;
-      while (k < used.size() && (used[k] || (!cpu && v.instances_detail[k].gpu != t.gpu))) ++k;
-      if (k == used.size()) {
-        add.push_back(t);
-        continue;
-      }
-      used[k] = true;
-      const auto& i = v.instances_detail[k];
-      const int want_limit = limit(t.max_batch);
-      const int have_limit = i.max_batch >= v.config_max_batch ? 0 : i.max_batch;
-      if (i.size() == t.sms && want_limit == have_limit) continue;
-      step(fmt::format("instance {}: {} -> {} {}, batches of at most {}", i.index, i.size(), t.sms,
-                       cpu ? "threads" : "SMs", want_limit ? want_limit : v.config_max_batch),
-           [&] { return admin.Change(model, i.index, i.size() == t.sms ? 0 : t.sms, want_limit); });
+    // The server's instances and the plan's, as LayoutSteps (shared with reloads) sees them.
+    std::vector<InstanceSlice> have;
+    for (const auto& i : v.instances_detail) {
+      InstanceSlice h;
+      h.index = i.index;
+      h.gpu = i.gpu;
+      h.sms = i.sms;
+      h.threads = i.threads;
+      h.confined = i.confined;
+      h.own_max_batch = limit(i.max_batch);
+      have.push_back(h);
     }
-    for (const Target& t : add)
-      step(fmt::format("add an instance of {} {}{}, batches of at most {}", t.sms,
-                       cpu ? "threads" : "SMs", cpu ? "" : fmt::format(" on GPU {}", t.gpu),
-                       limit(t.max_batch) ? limit(t.max_batch) : v.config_max_batch),
-           [&] { return admin.Add(model, t.sms, cpu ? -1 : t.gpu, limit(t.max_batch)); });
-    for (size_t k = 0; k < used.size(); ++k)
-      if (!used[k])
-        step(fmt::format("remove instance {} (not in the plan)", v.instances_detail[k].index),
-             [&] { return admin.Remove(model, v.instances_detail[k].index); });
+    std::vector<InstanceTarget> want;
+    for (const Target& t : targets) want.push_back({cpu ? -1 : t.gpu, t.sms, limit(t.max_batch)});
+    const char* unit = cpu ? "threads" : "SMs";
+    for (const LayoutStep& s : LayoutSteps(have, want)) {
+      const InstanceTarget& t = s.target;
+      const int batches = t.own_max_batch ? t.own_max_batch : v.config_max_batch;
+      switch (s.kind) {
+        case LayoutStep::Kind::kChange:
+          step(fmt::format("instance {}: {} -> {} {}, batches of at most {}", s.index, s.size_was,
+                           t.size ? t.size : s.size_was, unit, batches),
+               [&] { return admin.Change(model, s.index, t.size, t.own_max_batch); });
+          break;
+        case LayoutStep::Kind::kAdd:
+          step(fmt::format("add an instance of {} {}{}, batches of at most {}", t.size, unit,
+                           cpu ? "" : fmt::format(" on GPU {}", t.gpu), batches),
+               [&] { return admin.Add(model, t.size, t.gpu, t.own_max_batch); });
+          break;
+        case LayoutStep::Kind::kRemove:
+          step(fmt::format("remove instance {} (not in the plan)", s.index),
+               [&] { return admin.Remove(model, s.index); });
+          break;
+      }
+    }
   }
   fmt::print("plan {}: {} change(s){}, {} failed\n", o.plan, changes,
              o.dry_run ? " to make" : " made", failed);

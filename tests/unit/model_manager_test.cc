@@ -448,5 +448,50 @@ TEST_F(ManagerTest, ServesEveryVersionTheVersionPolicySelects) {
   EXPECT_EQ(Infer(m, 1, 1.0f, 0).version, 3);  // unspecified: the newest
 }
 
+TEST(LayoutSteps, ResizeOnTheSameGpuThenAddThenRemove) {
+  auto gpu = [](int index, int g, int sms, bool confined = true, int cap = 0) {
+    InstanceSlice i;
+    i.index = index;
+    i.gpu = g;
+    i.sms = sms;
+    i.confined = confined;
+    i.own_max_batch = cap;
+    return i;
+  };
+  using K = LayoutStep::Kind;
+  // Instance 0 (GPU 0, 8 SMs) grows to 16 with a limit; GPU 1 gets a new one; instance 3 on
+  // GPU 2 is not wanted and goes last.
+  auto steps = LayoutSteps({gpu(0, 0, 8), gpu(3, 2, 8)}, {{0, 16, 4}, {1, 24, 0}});
+  ASSERT_EQ(steps.size(), 3u);
+  EXPECT_EQ(steps[0].kind, K::kChange);
+  EXPECT_EQ(steps[0].index, 0);
+  EXPECT_EQ(steps[0].size_was, 8);
+  EXPECT_EQ(steps[0].target.size, 16);
+  EXPECT_EQ(steps[0].target.own_max_batch, 4);
+  EXPECT_EQ(steps[1].kind, K::kAdd);
+  EXPECT_EQ(steps[1].target.gpu, 1);
+  EXPECT_EQ(steps[1].target.size, 24);
+  EXPECT_EQ(steps[2].kind, K::kRemove);
+  EXPECT_EQ(steps[2].index, 3);
+  // Already as wanted: nothing. Only the limit differs: a change that keeps the size.
+  EXPECT_TRUE(LayoutSteps({gpu(0, 0, 16, true, 4)}, {{0, 16, 4}}).empty());
+  steps = LayoutSteps({gpu(0, 0, 16, true, 4)}, {{0, 16, 0}});
+  ASSERT_EQ(steps.size(), 1u);
+  EXPECT_EQ(steps[0].target.size, 0);
+  EXPECT_EQ(steps[0].target.own_max_batch, 0);
+  // An instance unconfined on its whole GPU keeps its size.
+  EXPECT_TRUE(LayoutSteps({gpu(0, 0, 132, false)}, {{0, 16, 0}}).empty());
+  // CPU instances (GPU -1) are matched in order; their size is threads.
+  InstanceSlice cpu;
+  cpu.threads = 1;
+  steps = LayoutSteps({cpu}, {{-1, 2, 0}, {-1, 1, 8}});
+  ASSERT_EQ(steps.size(), 2u);
+  EXPECT_EQ(steps[0].kind, K::kChange);
+  EXPECT_EQ(steps[0].size_was, 1);
+  EXPECT_EQ(steps[0].target.size, 2);
+  EXPECT_EQ(steps[1].kind, K::kAdd);
+  EXPECT_EQ(steps[1].target.own_max_batch, 8);
+}
+
 }  // namespace
 }  // namespace tessera

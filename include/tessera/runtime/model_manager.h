@@ -83,6 +83,32 @@ struct InstanceSlice {
   std::map<uint64_t, uint64_t> batch_rows;  // executed batch rows -> count
 };
 
+// An instance a model should have (a plan's slice, or a layout kept across a reload): its GPU
+// (-1: the CPU), its size in threads or SMs (0: leave the size as it is) and its own batch limit
+// (0: none).
+struct InstanceTarget {
+  int gpu = -1;
+  int size = 0;
+  int own_max_batch = 0;
+};
+
+// One step of turning a model's instances into a wanted set.
+struct LayoutStep {
+  enum class Kind { kChange, kAdd, kRemove };
+  Kind kind = Kind::kChange;
+  int index = -1;         // kChange, kRemove: the instance
+  int size_was = 0;       // kChange: its size now
+  InstanceTarget target;  // kChange (size 0: unchanged), kAdd
+};
+
+// The steps from `have` to `want`, make before break: each wanted instance takes the first
+// unmatched one on its GPU and is resized and / or given its limit where they differ (an
+// instance that runs unconfined on a whole GPU keeps its size); the wanted ones left over are
+// added; then the unmatched ones are removed. Pure: `tessera slice apply` runs the steps over the
+// admin API, a reload runs them on the new version.
+std::vector<LayoutStep> LayoutSteps(const std::vector<InstanceSlice>& have,
+                                    const std::vector<InstanceTarget>& want);
+
 // A model's share of its device, as `tessera slice` sees it. On the CPU engine a slice is the
 // number of compute threads each instance runs a batch with; on a sliced GPU it is SMs.
 struct SliceState {

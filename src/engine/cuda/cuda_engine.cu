@@ -470,8 +470,7 @@ class CudaExecutable final : public GpuExecutable {
     if (opts_.sm_count_target > 0) {
       // On a slice: cuDNN's graph API, whose heuristics take the slice's SM count (the legacy
       // API's assume the whole GPU). Checked against the legacy call on the same data first.
-      Status st = c.x.is_const() ? Status::Unimplemented("its input is a constant")
-                                 : PlanGraphConv(c, t, out, plan.get());
+      Status st = PlanGraphConv(c, t, out, plan.get());
       std::lock_guard<std::mutex> lock(g_slice_conv_mu);
       if (st.ok()) {
         ++g_slice_conv.graph_api;
@@ -493,7 +492,8 @@ class CudaExecutable final : public GpuExecutable {
   // the first plan of the heuristics' list that finalizes within the workspace (and, at strict
   // FP32, uses no tensor-core math), with its variant pack over the step's fixed buffers. Then
   // both it and the legacy algorithm run once on x filled with 0x3c bytes (finite in every
-  // float type) and their outputs must agree (1e-3 relative at FP32 / TF32, 2e-2 narrow).
+  // float type; a constant x on its own data) and their outputs must agree (1e-3 relative at
+  // FP32 / TF32, 2e-2 narrow). An error says why the legacy call is kept instead.
   Status PlanGraphConv(const ConvInstr& c, cudnnDataType_t t, void* out, ConvPlan* plan) {
     auto make = [&](cudnnBackendDescriptorType_t type, cudnnBackendDescriptor_t* d) -> Status {
       TESSERA_RETURN_IF_ERROR(Dnn(L().cudnnBackendCreateDescriptor(type, d), "create"));
@@ -591,7 +591,7 @@ class CudaExecutable final : public GpuExecutable {
                                          CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, nullptr),
             "heuristics results"));
     count = std::min<int64_t>(count, 16);
-    if (count <= 0) return Status::Unimplemented("cuDNN's heuristics offer no engine");
+    if (count <= 0) return Status::NotFound("cuDNN's heuristics offer no engine");
     std::vector<cudnnBackendDescriptor_t> cfgs(static_cast<size_t>(count));
     for (auto& cfg : cfgs) TESSERA_RETURN_IF_ERROR(make(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, &cfg));
     TESSERA_RETURN_IF_ERROR(
@@ -640,7 +640,7 @@ class CudaExecutable final : public GpuExecutable {
       }
       plan->exec_plan = candidate;
     }
-    if (!plan->exec_plan) return Status::Unimplemented(why);
+    if (!plan->exec_plan) return Status::NotFound(why);
     TESSERA_RETURN_IF_ERROR(make(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &plan->variant));
     void* ptrs[3] = {const_cast<void*>(x_ptr), const_cast<void*>(w_ptr), out};
     const int64_t uids[3] = {1, 2, 3};
@@ -657,8 +657,10 @@ class CudaExecutable final : public GpuExecutable {
     const size_t elem = dt == DataType::kFloat32 ? 4 : 2;
     const size_t x_bytes = static_cast<size_t>(c.n * c.c * c.h * c.w) * elem;
     const size_t y_elems = static_cast<size_t>(c.n * c.k * c.oh * c.ow);
-    TESSERA_RETURN_IF_ERROR(
-        Cuda(cudaMemsetAsync(const_cast<void*>(x_ptr), 0x3c, x_bytes, stream_), "cudaMemsetAsync"));
+    // (A constant input is checked on its own data, which must stay.)
+    if (!c.x.is_const())
+      TESSERA_RETURN_IF_ERROR(Cuda(
+          cudaMemsetAsync(const_cast<void*>(x_ptr), 0x3c, x_bytes, stream_), "cudaMemsetAsync"));
     std::vector<uint8_t> legacy(y_elems * elem), graph_out(y_elems * elem);
     TESSERA_RETURN_IF_ERROR(
         Dnn(L().cudnnConvolutionForward(dnn_, &one, plan->x, x_ptr, plan->w, w_ptr, plan->conv,
