@@ -39,6 +39,7 @@ TEST(CudaEngine, LoadsEveryCublasLtAndCudnnFunctionItUses) {
   EXPECT_NE((*libs)->cublasLtMatmul, nullptr);
   EXPECT_NE((*libs)->cudnnConvolutionForward, nullptr);
   EXPECT_NE((*libs)->cudnnBackendExecute, nullptr);  // the graph API, for sliced convolutions
+  EXPECT_NE((*libs)->cudnnConvolutionBiasActivationForward, nullptr);  // fused epilogues
 }
 
 TEST(CudaEngine, ABadDeviceIsAClearError) {
@@ -107,6 +108,35 @@ TEST(CudaEngine, ConvolutionsOnASliceGoThroughTheGraphApiAndMatchTheCpuEngine) {
   EXPECT_GT(after.graph_api, before.graph_api)
       << "no convolution took the graph API; the last fallback: " << after.last_fallback;
   EXPECT_EQ(after.fallback, before.fallback) << after.last_fallback;
+}
+
+TEST(CudaEngine, BiasResidualAndReluFuseIntoCudnnsConvolutionAndMatchTheCpuEngine) {
+  if (!HaveGpu()) GTEST_SKIP() << "no GPU visible";
+  // The mix's first convolution has a folded BatchNorm's bias and a ReLU, its second a bias, a
+  // residual and a ReLU; its third ends in HardSwish, which stays with Tessera's kernel.
+  for (GpuPrecision p : {GpuPrecision::kFp32, GpuPrecision::kFp16}) {
+    const ConvFusionCounts before = GetConvFusionCounts();
+    auto e = Gpu(p);
+    ASSERT_NE(e, nullptr);
+    const double tol = p == GpuPrecision::kFp32 ? 1e-4 : 1e-2;
+    EXPECT_LE(CompareWithCpu(*e, testing::ConvAndPoolMix(), 2), tol);
+    auto m = zoo::Build("resnet18");
+    ASSERT_TRUE(m.ok());
+    EXPECT_LE(CompareWithCpu(*e, Import(m->onnx_bytes), 1), tol);
+    const ConvFusionCounts after = GetConvFusionCounts();
+    EXPECT_GT(after.not_fusable, before.not_fusable);  // the HardSwish convolution
+    if (p == GpuPrecision::kFp32) {
+      EXPECT_GT(after.fused, before.fused)
+          << "no convolution fused at FP32; the last failure: " << after.last_failure;
+      EXPECT_EQ(after.failed, before.failed) << after.last_failure;
+    }
+    std::printf("%s: %lld fused, %lld left to the epilogue kernel, %lld refused%s%s\n",
+                p == GpuPrecision::kFp32 ? "fp32" : "fp16",
+                static_cast<long long>(after.fused - before.fused),
+                static_cast<long long>(after.not_fusable - before.not_fusable),
+                static_cast<long long>(after.failed - before.failed),
+                after.failed > before.failed ? "; last: " : "", after.last_failure.c_str());
+  }
 }
 
 TEST(CudaEngine, AGatherIndexOutOfRangeFailsThatRunOnly) {

@@ -71,6 +71,19 @@ struct SliceConvCounts {
 };
 SliceConvCounts GetSliceConvCounts();
 
+// Process-wide: convolutions whose bias, residual and activation run inside cuDNN's fused call
+// (cudnnConvolutionBiasActivationForward) instead of Tessera's epilogue kernel; those cuDNN's
+// rules leave to the kernel (an activation other than ReLU, no bias, an output converted to
+// another type, or the graph API's plan on a slice); and those where cuDNN refused the fused
+// call or its output differed from the unfused way on the same data, with the last one's reason.
+struct ConvFusionCounts {
+  int64_t fused = 0;
+  int64_t not_fusable = 0;
+  int64_t failed = 0;
+  std::string last_failure;
+};
+ConvFusionCounts GetConvFusionCounts();
+
 // Parses "fp32" / "tf32" / "fp16" / "bf16" (the model config's `precision` parameter and
 // --precision).
 Result<GpuPrecision> ParseGpuPrecision(const std::string& name);

@@ -12,6 +12,7 @@
 
 #include "engine/cuda/kernels.cuh"
 #include "engine/cuda/libs.h"
+#include "engine/cuda/math.h"
 #include "engine/cuda/program.h"
 #include "tessera/engine/cuda_engine.h"
 
@@ -107,7 +108,16 @@ struct ConvPlan {
   // for the executable's life), run instead of the legacy call; null: the legacy call.
   cudnnBackendDescriptor_t exec_plan = nullptr, variant = nullptr;
   std::vector<cudnnBackendDescriptor_t> held;  // every graph-API descriptor, destroyed last
+  // Bias, residual and activation inside cuDNN's fused call (PlanFusedConv), in place of the
+  // convolution and Tessera's epilogue kernel; bias_copy: the bias in the operand type, where
+  // cuDNN takes it so (null: the step's FP32 bias).
+  bool fused = false;
+  cudnnActivationDescriptor_t act = nullptr;
+  cudnnTensorDescriptor_t bias = nullptr;
+  std::shared_ptr<DeviceBuffer> bias_copy;
   ~ConvPlan() {
+    if (act) L().cudnnDestroyActivationDescriptor(act);
+    if (bias) L().cudnnDestroyTensorDescriptor(bias);
     if (x) L().cudnnDestroyTensorDescriptor(x);
     if (y) L().cudnnDestroyTensorDescriptor(y);
     if (w) L().cudnnDestroyFilterDescriptor(w);
@@ -117,7 +127,8 @@ struct ConvPlan {
 };
 
 std::mutex g_slice_conv_mu;
-SliceConvCounts g_slice_conv;  // guarded by g_slice_conv_mu
+SliceConvCounts g_slice_conv;    // guarded by g_slice_conv_mu
+ConvFusionCounts g_conv_fusion;  // guarded by g_slice_conv_mu
 
 // A float of storage type t (FP32, FP16 or BF16) at element i of p, as FP32 (host side).
 float HostFloat(const std::vector<uint8_t>& p, size_t i, DataType t) {
@@ -484,8 +495,142 @@ class CudaExecutable final : public GpuExecutable {
         plan->held.clear();
       }
     }
+    if (c.bias.valid() || c.residual.valid() || c.act != Act::kNone) {
+      // (On a slice the graph API's plan keeps the epilogue kernel.)
+      Status st = plan->exec_plan ? Status::FailedPrecondition("it runs the graph API's plan")
+                                  : PlanFusedConv(c, t, plan.get());
+      std::lock_guard<std::mutex> lock(g_slice_conv_mu);
+      if (st.ok()) {
+        ++g_conv_fusion.fused;
+      } else if (st.code() == StatusCode::kFailedPrecondition) {
+        ++g_conv_fusion.not_fusable;
+      } else {
+        ++g_conv_fusion.failed;
+        g_conv_fusion.last_failure = s.label + " '" + s.node + "': " + st.message();
+      }
+    }
     convs_[&s] = std::move(plan);
     return Status::OK();
+  }
+
+  // cuDNN's fused y = act(conv(x) + z + bias) (cudnnConvolutionBiasActivationForward) in place of
+  // the convolution and Tessera's epilogue kernel, where cuDNN's rules allow it: the output is
+  // written in the operand type (no tmp), there is a bias, and the activation is ReLU or none
+  // (none only with the implicit precomputed GEMM algorithm, the one cuDNN fuses then). The bias
+  // goes in the operand type (a converted copy of a constant bias) or, failing that, in FP32.
+  // Both ways then run once on the same data (x and the residual filled with 0x3c bytes unless
+  // constant) and must agree as PlanGraphConv's check does. FailedPrecondition: cuDNN's rules
+  // leave this convolution to the epilogue kernel; another error: the fused call was refused or
+  // wrong here. Either way the plan is left unfused.
+  Status PlanFusedConv(const ConvInstr& c, cudnnDataType_t t, ConvPlan* plan) {
+    if (c.tmp.valid())
+      return Status::FailedPrecondition("its output is converted to another type after it");
+    if (!c.bias.valid()) return Status::FailedPrecondition("it has no bias");
+    if (c.act != Act::kNone && c.act != Act::kRelu)
+      return Status::FailedPrecondition("cuDNN fuses ReLU only");
+    if (c.act == Act::kNone && plan->algo != CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM)
+      return Status::FailedPrecondition(
+          "without an activation cuDNN fuses only the implicit precomputed GEMM algorithm, and "
+          "another one was chosen");
+    auto i = [](int64_t v) { return static_cast<int>(v); };
+    TESSERA_RETURN_IF_ERROR(
+        Dnn(L().cudnnCreateActivationDescriptor(&plan->act), "activation descriptor"));
+    TESSERA_RETURN_IF_ERROR(
+        Dnn(L().cudnnSetActivationDescriptor(
+                plan->act, c.act == Act::kRelu ? CUDNN_ACTIVATION_RELU : CUDNN_ACTIVATION_IDENTITY,
+                CUDNN_PROPAGATE_NAN, 0.0),
+            "activation"));
+    TESSERA_RETURN_IF_ERROR(Dnn(L().cudnnCreateTensorDescriptor(&plan->bias), "bias descriptor"));
+    // The unfused way on the fixed data first: what the fused call must reproduce.
+    void* y = Out(c.y);
+    const void* x = In(c.x);
+    const DataType dt = c.xw_type;
+    const size_t elem = dt == DataType::kFloat32 ? 4 : 2;
+    const size_t y_elems = static_cast<size_t>(c.n * c.k * c.oh * c.ow);
+    if (!c.x.is_const())
+      TESSERA_RETURN_IF_ERROR(
+          Cuda(cudaMemsetAsync(const_cast<void*>(x), 0x3c,
+                               static_cast<size_t>(c.n * c.c * c.h * c.w) * elem, stream_),
+               "cudaMemsetAsync"));
+    if (c.residual.valid() && !c.residual.is_const())
+      TESSERA_RETURN_IF_ERROR(
+          Cuda(cudaMemsetAsync(Out(c.residual), 0x3c, y_elems * elem, stream_), "cudaMemsetAsync"));
+    const float one = 1.0f, zero = 0.0f;
+    std::vector<uint8_t> want(y_elems * elem), got(y_elems * elem);
+    TESSERA_RETURN_IF_ERROR(
+        Dnn(L().cudnnConvolutionForward(dnn_, &one, plan->x, x, plan->w, In(c.weight), plan->conv,
+                                        plan->algo, workspace_->ptr, plan->workspace, &zero,
+                                        plan->y, y),
+            "cudnnConvolutionForward"));
+    TESSERA_RETURN_IF_ERROR(
+        Cuda(LaunchChannelEpilogue(y, dt, y, c.y_type, F(c.bias), In(c.residual), c.n * c.k, c.k,
+                                   c.oh * c.ow, c.act, c.act_a, c.act_b, stream_),
+             "convolution epilogue"));
+    TESSERA_RETURN_IF_ERROR(Cuda(
+        cudaMemcpyAsync(want.data(), y, want.size(), cudaMemcpyDeviceToHost, stream_), "copy"));
+    TESSERA_RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "the unfused convolution"));
+    // The bias types to try: the operand type (cuDNN's half configurations take it so) from a
+    // converted constant, then FP32.
+    std::vector<cudnnDataType_t> bias_types;
+    if (t != CUDNN_DATA_FLOAT && c.bias.is_const()) bias_types.push_back(t);
+    bias_types.push_back(CUDNN_DATA_FLOAT);
+    std::string refused;
+    for (const cudnnDataType_t bt : bias_types) {
+      plan->bias_copy.reset();
+      if (bt != CUDNN_DATA_FLOAT) {
+        std::vector<float> f(static_cast<size_t>(c.k));
+        TESSERA_RETURN_IF_ERROR(
+            Cuda(cudaMemcpy(f.data(), F(c.bias), f.size() * sizeof(float), cudaMemcpyDeviceToHost),
+                 "copy (bias)"));
+        std::vector<uint16_t> narrow(f.size());
+        for (size_t j = 0; j < f.size(); ++j)
+          StoreF(narrow.data(), dt, static_cast<int64_t>(j), f[j]);
+        TESSERA_ASSIGN_OR_RETURN(plan->bias_copy,
+                                 Allocate(narrow.size() * 2, "cudaMalloc (fused bias)"));
+        TESSERA_RETURN_IF_ERROR(Cuda(cudaMemcpy(plan->bias_copy->ptr, narrow.data(),
+                                                narrow.size() * 2, cudaMemcpyHostToDevice),
+                                     "copy (bias)"));
+      }
+      TESSERA_RETURN_IF_ERROR(
+          Dnn(L().cudnnSetTensor4dDescriptor(plan->bias, CUDNN_TENSOR_NCHW, bt, 1, i(c.k), 1, 1),
+              "bias shape"));
+      TESSERA_RETURN_IF_ERROR(Cuda(cudaMemsetAsync(y, 0, got.size(), stream_), "cudaMemset"));
+      const cudnnStatus_t r = RunFusedConv(c, *plan);
+      if (r != CUDNN_STATUS_SUCCESS) {
+        refused = L().cudnnGetErrorString(r);
+        continue;
+      }
+      TESSERA_RETURN_IF_ERROR(Cuda(
+          cudaMemcpyAsync(got.data(), y, got.size(), cudaMemcpyDeviceToHost, stream_), "copy"));
+      TESSERA_RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "the fused convolution"));
+      float most = 0, worst = 0;
+      for (size_t j = 0; j < y_elems; ++j) {
+        const float a = HostFloat(want, j, dt), b = HostFloat(got, j, dt);
+        if (!std::isfinite(a) || !std::isfinite(b)) return Status::Internal("a non-finite output");
+        most = std::max(most, std::fabs(a));
+        worst = std::max(worst, std::fabs(a - b));
+      }
+      const float tol = dt == DataType::kFloat32 ? 1e-3f : 2e-2f;
+      if (worst > tol * std::max(most, 1e-6f))
+        return Status::Internal("cuDNN's fused output differs from the unfused one by " +
+                                std::to_string(worst / std::max(most, 1e-6f)) + " (relative)");
+      if (plan->bias_copy) info_.activation_bytes += plan->bias_copy->bytes;
+      plan->fused = true;
+      return Status::OK();
+    }
+    plan->bias_copy.reset();
+    return Status::Internal("cudnnConvolutionBiasActivationForward refused it: " + refused);
+  }
+
+  cudnnStatus_t RunFusedConv(const ConvInstr& c, const ConvPlan& plan) {
+    const float one = 1.0f, has_residual = c.residual.valid() ? 1.0f : 0.0f;
+    void* y = Out(c.y);
+    // Without a residual z is y itself, weighted 0 (cuDNN allows z to alias y).
+    const void* z = c.residual.valid() ? In(c.residual) : y;
+    const void* bias = plan.bias_copy ? plan.bias_copy->ptr : In(c.bias);
+    return L().cudnnConvolutionBiasActivationForward(
+        dnn_, &one, plan.x, In(c.x), plan.w, In(c.weight), plan.conv, plan.algo, workspace_->ptr,
+        plan.workspace, &has_residual, plan.y, z, plan.bias, bias, plan.act, plan.y, y);
   }
 
   // The convolution as a one-operation cuDNN graph with SM-count target opts_.sm_count_target:
@@ -758,6 +903,7 @@ class CudaExecutable final : public GpuExecutable {
     const float one = 1.0f, zero = 0.0f;
     void* y = Out(c.y);
     void* out = c.tmp.valid() ? Out(c.tmp) : y;
+    if (plan.fused) return Dnn(RunFusedConv(c, plan), "cudnnConvolutionBiasActivationForward");
     if (plan.exec_plan)
       TESSERA_RETURN_IF_ERROR(
           Dnn(L().cudnnBackendExecute(dnn_, plan.exec_plan, plan.variant), "cudnnBackendExecute"));
@@ -844,6 +990,11 @@ class CudaEngine final : public Engine {
 SliceConvCounts GetSliceConvCounts() {
   std::lock_guard<std::mutex> lock(cuda::g_slice_conv_mu);
   return cuda::g_slice_conv;
+}
+
+ConvFusionCounts GetConvFusionCounts() {
+  std::lock_guard<std::mutex> lock(cuda::g_slice_conv_mu);
+  return cuda::g_conv_fusion;
 }
 
 Result<std::unique_ptr<Engine>> CreateCudaEngine(const CudaEngineOptions& options) {

@@ -47,6 +47,10 @@ namespace tessera::cuda {
   X(cudnnGetConvolution2dForwardOutputDim)  \
   X(cudnnFindConvolutionForwardAlgorithmEx) \
   X(cudnnConvolutionForward)                \
+  X(cudnnConvolutionBiasActivationForward)  \
+  X(cudnnCreateActivationDescriptor)        \
+  X(cudnnSetActivationDescriptor)           \
+  X(cudnnDestroyActivationDescriptor)       \
   X(cudnnBackendCreateDescriptor)           \
   X(cudnnBackendDestroyDescriptor)          \
   X(cudnnBackendSetAttribute)               \
