@@ -8,6 +8,7 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <set>
 #include <thread>
 
 #include "runtime/model_queue.h"
@@ -17,7 +18,7 @@
 namespace tessera::server {
 namespace {
 
-// Cumulative counts of one model over its ready versions.
+// Cumulative counts of one model version (summed over the snapshots given).
 struct Totals {
   uint64_t arrived = 0;   // answered, failed or refused for a full queue
   uint64_t finished = 0;  // judged against the SLO
@@ -52,6 +53,7 @@ struct ServeTuner::Fleet {
   planner::LiveInterference live;
   struct Member {
     std::string name;
+    int64_t version = 0;           // the newest ready version, whose instances are tuned
     runtime::QueueSettings queue;  // the executables a batch is padded to, as the runtime pads
     Totals last;
     bool have_last = false;
@@ -122,12 +124,20 @@ void ServeTuner::Rebuild() {
     double slo_ms;
     bool gpu;
     runtime::QueueSettings queue;
+    int64_t version;  // the version tuned: the newest ready one
+    bool several;     // other versions are ready too
   };
   std::vector<ModelInfo> infos;
   std::vector<Candidate> candidates;
   std::string signature;
+  std::set<std::string> seen;  // the index lists a model once per version
   for (const auto& e : manager_->Index()) {
     if (e.state != ModelState::kReady) continue;
+    // (Every ready version is in the signature; the model is looked at once.)
+    if (!seen.insert(e.name).second) {
+      signature += fmt::format("{}@{};", e.name, e.version);
+      continue;
+    }
     auto handle = manager_->Get(e.name);
     auto slice = manager_->Slice(e.name);
     if (!handle.ok() || !slice.ok()) continue;
@@ -144,10 +154,6 @@ void ServeTuner::Rebuild() {
       info.reason =
           "no profile parameter (a `tessera profile` file, relative to the model's "
           "directory)";
-    } else if (slice->versions.size() != 1) {
-      info.reason =
-          fmt::format("{} ready versions: the tuner sizes a model that serves one version",
-                      slice->versions.size());
     } else if (!cpu && !std::all_of(slice->instance_slices.begin(), slice->instance_slices.end(),
                                     [](const InstanceSlice& i) { return i.confined; })) {
       info.reason = "runs unconfined on its GPU (no slice_sms): there is no slice to resize";
@@ -158,8 +164,14 @@ void ServeTuner::Rebuild() {
       const auto mtime = std::filesystem::last_write_time(path, ec);
       signature += fmt::format("{}@{};", path.string(),
                                ec ? 0 : static_cast<int64_t>(mtime.time_since_epoch().count()));
-      candidates.push_back(
-          {infos.size(), path.string(), *slo_ms, !cpu, runtime::QueueSettings::FromConfig(c, 0)});
+      // Several ready versions: the newest is the one whose instances can change live (and the
+      // one unversioned requests reach); the older ones keep theirs and are not counted.
+      const int64_t newest = slice->versions.empty() ? 0
+                                                     : *std::max_element(slice->versions.begin(),
+                                                                         slice->versions.end());
+      candidates.push_back({infos.size(), path.string(), *slo_ms, !cpu,
+                            runtime::QueueSettings::FromConfig(c, 0), newest,
+                            slice->versions.size() > 1});
     }
     infos.push_back(std::move(info));
   }
@@ -203,7 +215,10 @@ void ServeTuner::Rebuild() {
       d.name = info.name;
       d.slo_ms = c.slo_ms;
       d.profile = std::move(p).value();
-      f->members.push_back({info.name, std::move(c.queue), {}, false, {}});
+      if (c.several)
+        spdlog::info("tuner: '{}' has several ready versions: tuning version {}, the newest",
+                     info.name, c.version);
+      f->members.push_back({info.name, c.version, std::move(c.queue), {}, false, {}});
       f->in.models.push_back(std::move(d));
     }
     if (f->members.empty()) continue;
@@ -243,7 +258,7 @@ void ServeTuner::Tick(double window_s) {
     std::vector<std::pair<size_t, int>> where;
     for (size_t mi = 0; mi < fleet->members.size(); ++mi) {
       auto& m = fleet->members[mi];
-      auto stats = manager_->Stats(m.name, 0);
+      auto stats = manager_->Stats(m.name, m.version);
       auto slice = manager_->Slice(m.name);
       if (!stats.ok() || !slice.ok() || slice->instance_slices.empty()) continue;
       for (const auto& i : slice->instance_slices) threads_held += i.threads;

@@ -446,3 +446,36 @@ def infer_ok(s, model):
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=60) as r:
         return r.status == 200 and json.loads(r.read())["outputs"][0]["shape"] == [2, 16]
+
+
+def test_the_tuner_sizes_the_newest_of_several_ready_versions(tmp_path):
+    """version_policy all with versions 1 and 2, two instances each: the tuner takes the newest
+    version's instances (and its statistics); version 1 keeps serving."""
+    repo = write_zoo(tmp_path / "repo", "tiny_mlp")
+    (repo / "tiny_mlp" / "2").symlink_to(repo / "tiny_mlp" / "1", target_is_directory=True)
+    (repo / "tiny_mlp" / "profile.json").write_text(
+        json.dumps(profile("tiny_mlp", {1: 25.0, 2: 8.0})))
+    cfg = repo / "tiny_mlp" / "config.pbtxt"
+    cfg.write_text(cfg.read_text() + "version_policy: { all { } }\n"
+                   "instance_group { count: 2 kind: KIND_CPU }\n")
+    add_params(repo, "tiny_mlp", slo_ms=1000, profile="profile.json")
+    s = TesseraServer(repo, "--threads-per-instance", 1, "--tune", "--tune-window", 0.3)
+    try:
+        st = slice_of(s, "tiny_mlp")
+        assert st["versions"] == ["1", "2"] and len(st["instance_slices"]) == 2, st
+        s._wait_for(r"tuner: 'tiny_mlp' has several ready versions: tuning version 2", 30)
+        s._wait_for(r"tuner: tuning tiny_mlp \(cpu\)$", 5)
+        assert "not tuning 'tiny_mlp'" not in s.output()
+        # Idle: version 2 gives up a replica; both versions still answer.
+        wait_until(lambda: len(slice_of(s, "tiny_mlp")["instance_slices"]) == 1, 30,
+                   "an instance of version 2 to be removed")
+        for version in ("1", "2"):
+            body = json.dumps({"inputs": [{"name": "input", "shape": [1, 16], "datatype": "FP32",
+                                           "data": [0.5] * 16}]}).encode()
+            req = urllib.request.Request(
+                f"http://{s.http}/v2/models/tiny_mlp/versions/{version}/infer", data=body,
+                headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=30) as r:
+                assert r.status == 200
+    finally:
+        s.stop()
