@@ -27,6 +27,14 @@ struct Driver {
   decltype(&::cuGreenCtxDestroy) green_destroy = nullptr;
   decltype(&::cuGreenCtxStreamCreate) green_stream_create = nullptr;
   decltype(&::cuStreamDestroy) stream_destroy = nullptr;
+  // MPS contexts (--sharing mps), loaded by LoadMpsDriver.
+  decltype(&::cuDeviceGetExecAffinitySupport) exec_affinity_support = nullptr;
+  decltype(&::cuCtxCreate) ctx_create = nullptr;
+  decltype(&::cuCtxDestroy) ctx_destroy = nullptr;
+  decltype(&::cuCtxPushCurrent) ctx_push = nullptr;
+  decltype(&::cuCtxPopCurrent) ctx_pop = nullptr;
+  decltype(&::cuCtxGetExecAffinity) ctx_exec_affinity = nullptr;
+  decltype(&::cuStreamCreate) stream_create = nullptr;
 
   Status Check(CUresult r, const char* what) const {
     if (r == CUDA_SUCCESS) return Status::OK();
@@ -38,14 +46,14 @@ struct Driver {
 };
 
 template <typename F>
-Status Entry(const char* name, F* fn) {
+Status Entry(const char* name, F* fn,
+             const char* needs = "green contexts need driver 550 / CUDA 12.4 or newer") {
   void* p = nullptr;
   cudaDriverEntryPointQueryResult q{};
   TESSERA_RETURN_IF_ERROR(
       Cuda(cudaGetDriverEntryPointByVersion(name, &p, CUDA_VERSION, cudaEnableDefault, &q), name));
   if (q != cudaDriverEntryPointSuccess || !p)
-    return Status::Unavailable(std::string("the CUDA driver has no ") + name +
-                               " (green contexts need driver 550 / CUDA 12.4 or newer)");
+    return Status::Unavailable(std::string("the CUDA driver has no ") + name + " (" + needs + ")");
   *fn = reinterpret_cast<F>(p);
   return Status::OK();
 }
@@ -62,6 +70,28 @@ Result<Driver> LoadDriver() {
   TESSERA_RETURN_IF_ERROR(Entry("cuGreenCtxStreamCreate", &d.green_stream_create));
   TESSERA_RETURN_IF_ERROR(Entry("cuStreamDestroy", &d.stream_destroy));
   return d;
+}
+
+Result<Driver> LoadMpsDriver() {
+  Driver d;
+  const char* needs = "MPS contexts with an SM count need driver 550 / CUDA 12.4 or newer";
+  TESSERA_RETURN_IF_ERROR(Entry("cuGetErrorString", &d.get_error_string, needs));
+  TESSERA_RETURN_IF_ERROR(Entry("cuDeviceGet", &d.device_get, needs));
+  TESSERA_RETURN_IF_ERROR(Entry("cuDeviceGetExecAffinitySupport", &d.exec_affinity_support, needs));
+  TESSERA_RETURN_IF_ERROR(Entry("cuCtxCreate", &d.ctx_create, needs));
+  TESSERA_RETURN_IF_ERROR(Entry("cuCtxDestroy", &d.ctx_destroy, needs));
+  TESSERA_RETURN_IF_ERROR(Entry("cuCtxPushCurrent", &d.ctx_push, needs));
+  TESSERA_RETURN_IF_ERROR(Entry("cuCtxPopCurrent", &d.ctx_pop, needs));
+  TESSERA_RETURN_IF_ERROR(Entry("cuCtxGetExecAffinity", &d.ctx_exec_affinity, needs));
+  TESSERA_RETURN_IF_ERROR(Entry("cuStreamCreate", &d.stream_create, needs));
+  TESSERA_RETURN_IF_ERROR(Entry("cuStreamDestroy", &d.stream_destroy, needs));
+  return d;
+}
+
+// MpsProvider's probe: one more on each of n ints.
+__global__ void ProbeAddOne(int* p, int n) {
+  const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i < n) p[i] += 1;
 }
 
 Result<runtime::GpuLayout> Layout(int device, int group_sms) {
@@ -179,6 +209,195 @@ class GreenProvider final : public GpuSliceProvider {
   uint64_t next_ = 1;
 };
 
+// mps: a place is a CUDA context created with an SM-count execution affinity (the slice's SMs;
+// the driver rounds up to what the hardware allows) and a stream in it. That needs an MPS
+// control daemon serving this GPU that partitions SMs per context
+// (CUDA_MPS_ENABLE_PER_CTX_DEVICE_MULTIPROCESSOR_PARTITIONING=1). Unlike a green context's
+// groups, MPS limits how many SMs a context uses, not which: slices are accounted in the same
+// groups, but two of them may meet on one SM.
+// The engine keeps weights and arenas in the primary context, and the data path's copy streams
+// and events live there too, so Init proves on a one-group place that work there can use them:
+// a kernel on the place's stream that reads and writes primary-context memory, a primary-context
+// event recorded on that stream and waited on by a primary-context stream, and a CUDA graph
+// captured on that stream and replayed. Each step that fails is an Unavailable naming it.
+class MpsProvider final : public GpuSliceProvider {
+ public:
+  std::string kind() const override { return "mps"; }
+  const runtime::GpuLayout& layout() const override { return layout_; }
+
+  Status Init(int device, int group_sms) {
+    TESSERA_ASSIGN_OR_RETURN(layout_, Layout(device, group_sms));
+    TESSERA_ASSIGN_OR_RETURN(drv_, LoadMpsDriver());
+    TESSERA_RETURN_IF_ERROR(Cuda(cudaFree(nullptr), "initializing the primary context"));
+    TESSERA_RETURN_IF_ERROR(drv_.Check(drv_.device_get(&dev_, device), "cuDeviceGet"));
+    int supported = 0;
+    TESSERA_RETURN_IF_ERROR(
+        drv_.Check(drv_.exec_affinity_support(&supported, CU_EXEC_AFFINITY_TYPE_SM_COUNT, dev_),
+                   "cuDeviceGetExecAffinitySupport"));
+    if (!supported)
+      return Status::Unavailable(
+          "--sharing mps: " + layout_.Describe() +
+          " takes no SM count per context: no MPS control daemon serves this process (start "
+          "one with CUDA_MPS_ENABLE_PER_CTX_DEVICE_MULTIPROCESSOR_PARTITIONING=1 "
+          "nvidia-cuda-mps-control -d, as the user tessera runs as), or use --sharing green");
+    return Probe();
+  }
+
+  Result<uint64_t> Create(const std::vector<int>& groups) override {
+    if (groups.empty()) return Status::InvalidArgument("an MPS context needs at least one group");
+    for (int g : groups)
+      if (g < 0 || g >= layout_.groups())
+        return Status::InvalidArgument("SM group " + std::to_string(g) + " does not exist on " +
+                                       layout_.Describe());
+    CUexecAffinityParam affinity{};
+    affinity.type = CU_EXEC_AFFINITY_TYPE_SM_COUNT;
+    affinity.param.smCount.val =
+        static_cast<unsigned>(groups.size()) * static_cast<unsigned>(layout_.group_sms);
+    CUctxCreateParams params{};
+    params.execAffinityParams = &affinity;
+    params.numExecAffinityParams = 1;
+    Place p;
+    TESSERA_RETURN_IF_ERROR(drv_.Check(drv_.ctx_create(&p.ctx, &params, 0, dev_),
+                                       "cuCtxCreate (an MPS context with an SM count)"));
+    // The new context is current to this thread now: make the stream there, then give the
+    // thread its previous context back.
+    //
+    // The driver rounds the SM count up to what the hardware allows; fewer would be a smaller
+    // slice than accounted. (Initialised, not assigned: nvcc warns that an assignment's result,
+    // a [[nodiscard]] Status&, is ignored.)
+    const Status st = [&]() -> Status {
+      TESSERA_RETURN_IF_ERROR(
+          drv_.Check(drv_.stream_create(&p.stream, CU_STREAM_NON_BLOCKING), "cuStreamCreate"));
+      CUexecAffinityParam got{};
+      TESSERA_RETURN_IF_ERROR(drv_.Check(
+          drv_.ctx_exec_affinity(&got, CU_EXEC_AFFINITY_TYPE_SM_COUNT), "cuCtxGetExecAffinity"));
+      if (got.param.smCount.val < affinity.param.smCount.val)
+        return Status::Unavailable("MPS gave a context of " +
+                                   std::to_string(affinity.param.smCount.val) + " SMs only " +
+                                   std::to_string(got.param.smCount.val));
+      return Status::OK();
+    }();
+    CUcontext popped = nullptr;
+    drv_.ctx_pop(&popped);
+    if (!st.ok()) {
+      if (p.stream)
+        Release(p);
+      else
+        drv_.ctx_destroy(p.ctx);
+      return st;
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    places_[next_] = p;
+    return next_++;
+  }
+
+  void Destroy(uint64_t place) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = places_.find(place);
+    if (it == places_.end()) return;
+    Release(it->second);
+    places_.erase(it);
+  }
+
+  void* Stream(uint64_t place) const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = places_.find(place);
+    return it == places_.end() ? nullptr : static_cast<void*>(it->second.stream);
+  }
+
+  ~MpsProvider() override {
+    for (auto& [_, p] : places_) Release(p);
+  }
+
+ private:
+  struct Place {
+    CUcontext ctx = nullptr;
+    CUstream stream = nullptr;
+  };
+
+  void Release(const Place& p) {
+    if (drv_.ctx_push(p.ctx) == CUDA_SUCCESS) {
+      drv_.stream_destroy(p.stream);  // streams before their context
+      CUcontext popped = nullptr;
+      drv_.ctx_pop(&popped);
+    }
+    drv_.ctx_destroy(p.ctx);
+  }
+
+  // See the class comment: what the data path and the engine will do on a place, tried once.
+  Status Probe() {
+    TESSERA_ASSIGN_OR_RETURN(const uint64_t place, Create({0}));
+    const cudaStream_t s = static_cast<cudaStream_t>(Stream(place));
+    constexpr int kN = 64;
+    int* buf = nullptr;
+    cudaStream_t primary = nullptr;
+    cudaEvent_t done = nullptr, ready = nullptr;
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    auto step = [&]() -> Status {
+      TESSERA_RETURN_IF_ERROR(Cuda(cudaSetDevice(layout_.index), "cudaSetDevice"));
+      TESSERA_RETURN_IF_ERROR(Cuda(cudaMalloc(&buf, kN * sizeof(int)), "cudaMalloc"));
+      TESSERA_RETURN_IF_ERROR(Cuda(cudaMemset(buf, 0, kN * sizeof(int)), "cudaMemset"));
+      TESSERA_RETURN_IF_ERROR(
+          Cuda(cudaStreamCreateWithFlags(&primary, cudaStreamNonBlocking), "cudaStreamCreate"));
+      TESSERA_RETURN_IF_ERROR(
+          Cuda(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), "cudaEventCreate"));
+      TESSERA_RETURN_IF_ERROR(
+          Cuda(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming), "cudaEventCreate"));
+      // As a batch goes: inputs on a primary-context stream, then compute after them.
+      TESSERA_RETURN_IF_ERROR(Cuda(cudaMemsetAsync(buf, 0, kN * sizeof(int), primary),
+                                   "cudaMemsetAsync on a primary-context stream"));
+      TESSERA_RETURN_IF_ERROR(Cuda(cudaEventRecord(ready, primary), "cudaEventRecord"));
+      TESSERA_RETURN_IF_ERROR(Cuda(cudaStreamWaitEvent(s, ready, 0),
+                                   "the MPS stream waiting on a primary-context event"));
+      ProbeAddOne<<<1, kN, 0, s>>>(buf, kN);
+      TESSERA_RETURN_IF_ERROR(Cuda(cudaGetLastError(), "a kernel on the MPS context's stream"));
+      TESSERA_RETURN_IF_ERROR(
+          Cuda(cudaEventRecord(done, s), "recording a primary-context event on the MPS stream"));
+      TESSERA_RETURN_IF_ERROR(Cuda(cudaStreamWaitEvent(primary, done, 0),
+                                   "a primary-context stream waiting on the MPS stream"));
+      TESSERA_RETURN_IF_ERROR(
+          Cuda(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "capturing a graph"));
+      ProbeAddOne<<<1, kN, 0, s>>>(buf, kN);
+      TESSERA_RETURN_IF_ERROR(Cuda(cudaStreamEndCapture(s, &graph), "capturing a graph"));
+      TESSERA_RETURN_IF_ERROR(
+          Cuda(cudaGraphInstantiate(&exec, graph, 0), "instantiating the captured graph"));
+      TESSERA_RETURN_IF_ERROR(Cuda(cudaGraphLaunch(exec, s), "replaying the captured graph"));
+      TESSERA_RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(s), "running on the MPS context"));
+      TESSERA_RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(primary), "the waiting stream"));
+      int host[kN];
+      TESSERA_RETURN_IF_ERROR(
+          Cuda(cudaMemcpy(host, buf, sizeof(host), cudaMemcpyDeviceToHost), "cudaMemcpy"));
+      for (int v : host)
+        if (v != 2)
+          return Status::Unavailable(
+              "kernels on an MPS context's stream did not update primary-context memory");
+      return Status::OK();
+    };
+    Status st = step();
+    if (exec) cudaGraphExecDestroy(exec);
+    if (graph) cudaGraphDestroy(graph);
+    if (done) cudaEventDestroy(done);
+    if (ready) cudaEventDestroy(ready);
+    if (primary) cudaStreamDestroy(primary);
+    if (buf) cudaFree(buf);
+    Destroy(place);
+    if (!st.ok())
+      return Status::Unavailable("--sharing mps on " + layout_.Describe() +
+                                 ": work on an MPS context cannot use the engine's memory, "
+                                 "streams or graphs here (" +
+                                 st.message() + "); use --sharing green");
+    return Status::OK();
+  }
+
+  runtime::GpuLayout layout_;
+  Driver drv_;
+  CUdevice dev_ = 0;
+  mutable std::mutex mu_;
+  std::map<uint64_t, Place> places_;
+  uint64_t next_ = 1;
+};
+
 // streams: a stream of its own per place; exclusive: one stream shared by every place.
 class StreamProvider final : public GpuSliceProvider {
  public:
@@ -241,10 +460,9 @@ class StreamProvider final : public GpuSliceProvider {
 
 Result<std::unique_ptr<GpuSliceProvider>> CreateSliceProvider(const std::string& kind, int device,
                                                               int group_sms) {
-  if (kind != "green" && kind != "streams" && kind != "exclusive")
+  if (kind != "green" && kind != "mps" && kind != "streams" && kind != "exclusive")
     return Status::InvalidArgument("unknown sharing '" + kind +
-                                   "' (expected green, streams or exclusive; mps is not built "
-                                   "yet)");
+                                   "' (expected green, mps, streams or exclusive)");
   if (group_sms <= 0)
     return Status::InvalidArgument("SM group size must be > 0, got " + std::to_string(group_sms));
   int count = 0;
@@ -254,6 +472,11 @@ Result<std::unique_ptr<GpuSliceProvider>> CreateSliceProvider(const std::string&
                                    std::to_string(count) + " visible)");
   if (kind == "green") {
     auto p = std::make_unique<GreenProvider>();
+    TESSERA_RETURN_IF_ERROR(p->Init(device, group_sms));
+    return std::unique_ptr<GpuSliceProvider>(std::move(p));
+  }
+  if (kind == "mps") {
+    auto p = std::make_unique<MpsProvider>();
     TESSERA_RETURN_IF_ERROR(p->Init(device, group_sms));
     return std::unique_ptr<GpuSliceProvider>(std::move(p));
   }

@@ -2,6 +2,9 @@
 //   green      CUDA green contexts: the GPU's SMs split once into groups of `group_sms`; a place
 //              is a green context over a set of those groups, with a stream bound to it, so work
 //              launched there runs on those SMs only;
+//   mps        a CUDA context per place with an SM-count execution affinity (needs an MPS
+//              daemon that partitions per context; limits how many SMs, not which), checked at
+//              start by a probe of what the engine does on it;
 //   streams    one plain stream per place on the whole GPU: the uncontrolled, Triton-like
 //              baseline (groups are accounted but not enforced);
 //   exclusive  every place shares one stream: one model's batch at a time, the time-sharing

@@ -294,7 +294,7 @@ Runner SetupGpuBench(CLI::App& app) {
   app.add_option("--gpu", o->gpu, "GPU index")->capture_default_str();
   app.add_option("--sharing", o->sharing, "Slice provider the data path runs on")
       ->capture_default_str()
-      ->check(CLI::IsMember({"green", "streams", "exclusive"}));
+      ->check(CLI::IsMember({"green", "mps", "streams", "exclusive"}));
   app.add_option("--json", o->json_out, "Write the results (with machine, commit, date) here");
   auto* dp = app.add_subcommand(
       "datapath", "Host-to-device throughput of the data path vs plain cudaMemcpyAsync");

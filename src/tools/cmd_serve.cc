@@ -373,13 +373,15 @@ Runner SetupServe(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--sharing", o->sharing,
                  "How GPU models share a GPU: green (CUDA green contexts: each instance on its "
-                 "own SMs, slice_sms / slice_percent in its config, resizable live), streams "
+                 "own SMs, slice_sms / slice_percent in its config, resizable live), mps (an "
+                 "MPS context per instance limited to its slice's SM count; needs an MPS daemon "
+                 "that partitions per context, checked at start), streams "
                  "(one stream per instance on the whole GPU, uncontrolled), exclusive (one "
                  "batch at a time), none (no slicing: each executable on its own stream), "
                  "emulated (with --engine cuda-host); auto: green, or streams where the driver "
                  "has no green contexts")
       ->default_val("auto")
-      ->check(CLI::IsMember({"auto", "green", "streams", "exclusive", "none", "emulated"}));
+      ->check(CLI::IsMember({"auto", "green", "mps", "streams", "exclusive", "none", "emulated"}));
   app.add_option("--emulated-gpus", o->emulated_gpus,
                  "With --engine cuda-host: how many GPUs to emulate (instance_group gpus and the "
                  "tuner's replicas place instances on them)")

@@ -43,12 +43,12 @@ TEST(GpuSlices, AnUnknownSharingKindIsNamedWithTheChoices) {
   auto p = CreateSliceProvider("magic", 0);
   ASSERT_FALSE(p.ok());
   EXPECT_EQ(p.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(p.status().message().find("green, streams or exclusive"), std::string::npos);
+  EXPECT_NE(p.status().message().find("green, mps, streams or exclusive"), std::string::npos);
 }
 
 TEST(GpuSlices, WithoutAGpuProvidersAreUnavailable) {
   if (HaveGpu()) GTEST_SKIP() << "a GPU is visible";
-  for (const char* kind : {"green", "streams", "exclusive"}) {
+  for (const char* kind : {"green", "mps", "streams", "exclusive"}) {
     auto p = CreateSliceProvider(kind, 0);
     ASSERT_FALSE(p.ok()) << kind;
     EXPECT_EQ(p.status().code(), StatusCode::kUnavailable) << kind;
@@ -76,6 +76,25 @@ TEST(GpuSlices, GreenContextsConfineWorkToTheirGroups) {
   for (int sm : sa) EXPECT_EQ(sb.count(sm), 0u) << "SM " << sm << " is in both slices";
   EXPECT_GT(sall.size(), size_t(2 * gpu.group_sms));
   for (auto place : {*a, *b, *all}) (*p)->Destroy(place);
+}
+
+// Where an MPS daemon partitions per context, a place's kernels use at most its SM count
+// (which SMs is MPS's choice); elsewhere the refusal says what is missing.
+TEST(GpuSlices, MpsContextsLimitWorkToTheirSmCountOrSayWhatIsMissing) {
+  if (!HaveGpu()) GTEST_SKIP() << "no GPU visible";
+  auto p = CreateSliceProvider("mps", 0);
+  if (!p.ok()) {
+    EXPECT_EQ(p.status().code(), StatusCode::kUnavailable) << p.status().ToString();
+    EXPECT_NE(p.status().message().find("--sharing mps"), std::string::npos)
+        << p.status().ToString();
+    GTEST_SKIP() << p.status().message();
+  }
+  const auto& gpu = (*p)->layout();
+  auto a = (*p)->Create({0, 1});
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  const std::set<int> sa = SmsUsed((*p)->Stream(*a));
+  EXPECT_LE(sa.size(), size_t(2 * gpu.group_sms));
+  (*p)->Destroy(*a);
 }
 
 TEST(GpuSlices, TheSliceTableResizesOnRealGreenContexts) {

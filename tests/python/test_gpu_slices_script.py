@@ -17,7 +17,7 @@ def test_the_gpu_slices_benchmark_runs_end_to_end_on_the_cpu(tessera_bin, tmp_pa
     assert r.returncode == 0, r.stdout + r.stderr
     res = json.loads(out.read_text())
     assert res["dry_run"] is True and res["benchmark"] == "gpu-slices"
-    for sharing in ("green", "streams"):
+    for sharing in ("green", "mps", "streams"):
         iso = res["isolation"][sharing]
         assert iso["p99_alone_ms"] > 0 and iso["p99_with_neighbour_ms"] > 0
     rz = res["resize"]

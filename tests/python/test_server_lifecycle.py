@@ -598,12 +598,13 @@ def test_gpu_sharing_without_a_gpu_is_a_clear_error(tessera_bin, tmp_path):
     for flag in ("--sharing", "--completion", "--gpu-pipeline"):
         assert flag in r.stdout, flag
     # Asking for slices where there is no GPU stops at once, saying why; auto just serves.
-    r = subprocess.run([str(tessera_bin), "serve", "--model-repository", str(repo),
-                        "--http-port", "-1", "--grpc-port", "-1", "--metrics-port", "-1",
-                        "--sharing", "green"], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 1, r.stdout + r.stderr
-    assert "--sharing green" in r.stderr and ("no GPU" in r.stderr or "no CUDA" in r.stderr), \
-        r.stderr
+    for kind in ("green", "mps"):
+        r = subprocess.run([str(tessera_bin), "serve", "--model-repository", str(repo),
+                            "--http-port", "-1", "--grpc-port", "-1", "--metrics-port", "-1",
+                            "--sharing", kind], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert f"--sharing {kind}" in r.stderr and ("no GPU" in r.stderr or
+                                                    "no CUDA" in r.stderr), r.stderr
     r = subprocess.run([str(tessera_bin), "serve", "--model-repository", str(repo),
                         "--sharing", "halves"], capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "halves" in r.stderr, r.stderr
