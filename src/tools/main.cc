@@ -66,6 +66,12 @@ int main(int argc, char** argv) {
         fmt::print("  green contexts: {}\n", (*green)->layout().Describe());
       else
         fmt::print("  green contexts: unavailable ({})\n", green.status().message());
+      // And whether --sharing=mps can work here (an MPS daemon, and its start-up probe).
+      auto mps = tessera::gpu::CreateSliceProvider("mps", d.index);
+      if (mps.ok())
+        fmt::print("  mps: SM-count contexts available\n");
+      else
+        fmt::print("  mps: unavailable ({})\n", mps.status().message());
     }
     if (list->empty()) fmt::print("no GPU visible\n");
 #else
