@@ -95,6 +95,17 @@ class GpuServing : public ::testing::TestWithParam<runtime::Completion> {
     return outs.at(0);
   }
 
+  // Answers of several batch sizes on `sms`-SM slices, against the CPU engine's.
+  void ExpectAnswersMatch(ModelManager& m, int sms) {
+    for (int64_t rows : {1, 5, 8, 33}) {
+      const InferenceResponse r = Infer(m, rows, 0.5f);
+      ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+      EXPECT_EQ(r.gpu_sms, sms);
+      const Tensor want = Expected(rows, 0.5f);
+      for (int64_t i = 0; i < want.numel(); ++i)
+        ASSERT_NEAR(r.outputs.at(0).data<float>()[i], want.data<float>()[i], 1e-4) << i;
+    }
+  }
   fs::path dir_;
 };
 
@@ -105,14 +116,23 @@ TEST_P(GpuServing, AnswersMatchTheCpuOnGreenSlices) {
   ASSERT_TRUE(s.ok());
   EXPECT_EQ(s->sms, 16);
   EXPECT_EQ(s->sharing, "green");
-  for (int64_t rows : {1, 5, 8, 33}) {
-    const InferenceResponse r = Infer(m, rows, 0.5f);
-    ASSERT_TRUE(r.status.ok()) << r.status.ToString();
-    EXPECT_EQ(r.gpu_sms, 16);
-    const Tensor want = Expected(rows, 0.5f);
-    for (int64_t i = 0; i < want.numel(); ++i)
-      ASSERT_NEAR(r.outputs.at(0).data<float>()[i], want.data<float>()[i], 1e-4) << i;
-  }
+  ExpectAnswersMatch(m, 16);
+}
+
+// Where an MPS daemon partitions per context (skipped, with the reason, elsewhere): the same
+// answers on MPS contexts, and again after a live resize to a new context.
+TEST_P(GpuServing, AnswersMatchTheCpuOnMpsSlicesAndAfterALiveResize) {
+  if (auto probe = gpu::CreateGpuDevice("mps", 0); !probe.ok())
+    GTEST_SKIP() << probe.status().message();
+  ModelManager m(Options("mps"));
+  ASSERT_TRUE(m.Load("tiny_mlp").ok());
+  auto s = m.Slice("tiny_mlp");
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->sharing, "mps");
+  ExpectAnswersMatch(m, 16);
+  auto r = m.SetSliceSms("tiny_mlp", 32);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ExpectAnswersMatch(m, 32);
 }
 
 TEST_P(GpuServing, LiveResizeUnderLoadFailsNothing) {
