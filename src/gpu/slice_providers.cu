@@ -109,16 +109,68 @@ Result<runtime::GpuLayout> Layout(int device, int group_sms) {
   return g;
 }
 
-class GreenProvider final : public GpuSliceProvider {
+// A provider whose place is a context of its own with one stream (green, mps): its places by id,
+// behind a lock. The subclass makes a place (then Keep) and releases one (Release); its
+// destructor calls ReleaseAll while Release is still its own.
+template <typename Place>
+class ContextProvider : public GpuSliceProvider {
+ public:
+  const runtime::GpuLayout& layout() const override { return layout_; }
+  void Destroy(uint64_t place) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = places_.find(place);
+    if (it == places_.end()) return;
+    Release(it->second);
+    places_.erase(it);
+  }
+  void* Stream(uint64_t place) const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = places_.find(place);
+    return it == places_.end() ? nullptr : static_cast<void*>(it->second.stream);
+  }
+
+ protected:
+  // The GPU's layout, the driver functions `load` gives and the device, once the primary
+  // context exists.
+  Status Open(int device, int group_sms, Result<Driver> (*load)()) {
+    TESSERA_ASSIGN_OR_RETURN(layout_, Layout(device, group_sms));
+    TESSERA_ASSIGN_OR_RETURN(drv_, load());
+    TESSERA_RETURN_IF_ERROR(Cuda(cudaFree(nullptr), "initializing the primary context"));
+    return drv_.Check(drv_.device_get(&dev_, device), "cuDeviceGet");
+  }
+  uint64_t Keep(const Place& p) {
+    std::lock_guard<std::mutex> lock(mu_);
+    places_[next_] = p;
+    return next_++;
+  }
+  virtual void Release(const Place& p) = 0;
+  void ReleaseAll() {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [_, p] : places_) Release(p);
+    places_.clear();
+  }
+
+  runtime::GpuLayout layout_;
+  Driver drv_;
+  CUdevice dev_ = 0;
+
+ private:
+  mutable std::mutex mu_;
+  std::map<uint64_t, Place> places_;
+  uint64_t next_ = 1;
+};
+
+struct GreenPlace {
+  CUgreenCtx ctx = nullptr;
+  CUstream stream = nullptr;
+};
+
+class GreenProvider final : public ContextProvider<GreenPlace> {
  public:
   std::string kind() const override { return "green"; }
-  const runtime::GpuLayout& layout() const override { return layout_; }
 
   Status Init(int device, int group_sms) {
-    TESSERA_ASSIGN_OR_RETURN(layout_, Layout(device, group_sms));
-    TESSERA_ASSIGN_OR_RETURN(drv_, LoadDriver());
-    TESSERA_RETURN_IF_ERROR(Cuda(cudaFree(nullptr), "initializing the primary context"));
-    TESSERA_RETURN_IF_ERROR(drv_.Check(drv_.device_get(&dev_, device), "cuDeviceGet"));
+    TESSERA_RETURN_IF_ERROR(Open(device, group_sms, LoadDriver));
     CUdevResource all{};
     TESSERA_RETURN_IF_ERROR(drv_.Check(drv_.get_dev_resource(dev_, &all, CU_DEV_RESOURCE_TYPE_SM),
                                        "cuDeviceGetDevResource"));
@@ -159,7 +211,7 @@ class GreenProvider final : public GpuSliceProvider {
     TESSERA_RETURN_IF_ERROR(
         drv_.Check(drv_.generate_desc(&desc, use.data(), static_cast<unsigned>(use.size())),
                    "cuDevResourceGenerateDesc"));
-    Place p;
+    GreenPlace p;
     TESSERA_RETURN_IF_ERROR(drv_.Check(
         drv_.green_create(&p.ctx, desc, dev_, CU_GREEN_CTX_DEFAULT_STREAM), "cuGreenCtxCreate"));
     Status st = drv_.Check(drv_.green_stream_create(&p.stream, p.ctx, CU_STREAM_NON_BLOCKING, 0),
@@ -168,45 +220,17 @@ class GreenProvider final : public GpuSliceProvider {
       drv_.green_destroy(p.ctx);
       return st;
     }
-    std::lock_guard<std::mutex> lock(mu_);
-    places_[next_] = p;
-    return next_++;
+    return Keep(p);
   }
 
-  void Destroy(uint64_t place) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = places_.find(place);
-    if (it == places_.end()) return;
-    drv_.stream_destroy(it->second.stream);  // streams before their green context
-    drv_.green_destroy(it->second.ctx);
-    places_.erase(it);
-  }
-
-  void* Stream(uint64_t place) const override {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = places_.find(place);
-    return it == places_.end() ? nullptr : static_cast<void*>(it->second.stream);
-  }
-
-  ~GreenProvider() override {
-    for (auto& [_, p] : places_) {
-      drv_.stream_destroy(p.stream);
-      drv_.green_destroy(p.ctx);
-    }
-  }
+  ~GreenProvider() override { ReleaseAll(); }
 
  private:
-  struct Place {
-    CUgreenCtx ctx = nullptr;
-    CUstream stream = nullptr;
-  };
-  runtime::GpuLayout layout_;
-  Driver drv_;
-  CUdevice dev_ = 0;
+  void Release(const GreenPlace& p) override {
+    drv_.stream_destroy(p.stream);  // streams before their green context
+    drv_.green_destroy(p.ctx);
+  }
   std::vector<CUdevResource> groups_;
-  mutable std::mutex mu_;
-  std::map<uint64_t, Place> places_;
-  uint64_t next_ = 1;
 };
 
 // mps: a place is a CUDA context created with an SM-count execution affinity (the slice's SMs;
@@ -220,16 +244,17 @@ class GreenProvider final : public GpuSliceProvider {
 // a kernel on the place's stream that reads and writes primary-context memory, a primary-context
 // event recorded on that stream and waited on by a primary-context stream, and a CUDA graph
 // captured on that stream and replayed. Each step that fails is an Unavailable naming it.
-class MpsProvider final : public GpuSliceProvider {
+struct MpsPlace {
+  CUcontext ctx = nullptr;
+  CUstream stream = nullptr;
+};
+
+class MpsProvider final : public ContextProvider<MpsPlace> {
  public:
   std::string kind() const override { return "mps"; }
-  const runtime::GpuLayout& layout() const override { return layout_; }
 
   Status Init(int device, int group_sms) {
-    TESSERA_ASSIGN_OR_RETURN(layout_, Layout(device, group_sms));
-    TESSERA_ASSIGN_OR_RETURN(drv_, LoadMpsDriver());
-    TESSERA_RETURN_IF_ERROR(Cuda(cudaFree(nullptr), "initializing the primary context"));
-    TESSERA_RETURN_IF_ERROR(drv_.Check(drv_.device_get(&dev_, device), "cuDeviceGet"));
+    TESSERA_RETURN_IF_ERROR(Open(device, group_sms, LoadMpsDriver));
     int supported = 0;
     TESSERA_RETURN_IF_ERROR(
         drv_.Check(drv_.exec_affinity_support(&supported, CU_EXEC_AFFINITY_TYPE_SM_COUNT, dev_),
@@ -256,7 +281,7 @@ class MpsProvider final : public GpuSliceProvider {
     CUctxCreateParams params{};
     params.execAffinityParams = &affinity;
     params.numExecAffinityParams = 1;
-    Place p;
+    MpsPlace p;
     TESSERA_RETURN_IF_ERROR(drv_.Check(drv_.ctx_create(&p.ctx, &params, 0, dev_),
                                        "cuCtxCreate (an MPS context with an SM count)"));
     // The new context is current to this thread now: make the stream there, then give the
@@ -286,36 +311,13 @@ class MpsProvider final : public GpuSliceProvider {
         drv_.ctx_destroy(p.ctx);
       return st;
     }
-    std::lock_guard<std::mutex> lock(mu_);
-    places_[next_] = p;
-    return next_++;
+    return Keep(p);
   }
 
-  void Destroy(uint64_t place) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = places_.find(place);
-    if (it == places_.end()) return;
-    Release(it->second);
-    places_.erase(it);
-  }
-
-  void* Stream(uint64_t place) const override {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = places_.find(place);
-    return it == places_.end() ? nullptr : static_cast<void*>(it->second.stream);
-  }
-
-  ~MpsProvider() override {
-    for (auto& [_, p] : places_) Release(p);
-  }
+  ~MpsProvider() override { ReleaseAll(); }
 
  private:
-  struct Place {
-    CUcontext ctx = nullptr;
-    CUstream stream = nullptr;
-  };
-
-  void Release(const Place& p) {
+  void Release(const MpsPlace& p) override {
     if (drv_.ctx_push(p.ctx) == CUDA_SUCCESS) {
       drv_.stream_destroy(p.stream);  // streams before their context
       CUcontext popped = nullptr;
@@ -389,13 +391,6 @@ class MpsProvider final : public GpuSliceProvider {
                                  st.message() + "); use --sharing green");
     return Status::OK();
   }
-
-  runtime::GpuLayout layout_;
-  Driver drv_;
-  CUdevice dev_ = 0;
-  mutable std::mutex mu_;
-  std::map<uint64_t, Place> places_;
-  uint64_t next_ = 1;
 };
 
 // streams: a stream of its own per place; exclusive: one stream shared by every place.

@@ -156,6 +156,25 @@ float HostFloat(const std::vector<uint8_t>& p, size_t i, DataType t) {
   return f;
 }
 
+// A convolution's two ways on the same data agree: max |want - got| within 1e-3 (FP32 / TF32)
+// or 2e-2 (narrow) of max |want|, every value finite. Internal "`differs` by R (relative)"
+// otherwise.
+Status SameOutput(const std::vector<uint8_t>& want, const std::vector<uint8_t>& got, size_t n,
+                  DataType t, const char* differs) {
+  float most = 0, worst = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const float a = HostFloat(want, i, t), b = HostFloat(got, i, t);
+    if (!std::isfinite(a) || !std::isfinite(b)) return Status::Internal("a non-finite output");
+    most = std::max(most, std::fabs(a));
+    worst = std::max(worst, std::fabs(a - b));
+  }
+  const float tol = t == DataType::kFloat32 ? 1e-3f : 2e-2f;
+  if (worst > tol * std::max(most, 1e-6f))
+    return Status::Internal(std::string(differs) + " by " +
+                            std::to_string(worst / std::max(most, 1e-6f)) + " (relative)");
+  return Status::OK();
+}
+
 class CudaExecutable final : public GpuExecutable {
  public:
   CudaExecutable(const CudaEngineOptions& o, std::shared_ptr<WeightCache> weights)
@@ -603,17 +622,8 @@ class CudaExecutable final : public GpuExecutable {
       TESSERA_RETURN_IF_ERROR(Cuda(
           cudaMemcpyAsync(got.data(), y, got.size(), cudaMemcpyDeviceToHost, stream_), "copy"));
       TESSERA_RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "the fused convolution"));
-      float most = 0, worst = 0;
-      for (size_t j = 0; j < y_elems; ++j) {
-        const float a = HostFloat(want, j, dt), b = HostFloat(got, j, dt);
-        if (!std::isfinite(a) || !std::isfinite(b)) return Status::Internal("a non-finite output");
-        most = std::max(most, std::fabs(a));
-        worst = std::max(worst, std::fabs(a - b));
-      }
-      const float tol = dt == DataType::kFloat32 ? 1e-3f : 2e-2f;
-      if (worst > tol * std::max(most, 1e-6f))
-        return Status::Internal("cuDNN's fused output differs from the unfused one by " +
-                                std::to_string(worst / std::max(most, 1e-6f)) + " (relative)");
+      TESSERA_RETURN_IF_ERROR(
+          SameOutput(want, got, y_elems, dt, "cuDNN's fused output differs from the unfused one"));
       if (plan->bias_copy) info_.activation_bytes += plan->bias_copy->bytes;
       plan->fused = true;
       return Status::OK();
@@ -822,18 +832,7 @@ class CudaExecutable final : public GpuExecutable {
         cudaMemcpyAsync(graph_out.data(), out, graph_out.size(), cudaMemcpyDeviceToHost, stream_),
         "cudaMemcpyAsync"));
     TESSERA_RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "checking the graph-API plan"));
-    float most = 0, worst = 0;
-    for (size_t i = 0; i < y_elems; ++i) {
-      const float a = HostFloat(legacy, i, dt), b = HostFloat(graph_out, i, dt);
-      if (!std::isfinite(a) || !std::isfinite(b)) return Status::Internal("a non-finite output");
-      most = std::max(most, std::fabs(a));
-      worst = std::max(worst, std::fabs(a - b));
-    }
-    const float tol = dt == DataType::kFloat32 ? 1e-3f : 2e-2f;
-    if (worst > tol * std::max(most, 1e-6f))
-      return Status::Internal("its output differs from the legacy API's by " +
-                              std::to_string(worst / std::max(most, 1e-6f)) + " (relative)");
-    return Status::OK();
+    return SameOutput(legacy, graph_out, y_elems, dt, "its output differs from the legacy API's");
   }
 
   Status EnqueueSteps() {
