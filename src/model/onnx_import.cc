@@ -4,7 +4,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <map>
+#include <memory>
 #include <sstream>
 #include <unordered_set>
 
@@ -175,22 +178,127 @@ Result<Tensor> AdoptTensor(onnx::TensorProto* p) {
 }
 }  // namespace
 
-Result<Tensor> TensorFromProto(const onnx::TensorProto& p) {
-  const std::string what = "initializer '" + p.name() + "'";
-  if (p.data_location() == onnx::TensorProto::EXTERNAL || p.external_data_size() > 0)
-    return Status::Unimplemented(what +
-                                 " uses external data; save the model with weights "
-                                 "embedded (onnx.save(..., save_as_external_data=False))");
-  TESSERA_ASSIGN_OR_RETURN(DataType dt, DataTypeFromOnnx(p.data_type()));
+namespace {
+
+// A tensor's shape from its dims, and its element count in *n; `what` names it in errors.
+Result<Shape> ShapeOf(const onnx::TensorProto& p, const std::string& what, int64_t* n) {
   Shape shape;
-  int64_t n = 1;
+  *n = 1;
   for (int64_t d : p.dims()) {
     if (d < 0) return Status::InvalidArgument(what + " has a negative dimension");
-    if (d > 0 && n > kMaxElements / d)
+    if (d > 0 && *n > kMaxElements / d)
       return Status::InvalidArgument(what + " is implausibly large");
-    n *= d;
+    *n *= d;
     shape.push_back(d);
   }
+  return shape;
+}
+
+bool IsExternal(const onnx::TensorProto& p) {
+  return p.data_location() == onnx::TensorProto::EXTERNAL || p.external_data_size() > 0;
+}
+
+// The files a model's external data lives in (ONNX's external data: each tensor names a
+// `location` relative to the model file's directory, an `offset` and a `length` there), opened
+// once each. `dir` empty: the model came as bytes, with no directory to resolve against.
+class ExternalFiles {
+ public:
+  explicit ExternalFiles(std::filesystem::path dir) : dir_(std::move(dir)) {}
+
+  Result<Tensor> Read(const onnx::TensorProto& p) {
+    const std::string what = "initializer '" + p.name() + "'";
+    std::string location;
+    int64_t offset = 0, length = -1;
+    for (const auto& kv : p.external_data()) {
+      auto number = [&](int64_t* out) -> Status {
+        char* end = nullptr;
+        const long long v = std::strtoll(kv.value().c_str(), &end, 10);
+        if (kv.value().empty() || *end != '\0' || v < 0)
+          return Status::InvalidArgument(what + ": external data " + kv.key() + " '" + kv.value() +
+                                         "' is not a byte count");
+        *out = v;
+        return Status::OK();
+      };
+      if (kv.key() == "location") {
+        location = kv.value();
+      } else if (kv.key() == "offset") {
+        TESSERA_RETURN_IF_ERROR(number(&offset));
+      } else if (kv.key() == "length") {
+        TESSERA_RETURN_IF_ERROR(number(&length));
+      }  // "checksum" and unknown keys are not needed to read the bytes
+    }
+    if (location.empty())
+      return Status::InvalidArgument(what + " is marked as external data but names no location");
+    if (dir_.empty())
+      return Status::InvalidArgument(what + " keeps its data in the file '" + location +
+                                     "' beside the model; load the model from its file (a "
+                                     "model given as bytes has no directory to find it in)");
+    // The ONNX rule (and ONNX Runtime's): a location is relative to the model's directory and
+    // stays inside it.
+    const std::filesystem::path rel(location);
+    if (rel.is_absolute() ||
+        std::any_of(rel.begin(), rel.end(), [](const auto& part) { return part == ".."; }))
+      return Status::InvalidArgument(what + ": external data location '" + location +
+                                     "' must be a path inside the model's directory");
+    TESSERA_ASSIGN_OR_RETURN(DataType dt, DataTypeFromOnnx(p.data_type()));
+    int64_t n = 1;
+    TESSERA_ASSIGN_OR_RETURN(Shape shape, ShapeOf(p, what, &n));
+    const int64_t bytes = n * static_cast<int64_t>(DataTypeSize(dt));
+    if (length >= 0 && length != bytes)
+      return Status::InvalidArgument(what + ": external data length " + std::to_string(length) +
+                                     " bytes, expected " + std::to_string(bytes) + " for " +
+                                     DataTypeName(dt) + ShapeToString(shape));
+    TESSERA_ASSIGN_OR_RETURN(File * f, Open(location, what));
+    if (offset > f->size || bytes > f->size - offset)
+      return Status::InvalidArgument(what + ": external data at offset " + std::to_string(offset) +
+                                     " + " + std::to_string(bytes) +
+                                     " bytes runs past the end of '" + location + "' (" +
+                                     std::to_string(f->size) + " bytes)");
+    Tensor t = Tensor::Allocate(dt, shape);
+    if (bytes > 0) {
+      f->in.seekg(offset);
+      f->in.read(static_cast<char*>(t.raw()), bytes);
+      if (!f->in)
+        return Status::Internal(what + ": reading " + std::to_string(bytes) + " bytes of '" +
+                                location + "' failed");
+    }
+    return t;
+  }
+
+ private:
+  struct File {
+    std::ifstream in;
+    int64_t size = 0;
+  };
+  Result<File*> Open(const std::string& location, const std::string& what) {
+    auto it = files_.find(location);
+    if (it != files_.end()) return it->second.get();
+    const auto path = dir_ / location;
+    auto f = std::make_unique<File>();
+    f->in.open(path, std::ios::binary);
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(path, ec);
+    if (!f->in || ec)
+      return Status::NotFound(what + ": cannot open its external data file '" + path.string() +
+                              "'");
+    f->size = static_cast<int64_t>(size);
+    return (files_[location] = std::move(f)).get();
+  }
+  std::filesystem::path dir_;
+  std::map<std::string, std::unique_ptr<File>> files_;
+};
+
+}  // namespace
+
+Result<Tensor> TensorFromProto(const onnx::TensorProto& p) {
+  const std::string what = "initializer '" + p.name() + "'";
+  if (IsExternal(p))
+    return Status::InvalidArgument(what +
+                                   " uses external data, which only a model read from its file "
+                                   "can resolve");
+  TESSERA_ASSIGN_OR_RETURN(DataType dt, DataTypeFromOnnx(p.data_type()));
+  int64_t n = 1;
+  TESSERA_ASSIGN_OR_RETURN(Shape shape, ShapeOf(p, what, &n));
   // Sizes are checked against the data actually present before anything is allocated, so a
   // tiny file cannot claim a huge tensor.
   const size_t bytes = static_cast<size_t>(n) * DataTypeSize(dt);
@@ -272,7 +380,7 @@ void TensorToProto(const Tensor& t, const std::string& name, onnx::TensorProto* 
 }
 
 namespace {
-Result<Graph> ImportParsed(onnx::ModelProto& model);
+Result<Graph> ImportParsed(onnx::ModelProto& model, const std::filesystem::path& dir);
 }  // namespace
 
 Result<Graph> ImportOnnx(const std::string& bytes) {
@@ -282,11 +390,12 @@ Result<Graph> ImportOnnx(const std::string& bytes) {
     return Status::InvalidArgument("ONNX model is malformed or truncated (" +
                                    std::to_string(bytes.size()) +
                                    " bytes did not parse as onnx.ModelProto)");
-  return ImportParsed(model);
+  return ImportParsed(model, {});
 }
 
 namespace {
-Result<Graph> ImportParsed(onnx::ModelProto& model) {
+// `dir`: the model file's directory, where its external data files are (empty for bytes).
+Result<Graph> ImportParsed(onnx::ModelProto& model, const std::filesystem::path& dir) {
   if (!model.has_graph()) return Status::InvalidArgument("ONNX model has no graph");
   Graph g;
   for (const auto& op : model.opset_import())
@@ -299,9 +408,10 @@ Result<Graph> ImportParsed(onnx::ModelProto& model) {
                                  std::to_string(kMaxOpset));
   auto& gp = *model.mutable_graph();
   g.name = gp.name();
+  ExternalFiles external(dir);
   for (auto& init : *gp.mutable_initializer()) {
     if (init.name().empty()) return Status::InvalidArgument("an initializer has no name");
-    auto t = AdoptTensor(&init);
+    auto t = IsExternal(init) ? external.Read(init) : AdoptTensor(&init);
     if (!t.ok()) return t.status();
     g.initializers[init.name()] = std::move(t).value();
   }
@@ -312,7 +422,7 @@ Result<Graph> ImportParsed(onnx::ModelProto& model) {
       for (const auto& a : n.attribute()) {
         Tensor t;
         if (a.name() == "value") {
-          auto r = TensorFromProto(a.t());
+          auto r = IsExternal(a.t()) ? external.Read(a.t()) : TensorFromProto(a.t());
           if (!r.ok()) return r.status().WithContext("Constant node '" + n.name() + "'");
           t = std::move(r).value();
         } else if (a.name() == "value_float") {
@@ -388,7 +498,9 @@ Result<Graph> ImportOnnxFile(const std::string& path) {
     return Status::InvalidArgument(path +
                                    ": ONNX model is malformed or truncated (did not "
                                    "parse as onnx.ModelProto)");
-  auto g = ImportParsed(model);
+  auto g = ImportParsed(model, std::filesystem::path(path).parent_path().empty()
+                                   ? std::filesystem::path(".")
+                                   : std::filesystem::path(path).parent_path());
   if (!g.ok()) return g.status().WithContext(path);
   return g;
 }

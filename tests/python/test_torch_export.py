@@ -76,3 +76,38 @@ def test_transformer_encoder(tmp_path):
     mask = torch.ones(2, 32, dtype=torch.int64)
     mask[1, 20:] = 0
     check(model, (ids, mask), ["input_ids", "attention_mask"], tmp_path)
+
+
+def export_default(model, args, path, input_names):
+    """torch.onnx.export as torch >= 2.9 does it by default: the dynamo exporter, opset 18, the
+    weights as ONNX external data in a file beside the model."""
+    pytest.importorskip("onnxscript")
+    model.eval()
+    torch.onnx.export(model, args, str(path), input_names=input_names, output_names=["output"],
+                      dynamo=True, external_data=True)
+    assert (path.parent / (path.name + ".data")).exists(), "no external data written"
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_default_exporter_with_external_data_cnn(name, tmp_path):
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)(weights=None)
+    x = torch.randn(2, 3, 224, 224)
+    path = tmp_path / "model.onnx"
+    export_default(model, (x,), path, ["input"])
+    ours, _ = compare_with_ort(path, {"input": x.numpy()})
+    with torch.no_grad():
+        assert_close(ours["output"], model(x).numpy(), what="vs PyTorch")
+
+
+def test_default_exporter_with_external_data_transformer(tmp_path):
+    torch.manual_seed(0)
+    model = Encoder()
+    ids = torch.randint(0, 1000, (2, 32))
+    mask = torch.ones(2, 32, dtype=torch.int64)
+    mask[1, 20:] = 0
+    path = tmp_path / "model.onnx"
+    export_default(model, (ids, mask), path, ["input_ids", "attention_mask"])
+    ours, _ = compare_with_ort(path, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
+    with torch.no_grad():
+        assert_close(ours["output"], model(ids, mask).numpy(), what="vs PyTorch")

@@ -101,3 +101,30 @@ def test_narrow_cuda_lowering_stays_within_1e_2_of_onnxruntime_in_half_the_bytes
     assert narrow["weight_bytes"] < 0.55 * wide["weight_bytes"]
     assert narrow["min_bytes"] < 0.55 * wide["min_bytes"]  # the roofline floor's bytes
     assert narrow["activation_bytes_no_reuse"] < 0.75 * wide["activation_bytes_no_reuse"]
+
+
+def test_a_model_with_external_data_serves_from_a_repository(zoo_repo, tmp_path):
+    """Weights kept as ONNX external data (what torch.onnx.export writes by default), in a file
+    beside model.onnx and in a subfolder: read from there, answers as ONNX Runtime's."""
+    import shutil
+    import onnx
+    repo = tmp_path / "repo"
+    (repo / "mobilenet_v2" / "1").mkdir(parents=True)
+    shutil.copy(zoo_repo / "mobilenet_v2" / "config.pbtxt", repo / "mobilenet_v2")
+    m = onnx.load(str(zoo_repo / "mobilenet_v2" / "1" / "model.onnx"))
+    path = repo / "mobilenet_v2" / "1" / "model.onnx"
+    (path.parent / "weights").mkdir()
+    onnx.save_model(m, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights/model.onnx.data", size_threshold=0)
+    assert (path.parent / "weights" / "model.onnx.data").stat().st_size > path.stat().st_size
+    feeds = feeds_for(path, 2)
+    ref = run_ort(path, feeds)
+    ours, _ = run_tessera(["--model-repository", str(repo), "--model", "mobilenet_v2"], feeds)
+    for name, r in ref.items():
+        assert_close(ours[sanitize(name)], r, what=f"mobilenet_v2 (external data):{name}")
+    # The data file gone: the load names the tensor and the file it looked for.
+    (path.parent / "weights" / "model.onnx.data").unlink()
+    _, proc = run_tessera(["--model-repository", str(repo), "--model", "mobilenet_v2"], feeds,
+                          check=False)
+    assert proc.returncode != 0
+    assert "external data file" in proc.stderr and "model.onnx.data" in proc.stderr, proc.stderr

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 namespace tessera::ops {
 
@@ -126,24 +127,66 @@ Result<ResizeTables::Plan> PlanResize(const Node& n, const Metas& in) {
   } else {
     return Status::InvalidArgument(n.Describe() + ": needs scales or sizes");
   }
-  if ((!sizes.empty() && sizes.size() != s.size()) ||
-      (!scales.empty() && scales.size() != s.size()))
-    return Status::InvalidArgument(n.Describe() + ": scales/sizes length != rank");
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (!sizes.empty()) {
-      p.out[i] = sizes[i];
-      p.scales[i] = s[i] ? static_cast<float>(sizes[i]) / static_cast<float>(s[i]) : 1.0f;
-    } else {
-      p.scales[i] = scales[i];
-      p.out[i] = static_cast<int64_t>(std::floor(static_cast<float>(s[i]) * scales[i]));
+  // Opset 18: `axes` names the axes that scales / sizes are for (the others keep their size).
+  const int64_t rank = static_cast<int64_t>(s.size());
+  std::vector<int64_t> axes = n.GetInts("axes", {});
+  if (axes.empty())
+    for (int64_t a = 0; a < rank; ++a) axes.push_back(a);
+  std::vector<bool> seen(s.size(), false);
+  for (int64_t& a : axes) {
+    if (a < -rank || a >= rank)
+      return Status::InvalidArgument(n.Describe() + ": axis " + std::to_string(a) +
+                                     " is out of range for rank " + std::to_string(rank));
+    if (a < 0) a += rank;
+    if (seen[static_cast<size_t>(a)])
+      return Status::InvalidArgument(n.Describe() + ": axis " + std::to_string(a) + " repeats");
+    seen[static_cast<size_t>(a)] = true;
+  }
+  if ((!sizes.empty() && sizes.size() != axes.size()) ||
+      (!scales.empty() && scales.size() != axes.size()))
+    return Status::InvalidArgument(n.Describe() + ": scales / sizes have " +
+                                   std::to_string(sizes.empty() ? scales.size() : sizes.size()) +
+                                   " entries, expected " + std::to_string(axes.size()) +
+                                   (n.Has("axes") ? " (one per axis in axes)" : " (the rank)"));
+  // With sizes, keep_aspect_ratio_policy not_larger / not_smaller scales every axis by one
+  // factor (the smallest / largest of sizes / input), the size rounded half up.
+  const std::string policy = n.GetString("keep_aspect_ratio_policy", "stretch");
+  if (policy != "stretch" && policy != "not_larger" && policy != "not_smaller")
+    return Status::InvalidArgument(n.Describe() + ": keep_aspect_ratio_policy '" + policy +
+                                   "' (expected stretch, not_larger or not_smaller)");
+  float kept = policy == "not_larger" ? std::numeric_limits<float>::infinity() : 0.0f;
+  if (!sizes.empty() && policy != "stretch")
+    for (size_t k = 0; k < axes.size(); ++k) {
+      const auto a = static_cast<size_t>(axes[k]);
+      if (s[a] == 0) continue;
+      const float f = static_cast<float>(sizes[k]) / static_cast<float>(s[a]);
+      kept = policy == "not_larger" ? std::min(kept, f) : std::max(kept, f);
     }
-    if (p.out[i] <= 0) return Status::InvalidArgument(n.Describe() + ": output size <= 0");
+  for (size_t k = 0; k < axes.size(); ++k) {
+    const auto a = static_cast<size_t>(axes[k]);
+    if (!sizes.empty() && policy != "stretch") {
+      p.scales[a] = kept;
+      p.out[a] = static_cast<int64_t>(std::floor(kept * static_cast<float>(s[a]) + 0.5f));
+    } else if (!sizes.empty()) {
+      p.out[a] = sizes[k];
+      p.scales[a] = s[a] ? static_cast<float>(sizes[k]) / static_cast<float>(s[a]) : 1.0f;
+    } else {
+      p.scales[a] = scales[k];
+      p.out[a] = static_cast<int64_t>(std::floor(static_cast<float>(s[a]) * scales[k]));
+    }
+    if (p.out[a] <= 0) return Status::InvalidArgument(n.Describe() + ": output size <= 0");
   }
   return p;
 }
 
 float SourceCoord(const std::string& ctm, float x, float scale, int64_t in, int64_t out) {
   if (ctm == "align_corners") return out > 1 ? x * (in - 1) / static_cast<float>(out - 1) : 0.0f;
+  if (ctm == "half_pixel_symmetric") {  // opset 19: half_pixel, centred when sizes round down
+    const float out_exact = scale * static_cast<float>(in);
+    const float adjustment = out_exact > 0 ? static_cast<float>(out) / out_exact : 1.0f;
+    const float offset = static_cast<float>(in) / 2.0f * (1.0f - adjustment);
+    return offset + (x + 0.5f) / scale - 0.5f;
+  }
   if (ctm == "asymmetric") return x / scale;
   if (ctm == "tf_half_pixel_for_nn") return (x + 0.5f) / scale;
   if (ctm == "pytorch_half_pixel") return out > 1 ? (x + 0.5f) / scale - 0.5f : 0.0f;
@@ -283,8 +326,20 @@ void RegisterNn() {
                                      "' (nearest and linear "
                                      "are supported)");
       if (n.GetInt("antialias", 0)) return Status::Unimplemented(n.Describe() + ": antialias");
-      if (n.GetString("coordinate_transformation_mode", "half_pixel") == "tf_crop_and_resize")
+      const std::string ctm = n.GetString("coordinate_transformation_mode", "half_pixel");
+      if (ctm == "tf_crop_and_resize")
         return Status::Unimplemented(n.Describe() + ": tf_crop_and_resize");
+      if (ctm != "half_pixel" && ctm != "half_pixel_symmetric" && ctm != "pytorch_half_pixel" &&
+          ctm != "align_corners" && ctm != "asymmetric" && ctm != "tf_half_pixel_for_nn")
+        return Status::InvalidArgument(
+            n.Describe() + ": coordinate_transformation_mode '" + ctm +
+            "' (expected half_pixel, half_pixel_symmetric, pytorch_half_pixel, align_corners, "
+            "asymmetric or tf_half_pixel_for_nn)");
+      const std::string nm = n.GetString("nearest_mode", "round_prefer_floor");
+      if (nm != "round_prefer_floor" && nm != "round_prefer_ceil" && nm != "floor" && nm != "ceil")
+        return Status::InvalidArgument(n.Describe() + ": nearest_mode '" + nm +
+                                       "' (expected round_prefer_floor, round_prefer_ceil, floor "
+                                       "or ceil)");
       TESSERA_ASSIGN_OR_RETURN(auto p, PlanResize(n, in));
       (*out)[0] = {DataType::kFloat32, p.out, nullptr};
       return Status::OK();
