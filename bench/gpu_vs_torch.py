@@ -335,7 +335,8 @@ def main():
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
               "commit": args.commit or results_file.commit(),
               "machine": results_file.machine(**gpu_info()),
-              "command": " ".join([pathlib.Path(sys.argv[0]).name] + sys.argv[1:]), "iterations": args.iterations,
+              "command": " ".join([pathlib.Path(sys.argv[0]).name] + sys.argv[1:]),
+              "iterations": args.iterations,
               "warmup": args.warmup}
     try:
         import onnxruntime as ort
