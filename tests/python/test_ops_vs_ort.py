@@ -166,6 +166,12 @@ CASES = [
     case("Resize", [("x", r(1, 2, 4, 6)), ("c_roi", np.array([], np.float32)), ("c_s", np.array([], np.float32)), ("c_z", np.array([7, 7], np.int64))], {"mode": "nearest", "axes": [2, 3], "keep_aspect_ratio_policy": "not_smaller"}, opset=18, id="Resize-keep-aspect-not-smaller"),
     case("Resize", [("x", r(1, 1, 5, 7)), ("c_roi", np.array([], np.float32)), ("c_s", np.array([1, 1, 0.6, 1.7], np.float32))], {"mode": "linear", "coordinate_transformation_mode": "half_pixel_symmetric"}, opset=19, id="Resize-half-pixel-symmetric"),
     case("Resize", [("x", r(1, 1, 5, 7)), ("c_roi", np.array([], np.float32)), ("c_s", np.array([1, 1, 1.5, 0.7], np.float32))], {"mode": "nearest", "coordinate_transformation_mode": "half_pixel_symmetric"}, opset=19, id="Resize-nearest-half-pixel-symmetric"),
+    # ScatterND (what torch exports index_put / slice assignment as)
+    case("ScatterND", [("x", r(4, 5, 6)), ("c_i", np.array([[1], [3]], np.int64)), ("u", r(2, 5, 6))], id="ScatterND-rows"),
+    case("ScatterND", [("x", r(4, 5, 6)), ("c_i", np.array([[0, 1], [2, -1]], np.int64)), ("u", r(2, 6))], id="ScatterND-2d-negative"),
+    case("ScatterND", [("x", r(3, 4)), ("i", np.array([[[0, 0]], [[2, 3]]], np.int64)), ("u", r(2, 1))], id="ScatterND-elements-runtime-indices"),
+    case("ScatterND", [("x", r(4, 3)), ("c_i", np.array([[1], [1], [2]], np.int64)), ("u", r(3, 3))], {"reduction": "add"}, opset=16, id="ScatterND-add-repeats"),
+    case("ScatterND", [("x", r(4, 3)), ("c_i", np.array([[0], [3]], np.int64)), ("u", r(2, 3))], {"reduction": "max"}, opset=18, id="ScatterND-max"),
     # opsets 19-22: new attributes, Gelu (20), unchanged ops at the newest opset Tessera reads
     case("AveragePool", [("x", r(1, 2, 9, 9))], {"kernel_shape": [3, 3], "dilations": [2, 2]}, opset=19, id="AveragePool-dilations-opset19"),
     case("Gelu", [("x", r(3, 8))], opset=20, id="Gelu-opset20"),

@@ -88,7 +88,8 @@ def export_default(model, args, path, input_names):
     assert (path.parent / (path.name + ".data")).exists(), "no external data written"
 
 
-@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+# swin_t: shifted windows, whose attention masks the exporter writes with ScatterND.
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "swin_t"])
 def test_default_exporter_with_external_data_cnn(name, tmp_path):
     torch.manual_seed(0)
     model = getattr(torchvision.models, name)(weights=None)
