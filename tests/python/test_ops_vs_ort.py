@@ -172,6 +172,18 @@ CASES = [
     case("ScatterND", [("x", r(3, 4)), ("i", np.array([[[0, 0]], [[2, 3]]], np.int64)), ("u", r(2, 1))], id="ScatterND-elements-runtime-indices"),
     case("ScatterND", [("x", r(4, 3)), ("c_i", np.array([[1], [1], [2]], np.int64)), ("u", r(3, 3))], {"reduction": "add"}, opset=16, id="ScatterND-add-repeats"),
     case("ScatterND", [("x", r(4, 3)), ("c_i", np.array([[0], [3]], np.int64)), ("u", r(2, 3))], {"reduction": "max"}, opset=18, id="ScatterND-max"),
+    # Einsum (decomposed into ReduceSum / Transpose / Reshape / MatMul)
+    case("Einsum", [("a", r(2, 3, 4, 5, 6)), ("b", r(2, 3, 4, 7, 6))], {"equation": "B G H I D, B G H J D -> B G H I J"}, opset=12, id="Einsum-attention-scores"),
+    case("Einsum", [("a", r(2, 4, 5, 7)), ("b", r(2, 4, 7, 6))], {"equation": "bhij,bhjd->bhid"}, opset=12, id="Einsum-attention-values"),
+    case("Einsum", [("a", r(3, 4)), ("c_b", r(4, 5))], {"equation": "ij,jk"}, opset=12, id="Einsum-implicit-matmul"),
+    case("Einsum", [("a", r(2, 3, 4)), ("b", r(4, 5))], {"equation": "...j,jk->...k"}, opset=12, id="Einsum-ellipsis"),
+    case("Einsum", [("a", r(3, 4, 5)), ("b", r(5, 4, 6))], {"equation": "abc,cbd->ad"}, opset=12, id="Einsum-two-contracted"),
+    case("Einsum", [("a", r(3, 4)), ("b", r(5, 2))], {"equation": "ij,kl->ijkl"}, opset=12, id="Einsum-outer"),
+    case("Einsum", [("a", r(3, 4, 2)), ("b", r(3, 4))], {"equation": "ijk,ij->i"}, opset=12, id="Einsum-sum-one-side"),
+    case("Einsum", [("a", r(1, 4, 5)), ("b", r(3, 5, 2))], {"equation": "bij,bjk->bik"}, opset=12, id="Einsum-broadcast-batch"),
+    case("Einsum", [("a", r(3, 4, 5))], {"equation": "ijk->kij"}, opset=12, id="Einsum-transpose"),
+    case("Einsum", [("a", r(3, 4, 5))], {"equation": "ijk->j"}, opset=12, id="Einsum-reduce"),
+    case("Einsum", [("a", r(6)), ("b", r(6))], {"equation": "i,i->"}, opset=12, id="Einsum-dot"),
     # opsets 19-22: new attributes, Gelu (20), unchanged ops at the newest opset Tessera reads
     case("AveragePool", [("x", r(1, 2, 9, 9))], {"kernel_shape": [3, 3], "dilations": [2, 2]}, opset=19, id="AveragePool-dilations-opset19"),
     case("Gelu", [("x", r(3, 8))], opset=20, id="Gelu-opset20"),

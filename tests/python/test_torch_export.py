@@ -69,12 +69,17 @@ class Encoder(torch.nn.Module):
         return self.head(self.norm(x)[:, 0])
 
 
-def test_transformer_encoder(tmp_path):
+def encoder_case():
+    """The encoder with random weights, token ids and a mask that pads the second row."""
     torch.manual_seed(0)
-    model = Encoder()
     ids = torch.randint(0, 1000, (2, 32))
     mask = torch.ones(2, 32, dtype=torch.int64)
     mask[1, 20:] = 0
+    return Encoder(), ids, mask
+
+
+def test_transformer_encoder(tmp_path):
+    model, ids, mask = encoder_case()
     check(model, (ids, mask), ["input_ids", "attention_mask"], tmp_path)
 
 
@@ -88,8 +93,9 @@ def export_default(model, args, path, input_names):
     assert (path.parent / (path.name + ".data")).exists(), "no external data written"
 
 
-# swin_t: shifted windows, whose attention masks the exporter writes with ScatterND.
-@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "swin_t"])
+# swin_t: shifted windows, whose attention masks the exporter writes with ScatterND; maxvit_t:
+# attention written as Einsum.
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "swin_t", "maxvit_t"])
 def test_default_exporter_with_external_data_cnn(name, tmp_path):
     torch.manual_seed(0)
     model = getattr(torchvision.models, name)(weights=None)
@@ -102,11 +108,7 @@ def test_default_exporter_with_external_data_cnn(name, tmp_path):
 
 
 def test_default_exporter_with_external_data_transformer(tmp_path):
-    torch.manual_seed(0)
-    model = Encoder()
-    ids = torch.randint(0, 1000, (2, 32))
-    mask = torch.ones(2, 32, dtype=torch.int64)
-    mask[1, 20:] = 0
+    model, ids, mask = encoder_case()
     path = tmp_path / "model.onnx"
     export_default(model, (ids, mask), path, ["input_ids", "attention_mask"])
     ours, _ = compare_with_ort(path, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})

@@ -85,6 +85,46 @@ TEST(InferAndFold, UnknownOpNamesOpAndNode) {
   EXPECT_NE(st.message().find("my_node"), std::string::npos);
 }
 
+// Einsum becomes Transpose / Reshape / MatMul in InferAndFold; the forms it cannot take, and
+// equations that do not fit the operands, are clear errors.
+TEST(InferAndFold, EinsumBecomesAMatMulAndBadEquationsAreClearErrors) {
+  auto einsum = [](const std::string& eq, Shape a, Shape bs) {
+    return Import(MakeModel([&](zoo::GraphBuilder& b) {
+      auto x = b.Input("a", kF, a);
+      auto y = b.Input("b", kF, bs);
+      b.Output(b.Op("Einsum", {x, y}, {zoo::As("equation", eq)}, "e"), kF, {});
+    }));
+  };
+  Graph g = einsum("bhid,bhjd->bhij", {2, 3, 4, 5}, {2, 3, 6, 5});
+  passes::MetaMap meta;
+  ASSERT_TRUE(passes::InferAndFold(&g, {{"a", {2, 3, 4, 5}}, {"b", {2, 3, 6, 5}}}, &meta).ok());
+  std::vector<std::string> ops;
+  for (const auto& n : g.nodes) ops.push_back(n.op);
+  EXPECT_EQ(ops, (std::vector<std::string>{"Transpose", "MatMul"}));
+  EXPECT_EQ(meta.at(g.outputs[0].name).shape, (Shape{2, 3, 4, 6}));
+
+  struct Case {
+    std::string eq;
+    Shape a, b;
+    StatusCode code;
+    std::string says;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"ii,ij->j", {3, 3}, {3, 4}, StatusCode::kUnimplemented, "diagonal"},
+           {"ij,jk->ik", {3, 4}, {5, 6}, StatusCode::kInvalidArgument, "'j' is 4"},
+           {"ijk,jk->i", {3, 4}, {4, 5}, StatusCode::kInvalidArgument, "has rank 2"},
+           {"ij->ik", {3, 4}, {4, 5}, StatusCode::kInvalidArgument, "operands"},
+           {"i1,1k->ik", {3, 4}, {4, 5}, StatusCode::kInvalidArgument, "not a letter"},
+           {"ij,jk->iz", {3, 4}, {4, 5}, StatusCode::kInvalidArgument, "'z'"},
+       }) {
+    Graph bad = einsum(c.eq, c.a, c.b);
+    Status st = passes::InferAndFold(&bad, {{"a", c.a}, {"b", c.b}}, &meta);
+    EXPECT_EQ(st.code(), c.code) << c.eq << ": " << st.ToString();
+    EXPECT_NE(st.message().find(c.says), std::string::npos) << c.eq << ": " << st.ToString();
+    EXPECT_NE(st.message().find("'e'"), std::string::npos) << st.ToString();
+  }
+}
+
 TEST(InferAndFold, InconsistentShapesAreInvalidArgument) {
   Graph g = Import(MakeModel([](zoo::GraphBuilder& b) {
     auto x = b.Input("x", kF, {1, 4});

@@ -37,6 +37,9 @@ std::vector<std::string> SupportedOps() {
   std::vector<std::string> names;
   for (const auto& [k, _] : Registry())
     if (k.rfind("Tessera", 0) != 0) names.push_back(k);
+  // Rewritten into the ops above when a graph is prepared (passes::DecomposeEinsum).
+  names.push_back("Einsum");
+  std::sort(names.begin(), names.end());
   return names;
 }
 

@@ -1,3 +1,5 @@
+#include <deque>
+#include <iterator>
 #include <unordered_set>
 
 #include "engine/passes/passes.h"
@@ -75,7 +77,30 @@ Status InferAndFold(Graph* g, const std::map<std::string, Shape>& input_shapes, 
 
   std::vector<Node> kept;
   kept.reserve(g->nodes.size());
-  for (auto& n : g->nodes) {
+  // A worklist, so that a node rewritten into others (Einsum) has them inferred in its place.
+  std::deque<Node> work(std::make_move_iterator(g->nodes.begin()),
+                        std::make_move_iterator(g->nodes.end()));
+  while (!work.empty()) {
+    Node n = std::move(work.front());
+    work.pop_front();
+    if (n.op == "Einsum") {
+      std::vector<const ops::ValueMeta*> in;
+      for (const auto& v : n.inputs) {
+        auto it = meta->find(v);
+        if (v.empty() || it == meta->end())
+          return Status::InvalidArgument(n.Describe() + " uses unknown value '" + v + "'");
+        in.push_back(&it->second);
+      }
+      TESSERA_ASSIGN_OR_RETURN(std::vector<Node> parts, DecomposeEinsum(n, in, g));
+      for (const auto& part : parts)
+        for (const auto& v : part.inputs)
+          if (!meta->count(v))
+            if (auto c = g->initializers.find(v); c != g->initializers.end())
+              (*meta)[v] = {c->second.dtype(), c->second.shape(), &c->second};
+      work.insert(work.begin(), std::make_move_iterator(parts.begin()),
+                  std::make_move_iterator(parts.end()));
+      continue;
+    }
     const ops::OpDef* def = ops::FindOp(n.op);
     if (!def)
       return Status::Unimplemented("unsupported op '" + n.op + "' in node '" + n.name +

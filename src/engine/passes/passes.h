@@ -26,6 +26,14 @@ Result<std::map<std::string, Shape>> ConcreteInputShapes(
 // outputs become initializers. Unimplemented names an unsupported op and its node.
 Status InferAndFold(Graph* g, const std::map<std::string, Shape>& input_shapes, MetaMap* meta);
 
+// Einsum (one or two FP32 operands, no repeated letter within an operand) as the ops Tessera runs:
+// ReduceSum, Transpose, Reshape, MatMul (see einsum.cc), given its operands' metas. The Reshape
+// shapes and ReduceSum axes are added to g's initializers; the last node writes n's output.
+// InvalidArgument for an equation that does not fit the operands, Unimplemented for the forms
+// not supported.
+Result<std::vector<Node>> DecomposeEinsum(const Node& n,
+                                          const std::vector<const ops::ValueMeta*>& in, Graph* g);
+
 // Removes nodes whose outputs reach no graph output, and unused initializers. Returns the count.
 int EliminateDeadNodes(Graph* g);
 
