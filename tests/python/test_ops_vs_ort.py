@@ -184,6 +184,7 @@ CASES = [
     case("Einsum", [("a", r(3, 4, 5))], {"equation": "ijk->kij"}, opset=12, id="Einsum-transpose"),
     case("Einsum", [("a", r(3, 4, 5))], {"equation": "ijk->j"}, opset=12, id="Einsum-reduce"),
     case("Einsum", [("a", r(6)), ("b", r(6))], {"equation": "i,i->"}, opset=12, id="Einsum-dot"),
+    case("Einsum", [("a", r(3, 4)), ("b", r(3, 4))], {"equation": "ij,ij->ij"}, opset=12, id="Einsum-elementwise"),
     # opsets 19-22: new attributes, Gelu (20), unchanged ops at the newest opset Tessera reads
     case("AveragePool", [("x", r(1, 2, 9, 9))], {"kernel_shape": [3, 3], "dilations": [2, 2]}, opset=19, id="AveragePool-dilations-opset19"),
     case("Gelu", [("x", r(3, 8))], opset=20, id="Gelu-opset20"),
