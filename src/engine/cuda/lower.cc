@@ -21,49 +21,21 @@ int EwArity(Ew op) {
 }
 
 const char* EwName(Ew op) {
-  static const char* const kNames[] = {"Relu",
-                                       "LeakyRelu",
-                                       "Sigmoid",
-                                       "Tanh",
-                                       "Erf",
-                                       "Gelu",
-                                       "GeluTanh",
-                                       "Sqrt",
-                                       "Exp",
-                                       "Log",
-                                       "Reciprocal",
-                                       "Floor",
-                                       "Ceil",
-                                       "Softplus",
-                                       "HardSwish",
-                                       "HardSigmoid",
-                                       "Elu",
-                                       "Clip",
-                                       "Swish",
-                                       "Neg",
-                                       "Abs",
-                                       "Cast",
-                                       "Not",
-                                       "Add",
-                                       "Sub",
-                                       "Mul",
-                                       "Div",
-                                       "Pow",
-                                       "Min",
-                                       "Max",
-                                       "Mod",
-                                       "Fmod",
-                                       "Equal",
-                                       "Less",
-                                       "Greater",
-                                       "LessOrEqual",
-                                       "GreaterOrEqual",
-                                       "And",
-                                       "Or",
-                                       "Xor",
-                                       "Where",
-                                       "MulAdd",
-                                       "Clamp"};
+  static const char* const kNames[] = {"Relu",        "LeakyRelu",   "Sigmoid",
+                                       "Tanh",        "Erf",         "Gelu",
+                                       "GeluTanh",    "Sqrt",        "Exp",
+                                       "Log",         "Reciprocal",  "Floor",
+                                       "Ceil",        "Softplus",    "HardSwish",
+                                       "HardSigmoid", "Elu",         "Clip",
+                                       "Swish",       "IsNaN",       "IsInf",
+                                       "Neg",         "Abs",         "Cast",
+                                       "Not",         "Add",         "Sub",
+                                       "Mul",         "Div",         "Pow",
+                                       "Min",         "Max",         "Mod",
+                                       "Fmod",        "Equal",       "Less",
+                                       "Greater",     "LessOrEqual", "GreaterOrEqual",
+                                       "And",         "Or",          "Xor",
+                                       "Where",       "MulAdd",      "Clamp"};
   return kNames[static_cast<int>(op)];
 }
 
@@ -144,7 +116,9 @@ const std::unordered_map<std::string, UnaryInfo>& UnaryOps() {
       {"Neg", {Ew::kNeg, false}},
       {"Abs", {Ew::kAbs, false}},
       {"Cast", {Ew::kCast, false}},
-      {"Not", {Ew::kNot, false}}};
+      {"Not", {Ew::kNot, false}},
+      {"IsNaN", {Ew::kIsNaN, true}},
+      {"IsInf", {Ew::kIsInf, true}}};
   return m;
 }
 const std::unordered_map<std::string, Ew>& BinaryOps() {
@@ -516,6 +490,10 @@ class Lowerer {
       b = n.GetFloat("beta", 0.5f);
     }
     if (n.op == "Gelu" && n.GetString("approximate", "none") == "tanh") op = Ew::kGeluTanh;
+    if (n.op == "IsInf") {
+      a = n.GetInt("detect_negative", 1) != 0 ? 1.0f : 0.0f;
+      b = n.GetInt("detect_positive", 1) != 0 ? 1.0f : 0.0f;
+    }
     if (n.op == "Clip") {
       a = n.GetFloat("min", -INFINITY);
       b = n.GetFloat("max", INFINITY);

@@ -201,6 +201,10 @@ TESSERA_HD float EwFloat(Ew op, float x, float y, float z, float a, float b) {
       return fminf(b, fmaxf(a, x));
     case Ew::kSwish:
       return x * SigmoidF(x);
+    case Ew::kIsNaN:
+      return isnan(x) ? 1.0f : 0.0f;
+    case Ew::kIsInf:
+      return isinf(x) && ((x < 0 && a != 0) || (x > 0 && b != 0)) ? 1.0f : 0.0f;
     case Ew::kAbs:
       return fabsf(x);
     case Ew::kDiv:

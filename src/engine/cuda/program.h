@@ -54,6 +54,8 @@ enum class Ew : uint8_t {
   kElu,
   kClip,
   kSwish,
+  kIsNaN,  // 1 / 0 (a BOOL output)
+  kIsInf,  // 1 / 0; a: detect negative, b: detect positive
   // unary, any numeric type
   kNeg,
   kAbs,

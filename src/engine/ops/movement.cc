@@ -81,13 +81,13 @@ void StridedCopy(const uint8_t* src, uint8_t* dst, const Shape& out_shape,
   }
 }
 
+}  // namespace
+
 std::vector<int64_t> ContiguousStrides(const Shape& s) {
   std::vector<int64_t> st(s.size(), 1);
   for (size_t i = s.size(); i-- > 1;) st[i - 1] = st[i] * s[i];
   return st;
 }
-
-}  // namespace
 
 Result<SliceSpec> ComputeSlice(const Node& n, const Metas& in) {
   const Shape& s = in[0]->shape;

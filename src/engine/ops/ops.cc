@@ -19,6 +19,7 @@ void EnsureRegistered() {
     RegisterMovement();
     RegisterReduceNorm();
     RegisterNn();
+    RegisterIndexing();
   });
 }
 

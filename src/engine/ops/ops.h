@@ -41,6 +41,7 @@ void RegisterElementwise();
 void RegisterMovement();
 void RegisterReduceNorm();
 void RegisterNn();
+void RegisterIndexing();
 void Register(const std::string& op, OpDef def);
 
 // Helpers shared by families.
@@ -55,6 +56,8 @@ Result<std::vector<int64_t>> ConstInts(const Node& n, const std::vector<const Va
 // inference logic; `storage` holds them.
 std::vector<const ValueMeta*> MetasOf(const std::vector<const Tensor*>& in,
                                       std::vector<ValueMeta>* storage);
+// Row-major element strides of a shape.
+std::vector<int64_t> ContiguousStrides(const Shape& s);
 // Number of threads worth using for `work` elementary operations.
 bool WorthParallel(int64_t work);
 
