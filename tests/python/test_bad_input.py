@@ -150,3 +150,28 @@ def test_infer_reports_latency_memory_and_json(zoo_repo, tmp_path):
     import json
     r = json.loads((tmp_path / "r.json").read_text())
     assert len(r["latency_ms"]) == 3 and r["activation_bytes"] > 0
+
+
+@pytest.mark.parametrize("op,extra", [
+    ("GatherND", []),
+    ("GatherElements", []),
+    ("ScatterND", ["u"]),
+])
+def test_an_index_out_of_range_is_a_clear_error(op, extra, tmp_path):
+    """Indices arrive at run time; one past the data's end fails that run, naming it."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])
+    i_shape = [1, 1] if op != "GatherElements" else [1, 4]
+    i = helper.make_tensor_value_info("i", TensorProto.INT64, i_shape)
+    ins = [x, i]
+    feeds = {"x": np.zeros((3, 4), np.float32), "i": np.full(i_shape, 7, np.int64)}
+    if extra:
+        ins.append(helper.make_tensor_value_info("u", TensorProto.FLOAT, [1, 4]))
+        feeds["u"] = np.ones((1, 4), np.float32)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    node = helper.make_node(op, ["x", "i", *extra], ["y"], name="the_op")
+    m = helper.make_model(helper.make_graph([node], "g", ins, [y]),
+                          opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, tmp_path / "m.onnx")
+    _, proc = run_tessera(["--model-file", str(tmp_path / "m.onnx")], feeds, check=False)
+    assert_clean_failure(proc, "INVALID_ARGUMENT", "the_op", "index 7 out of range")

@@ -1,7 +1,8 @@
 // Ops that transformer exports use for positions, masks and lookups: GatherElements, GatherND,
-// CumSum, Trilu, IsNaN, IsInf. Computed by these kernels on the CPU engine and when folded at
-// compile time (position ids and causal masks usually are); the CUDA lowering refuses them by
-// name when they are left to run time.
+// ScatterND, CumSum, Trilu, IsNaN, IsInf. Computed by these kernels on the CPU engine and when
+// folded at compile time (position ids and causal masks usually are); the CUDA lowering refuses
+// them by name when they are left to run time.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -135,6 +136,95 @@ void RegisterGatherND() {
   Register("GatherND", d);
 }
 
+void RegisterScatterND() {
+  OpDef d;  // data with the slices that indices name replaced by (or combined with) updates
+  d.infer = [](const Node& n, const Metas& in, Outs* out) -> Status {
+    TESSERA_RETURN_IF_ERROR(CheckInputs(n, in, 3));
+    const Shape &ds = in[0]->shape, &is = in[1]->shape, &us = in[2]->shape;
+    TESSERA_RETURN_IF_ERROR(IndexType(n, *in[1], "indices"));
+    if (in[2]->dtype != in[0]->dtype)
+      return Status::InvalidArgument(n.Describe() + ": updates are " + DataTypeName(in[2]->dtype) +
+                                     ", data " + DataTypeName(in[0]->dtype));
+    if (is.empty() || is.back() < 1 || is.back() > static_cast<int64_t>(ds.size()))
+      return Status::InvalidArgument(n.Describe() + ": indices " + ShapeToString(is) +
+                                     " must end in a dim of 1.." + std::to_string(ds.size()) +
+                                     " (data " + ShapeToString(ds) + ")");
+    Shape want(is.begin(), is.end() - 1);
+    want.insert(want.end(), ds.begin() + is.back(), ds.end());
+    if (us != want)
+      return Status::InvalidArgument(n.Describe() + ": updates " + ShapeToString(us) +
+                                     ", expected " + ShapeToString(want));
+    const std::string red = n.GetString("reduction", "none");
+    if (red != "none" && red != "add" && red != "mul" && red != "max" && red != "min")
+      return Status::InvalidArgument(n.Describe() + ": reduction '" + red +
+                                     "' (expected none, add, mul, max or min)");
+    if (red != "none" && in[0]->dtype != DataType::kFloat32 && in[0]->dtype != DataType::kInt64)
+      return Status::Unimplemented(n.Describe() + ": reduction '" + red + "' on " +
+                                   DataTypeName(in[0]->dtype) + " (FP32 and INT64 are)");
+    (*out)[0] = {in[0]->dtype, ds, nullptr};
+    return Status::OK();
+  };
+  d.kernel = [](const Node& n, const Ins& in, std::vector<Tensor>& out) -> Status {
+    const Shape& ds = in[0]->shape();
+    const auto k = static_cast<size_t>(in[1]->shape().back());
+    const auto strides = ContiguousStrides(ds);
+    const int64_t slice = k < ds.size() ? strides[k - 1] : 1;
+    const int64_t count = in[1]->numel() / static_cast<int64_t>(k);
+    const size_t es = DataTypeSize(in[0]->dtype());
+    if (out[0].raw() != in[0]->raw() && in[0]->nbytes())
+      std::memcpy(out[0].raw(), in[0]->raw(), in[0]->nbytes());
+    enum class Red { kNone, kAdd, kMul, kMax, kMin };
+    const std::string name = n.GetString("reduction", "none");
+    const Red red = name == "add"   ? Red::kAdd
+                    : name == "mul" ? Red::kMul
+                    : name == "max" ? Red::kMax
+                    : name == "min" ? Red::kMin
+                                    : Red::kNone;
+    auto* dst = out[0].data<uint8_t>();
+    const auto* upd = in[2]->data<uint8_t>();
+    for (int64_t i = 0; i < count; ++i) {
+      int64_t at = 0;
+      for (size_t j = 0; j < k; ++j) {
+        TESSERA_ASSIGN_OR_RETURN(
+            int64_t idx,
+            Wrap(n, in[1]->GetAsInt64(i * static_cast<int64_t>(k) + int64_t(j)), ds[j]));
+        at += idx * strides[j];
+      }
+      if (red == Red::kNone) {
+        std::memcpy(dst + at * static_cast<int64_t>(es), upd + i * slice * static_cast<int64_t>(es),
+                    static_cast<size_t>(slice) * es);
+        continue;
+      }
+      auto combine = [&](auto* x, const auto* u) {
+        for (int64_t e = 0; e < slice; ++e) {
+          auto& a = x[at + e];
+          const auto b = u[i * slice + e];
+          switch (red) {
+            case Red::kAdd:
+              a = a + b;
+              break;
+            case Red::kMul:
+              a = a * b;
+              break;
+            case Red::kMax:
+              a = std::max(a, b);
+              break;
+            default:
+              a = std::min(a, b);
+              break;
+          }
+        }
+      };
+      if (in[0]->dtype() == DataType::kFloat32)
+        combine(out[0].data<float>(), in[2]->data<float>());
+      else
+        combine(out[0].data<int64_t>(), in[2]->data<int64_t>());
+    }
+    return Status::OK();
+  };
+  Register("ScatterND", d);
+}
+
 void RegisterCumSum() {
   OpDef d;
   d.infer = [](const Node& n, const Metas& in, Outs* out) -> Status {
@@ -253,6 +343,7 @@ void RegisterFloatTest(const std::string& op) {
 void RegisterIndexing() {
   RegisterGatherElements();
   RegisterGatherND();
+  RegisterScatterND();
   RegisterCumSum();
   RegisterTrilu();
   RegisterFloatTest("IsNaN");

@@ -1,6 +1,5 @@
 // Data movement and shape ops: Reshape family, Transpose, Concat, Split, Slice, Gather, Expand,
-// Pad, Tile, Shape, ConstantOfShape, Range, ScatterND. Dtype-agnostic: they move bytes (but for
-// ScatterND's reductions).
+// Pad, Tile, Shape, ConstantOfShape, Range. Dtype-agnostic: they move bytes.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -638,87 +637,6 @@ void RegisterMovement() {
       return Status::OK();
     };
     Register("Range", d);
-  }
-
-  {  // ScatterND: data with the slices that indices name replaced by (or combined with) updates
-    OpDef d;
-    d.infer = [](const Node& n, const Metas& in, Outs* out) -> Status {
-      TESSERA_RETURN_IF_ERROR(CheckInputs(n, in, 3));
-      const Shape &ds = in[0]->shape, &is = in[1]->shape, &us = in[2]->shape;
-      if (in[1]->dtype != DataType::kInt64)
-        return Status::InvalidArgument(n.Describe() + ": indices must be INT64, got " +
-                                       DataTypeName(in[1]->dtype));
-      if (in[2]->dtype != in[0]->dtype)
-        return Status::InvalidArgument(n.Describe() + ": updates are " +
-                                       DataTypeName(in[2]->dtype) + ", data " +
-                                       DataTypeName(in[0]->dtype));
-      if (is.empty() || is.back() < 1 || is.back() > static_cast<int64_t>(ds.size()))
-        return Status::InvalidArgument(n.Describe() + ": indices " + ShapeToString(is) +
-                                       " must end in a dim of 1.." + std::to_string(ds.size()) +
-                                       " (data " + ShapeToString(ds) + ")");
-      Shape want(is.begin(), is.end() - 1);
-      want.insert(want.end(), ds.begin() + is.back(), ds.end());
-      if (us != want)
-        return Status::InvalidArgument(n.Describe() + ": updates " + ShapeToString(us) +
-                                       ", expected " + ShapeToString(want));
-      const std::string red = n.GetString("reduction", "none");
-      if (red != "none" && red != "add" && red != "mul" && red != "max" && red != "min")
-        return Status::InvalidArgument(n.Describe() + ": reduction '" + red +
-                                       "' (expected none, add, mul, max or min)");
-      if (red != "none" && in[0]->dtype != DataType::kFloat32 && in[0]->dtype != DataType::kInt64)
-        return Status::Unimplemented(n.Describe() + ": reduction '" + red + "' on " +
-                                     DataTypeName(in[0]->dtype) + " (FP32 and INT64 are)");
-      (*out)[0] = {in[0]->dtype, ds, nullptr};
-      return Status::OK();
-    };
-    d.kernel = [](const Node& n, const Ins& in, std::vector<Tensor>& out) -> Status {
-      const Shape& ds = in[0]->shape();
-      const Shape& is = in[1]->shape();
-      const auto k = static_cast<size_t>(is.back());
-      const auto strides = ContiguousStrides(ds);
-      const int64_t slice = k < ds.size() ? strides[k - 1] : 1;
-      const int64_t count = in[1]->numel() / static_cast<int64_t>(k);
-      const size_t es = DataTypeSize(in[0]->dtype());
-      if (out[0].raw() != in[0]->raw() && in[0]->nbytes())
-        std::memcpy(out[0].raw(), in[0]->raw(), in[0]->nbytes());
-      const std::string red = n.GetString("reduction", "none");
-      auto* dst = out[0].data<uint8_t>();
-      const auto* upd = in[2]->data<uint8_t>();
-      for (int64_t i = 0; i < count; ++i) {
-        int64_t at = 0;
-        for (size_t j = 0; j < k; ++j) {
-          int64_t idx = in[1]->GetAsInt64(i * static_cast<int64_t>(k) + static_cast<int64_t>(j));
-          if (idx < 0) idx += ds[j];
-          if (idx < 0 || idx >= ds[j])
-            return Status::InvalidArgument(
-                n.Describe() + ": index " +
-                std::to_string(
-                    in[1]->GetAsInt64(i * static_cast<int64_t>(k) + static_cast<int64_t>(j))) +
-                " out of range for dim " + std::to_string(j) + " of " + ShapeToString(ds));
-          at += idx * strides[j];
-        }
-        if (red == "none") {
-          std::memcpy(dst + at * es, upd + i * slice * es, static_cast<size_t>(slice) * es);
-          continue;
-        }
-        auto combine = [&](auto* d, const auto* u) {
-          for (int64_t e = 0; e < slice; ++e) {
-            auto& x = d[at + e];
-            const auto y = u[i * slice + e];
-            x = red == "add"   ? x + y
-                : red == "mul" ? x * y
-                : red == "max" ? std::max(x, y)
-                               : std::min(x, y);
-          }
-        };
-        if (in[0]->dtype() == DataType::kFloat32)
-          combine(out[0].data<float>(), in[2]->data<float>());
-        else
-          combine(out[0].data<int64_t>(), in[2]->data<int64_t>());
-      }
-      return Status::OK();
-    };
-    Register("ScatterND", d);
   }
 }
 
